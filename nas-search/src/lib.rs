@@ -1,1 +1,24 @@
-//! placeholder
+//! Multi-objective neural architecture search engine with durable studies.
+//!
+//! Map of the crate:
+//! - [`space`]: generic parameters with conditions, TOML spaces, sampling,
+//!   mutation, crossover, canonical configuration keys.
+//! - [`objective`]: objectives with directions, constraints, Pareto
+//!   dominance, non-dominated sorting, crowding, exact hypervolume.
+//! - [`strategy`]: the ask/tell [`strategy::Strategy`] trait and random
+//!   search, regularised evolution, NSGA-II, successive halving, Hyperband.
+//! - [`evaluator`]: the [`evaluator::Evaluator`] trait and the lookup-table
+//!   evaluator.
+//! - [`study`]: the SQLite study database (claims, results, recovery).
+//! - [`runner`]: worker threads running a study to its budget.
+//!
+//! Nothing here trains a model or measures energy: evaluators do, and report
+//! figures with their provenance, which studies store as given.
+#![warn(missing_docs)]
+
+pub mod evaluator;
+pub mod objective;
+pub mod runner;
+pub mod space;
+pub mod strategy;
+pub mod study;

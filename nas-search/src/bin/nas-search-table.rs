@@ -1,0 +1,334 @@
+//! `nas-search-table`: runs a study whose trials are looked up in a CSV
+//! table of precomputed results, and scores studies or foreign trial
+//! sequences by hypervolume. Used by the crash tests and by `bench/search`.
+//!
+//! ```text
+//! nas-search-table run   --table T.csv --study S.db --budget N [--strategy nsga2] [--workers K]
+//!                        [--seed S] [--resume] [--objectives acc:max,energy:min] [--delay-ms MS]
+//! nas-search-table score --table T.csv (--study S.db | --sequence FILE.csv) --at 25,50,100
+//! ```
+//! Without a subcommand, `run` is assumed. Reference points default to the
+//! table's worst value of each objective plus 10% of its range, ideals to its
+//! best value, so hypervolumes are in `[0, 1]`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use nas_search::evaluator::{
+    metric_extremes, EvalError, Evaluator, TableColumns, TableEvaluator, TrialResult,
+};
+use nas_search::objective::{Direction, Metrics, Objective, ObjectiveSet};
+use nas_search::runner::{run_study, trials_hypervolume, RunOptions};
+use nas_search::space::Config;
+use nas_search::strategy::strategy_from_spec;
+use nas_search::study::{Study, StudySpec, TrialRecord, TrialStatus};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "nas-search-table",
+    about = "Architecture search on a lookup table of precomputed results (logs: NAS_SEARCH_LOG=info)",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: Option<RunArgs>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run (or resume) a study.
+    Run(RunArgs),
+    /// Hypervolume of the first N finished trials of a study or sequence.
+    Score(ScoreArgs),
+}
+
+#[derive(Args, Clone)]
+struct TableArgs {
+    /// CSV table: parameter columns, metric columns, optional `fidelity`.
+    #[arg(long)]
+    table: PathBuf,
+    /// Objectives, `NAME:min|max[:ref=X][:ideal=Y]`, comma-separated.
+    #[arg(long, default_value = "val_accuracy:max,inference_energy_j_per_1k:min")]
+    objectives: String,
+    /// Metric columns besides the objectives (all other columns are parameters).
+    #[arg(long, default_value = "")]
+    metrics: String,
+    /// Constraints, e.g. `val_accuracy>=0.98*best`, comma-separated.
+    #[arg(long, default_value = "")]
+    constraints: String,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    table: TableArgs,
+    /// Study database.
+    #[arg(long)]
+    study: PathBuf,
+    /// Finished trials to reach.
+    #[arg(long)]
+    budget: usize,
+    /// random, evolution, nsga2, sha, hyperband (with `:key=value,...`).
+    #[arg(long, default_value = "nsga2")]
+    strategy: String,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Study seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Continue an existing study (created if missing).
+    #[arg(long)]
+    resume: bool,
+    /// Sleep this long in each evaluation (to test crashes mid-trial).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Print a JSON summary at the end.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    #[command(flatten)]
+    table: TableArgs,
+    /// Study to score (trials in commit order).
+    #[arg(long, conflicts_with = "sequence")]
+    study: Option<PathBuf>,
+    /// CSV of trials in order, with the table's parameter columns (e.g.
+    /// Optuna's choices); each row is looked up in the table.
+    #[arg(long)]
+    sequence: Option<PathBuf>,
+    /// Budgets at which to score, comma-separated.
+    #[arg(long, default_value = "25,50,100")]
+    at: String,
+}
+
+struct SlowTable {
+    inner: TableEvaluator,
+    delay: Duration,
+}
+
+impl Evaluator for SlowTable {
+    fn evaluate(
+        &self,
+        config: &Config,
+        fidelity: f64,
+        seed: u64,
+    ) -> Result<TrialResult, EvalError> {
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
+        self.inner.evaluate(config, fidelity, seed)
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Loads the table and the objectives, filling in reference points from it.
+fn load(args: &TableArgs) -> Result<(TableEvaluator, ObjectiveSet)> {
+    let mut objectives: Vec<Objective> = split_list(&args.objectives)
+        .iter()
+        .map(|s| Objective::parse(s))
+        .collect::<Result<_, _>>()
+        .context("--objectives")?;
+    let mut metric_names: Vec<String> = objectives.iter().map(|o| o.name.clone()).collect();
+    metric_names.extend(split_list(&args.metrics));
+    let table = TableEvaluator::from_csv(&args.table, TableColumns::Metrics(&metric_names))
+        .with_context(|| format!("loading table {}", args.table.display()))?;
+    let all: Vec<Metrics> = table
+        .full_fidelity_metrics()
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
+    for o in &mut objectives {
+        let (lo, hi) = metric_extremes(&all, &o.name)
+            .with_context(|| format!("objective `{}` has no values in the table", o.name))?;
+        let margin = 0.1 * (hi - lo).max(1e-12);
+        let (best, worst) = match o.direction {
+            Direction::Minimize => (lo, hi + margin),
+            Direction::Maximize => (hi, lo - margin),
+        };
+        o.reference.get_or_insert(worst);
+        o.ideal.get_or_insert(best);
+    }
+    let mut set = ObjectiveSet::new(objectives)?;
+    for c in split_list(&args.constraints) {
+        set = set.with_constraint(nas_search::objective::Constraint::parse(&c)?);
+    }
+    Ok((table, set))
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let (table, objectives) = load(&args.table)?;
+    let strategy = strategy_from_spec(&args.strategy)?;
+    let spec = StudySpec {
+        space: table.space().clone(),
+        objectives,
+        strategy: strategy.spec(),
+        seed: args.seed,
+    };
+    let mut options = RunOptions::new(&args.study, args.budget);
+    options.workers = args.workers;
+    options.resume = args.resume;
+    let evaluator = Arc::new(SlowTable {
+        inner: table,
+        delay: Duration::from_millis(args.delay_ms),
+    });
+    let summary = run_study(spec, evaluator, strategy, &options, &|p| {
+        tracing::debug!(
+            finished = p.finished,
+            budget = p.budget,
+            front = p.front.len(),
+            "trial done"
+        );
+    })
+    .with_context(|| format!("running study {}", args.study.display()))?;
+    let finished = summary
+        .trials
+        .iter()
+        .filter(|t| t.status == TrialStatus::Finished)
+        .count();
+    let overhead: Vec<f64> = summary
+        .trials
+        .iter()
+        .filter_map(|t| t.overhead_ns)
+        .map(|ns| ns as f64 / 1e6)
+        .collect();
+    let mean_overhead_ms = overhead.iter().sum::<f64>() / overhead.len().max(1) as f64;
+    if args.json {
+        let v = serde_json::json!({
+            "finished_trials": finished,
+            "evaluated_here": summary.evaluated_here,
+            "front_size": summary.front.len(),
+            "hypervolume": summary.hypervolume,
+            "mean_overhead_ms": mean_overhead_ms,
+            "stop_reason": format!("{:?}", summary.stop_reason),
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "finished={finished} evaluated_here={} front={} hypervolume={:.6} mean_overhead_ms={mean_overhead_ms:.4}",
+            summary.evaluated_here,
+            summary.front.len(),
+            summary.hypervolume.unwrap_or(f64::NAN)
+        );
+    }
+    Ok(())
+}
+
+fn score(args: ScoreArgs) -> Result<()> {
+    let (table, objectives) = load(&args.table)?;
+    let at: Vec<usize> = split_list(&args.at)
+        .iter()
+        .map(|s| {
+            s.parse()
+                .with_context(|| format!("--at: `{s}` is not a number"))
+        })
+        .collect::<Result<_>>()?;
+    let trials: Vec<TrialRecord> = match (&args.study, &args.sequence) {
+        (Some(db), None) => {
+            let mut study = Study::open_existing(db)?;
+            let mut t: Vec<TrialRecord> = study
+                .trials()?
+                .into_iter()
+                .filter(|t| t.status == TrialStatus::Finished)
+                .collect();
+            t.sort_by_key(|t| t.finish_seq);
+            t
+        }
+        (None, Some(seq)) => sequence_trials(&table, seq)?,
+        _ => bail!("give exactly one of --study or --sequence"),
+    };
+    let mut parts = Vec::new();
+    for n in at {
+        let hv =
+            trials_hypervolume(&trials[..n.min(trials.len())], &objectives).unwrap_or(f64::NAN);
+        parts.push(format!("hv_{n}={hv:.6}"));
+    }
+    let mean_overhead_ms = {
+        let o: Vec<f64> = trials
+            .iter()
+            .filter_map(|t| t.overhead_ns)
+            .map(|ns| ns as f64 / 1e6)
+            .collect();
+        o.iter().sum::<f64>() / o.len().max(1) as f64
+    };
+    println!(
+        "{} trials={} mean_overhead_ms={mean_overhead_ms:.4}",
+        parts.join(" "),
+        trials.len()
+    );
+    Ok(())
+}
+
+/// Reads a sequence of configurations and looks each up at full fidelity.
+fn sequence_trials(table: &TableEvaluator, file: &Path) -> Result<Vec<TrialRecord>> {
+    let mut reader =
+        csv::Reader::from_path(file).with_context(|| format!("reading {}", file.display()))?;
+    let header: Vec<String> = reader.headers()?.iter().map(String::from).collect();
+    let mut out = Vec::new();
+    for (i, rec) in reader.records().enumerate() {
+        let rec = rec.with_context(|| format!("{} row {}", file.display(), i + 2))?;
+        let config = Config(
+            header
+                .iter()
+                .zip(rec.iter())
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(h, v)| (h.clone(), nas_search::space::ParamValue::parse_cell(v)))
+                .collect(),
+        );
+        let result = table
+            .evaluate(&config, 1.0, 0)
+            .with_context(|| format!("{} row {}", file.display(), i + 2))?;
+        out.push(TrialRecord {
+            number: i as u64,
+            config_key: config.key(),
+            config,
+            fidelity: 1.0,
+            tag: None,
+            status: TrialStatus::Finished,
+            worker: None,
+            seed: 0,
+            metrics: Some(result.metrics),
+            kernel_energy: Vec::new(),
+            provenance: result.provenance,
+            energy_spent_j: None,
+            error: None,
+            notes: Vec::new(),
+            created_ns: 0,
+            started_ns: None,
+            finished_ns: None,
+            finish_seq: Some(i as u64),
+            eval_ns: None,
+            overhead_ns: None,
+            attempts: 1,
+        });
+    }
+    Ok(out)
+}
+
+fn main() -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NAS_SEARCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match (cli.command, cli.run) {
+        (Some(Command::Run(a)), _) | (None, Some(a)) => run(a),
+        (Some(Command::Score(a)), _) => score(a),
+        (None, None) => bail!("nothing to do; see --help"),
+    }
+}
