@@ -1,1 +1,26 @@
-//! placeholder
+//! Per-kernel energy calibration: learn once per machine what each kernel
+//! type of the trainer costs, so a search can predict a candidate's energy
+//! before (or instead of) training it.
+//!
+//! - [`fingerprint`]: the machine a calibration belongs to (CPU, cores,
+//!   kernel, GPU, energy sources and their provenance).
+//! - [`model`]: per-kernel time and power models fitted with linfa-linear,
+//!   with their fit quality.
+//! - [`file`]: the versioned TOML calibration file, its loading with clear
+//!   errors, and the machine check.
+//! - [`predict`]: energy of a whole network from the kernels it emits.
+//!
+//! Every energy figure derived from a calibration carries the provenance of
+//! the sources it was measured with (on a machine without hardware
+//! counters: `estimated`).
+#![warn(missing_docs)]
+
+pub mod file;
+pub mod fingerprint;
+pub mod model;
+pub mod predict;
+
+pub use file::{Calibration, CalibrationError, FORMAT_VERSION};
+pub use fingerprint::MachineFingerprint;
+pub use model::{KernelModel, KernelShape, Observation};
+pub use predict::{EnergyPrediction, KernelPlan, NetworkPlan, PredictError};

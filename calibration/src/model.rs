@@ -1,0 +1,561 @@
+//! Per-kernel cost models: what one call of a kernel type costs in time and
+//! power as a function of its shape, fitted with linfa-linear.
+//!
+//! Each kernel type gets, per thread count, two linear models:
+//! - **time per call** (ns) over [`TIME_FEATURES`]: multiply-accumulates of
+//!   a dense layer (`batch·in·out`), activation elements read and written
+//!   (`batch·(in+out)`), weight elements (`in·out`) and a constant (launch
+//!   overhead);
+//! - **power while running** (W) over [`POWER_FEATURES`]: a constant and
+//!   `log2(batch·in·out)`, since larger calls keep more of the machine busy.
+//!
+//! Energy per call is their product. The features are generic over kernel
+//! types (an element-wise kernel simply gets a zero coefficient on the
+//! dense term), so a new kernel type the trainer emits needs no formula
+//! here, only microbenchmarks.
+//!
+//! Fitting minimises *relative* error (each row is weighted by the inverse
+//! of its target), because a network's energy is a sum over calls whose
+//! costs span five orders of magnitude, and keeps coefficients
+//! non-negative (a feature whose coefficient comes out negative is dropped
+//! and the rest refitted), so predictions never go below zero when a shape
+//! lies outside the calibrated grid.
+//!
+//! These types are stored verbatim in the calibration file (see
+//! [`crate::file`]), which is why they derive serde.
+
+use linfa::traits::Fit;
+use linfa::DatasetBase;
+use linfa_linear::LinearRegression;
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+
+/// Shape of one kernel call, in the trainer's terms: a batch of rows going
+/// from `in_width` to `out_width` features. Element-wise kernels have
+/// `in_width == out_width`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelShape {
+    /// Rows in the batch.
+    pub batch: u64,
+    /// Input width.
+    pub in_width: u64,
+    /// Output width.
+    pub out_width: u64,
+}
+
+impl std::fmt::Display for KernelShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}->{}", self.batch, self.in_width, self.out_width)
+    }
+}
+
+/// A quantity derived from a [`KernelShape`] that a model is linear in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feature {
+    /// `batch · in · out`: multiply-accumulates of a dense layer.
+    BatchInOut,
+    /// `batch · (in + out)`: activation elements read and written.
+    BatchInPlusOut,
+    /// `in · out`: weight elements.
+    InOut,
+    /// `1`: fixed cost per call (launch and dispatch overhead).
+    One,
+    /// `log2(batch · in · out)`: a size trend, for power.
+    Log2BatchInOut,
+}
+
+/// Features of the time-per-call model.
+pub const TIME_FEATURES: [Feature; 4] = [
+    Feature::BatchInOut,
+    Feature::BatchInPlusOut,
+    Feature::InOut,
+    Feature::One,
+];
+
+/// Features of the power model.
+pub const POWER_FEATURES: [Feature; 2] = [Feature::One, Feature::Log2BatchInOut];
+
+impl Feature {
+    /// Value of the feature for a shape.
+    pub fn value(self, shape: KernelShape) -> f64 {
+        let (b, i, o) = (
+            shape.batch as f64,
+            shape.in_width as f64,
+            shape.out_width as f64,
+        );
+        match self {
+            Feature::BatchInOut => b * i * o,
+            Feature::BatchInPlusOut => b * (i + o),
+            Feature::InOut => i * o,
+            Feature::One => 1.0,
+            Feature::Log2BatchInOut => (b * i * o).max(1.0).log2(),
+        }
+    }
+
+    /// Name as written in the calibration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::BatchInOut => "batch_in_out",
+            Feature::BatchInPlusOut => "batch_in_plus_out",
+            Feature::InOut => "in_out",
+            Feature::One => "one",
+            Feature::Log2BatchInOut => "log2_batch_in_out",
+        }
+    }
+}
+
+/// How well a model fits the samples it was fitted on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitQuality {
+    /// Samples fitted.
+    pub samples: u32,
+    /// Coefficient of determination on the original scale (1 is perfect;
+    /// 1 also when all targets are equal and predicted exactly).
+    pub r2: f64,
+    /// Root-mean-square residual, in the target's unit.
+    pub rmse: f64,
+    /// Mean absolute residual relative to the target, percent.
+    pub mean_abs_pct_error: f64,
+    /// Largest absolute residual relative to the target, percent.
+    pub max_abs_pct_error: f64,
+}
+
+impl FitQuality {
+    /// Quality of `predicted` against `observed` (same length, observed > 0).
+    pub fn of(observed: &[f64], predicted: &[f64]) -> FitQuality {
+        let n = observed.len().min(predicted.len());
+        if n == 0 {
+            return FitQuality {
+                samples: 0,
+                r2: 0.0,
+                rmse: 0.0,
+                mean_abs_pct_error: 0.0,
+                max_abs_pct_error: 0.0,
+            };
+        }
+        let mean = observed[..n].iter().sum::<f64>() / n as f64;
+        let mut ss_res = 0.0;
+        let mut ss_tot = 0.0;
+        let mut pct_sum = 0.0;
+        let mut pct_max: f64 = 0.0;
+        for (&y, &p) in observed[..n].iter().zip(&predicted[..n]) {
+            ss_res += (y - p) * (y - p);
+            ss_tot += (y - mean) * (y - mean);
+            let pct = if y != 0.0 {
+                100.0 * ((p - y) / y).abs()
+            } else {
+                0.0
+            };
+            pct_sum += pct;
+            pct_max = pct_max.max(pct);
+        }
+        let r2 = if ss_tot > 0.0 {
+            1.0 - ss_res / ss_tot
+        } else if ss_res == 0.0 {
+            1.0
+        } else {
+            0.0
+        };
+        FitQuality {
+            samples: n as u32,
+            r2,
+            rmse: (ss_res / n as f64).sqrt(),
+            mean_abs_pct_error: pct_sum / n as f64,
+            max_abs_pct_error: pct_max,
+        }
+    }
+}
+
+/// A fitted linear model: `Σ coefficients[k] · features[k](shape)`.
+///
+/// Invariant: `features.len() == coefficients.len()`, every coefficient is
+/// finite and non-negative (a feature dropped by the fit has 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinearModel {
+    /// The features, in coefficient order.
+    pub features: Vec<Feature>,
+    /// One coefficient per feature, in the target's unit per feature unit.
+    pub coefficients: Vec<f64>,
+    /// Fit quality on the samples.
+    pub fit: FitQuality,
+}
+
+impl LinearModel {
+    /// Prediction for one shape.
+    pub fn predict(&self, shape: KernelShape) -> f64 {
+        self.features
+            .iter()
+            .zip(&self.coefficients)
+            .map(|(f, c)| c * f.value(shape))
+            .sum()
+    }
+
+    /// Coefficient of a feature (0 when the model does not use it).
+    pub fn coefficient(&self, feature: Feature) -> f64 {
+        self.features
+            .iter()
+            .position(|f| *f == feature)
+            .map_or(0.0, |i| self.coefficients[i])
+    }
+}
+
+/// Why a model could not be fitted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FitError {
+    /// Fewer samples than features.
+    #[error("{samples} samples cannot determine {features} coefficients")]
+    NotEnoughSamples {
+        /// Samples given.
+        samples: usize,
+        /// Features to fit.
+        features: usize,
+    },
+    /// Shapes and targets differ in length.
+    #[error("{shapes} shapes but {targets} targets")]
+    LengthMismatch {
+        /// Shapes given.
+        shapes: usize,
+        /// Targets given.
+        targets: usize,
+    },
+    /// A target is zero, negative or not finite (relative weighting needs
+    /// positive targets).
+    #[error("target {index} is {value}: targets must be positive and finite")]
+    BadTarget {
+        /// Row.
+        index: usize,
+        /// Value.
+        value: f64,
+    },
+    /// The least-squares solver failed.
+    #[error("least squares failed: {0}")]
+    Solver(String),
+    /// No non-negative combination of the features fits.
+    #[error("no non-negative model fits these samples")]
+    NoNonNegativeFit,
+}
+
+/// Fits `target ≈ Σ c_k · feature_k(shape)` with `c_k ≥ 0`, minimising the
+/// sum of squared *relative* residuals.
+pub fn fit_linear(
+    features: &[Feature],
+    shapes: &[KernelShape],
+    targets: &[f64],
+) -> Result<LinearModel, FitError> {
+    if shapes.len() != targets.len() {
+        return Err(FitError::LengthMismatch {
+            shapes: shapes.len(),
+            targets: targets.len(),
+        });
+    }
+    if shapes.len() < features.len() {
+        return Err(FitError::NotEnoughSamples {
+            samples: shapes.len(),
+            features: features.len(),
+        });
+    }
+    if let Some((index, &value)) = targets
+        .iter()
+        .enumerate()
+        .find(|(_, t)| !(t.is_finite() && **t > 0.0))
+    {
+        return Err(FitError::BadTarget { index, value });
+    }
+
+    let mut active: Vec<usize> = (0..features.len()).collect();
+    let mut coefficients = vec![0.0; features.len()];
+    loop {
+        let solved = solve_relative(features, &active, shapes, targets)?;
+        // Drop the most negative coefficient (in scaled terms, i.e. by its
+        // weight in the fit) and refit: a small active-set loop that keeps
+        // the model monotone in every feature.
+        let worst = solved
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, scaled))| *scaled < 0.0)
+            .min_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
+            .map(|(pos, _)| pos);
+        match worst {
+            Some(pos) if active.len() > 1 => {
+                active.remove(pos);
+            }
+            Some(_) => return Err(FitError::NoNonNegativeFit),
+            None => {
+                for (&k, (c, _)) in active.iter().zip(&solved) {
+                    coefficients[k] = *c;
+                }
+                break;
+            }
+        }
+    }
+    let mut model = LinearModel {
+        features: features.to_vec(),
+        coefficients,
+        fit: FitQuality::of(&[], &[]),
+    };
+    let predicted: Vec<f64> = shapes.iter().map(|s| model.predict(*s)).collect();
+    model.fit = FitQuality::of(targets, &predicted);
+    Ok(model)
+}
+
+/// Weighted least squares over the active features. Returns, per active
+/// feature, (coefficient in natural units, coefficient in scaled units).
+fn solve_relative(
+    features: &[Feature],
+    active: &[usize],
+    shapes: &[KernelShape],
+    targets: &[f64],
+) -> Result<Vec<(f64, f64)>, FitError> {
+    let n = shapes.len();
+    let k = active.len();
+    // Row i is divided by its target, so the target becomes 1 and the
+    // residual is relative. Columns are then scaled to a maximum of 1 so the
+    // solver sees numbers of one magnitude (raw features span 1 to 1e9).
+    let mut x = Array2::<f64>::zeros((n, k));
+    for (i, (shape, y)) in shapes.iter().zip(targets).enumerate() {
+        for (j, &f) in active.iter().enumerate() {
+            x[[i, j]] = features[f].value(*shape) / y;
+        }
+    }
+    let mut scales = vec![1.0; k];
+    for (j, scale) in scales.iter_mut().enumerate() {
+        let max = x.column(j).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        if max > 0.0 {
+            *scale = max;
+            x.column_mut(j).mapv_inplace(|v| v / max);
+        }
+    }
+    let y = Array1::<f64>::ones(n);
+    let dataset = DatasetBase::new(x, y);
+    let fitted = LinearRegression::new()
+        .with_intercept(false)
+        .fit(&dataset)
+        .map_err(|e| FitError::Solver(e.to_string()))?;
+    let params = fitted.params();
+    Ok((0..k)
+        .map(|j| {
+            let scaled = params[j];
+            (scaled / scales[j], scaled)
+        })
+        .collect())
+}
+
+/// One microbenchmark result: a kernel type run many times at one shape and
+/// thread count while energyd attributed its energy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observation {
+    /// Kernel type name (the trainer's span name).
+    pub kernel: String,
+    /// Shape of every call.
+    pub shape: KernelShape,
+    /// Threads the kernel ran with.
+    pub threads: u32,
+    /// Calls timed.
+    pub calls: u64,
+    /// Mean wall time of one call.
+    pub time_per_call_ns: f64,
+    /// Mean power attributed to the process while the calls ran.
+    pub power_w: f64,
+}
+
+impl Observation {
+    /// Energy of one call: time × attributed power.
+    pub fn energy_per_call_j(&self) -> f64 {
+        self.time_per_call_ns * 1e-9 * self.power_w
+    }
+}
+
+/// The models of one kernel type at one thread count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelModel {
+    /// Kernel type name (the trainer's span name).
+    pub kernel: String,
+    /// Threads the kernel ran with.
+    pub threads: u32,
+    /// Time per call, nanoseconds.
+    pub time_ns: LinearModel,
+    /// Power while the kernel runs, watts.
+    pub power_w: LinearModel,
+    /// Quality of energy per call (time × power) against the observations.
+    pub energy_fit: FitQuality,
+}
+
+impl KernelModel {
+    /// Fits the models of `kernel` at `threads` from its observations
+    /// (others in the slice are ignored).
+    pub fn fit(
+        kernel: &str,
+        threads: u32,
+        observations: &[Observation],
+    ) -> Result<KernelModel, FitError> {
+        let rows: Vec<&Observation> = observations
+            .iter()
+            .filter(|o| o.kernel == kernel && o.threads == threads)
+            .collect();
+        let shapes: Vec<KernelShape> = rows.iter().map(|o| o.shape).collect();
+        let times: Vec<f64> = rows.iter().map(|o| o.time_per_call_ns).collect();
+        let powers: Vec<f64> = rows.iter().map(|o| o.power_w).collect();
+        let time_ns = fit_linear(&TIME_FEATURES, &shapes, &times)?;
+        let power_w = fit_linear(&POWER_FEATURES, &shapes, &powers)?;
+        let mut model = KernelModel {
+            kernel: kernel.to_owned(),
+            threads,
+            time_ns,
+            power_w,
+            energy_fit: FitQuality::of(&[], &[]),
+        };
+        let observed: Vec<f64> = rows.iter().map(|o| o.energy_per_call_j()).collect();
+        let predicted: Vec<f64> = shapes.iter().map(|s| model.energy_per_call_j(*s)).collect();
+        model.energy_fit = FitQuality::of(&observed, &predicted);
+        Ok(model)
+    }
+
+    /// Predicted time of one call, nanoseconds.
+    pub fn time_per_call_ns(&self, shape: KernelShape) -> f64 {
+        self.time_ns.predict(shape).max(0.0)
+    }
+
+    /// Predicted energy of one call, joules.
+    pub fn energy_per_call_j(&self, shape: KernelShape) -> f64 {
+        self.time_per_call_ns(shape) * 1e-9 * self.power_w.predict(shape).max(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn grid() -> Vec<KernelShape> {
+        let mut shapes = Vec::new();
+        for &batch in &[16, 64, 256] {
+            for &in_width in &[8, 64, 256] {
+                for &out_width in &[4, 32, 512] {
+                    shapes.push(KernelShape {
+                        batch,
+                        in_width,
+                        out_width,
+                    });
+                }
+            }
+        }
+        shapes
+    }
+
+    #[test]
+    fn recovers_known_time_coefficients_under_noise() {
+        // 0.25 ns per MAC, 1.5 ns per activation element, 0.8 ns per weight,
+        // 4 µs launch overhead; ±2 % multiplicative noise.
+        let truth = [0.25, 1.5, 0.8, 4000.0];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        // Batch 1 makes the weight term comparable to the dense term, so
+        // every coefficient is identifiable (as in the calibration grid).
+        let mut shapes = grid();
+        shapes.extend(grid().into_iter().map(|s| KernelShape { batch: 1, ..s }));
+        let targets: Vec<f64> = shapes
+            .iter()
+            .map(|s| {
+                let exact: f64 = TIME_FEATURES
+                    .iter()
+                    .zip(truth)
+                    .map(|(f, c)| c * f.value(*s))
+                    .sum();
+                exact * (1.0 + rng.gen_range(-0.02..0.02))
+            })
+            .collect();
+        let model = fit_linear(&TIME_FEATURES, &shapes, &targets).unwrap();
+        for (feature, expected) in TIME_FEATURES.iter().zip(truth) {
+            let got = model.coefficient(*feature);
+            assert!(
+                ((got - expected) / expected).abs() < 0.05,
+                "{}: got {got}, expected {expected}",
+                feature.name()
+            );
+        }
+        assert!(model.fit.r2 > 0.99, "r2 {}", model.fit.r2);
+        assert!(model.fit.mean_abs_pct_error < 2.5);
+    }
+
+    #[test]
+    fn exact_data_is_recovered_exactly() {
+        let shapes = grid();
+        let targets: Vec<f64> = shapes
+            .iter()
+            .map(|s| 3.0 + 0.5 * Feature::Log2BatchInOut.value(*s))
+            .collect();
+        let model = fit_linear(&POWER_FEATURES, &shapes, &targets).unwrap();
+        assert!((model.coefficient(Feature::One) - 3.0).abs() < 1e-9);
+        assert!((model.coefficient(Feature::Log2BatchInOut) - 0.5).abs() < 1e-9);
+        assert!((model.fit.r2 - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn negative_coefficients_are_dropped() {
+        // Time falls with weights in this made-up law; the non-negative fit
+        // must drop `in_out` rather than predict with a negative coefficient.
+        let shapes = grid();
+        let targets: Vec<f64> = shapes
+            .iter()
+            .map(|s| 1000.0 + 0.1 * Feature::BatchInOut.value(*s))
+            .collect();
+        let model = fit_linear(&TIME_FEATURES, &shapes, &targets).unwrap();
+        assert!(model.coefficients.iter().all(|c| *c >= 0.0));
+        assert!((model.coefficient(Feature::BatchInOut) - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let shapes = grid();
+        assert!(matches!(
+            fit_linear(&TIME_FEATURES, &shapes[..2], &[1.0, 2.0]),
+            Err(FitError::NotEnoughSamples { .. })
+        ));
+        assert!(matches!(
+            fit_linear(&TIME_FEATURES, &shapes, &[1.0]),
+            Err(FitError::LengthMismatch { .. })
+        ));
+        let mut targets = vec![1.0; shapes.len()];
+        targets[3] = f64::NAN;
+        assert!(matches!(
+            fit_linear(&TIME_FEATURES, &shapes, &targets),
+            Err(FitError::BadTarget { index: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn kernel_model_energy_is_time_times_power() {
+        let observations: Vec<Observation> = grid()
+            .into_iter()
+            .map(|shape| Observation {
+                kernel: "dense_forward".into(),
+                shape,
+                threads: 1,
+                calls: 100,
+                time_per_call_ns: 2000.0 + 0.3 * Feature::BatchInOut.value(shape),
+                power_w: 2.8,
+            })
+            .collect();
+        let model = KernelModel::fit("dense_forward", 1, &observations).unwrap();
+        let shape = KernelShape {
+            batch: 128,
+            in_width: 100,
+            out_width: 50,
+        };
+        let expected = (2000.0 + 0.3 * 128.0 * 100.0 * 50.0) * 1e-9 * 2.8;
+        let got = model.energy_per_call_j(shape);
+        assert!(
+            ((got - expected) / expected).abs() < 1e-6,
+            "{got} vs {expected}"
+        );
+        assert!(model.energy_fit.r2 > 0.999);
+        // Observations of other kernels or thread counts are not used.
+        assert!(KernelModel::fit("relu", 1, &observations).is_err());
+    }
+}
