@@ -1,0 +1,445 @@
+//! `energyctl`: command-line client of energyd. Argument parsing, calls
+//! through `shared::client`, and printing; no logic of its own.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use shared::client::Client;
+use shared::protocol::{Breakdown, EnergyReport, PowerSnapshot};
+use shared::source::SourceInfo;
+use shared::{MonotonicNs, SourceId};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Query a running energyd.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Socket of the daemon (default: the user-mode socket if present, else
+    /// the system one).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Daemon version, sources with provenance, sampling rate, overruns and current power.
+    Status {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Machine-wide energy per source over an interval.
+    Energy {
+        /// Start (CLOCK_MONOTONIC ns).
+        #[arg(long, requires = "to", conflicts_with = "last")]
+        from: Option<u64>,
+        /// End (CLOCK_MONOTONIC ns).
+        #[arg(long, requires = "from")]
+        to: Option<u64>,
+        /// The interval ending now, e.g. `1s`, `250ms`, `2m`.
+        #[arg(long, value_parser = parse_duration)]
+        last: Option<Duration>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Live power, one line per update.
+    Watch {
+        /// Interval between updates, e.g. `500ms` (clamped to your policy window).
+        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        interval: Duration,
+        /// Stop after this many updates (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+        /// JSON lines output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command, track it and its children, and print its energy when it exits.
+    Run {
+        /// JSON output (on stderr's behalf, printed to stdout after the command).
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("energyctl: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let socket = args
+        .socket
+        .unwrap_or_else(shared::paths::client_default_socket);
+    let connect = || {
+        Client::connect(&socket, "energyctl")
+            .with_context(|| "is energyd running? start it with `energyd --user`")
+    };
+    match args.command {
+        Command::Status { json } => {
+            let mut client = connect()?;
+            let status = client.status()?;
+            if json {
+                let sources: Vec<_> = status
+                    .sources
+                    .iter()
+                    .map(|s| {
+                        let watts = status
+                            .power
+                            .readings
+                            .iter()
+                            .find(|r| r.source == s.info.id)
+                            .map(|r| r.watts);
+                        json!({
+                            "id": s.info.id.0,
+                            "name": s.info.name,
+                            "domain": s.info.domain.to_string(),
+                            "kind": s.info.kind.label(),
+                            "provenance": s.info.provenance.label(),
+                            "period_ns": s.info.period_ns,
+                            "rate_hz": s.stats.rate_hz,
+                            "samples": s.stats.samples,
+                            "overruns": s.stats.overruns,
+                            "read_errors": s.stats.read_errors,
+                            "wraps": s.stats.wraps,
+                            "power_w": watts,
+                        })
+                    })
+                    .collect();
+                let doc = json!({
+                    "daemon_version": status.daemon_version,
+                    "protocol_version": status.protocol_version,
+                    "user_mode": status.user_mode,
+                    "uptime_s": status.now.saturating_sub(status.started_at) as f64 / 1e9,
+                    "peer": {"uid": client.peer.uid, "privileged": client.peer.privileged},
+                    "policy": {"min_window_ns": client.policy.min_window_ns, "energy_quantum_j": client.policy.energy_quantum_j},
+                    "power_window_ns": status.power.to.saturating_sub(status.power.from),
+                    "tracked_processes": status.tracked_processes,
+                    "sources": sources,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!(
+                    "energyd {} (protocol {}), {} mode, up {:.1} s; you are uid {}{}",
+                    status.daemon_version,
+                    status.protocol_version,
+                    if status.user_mode { "user" } else { "system" },
+                    status.now.saturating_sub(status.started_at) as f64 / 1e9,
+                    client.peer.uid,
+                    if client.peer.privileged {
+                        " (privileged)"
+                    } else {
+                        ""
+                    }
+                );
+                println!(
+                    "{:<4} {:<28} {:<12} {:<14} {:<10} {:>10} {:>9} {:>10}",
+                    "id",
+                    "source",
+                    "domain",
+                    "kind",
+                    "provenance",
+                    "rate Hz",
+                    "overruns",
+                    "power W"
+                );
+                for s in &status.sources {
+                    let watts = status
+                        .power
+                        .readings
+                        .iter()
+                        .find(|r| r.source == s.info.id)
+                        .map_or(f64::NAN, |r| r.watts);
+                    println!(
+                        "{:<4} {:<28} {:<12} {:<14} {:<10} {:>10.1} {:>9} {:>10.3}",
+                        s.info.id.0,
+                        s.info.name,
+                        s.info.domain.to_string(),
+                        s.info.kind.label(),
+                        s.info.provenance.label(),
+                        s.stats.rate_hz,
+                        s.stats.overruns,
+                        watts
+                    );
+                }
+                println!(
+                    "{} tracked process(es) visible to you",
+                    status.tracked_processes
+                );
+            }
+        }
+        Command::Energy {
+            from,
+            to,
+            last,
+            json,
+        } => {
+            let (from, to) = match (from, to, last) {
+                (Some(f), Some(t), None) => (MonotonicNs(f), MonotonicNs(t)),
+                (None, None, Some(d)) => {
+                    let now = MonotonicNs::now();
+                    (now.saturating_sub_ns(d.as_nanos() as u64), now)
+                }
+                _ => bail!("give either --from and --to, or --last"),
+            };
+            let mut client = connect()?;
+            let sources = client.sources()?;
+            let report = client.energy(from, to)?;
+            print_energy(&sources, &report, json)?;
+        }
+        Command::Watch {
+            interval,
+            count,
+            json,
+        } => {
+            let mut client = connect()?;
+            let sources = client.sources()?;
+            let names: HashMap<SourceId, &SourceInfo> = sources.iter().map(|s| (s.id, s)).collect();
+            let stream = client.subscribe(interval.as_nanos() as u64)?;
+            for (i, update) in stream.enumerate() {
+                let snapshot = update?;
+                print_power(&names, &snapshot, json)?;
+                if count.is_some_and(|c| i as u64 + 1 >= c) {
+                    break;
+                }
+            }
+        }
+        Command::Run { json, command } => return run_command(&socket, &command, json),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_energy(sources: &[SourceInfo], report: &EnergyReport, json: bool) -> anyhow::Result<()> {
+    let name = |id: SourceId| {
+        sources
+            .iter()
+            .find(|s| s.id == id)
+            .map_or("?".to_owned(), |s| s.name.clone())
+    };
+    let secs = report.to.saturating_sub(report.from) as f64 / 1e9;
+    if json {
+        let doc = json!({
+            "from_ns": report.from.0,
+            "to_ns": report.to.0,
+            "duration_s": secs,
+            "sources": report.sources.iter().map(|e| json!({
+                "id": e.source.0,
+                "name": name(e.source),
+                "energy_j": e.joules,
+                "uncertainty_j": e.uncertainty_j,
+                "coverage": e.coverage,
+                "provenance": e.provenance.label(),
+                "below_update_period": e.below_update_period,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "interval {} .. {} ({secs:.3} s)",
+            report.from.0, report.to.0
+        );
+        for e in &report.sources {
+            println!(
+                "{:<28} {:>12.4} J ± {:.4} J  coverage {:>5.1}%  {}{}",
+                name(e.source),
+                e.joules,
+                e.uncertainty_j,
+                e.coverage * 100.0,
+                e.provenance.label(),
+                if e.below_update_period {
+                    "  (shorter than the sensor's update period: interpolated)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_power(
+    names: &HashMap<SourceId, &SourceInfo>,
+    snapshot: &PowerSnapshot,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let doc = json!({
+            "from_ns": snapshot.from.0,
+            "to_ns": snapshot.to.0,
+            "readings": snapshot.readings.iter().map(|r| json!({
+                "id": r.source.0,
+                "name": names.get(&r.source).map(|s| s.name.clone()),
+                "power_w": r.watts,
+                "provenance": r.provenance.label(),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string(&doc)?);
+    } else {
+        let parts: Vec<String> = snapshot
+            .readings
+            .iter()
+            .map(|r| {
+                let name = names
+                    .get(&r.source)
+                    .map_or("?".to_owned(), |s| s.name.clone());
+                format!("{name}: {:.3} W ({})", r.watts, r.provenance.label())
+            })
+            .collect();
+        println!("{:.3} s  {}", snapshot.to.as_secs_f64(), parts.join("  "));
+    }
+    Ok(())
+}
+
+/// `energyctl run`: spawn, track, wait, report; exit with the command's code.
+fn run_command(
+    socket: &std::path::Path,
+    command: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut client = Client::connect(socket, "energyctl run").with_context(|| {
+        "energyctl run needs a running energyd (start one with `energyd --user`)"
+    })?;
+    let sources = client.sources()?;
+    let start = MonotonicNs::now();
+    let mut child = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", command[0]))?;
+    let pid = child.id();
+    let tracked = client.register_process(pid, true);
+    let status = child.wait().context("cannot wait for the command")?;
+    let end = MonotonicNs::now();
+    let code = exit_code(&status);
+    if let Err(e) = tracked {
+        eprintln!("energyctl: could not track process {pid}: {e}");
+        return Ok(ExitCode::from(code));
+    }
+    // Let the tracker take its last sample of the exited process.
+    std::thread::sleep(Duration::from_millis(60));
+    let breakdown = client.breakdown(pid, Some(start), Some(end))?;
+    print_run(&sources, &breakdown, command, code, json)?;
+    Ok(ExitCode::from(code))
+}
+
+fn exit_code(status: &std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c as u8,
+        (None, Some(sig)) => 128u8.saturating_add(sig as u8),
+        _ => 1,
+    }
+}
+
+fn print_run(
+    sources: &[SourceInfo],
+    b: &Breakdown,
+    command: &[String],
+    code: u8,
+    json: bool,
+) -> anyhow::Result<()> {
+    let secs = b.to.saturating_sub(b.from) as f64 / 1e9;
+    let source = |id: SourceId| sources.iter().find(|s| s.id == id);
+    let total_j: f64 = b.domains.iter().map(|d| d.process_j).sum();
+    let provenance = b
+        .domains
+        .iter()
+        .map(|d| d.provenance)
+        .reduce(|a, p| a.combine(p))
+        .map_or("none", |p| p.label());
+    if json {
+        let doc = json!({
+            "command": command,
+            "pid": b.pid,
+            "exit_code": code,
+            "duration_s": secs,
+            "energy_j": total_j,
+            "average_power_w": if secs > 0.0 { total_j / secs } else { 0.0 },
+            "provenance": provenance,
+            "domains": b.domains.iter().map(|d| json!({
+                "id": d.source.0,
+                "name": source(d.source).map(|s| s.name.clone()),
+                "domain": source(d.source).map(|s| s.domain.to_string()),
+                "energy_j": d.process_j,
+                "dynamic_energy_j": d.process_dynamic_j,
+                "static_energy_j": d.process_j - d.process_dynamic_j,
+                "machine_energy_j": d.machine_j,
+                "activity_share": d.activity_share,
+                "uncertainty_j": d.uncertainty_j,
+                "provenance": d.provenance.label(),
+            })).collect::<Vec<_>>(),
+            "notes": b.notes,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        eprintln!();
+        eprintln!(" Energy of '{}' (pid {}):", command.join(" "), b.pid);
+        eprintln!();
+        for d in &b.domains {
+            let s = source(d.source);
+            eprintln!(
+                "  {:>12.4} J  ± {:<9.4} {:<12} {:>5.1}% of machine  (dynamic {:.4} J)  {}",
+                d.process_j,
+                d.uncertainty_j,
+                s.map_or("?".to_owned(), |s| s.domain.to_string()),
+                d.activity_share * 100.0,
+                d.process_dynamic_j,
+                d.provenance.label(),
+            );
+        }
+        eprintln!();
+        eprintln!(
+            "  {:>12.4} J  total ({provenance}), {:.3} W average",
+            total_j,
+            if secs > 0.0 { total_j / secs } else { 0.0 }
+        );
+        eprintln!("  {secs:>12.3} s  elapsed, exit code {code}");
+        for note in &b.notes {
+            eprintln!("  note: {note}");
+        }
+    }
+    Ok(())
+}
+
+/// Parses `1s`, `250ms`, `10us`, `5000ns`, `2m`, `1.5s`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 1s or 250ms"))?;
+    let scale = match unit {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" | "" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?} (use ns, us, ms, s, m, h)"
+            ))
+        }
+    };
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(format!("{text:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}

@@ -1,0 +1,209 @@
+//! The daemon's configuration file (TOML) and its defaults.
+//!
+//! Every limit has its default here, with the reason for it; ARCHITECTURE.md
+//! ("Security policy") repeats the ones that protect users from each other.
+
+use anyhow::Context;
+use sampling::activity::ActivityConfig;
+use sampling::discovery::SourcesConfig;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Whole configuration file. Every section and key is optional.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listener settings.
+    pub server: ServerConfig,
+    /// Limits for unprivileged peers.
+    pub policy: PolicyConfig,
+    /// History kept per source.
+    pub history: HistoryConfig,
+    /// Process activity tracking.
+    pub activity: ActivityConfig,
+    /// Which energy sources to open.
+    pub sources: SourcesConfig,
+}
+
+/// Listener settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Socket path; the command line's `--socket` wins over it.
+    pub socket: Option<PathBuf>,
+    /// Mode of the socket file, octal string. Default `"0666"` in system
+    /// mode (any local user may connect; what they see is decided per peer
+    /// by SO_PEERCRED, not by the file mode) and `"0600"` in user mode.
+    pub socket_mode: Option<String>,
+    /// Members of this group are privileged like root (see `policy`).
+    pub privileged_group: Option<String>,
+    /// Connections served at once; further ones wait in the kernel's
+    /// backlog. 256 covers a search with many workers plus tools, and bounds
+    /// memory at 256 × the maximal frame.
+    pub max_connections: usize,
+    /// A peer must complete the handshake within this time, so idle
+    /// connections cannot pin connection slots.
+    pub handshake_timeout_ms: u64,
+    /// Largest accepted frame payload (at most the protocol's 1 MiB).
+    pub max_frame_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            socket: None,
+            socket_mode: None,
+            privileged_group: None,
+            max_connections: 256,
+            handshake_timeout_ms: 5_000,
+            max_frame_bytes: shared::frame::MAX_FRAME_LEN,
+        }
+    }
+}
+
+/// Limits for unprivileged peers (root and the privileged group are exempt).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Machine-wide energy and power are given to unprivileged peers only
+    /// over windows of at least this length, aligned to a grid of this step.
+    /// Platypus (CVE-2020-8694/8695) needed RAPL readings every few tens of
+    /// microseconds to tell instructions and operands apart; 100 ms windows
+    /// average over ~10^5 times more activity, and are still fine enough for
+    /// a person watching power.
+    pub min_window_ms: u64,
+    /// Machine-wide energy for unprivileged peers is rounded to a multiple of
+    /// this. 0.01 J over the 100 ms minimum window is a 0.1 W power step:
+    /// ample for watching a machine, far coarser than RAPL's 61 µJ.
+    pub energy_quantum_j: f64,
+    /// Sustained requests per second per uid; a training loop needs about
+    /// one span batch a second, a dashboard a few queries.
+    pub requests_per_sec: f64,
+    /// Burst allowance of the per-uid token bucket.
+    pub burst: f64,
+    /// Processes one uid may track at once (bounds per-uid memory).
+    pub max_tracked_per_uid: usize,
+    /// Spans kept per tracked process; the oldest are dropped past this.
+    /// 1 M spans of 32 bytes is 32 MiB, about 15 minutes of a trainer
+    /// emitting 1 000 kernels a second.
+    pub max_spans_per_process: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            min_window_ms: 100,
+            energy_quantum_j: 0.01,
+            requests_per_sec: 50.0,
+            burst: 200.0,
+            max_tracked_per_uid: 64,
+            max_spans_per_process: 1_000_000,
+        }
+    }
+}
+
+/// History kept per source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Seconds of samples kept per source (default 10 minutes: long enough
+    /// to attribute a training epoch after it ends).
+    pub window_s: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig { window_s: 600 }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let p = &self.policy;
+        anyhow::ensure!(p.min_window_ms > 0, "policy.min_window_ms must be > 0");
+        anyhow::ensure!(
+            p.energy_quantum_j >= 0.0,
+            "policy.energy_quantum_j must be >= 0"
+        );
+        anyhow::ensure!(
+            p.requests_per_sec > 0.0,
+            "policy.requests_per_sec must be > 0"
+        );
+        anyhow::ensure!(p.burst >= 1.0, "policy.burst must be >= 1");
+        anyhow::ensure!(
+            self.server.max_connections > 0,
+            "server.max_connections must be > 0"
+        );
+        anyhow::ensure!(
+            self.server.max_frame_bytes > 0
+                && self.server.max_frame_bytes <= shared::frame::MAX_FRAME_LEN,
+            "server.max_frame_bytes must be in 1..={}",
+            shared::frame::MAX_FRAME_LEN
+        );
+        anyhow::ensure!(self.history.window_s > 0, "history.window_s must be > 0");
+        anyhow::ensure!(
+            self.activity.period_ns > 0,
+            "activity.period_ns must be > 0"
+        );
+        if let Some(mode) = &self.server.socket_mode {
+            parse_mode(mode)?;
+        }
+        Ok(())
+    }
+
+    /// Socket file mode for the given run mode.
+    pub fn socket_mode(&self, user_mode: bool) -> u32 {
+        self.server
+            .socket_mode
+            .as_deref()
+            .and_then(|m| parse_mode(m).ok())
+            .unwrap_or(if user_mode { 0o600 } else { 0o666 })
+    }
+}
+
+/// Parses an octal mode string such as `"0660"`.
+pub fn parse_mode(mode: &str) -> anyhow::Result<u32> {
+    let m = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+        .with_context(|| format!("socket_mode {mode:?} is not an octal number"))?;
+    anyhow::ensure!(m <= 0o777, "socket_mode {mode:?} is larger than 0777");
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.policy.min_window_ms, 100);
+        assert_eq!(c.server.max_connections, 256);
+        assert_eq!(c.socket_mode(true), 0o600);
+        assert_eq!(c.socket_mode(false), 0o666);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(Config::parse("[policy]\nmin_window = 3").is_err());
+        assert!(Config::parse("[policy]\nmin_window_ms = 0").is_err());
+        assert!(Config::parse("[server]\nsocket_mode = \"0999\"").is_err());
+        let c = Config::parse("[server]\nsocket_mode = \"0660\"\nprivileged_group = \"energy\"")
+            .unwrap();
+        assert_eq!(c.socket_mode(false), 0o660);
+    }
+}

@@ -1,0 +1,158 @@
+//! Start-up wiring: configuration → sources → sampling engine and process
+//! tracker → daemon state → socket server, and the orderly stop.
+
+use crate::config::Config;
+use crate::listener::{self, BoundSocket};
+use crate::policy::{PrivilegeRule, RateLimiter};
+use crate::service::DaemonState;
+use crate::spans::SpanStore;
+use anyhow::Context;
+use sampling::activity::{ActivityConfig, ActivityTracker};
+use sampling::discovery;
+use sampling::engine::{EngineConfig, SamplingEngine};
+use shared::MonotonicNs;
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often exited processes and old spans are forgotten.
+const EXPIRY_PERIOD: Duration = Duration::from_secs(10);
+
+/// Opens the sources and starts sampling. Problems with individual sources
+/// (a zone that cannot be read, no GPU driver) are logged, not fatal.
+pub fn build_state(config: Config, user_mode: bool) -> anyhow::Result<Arc<DaemonState>> {
+    let found = discovery::discover(&config.sources);
+    for problem in &found.problems {
+        tracing::warn!(%problem, "energy source unavailable");
+    }
+    if let Some(path) = &found.rapl_path_in_use {
+        tracing::info!(path, "RAPL read path in use");
+    }
+    anyhow::ensure!(
+        !found.sources.is_empty(),
+        "no energy source could be opened (see the warnings above)"
+    );
+    let engine = SamplingEngine::start(
+        found.sources,
+        EngineConfig {
+            history_window_ns: config.history.window_s.saturating_mul(1_000_000_000),
+        },
+    );
+    for info in engine.sources() {
+        tracing::info!(
+            id = info.id.0,
+            name = %info.name,
+            domain = %info.domain,
+            kind = info.kind.label(),
+            provenance = %info.provenance,
+            period_ns = info.period_ns,
+            "sampling source"
+        );
+    }
+    // Process CPU history reaches as far back as the energy history.
+    let tracker = ActivityTracker::start(ActivityConfig {
+        history_window_ns: config.history.window_s.saturating_mul(1_000_000_000),
+        ..config.activity.clone()
+    });
+    let group_gid = match &config.server.privileged_group {
+        None => None,
+        Some(name) => Some(
+            nix::unistd::Group::from_name(name)
+                .with_context(|| format!("cannot look up privileged_group {name:?}"))?
+                .with_context(|| format!("privileged_group {name:?} does not exist"))?
+                .gid
+                .as_raw(),
+        ),
+    };
+    Ok(Arc::new(DaemonState {
+        rate: RateLimiter::new(config.policy.requests_per_sec, config.policy.burst),
+        spans: SpanStore::new(config.policy.max_spans_per_process),
+        privilege: PrivilegeRule {
+            group_gid,
+            proc_root: config.activity.proc_root.clone(),
+        },
+        registry: Mutex::new(HashMap::new()),
+        engine: Arc::new(engine),
+        tracker: Arc::new(tracker),
+        started_at: MonotonicNs::now(),
+        user_mode,
+        config,
+    }))
+}
+
+/// The socket to serve: systemd's if socket-activated, else `socket` (or the
+/// configured / default path) bound by us.
+pub fn open_socket(
+    config: &Config,
+    user_mode: bool,
+    socket: Option<PathBuf>,
+) -> anyhow::Result<BoundSocket> {
+    if socket.is_none() {
+        if let Some(listener) = listener::from_systemd()? {
+            tracing::info!("using the socket passed by systemd");
+            return Ok(BoundSocket {
+                listener,
+                owned_path: None,
+            });
+        }
+    }
+    let path = socket
+        .or_else(|| config.server.socket.clone())
+        .unwrap_or_else(|| {
+            if user_mode {
+                shared::paths::user_socket()
+            } else {
+                PathBuf::from(shared::paths::SYSTEM_SOCKET)
+            }
+        });
+    let bound = listener::bind(&path, config.socket_mode(user_mode))?;
+    tracing::info!(path = %path.display(), mode = format!("{:o}", config.socket_mode(user_mode)), "listening");
+    Ok(bound)
+}
+
+/// Serves until `shutdown` completes, then stops sampling. The socket file
+/// (if ours) is removed when `socket` drops, after the server has stopped.
+pub async fn serve(
+    socket: BoundSocket,
+    state: Arc<DaemonState>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    socket
+        .listener
+        .set_nonblocking(true)
+        .context("cannot make the socket non-blocking")?;
+    let listener = tokio::net::UnixListener::from_std(socket.listener.try_clone()?)
+        .context("cannot register the socket with the runtime")?;
+    let expiry = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_PERIOD);
+            loop {
+                tick.tick().await;
+                state.expire(MonotonicNs::now());
+            }
+        })
+    };
+    crate::server::run(listener, state.clone(), shutdown).await;
+    expiry.abort();
+    state.tracker.shutdown();
+    state.engine.shutdown();
+    drop(socket);
+    Ok(())
+}
+
+/// Installs SIGTERM and SIGINT handlers now (inside the runtime) and
+/// returns a future that completes on the first of them.
+pub fn termination_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
+}

@@ -1,0 +1,69 @@
+//! `energyd`: the energy measurement daemon. Argument parsing and wiring
+//! only; the logic lives in the library.
+
+use anyhow::Context;
+use clap::Parser;
+use energyd::config::Config;
+use energyd::daemon;
+use std::path::PathBuf;
+
+/// Samples hardware energy (RAPL, NVML, perf, procfs; an estimate where no
+/// hardware counter is readable) and serves it to local clients.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Run as an unprivileged user service (socket under $XDG_RUNTIME_DIR).
+    #[arg(long)]
+    user: bool,
+    /// Socket path (overrides the config file and the default).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Configuration file (TOML). Without it, documented defaults apply.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Root of the powercap tree (default /sys/class/powercap).
+    #[arg(long)]
+    powercap_root: Option<PathBuf>,
+    /// Root of the msr devices (default /dev/cpu).
+    #[arg(long)]
+    msr_root: Option<PathBuf>,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG also works.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(root) = args.powercap_root {
+        config.sources.powercap_root = root;
+    }
+    if let Some(root) = args.msr_root {
+        config.sources.msr_root = root;
+    }
+    // Bind first: a bad socket path is refused before any sampling starts.
+    let socket = daemon::open_socket(&config, args.user, args.socket)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        // Handlers are installed before serving, so an early SIGTERM is not lost.
+        let shutdown = daemon::termination_signal()?;
+        let state = daemon::build_state(config, args.user)?;
+        daemon::serve(socket, state, shutdown).await
+    })?;
+    tracing::info!("stopped");
+    Ok(())
+}
