@@ -24,8 +24,8 @@
 //! kernel = "dense_forward"
 //! threads = 1
 //! [kernels.time_ns]
-//! features = ["batch_in_out", "batch_in_plus_out", "in_out", "one"]
-//! coefficients = [0.25, 1.5, 0.0, 4000.0]
+//! features = ["batch_in_out", "batch_in", "batch_out", "in_out", "batch", "one"]
+//! coefficients = [0.25, 1.5, 0.7, 0.0, 0.0, 4000.0]
 //! [kernels.time_ns.fit]
 //! samples = 12
 //! r2 = 0.998

@@ -9,6 +9,10 @@
 //! - [`file`]: the versioned TOML calibration file, its loading with clear
 //!   errors, and the machine check.
 //! - [`predict`]: energy of a whole network from the kernels it emits.
+//! - [`microbench`]: the grid of microbenchmarks, one measured point, the
+//!   resumable checkpoint and the fit of a whole run.
+//! - [`meter`]: energy of a window as energyd attributes it to this process.
+//! - [`validate`]: predicted against measured energy of whole networks.
 //!
 //! Every energy figure derived from a calibration carries the provenance of
 //! the sources it was measured with (on a machine without hardware
@@ -17,8 +21,11 @@
 
 pub mod file;
 pub mod fingerprint;
+pub mod meter;
+pub mod microbench;
 pub mod model;
 pub mod predict;
+pub mod validate;
 
 pub use file::{Calibration, CalibrationError, FORMAT_VERSION};
 pub use fingerprint::MachineFingerprint;

@@ -3,9 +3,9 @@
 //!
 //! Each kernel type gets, per thread count, two linear models:
 //! - **time per call** (ns) over [`TIME_FEATURES`]: multiply-accumulates of
-//!   a dense layer (`batch·in·out`), activation elements read and written
-//!   (`batch·(in+out)`), weight elements (`in·out`) and a constant (launch
-//!   overhead);
+//!   a dense layer (`batch·in·out`), input and output activation elements
+//!   (`batch·in`, `batch·out`), weight elements (`in·out`), rows (`batch`,
+//!   for losses over one column) and a constant (launch overhead);
 //! - **power while running** (W) over [`POWER_FEATURES`]: a constant and
 //!   `log2(batch·in·out)`, since larger calls keep more of the machine busy.
 //!
@@ -56,10 +56,14 @@ impl std::fmt::Display for KernelShape {
 pub enum Feature {
     /// `batch · in · out`: multiply-accumulates of a dense layer.
     BatchInOut,
-    /// `batch · (in + out)`: activation elements read and written.
-    BatchInPlusOut,
-    /// `in · out`: weight elements.
+    /// `batch · in`: input activation elements.
+    BatchIn,
+    /// `batch · out`: output activation elements (element-wise kernels).
+    BatchOut,
+    /// `in · out`: weight elements (optimizer steps).
     InOut,
+    /// `batch`: rows (losses over a single column).
+    Batch,
     /// `1`: fixed cost per call (launch and dispatch overhead).
     One,
     /// `log2(batch · in · out)`: a size trend, for power.
@@ -67,10 +71,12 @@ pub enum Feature {
 }
 
 /// Features of the time-per-call model.
-pub const TIME_FEATURES: [Feature; 4] = [
+pub const TIME_FEATURES: [Feature; 6] = [
     Feature::BatchInOut,
-    Feature::BatchInPlusOut,
+    Feature::BatchIn,
+    Feature::BatchOut,
     Feature::InOut,
+    Feature::Batch,
     Feature::One,
 ];
 
@@ -87,8 +93,10 @@ impl Feature {
         );
         match self {
             Feature::BatchInOut => b * i * o,
-            Feature::BatchInPlusOut => b * (i + o),
+            Feature::BatchIn => b * i,
+            Feature::BatchOut => b * o,
             Feature::InOut => i * o,
+            Feature::Batch => b,
             Feature::One => 1.0,
             Feature::Log2BatchInOut => (b * i * o).max(1.0).log2(),
         }
@@ -98,8 +106,10 @@ impl Feature {
     pub fn name(self) -> &'static str {
         match self {
             Feature::BatchInOut => "batch_in_out",
-            Feature::BatchInPlusOut => "batch_in_plus_out",
+            Feature::BatchIn => "batch_in",
+            Feature::BatchOut => "batch_out",
             Feature::InOut => "in_out",
+            Feature::Batch => "batch",
             Feature::One => "one",
             Feature::Log2BatchInOut => "log2_batch_in_out",
         }
@@ -451,9 +461,10 @@ mod tests {
 
     #[test]
     fn recovers_known_time_coefficients_under_noise() {
-        // 0.25 ns per MAC, 1.5 ns per activation element, 0.8 ns per weight,
-        // 4 µs launch overhead; ±2 % multiplicative noise.
-        let truth = [0.25, 1.5, 0.8, 4000.0];
+        // 0.25 ns per MAC, 1.5 and 0.7 ns per input and output element,
+        // 0.8 ns per weight, 20 ns per row, 4 µs launch overhead; ±2 %
+        // multiplicative noise.
+        let truth = [0.25, 1.5, 0.7, 0.8, 20.0, 4000.0];
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         // Batch 1 makes the weight term comparable to the dense term, so
         // every coefficient is identifiable (as in the calibration grid).

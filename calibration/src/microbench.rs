@@ -1,0 +1,484 @@
+//! Microbenchmarks: every kernel type over a grid of shapes and thread
+//! counts, each run long enough for energyd to attribute its energy, with a
+//! checkpoint after every point so a stopped run resumes where it stopped.
+//!
+//! What runs the kernels ([`KernelRunner`]) and what measures their energy
+//! ([`EnergyMeter`]) are traits: the binary plugs in nas-client's
+//! `run_isolated` and energyd ([`crate::meter::DaemonMeter`]); tests plug in
+//! fakes with known costs.
+//!
+//! One point is measured as: a short probe run to learn the time per call,
+//! then enough calls to fill a window of `window_ms` (so the estimated CPU
+//! source, which steps every 10 ms tick, resolves it to a few percent),
+//! timed on CLOCK_MONOTONIC; the meter reports the energy attributed to
+//! this process over exactly that window, and power = energy / window.
+//! Energy per call is then time per call × that power.
+
+use crate::file::{write_atomically, Calibration, CalibrationError, FORMAT_VERSION};
+use crate::fingerprint::MachineFingerprint;
+use crate::model::{FitError, KernelModel, KernelShape, Observation};
+use serde::{Deserialize, Serialize};
+use shared::{MonotonicNs, Provenance};
+use std::path::{Path, PathBuf};
+
+/// Runs one kernel type in isolation.
+pub trait KernelRunner {
+    /// Runs `kernel` `iters` times at `shape` with `threads` threads and
+    /// returns the mean time of one call in nanoseconds.
+    fn run(
+        &mut self,
+        kernel: &str,
+        shape: KernelShape,
+        threads: u32,
+        iters: u32,
+    ) -> Result<f64, String>;
+}
+
+/// Energy attributed to this process over an interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeteredEnergy {
+    /// Joules attributed to the process over the interval (all domains).
+    pub joules: f64,
+    /// One-sigma uncertainty.
+    pub uncertainty_j: f64,
+    /// Weakest provenance of the domains summed.
+    pub provenance: Provenance,
+}
+
+/// Measures the energy this process spent running one kernel type.
+pub trait EnergyMeter {
+    /// Energy attributed to this process over `[from, to]`, during which it
+    /// ran only `kernel`.
+    fn measure(
+        &mut self,
+        kernel: &str,
+        from: MonotonicNs,
+        to: MonotonicNs,
+    ) -> Result<MeteredEnergy, String>;
+}
+
+/// One point of the grid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GridPoint {
+    /// Kernel type.
+    pub kernel: String,
+    /// Shape.
+    pub shape: KernelShape,
+    /// Threads.
+    pub threads: u32,
+}
+
+/// What to measure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    /// Kernel types (the trainer's span names).
+    pub kernels: Vec<String>,
+    /// Shapes every kernel type is run at.
+    pub shapes: Vec<KernelShape>,
+    /// Thread counts.
+    pub threads: Vec<u32>,
+    /// Length of the measured window of one point, milliseconds.
+    pub window_ms: u64,
+}
+
+impl Grid {
+    /// The default shape grid: four batch sizes crossed with four
+    /// (in, out) pairs chosen so that input width, output width and their
+    /// product vary independently (16 shapes, enough for the 6 time
+    /// features), spanning the batch sizes and layer widths of the search
+    /// spaces (batch 16 to 1024, widths 8 to 512).
+    pub fn default_shapes() -> Vec<KernelShape> {
+        let pairs = [(8, 128), (128, 16), (64, 64), (256, 512)];
+        let mut shapes = Vec::new();
+        for batch in [16, 64, 256, 1024] {
+            for (in_width, out_width) in pairs {
+                shapes.push(KernelShape {
+                    batch,
+                    in_width,
+                    out_width,
+                });
+            }
+        }
+        shapes
+    }
+
+    /// Every point, thread count outermost (a thread count is one process,
+    /// see the binary), then kernel, then shape.
+    pub fn points(&self) -> Vec<GridPoint> {
+        let mut out = Vec::new();
+        for &threads in &self.threads {
+            for kernel in &self.kernels {
+                for &shape in &self.shapes {
+                    out.push(GridPoint {
+                        kernel: kernel.clone(),
+                        shape,
+                        threads,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Why a point or a run failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MicrobenchError {
+    /// The kernel could not run.
+    #[error("kernel {kernel} at {shape} with {threads} threads failed: {message}")]
+    Kernel {
+        /// Kernel type.
+        kernel: String,
+        /// Shape.
+        shape: KernelShape,
+        /// Threads.
+        threads: u32,
+        /// Cause.
+        message: String,
+    },
+    /// The energy could not be measured.
+    #[error("energy of kernel {kernel} at {shape} could not be measured: {message}")]
+    Meter {
+        /// Kernel type.
+        kernel: String,
+        /// Shape.
+        shape: KernelShape,
+        /// Cause.
+        message: String,
+    },
+    /// The checkpoint file is unusable.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Writing a file failed.
+    #[error(transparent)]
+    File(#[from] CalibrationError),
+}
+
+/// Measures one grid point (see the module documentation).
+pub fn measure_point(
+    runner: &mut dyn KernelRunner,
+    meter: &mut dyn EnergyMeter,
+    point: &GridPoint,
+    window_ms: u64,
+) -> Result<(Observation, Provenance), MicrobenchError> {
+    let kernel_error = |message: String| MicrobenchError::Kernel {
+        kernel: point.kernel.clone(),
+        shape: point.shape,
+        threads: point.threads,
+        message,
+    };
+    let probe_ns = runner
+        .run(&point.kernel, point.shape, point.threads, 3)
+        .map_err(kernel_error)?;
+    let window_ns = window_ms as f64 * 1e6;
+    // At least 5 calls so one slow call does not dominate; at most 2 M so a
+    // probe that measured ~0 ns cannot ask for an unbounded loop.
+    let iters = (window_ns / probe_ns.max(1.0)).clamp(5.0, 2_000_000.0) as u32;
+    let from = MonotonicNs::now();
+    let mean_ns = runner
+        .run(&point.kernel, point.shape, point.threads, iters)
+        .map_err(kernel_error)?;
+    let to = MonotonicNs::now();
+    let metered =
+        meter
+            .measure(&point.kernel, from, to)
+            .map_err(|message| MicrobenchError::Meter {
+                kernel: point.kernel.clone(),
+                shape: point.shape,
+                message,
+            })?;
+    let elapsed_ns = to.saturating_sub(from);
+    if !(metered.joules.is_finite() && metered.joules > 0.0) || elapsed_ns == 0 || mean_ns <= 0.0 {
+        return Err(MicrobenchError::Meter {
+            kernel: point.kernel.clone(),
+            shape: point.shape,
+            message: format!(
+                "no energy attributed ({} J over {} ns, {mean_ns} ns per call)",
+                metered.joules, elapsed_ns
+            ),
+        });
+    }
+    let power_w = metered.joules / (elapsed_ns as f64 * 1e-9);
+    Ok((
+        Observation {
+            kernel: point.kernel.clone(),
+            shape: point.shape,
+            threads: point.threads,
+            calls: u64::from(iters),
+            time_per_call_ns: mean_ns,
+            power_w,
+        },
+        metered.provenance,
+    ))
+}
+
+/// Everything measured so far, written after every point (`<out>.partial.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunCheckpoint {
+    /// [`FORMAT_VERSION`] of the calibration this run will produce.
+    pub format_version: u32,
+    /// The machine being calibrated.
+    pub machine: MachineFingerprint,
+    /// The grid being measured.
+    pub grid: Grid,
+    /// Weakest provenance of the measurements so far.
+    #[serde(with = "crate::fingerprint::provenance_label")]
+    pub provenance: Provenance,
+    /// Points measured.
+    pub observations: Vec<Observation>,
+    /// Points that failed, with the reason (skipped on resume too).
+    #[serde(default)]
+    pub failures: Vec<String>,
+}
+
+impl RunCheckpoint {
+    /// A fresh checkpoint.
+    pub fn new(machine: MachineFingerprint, grid: Grid) -> Self {
+        RunCheckpoint {
+            format_version: FORMAT_VERSION,
+            provenance: machine.provenance,
+            machine,
+            grid,
+            observations: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// The checkpoint path that belongs to a calibration output path.
+    pub fn path_for(out: &Path) -> PathBuf {
+        let mut p = out.as_os_str().to_owned();
+        p.push(".partial.json");
+        PathBuf::from(p)
+    }
+
+    /// Reads a checkpoint.
+    pub fn load(path: &Path) -> Result<Self, MicrobenchError> {
+        let bad = |message: String| MicrobenchError::Checkpoint {
+            path: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let cp: RunCheckpoint = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if cp.format_version != FORMAT_VERSION {
+            return Err(bad(format!(
+                "format_version {} (this build writes {FORMAT_VERSION}); remove it and start again",
+                cp.format_version
+            )));
+        }
+        Ok(cp)
+    }
+
+    /// Writes the checkpoint atomically.
+    pub fn save(&self, path: &Path) -> Result<(), MicrobenchError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| MicrobenchError::Checkpoint {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        write_atomically(path, text.as_bytes())?;
+        Ok(())
+    }
+
+    /// Whether a point was already measured.
+    pub fn is_done(&self, point: &GridPoint) -> bool {
+        self.observations.iter().any(|o| {
+            o.kernel == point.kernel && o.shape == point.shape && o.threads == point.threads
+        })
+    }
+
+    /// Records a measured point.
+    pub fn record(&mut self, observation: Observation, provenance: Provenance) {
+        self.provenance = self.provenance.combine(provenance);
+        self.observations.push(observation);
+    }
+
+    /// Fits one model per (kernel type, thread count) with observations and
+    /// builds the calibration. Kernel types that cannot be fitted are
+    /// returned with the reason instead of failing the whole calibration.
+    pub fn fit(&self, created_by: &str) -> (Calibration, Vec<(String, u32, FitError)>) {
+        let mut kernels = Vec::new();
+        let mut failures = Vec::new();
+        for &threads in &self.grid.threads {
+            for kernel in &self.grid.kernels {
+                if !self
+                    .observations
+                    .iter()
+                    .any(|o| &o.kernel == kernel && o.threads == threads)
+                {
+                    continue;
+                }
+                match KernelModel::fit(kernel, threads, &self.observations) {
+                    Ok(m) => kernels.push(m),
+                    Err(e) => failures.push((kernel.clone(), threads, e)),
+                }
+            }
+        }
+        let created_at_unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let calibration = Calibration {
+            format_version: FORMAT_VERSION,
+            created_by: created_by.to_owned(),
+            created_at_unix_s,
+            provenance: self.provenance,
+            notes: vec![
+                format!(
+                    "{} shapes x {} kernel types x threads {:?}, {} ms window per point, {} points measured",
+                    self.grid.shapes.len(),
+                    self.grid.kernels.len(),
+                    self.grid.threads,
+                    self.grid.window_ms,
+                    self.observations.len()
+                ),
+                "energy per point: energy energyd attributed to the calibrating process over the \
+                 window of the calls, divided by the window (power), times the mean call time"
+                    .to_owned(),
+            ],
+            machine: self.machine.clone(),
+            kernels,
+        };
+        (calibration, failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Feature;
+
+    /// A kernel whose call costs `2 µs + 0.5 ns × batch·in·out` and a meter
+    /// that sees a constant 3 W: the fitted model must recover both.
+    struct FakeRunner {
+        runs: u32,
+    }
+    impl KernelRunner for FakeRunner {
+        fn run(
+            &mut self,
+            kernel: &str,
+            shape: KernelShape,
+            _: u32,
+            iters: u32,
+        ) -> Result<f64, String> {
+            if kernel == "broken" {
+                return Err("no such kernel".into());
+            }
+            self.runs += 1;
+            let per_call = 2000.0 + 0.5 * Feature::BatchInOut.value(shape);
+            // Sleep a little so the window is not empty.
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            let _ = iters;
+            Ok(per_call)
+        }
+    }
+    struct ConstantPower(f64);
+    impl EnergyMeter for ConstantPower {
+        fn measure(
+            &mut self,
+            _: &str,
+            from: MonotonicNs,
+            to: MonotonicNs,
+        ) -> Result<MeteredEnergy, String> {
+            Ok(MeteredEnergy {
+                joules: self.0 * to.saturating_sub(from) as f64 * 1e-9,
+                uncertainty_j: 0.0,
+                provenance: Provenance::Estimated,
+            })
+        }
+    }
+
+    fn machine() -> MachineFingerprint {
+        MachineFingerprint {
+            cpu_model: "Test".into(),
+            logical_cpus: 2,
+            kernel_release: "6.1".into(),
+            gpu: None,
+            energy_sources: vec![],
+            provenance: Provenance::Estimated,
+        }
+    }
+
+    fn grid() -> Grid {
+        Grid {
+            kernels: vec!["linear_fwd".into()],
+            shapes: Grid::default_shapes(),
+            threads: vec![1],
+            window_ms: 1,
+        }
+    }
+
+    #[test]
+    fn checkpointed_run_resumes_and_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = RunCheckpoint::path_for(&dir.path().join("cal.toml"));
+        let mut runner = FakeRunner { runs: 0 };
+        let mut meter = ConstantPower(3.0);
+        let mut cp = RunCheckpoint::new(machine(), grid());
+        let points = cp.grid.points();
+        assert_eq!(points.len(), 16);
+        // Measure half, "stop", reload, measure the rest.
+        for p in &points[..8] {
+            let (o, prov) = measure_point(&mut runner, &mut meter, p, 1).unwrap();
+            cp.record(o, prov);
+            cp.save(&path).unwrap();
+        }
+        let mut resumed = RunCheckpoint::load(&path).unwrap();
+        assert_eq!(resumed, cp);
+        let todo: Vec<_> = points.iter().filter(|p| !resumed.is_done(p)).collect();
+        assert_eq!(todo.len(), 8);
+        for p in todo {
+            let (o, prov) = measure_point(&mut runner, &mut meter, p, 1).unwrap();
+            resumed.record(o, prov);
+        }
+        let (cal, failures) = resumed.fit("test");
+        assert!(failures.is_empty());
+        assert_eq!(cal.provenance, Provenance::Estimated);
+        let model = cal.model("linear_fwd", 1).unwrap();
+        let shape = KernelShape {
+            batch: 100,
+            in_width: 30,
+            out_width: 40,
+        };
+        let expected_j = (2000.0 + 0.5 * 100.0 * 30.0 * 40.0) * 1e-9 * 3.0;
+        let got_j = model.energy_per_call_j(shape);
+        // Power is measured over real (slept) windows around the calls, so
+        // allow for scheduling jitter in the wall-clock window.
+        assert!(
+            ((got_j - expected_j) / expected_j).abs() < 0.05,
+            "{got_j} vs {expected_j}"
+        );
+    }
+
+    #[test]
+    fn failing_kernel_and_silent_meter_are_errors() {
+        let mut runner = FakeRunner { runs: 0 };
+        let point = GridPoint {
+            kernel: "broken".into(),
+            shape: Grid::default_shapes()[0],
+            threads: 1,
+        };
+        let err = measure_point(&mut runner, &mut ConstantPower(3.0), &point, 1).unwrap_err();
+        assert!(err.to_string().contains("no such kernel"), "{err}");
+        let point = GridPoint {
+            kernel: "linear_fwd".into(),
+            ..point
+        };
+        let err = measure_point(&mut runner, &mut ConstantPower(0.0), &point, 1).unwrap_err();
+        assert!(err.to_string().contains("no energy attributed"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_checkpoint_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.partial.json");
+        std::fs::write(&path, "{ not json").unwrap();
+        let err = RunCheckpoint::load(&path).unwrap_err();
+        assert!(err.to_string().contains("x.partial.json"), "{err}");
+    }
+}
