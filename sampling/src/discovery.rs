@@ -20,10 +20,13 @@
 
 use crate::engine::ConfiguredSource;
 use crate::estimated::{EstimatedCpuConfig, EstimatedCpuSampler};
+use crate::nvml::{self, GpuProvider, NvmlProvider};
 use crate::simulated::{SimulatedConfig, SimulatedSampler};
 use crate::source::Sampler;
+use crate::{msr, perf_rapl, powercap};
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Which RAPL access path to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -127,11 +130,40 @@ fn push(sources: &mut Vec<ConfiguredSource>, sampler: Box<dyn Sampler>, period_n
     sources.push(ConfiguredSource { sampler, period_ns });
 }
 
-/// Opens every configured source that is available.
+/// Opens every configured source that is available; NVML is loaded from
+/// the system library when `config.nvml` is on.
 pub fn discover(config: &SourcesConfig) -> Discovery {
+    let gpus = if config.nvml {
+        Some(NvmlProvider::init().map(|p| Arc::new(p) as Arc<dyn GpuProvider>))
+    } else {
+        None
+    };
+    discover_with_gpus(config, gpus)
+}
+
+/// [`discover`] with the GPU provider given: `None` when NVML is off,
+/// `Some(Err(why))` when it could not be loaded. Tests pass a mock.
+pub fn discover_with_gpus(
+    config: &SourcesConfig,
+    gpus: Option<Result<Arc<dyn GpuProvider>, String>>,
+) -> Discovery {
     let mut out = Discovery::default();
     discover_rapl(config, &mut out);
     let have_rapl = !out.sources.is_empty();
+    match gpus {
+        None => {}
+        Some(Err(why)) => out.problems.push(SourceProblem {
+            what: "nvml".to_string(),
+            why: format!("no NVML source: {why}"),
+        }),
+        Some(Ok(provider)) => {
+            let (samplers, problems) = nvml::open_all(provider);
+            out.problems.extend(problems);
+            for s in samplers {
+                push(&mut out.sources, Box::new(s), config.nvml_period_ns);
+            }
+        }
+    }
     if !have_rapl {
         match EstimatedCpuSampler::open(&config.proc_root, config.estimated) {
             Ok(s) => push(&mut out.sources, Box::new(s), config.estimated.period_ns),
@@ -152,18 +184,69 @@ pub fn discover(config: &SourcesConfig) -> Discovery {
     for p in &out.problems {
         tracing::info!(what = %p.what, why = %p.why, "source not available");
     }
+    if let Some(path) = &out.rapl_path_in_use {
+        tracing::info!(path = %path, "RAPL path in use");
+    }
     out
 }
 
-fn discover_rapl(config: &SourcesConfig, out: &mut Discovery) {
-    if config.rapl == RaplPath::Off {
-        return;
+/// Opens the RAPL sources of one path.
+fn open_rapl_path(
+    config: &SourcesConfig,
+    path: RaplPath,
+) -> (Vec<Box<dyn Sampler>>, Vec<SourceProblem>) {
+    fn boxed<S: Sampler + 'static>(
+        (s, p): (Vec<S>, Vec<SourceProblem>),
+    ) -> (Vec<Box<dyn Sampler>>, Vec<SourceProblem>) {
+        (
+            s.into_iter()
+                .map(|s| Box::new(s) as Box<dyn Sampler>)
+                .collect(),
+            p,
+        )
     }
-    out.problems.push(SourceProblem {
-        what: "rapl".to_string(),
-        why: "RAPL sources are not built yet".to_string(),
-    });
+    match path {
+        RaplPath::Perf => boxed(perf_rapl::open_all(&config.perf_event_source_root)),
+        RaplPath::Msr => boxed(msr::open_all(&config.msr_root, &config.cpu_sysfs_root)),
+        RaplPath::Powercap => boxed(powercap::open_all(&config.powercap_root)),
+        RaplPath::Auto | RaplPath::Off => (Vec::new(), Vec::new()),
+    }
 }
+
+fn path_label(path: RaplPath) -> &'static str {
+    match path {
+        RaplPath::Perf => "perf",
+        RaplPath::Msr => "msr",
+        RaplPath::Powercap => "powercap",
+        RaplPath::Auto => "auto",
+        RaplPath::Off => "off",
+    }
+}
+
+fn discover_rapl(config: &SourcesConfig, out: &mut Discovery) {
+    let candidates: &[RaplPath] = match config.rapl {
+        RaplPath::Off => return,
+        RaplPath::Auto => &AUTO_RAPL_ORDER,
+        RaplPath::Perf => &[RaplPath::Perf],
+        RaplPath::Msr => &[RaplPath::Msr],
+        RaplPath::Powercap => &[RaplPath::Powercap],
+    };
+    for &path in candidates {
+        let (samplers, problems) = open_rapl_path(config, path);
+        // Problems of paths tried and passed over are kept: they explain the choice.
+        out.problems.extend(problems);
+        if !samplers.is_empty() {
+            for s in samplers {
+                push(&mut out.sources, s, config.rapl_period_ns);
+            }
+            out.rapl_path_in_use = Some(path_label(path).to_string());
+            return;
+        }
+    }
+}
+
+/// The order `rapl = "auto"` tries, cheapest read first (see the module doc).
+pub const AUTO_RAPL_ORDER: [RaplPath; 3] = [RaplPath::Perf, RaplPath::Msr, RaplPath::Powercap];
 
 #[cfg(test)]
 mod tests {
