@@ -12,6 +12,8 @@
 //! - [`microbench`]: the grid of microbenchmarks, one measured point, the
 //!   resumable checkpoint and the fit of a whole run.
 //! - [`meter`]: energy of a window as energyd attributes it to this process.
+//! - [`reference`]: reference dense/ReLU kernels and MLP that check the
+//!   method independently of the trainer.
 //! - [`validate`]: predicted against measured energy of whole networks.
 //!
 //! Every energy figure derived from a calibration carries the provenance of
@@ -25,6 +27,7 @@ pub mod meter;
 pub mod microbench;
 pub mod model;
 pub mod predict;
+pub mod reference;
 pub mod validate;
 
 pub use file::{Calibration, CalibrationError, FORMAT_VERSION};
