@@ -106,7 +106,7 @@ pub enum TableError {
         /// The file.
         file: PathBuf,
         /// Why.
-        source: SpaceError,
+        source: Box<SpaceError>,
     },
 }
 
@@ -280,7 +280,7 @@ impl TableEvaluator {
         let space = SearchSpace::derive_from_rows(&names, &raw_params).map_err(|source| {
             TableError::Space {
                 file: path.to_path_buf(),
-                source,
+                source: Box::new(source),
             }
         })?;
         let mut rows: HashMap<String, Vec<TableRow>> = HashMap::new();

@@ -11,13 +11,17 @@
 //!   evaluator.
 //! - [`study`]: the SQLite study database (claims, results, recovery).
 //! - [`runner`]: worker threads running a study to its budget.
+//! - [`report`]: CSV, JSON, SVG/PNG and Markdown reports of a study.
+//! - [`compare`]: accuracy-only against energy-aware search.
 //!
 //! Nothing here trains a model or measures energy: evaluators do, and report
 //! figures with their provenance, which studies store as given.
 #![warn(missing_docs)]
 
+pub mod compare;
 pub mod evaluator;
 pub mod objective;
+pub mod report;
 pub mod runner;
 pub mod space;
 pub mod strategy;

@@ -408,6 +408,8 @@ pub fn crowding_distance(points: &[Vec<f64>], front: &[usize]) -> Vec<f64> {
         return vec![f64::INFINITY; n];
     }
     let dims = points[front[0]].len();
+    // Each objective sorts the front on its own column: the index is the point.
+    #[allow(clippy::needless_range_loop)]
     for d in 0..dims {
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| points[front[a]][d].total_cmp(&points[front[b]][d]));

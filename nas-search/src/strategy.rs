@@ -172,12 +172,14 @@ pub fn strategy_from_spec(spec: &str) -> Result<Box<dyn Strategy>, StrategyError
             take("min_fidelity", 1.0 / 9.0).clamp(1e-6, 1.0),
             true,
         )),
-        other => return Err(StrategyError::Spec {
-            spec: spec.into(),
-            message: format!(
+        other => {
+            return Err(StrategyError::Spec {
+                spec: spec.into(),
+                message: format!(
                 "unknown strategy `{other}`; expected random, evolution, nsga2, sha or hyperband"
             ),
-        }),
+            })
+        }
     };
     if let Some(k) = settings.keys().next() {
         return Err(StrategyError::Spec {

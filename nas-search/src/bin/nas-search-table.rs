@@ -28,14 +28,11 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(
     name = "nas-search-table",
-    about = "Architecture search on a lookup table of precomputed results (logs: NAS_SEARCH_LOG=info)",
-    args_conflicts_with_subcommands = true
+    about = "Architecture search on a lookup table of precomputed results (logs: NAS_SEARCH_LOG=info)"
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    run: Option<RunArgs>,
+    command: Command,
 }
 
 #[derive(Subcommand)]
@@ -325,10 +322,17 @@ fn main() -> Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match (cli.command, cli.run) {
-        (Some(Command::Run(a)), _) | (None, Some(a)) => run(a),
-        (Some(Command::Score(a)), _) => score(a),
-        (None, None) => bail!("nothing to do; see --help"),
+    // `run` is the default subcommand: `nas-search-table --table ...` works.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    if !matches!(
+        first,
+        "run" | "score" | "help" | "--help" | "-h" | "--version" | "-V"
+    ) {
+        args.insert(1, "run".into());
+    }
+    match Cli::parse_from(args).command {
+        Command::Run(a) => run(a),
+        Command::Score(a) => score(a),
     }
 }
