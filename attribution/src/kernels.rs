@@ -1,0 +1,1026 @@
+//! A process's energy split between kernel types, from the spans it
+//! reported and the domain's energy history.
+//!
+//! Two methods, chosen per kernel type:
+//!
+//! - **Integrated** (types whose median span is at least
+//!   [`KernelConfig::long_span_factor`] sample windows long): the history is
+//!   integrated over each span; in each sample interval, the energy above
+//!   the baseline, less what the fit attributes to short kernels running
+//!   there, is shared between the long spans running then by their overlap.
+//! - **Regression** (short types): each sample window's energy is modelled
+//!   as `Σ_types busy_time(type, window) × power(type) + baseline × length`
+//!   (busy time summed over threads, so overlapping spans add up) and the
+//!   per-type dynamic powers and the baseline are fitted together by
+//!   non-negative least squares over all windows. A type's energy is its
+//!   power × its total span time. Standard errors come from the residual
+//!   variance and (XᵀX)⁻¹ on the active set, inflated for residual
+//!   autocorrelation (AR(1)); confidence is `1 / (1 + (rse / ref)²)`, 0.5
+//!   at a relative standard error of [`KernelConfig::confidence_reference_rse`].
+//! - **Deconvolved**: the same fit on a sensor that reports power averaged
+//!   over a trailing window W (NVML on recent GPUs). The observed energy of
+//!   a window is then the integral of the smoothed power, so each type's
+//!   regressor is its busy time convolved with the W-long boxcar and
+//!   integrated over the window (computed exactly from the piecewise-linear
+//!   cumulative busy time). When W is much longer than the variation of the
+//!   schedule the regressors become nearly collinear, and that shows up,
+//!   honestly, as wide standard errors and low confidence.
+//! - **Insufficient**: too few instances, too few windows where the type
+//!   ran, activity indistinguishable from the baseline or from other
+//!   types, or a standard error too wide. The energy is `None` and the
+//!   reason is given; such types still take part in the fit as nuisance
+//!   columns so they do not bias the others.
+//!
+//! Kernel energies are dynamic energy (above the baseline). The parts add
+//! up: `Σ energy_j + unattributed_j == process_j`, where the unattributed
+//! part holds the static share, non-kernel activity and the types marked
+//! insufficient. If the kernels' estimates exceed the process's energy they
+//! are scaled down to it, with a note.
+
+use crate::error::AttributionError;
+use crate::nnls::{inverse_on, nnls_normal, NormalEquations};
+use crate::process::ProcessShare;
+use crate::series::EnergySeries;
+pub use shared::protocol::AttributionMethod as Method;
+use shared::{MonotonicNs, Provenance};
+
+/// One kernel execution of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelSpan {
+    /// Kernel type: index into the caller's name table.
+    pub name: u32,
+    /// Start (CLOCK_MONOTONIC ns).
+    pub start: MonotonicNs,
+    /// End, `>= start`.
+    pub end: MonotonicNs,
+    /// Thread (informational: busy time is summed over threads).
+    pub tid: u32,
+}
+
+/// The interval attributed and how far back the spans are complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttributionInterval {
+    /// Start of the interval.
+    pub from: MonotonicNs,
+    /// End of the interval.
+    pub to: MonotonicNs,
+    /// Spans are known to be complete from this time on (usually `from`;
+    /// for an averaging sensor pass spans from `from - window` and set this
+    /// to that time, so windows near `from` can be modelled).
+    pub spans_complete_from: MonotonicNs,
+}
+
+impl AttributionInterval {
+    /// `[from, to]`, spans complete from `from`.
+    pub fn new(from: MonotonicNs, to: MonotonicNs) -> Self {
+        AttributionInterval {
+            from,
+            to,
+            spans_complete_from: from,
+        }
+    }
+}
+
+/// What the kernels are a part of: the process's energy in this domain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessEnergy {
+    /// Energy of the process in the domain (dynamic + static share).
+    pub process_j: f64,
+    /// Its dynamic part.
+    pub process_dynamic_j: f64,
+    /// Process dynamic energy / machine dynamic energy (0..=1): scales the
+    /// machine's dynamic power to the process when there is no fit.
+    pub dynamic_share_of_machine: f64,
+    /// Idle power of the domain (baseline when there is no fit).
+    pub idle_power_w: f64,
+    /// Where the process's energy comes from.
+    pub provenance: Provenance,
+}
+
+impl From<&ProcessShare> for ProcessEnergy {
+    fn from(s: &ProcessShare) -> Self {
+        ProcessEnergy {
+            process_j: s.process_j,
+            process_dynamic_j: s.process_dynamic_j,
+            dynamic_share_of_machine: if s.machine_dynamic_j > 0.0 {
+                (s.process_dynamic_j / s.machine_dynamic_j).clamp(0.0, 1.0)
+            } else {
+                0.0
+            },
+            idle_power_w: s.idle.watts,
+            provenance: s.provenance,
+        }
+    }
+}
+
+/// Settings of the kernel attribution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelConfig {
+    /// A type is integrated when its median span is at least this many
+    /// sample windows (and, for an averaging sensor, averaging windows) long.
+    pub long_span_factor: f64,
+    /// Fewest instances for a regression figure.
+    pub min_instances: u64,
+    /// Fewest windows in which the type ran, for a regression figure.
+    pub min_active_windows: usize,
+    /// Largest relative standard error of a published regression figure.
+    pub max_relative_se: f64,
+    /// Relative standard error at which confidence is 0.5.
+    pub confidence_reference_rse: f64,
+    /// Most kernel types fitted at once (by total time); the rest are
+    /// reported insufficient.
+    pub max_fit_types: usize,
+    /// Most non-zero design entries; beyond it, consecutive sample windows
+    /// are merged.
+    pub max_design_entries: usize,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            long_span_factor: 4.0,
+            min_instances: 30,
+            min_active_windows: 20,
+            max_relative_se: 0.5,
+            confidence_reference_rse: 0.2,
+            max_fit_types: 256,
+            max_design_entries: 20_000_000,
+        }
+    }
+}
+
+/// The answer for one kernel type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelTypeResult {
+    /// Kernel type (index into the caller's names).
+    pub name: u32,
+    /// Spans overlapping the interval.
+    pub count: u64,
+    /// Their total duration within the interval.
+    pub total_time_ns: u64,
+    /// Dynamic energy, or `None` when there is not enough information.
+    pub energy_j: Option<f64>,
+    /// `energy_j / process_j`, when known.
+    pub share: Option<f64>,
+    /// One-sigma uncertainty of `energy_j`.
+    pub uncertainty_j: f64,
+    /// Confidence (0..=1).
+    pub confidence: f64,
+    /// How the figure was obtained.
+    pub method: Method,
+    /// Average dynamic power while an instance runs (per-instance energy is
+    /// this × its duration), when known.
+    pub power_w: Option<f64>,
+    /// One-sigma uncertainty of `power_w`.
+    pub power_uncertainty_w: f64,
+    /// Why the figure is missing or weak, if it is.
+    pub reason: Option<String>,
+}
+
+/// Summary of the regression.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitSummary {
+    /// Windows used.
+    pub windows: usize,
+    /// Sample intervals merged into one window.
+    pub stride: usize,
+    /// Mean window length.
+    pub window_ns: u64,
+    /// Fitted baseline power (everything that is not a kernel of this
+    /// process: idle power, other processes, non-kernel work).
+    pub baseline_w: f64,
+    /// Its one-sigma uncertainty.
+    pub baseline_uncertainty_w: f64,
+    /// Standard deviation of the residual per window.
+    pub residual_sd_j: f64,
+    /// Lag-1 autocorrelation of the residuals (variances were inflated by
+    /// (1+ρ)/(1−ρ) for it).
+    pub residual_autocorrelation: f64,
+    /// The design modelled an averaging sensor of this window.
+    pub averaging_window_ns: Option<u64>,
+}
+
+/// Energy of a process split between kernel types.
+///
+/// Invariant: `Σ types[i].energy_j.unwrap_or(0) + unattributed_j == process_j`
+/// and `unattributed_j >= 0` (unless `process_j < 0`, which is refused).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelAttribution {
+    /// One entry per kernel type with spans in the interval, by name index.
+    pub types: Vec<KernelTypeResult>,
+    /// The process's energy being split.
+    pub process_j: f64,
+    /// Part of `process_j` not attributed to any kernel type.
+    pub unattributed_j: f64,
+    /// The fit, if one was made.
+    pub fit: Option<FitSummary>,
+    /// The interval is shorter than the sensor's update period.
+    pub below_update_period: bool,
+    /// Where the process's energy comes from.
+    pub provenance: Provenance,
+    /// How figures were obtained, caveats.
+    pub notes: Vec<String>,
+}
+
+/// Cumulative busy time of one kernel type: piecewise linear, with its
+/// integral (piecewise quadratic) for the boxcar model. Times in seconds
+/// from an origin.
+struct Timeline {
+    t: Vec<f64>,
+    busy: Vec<f64>,
+    integral: Vec<f64>,
+    slope: Vec<f64>,
+}
+
+impl Timeline {
+    fn new(intervals: impl Iterator<Item = (f64, f64)>) -> Timeline {
+        let mut events: Vec<(f64, f64)> = Vec::new();
+        for (a, b) in intervals {
+            if b > a {
+                events.push((a, 1.0));
+                events.push((b, -1.0));
+            }
+        }
+        events.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let mut tl = Timeline {
+            t: Vec::new(),
+            busy: Vec::new(),
+            integral: Vec::new(),
+            slope: Vec::new(),
+        };
+        let (mut busy, mut integral, mut slope) = (0.0, 0.0, 0.0);
+        let mut i = 0;
+        while i < events.len() {
+            let t = events[i].0;
+            if let Some(&tp) = tl.t.last() {
+                let d = t - tp;
+                integral += busy * d + slope * d * d / 2.0;
+                busy += slope * d;
+            }
+            while i < events.len() && events[i].0 == t {
+                slope += events[i].1;
+                i += 1;
+            }
+            // Guard against -0.0 drift from float sums of ±1.
+            slope = slope.round();
+            tl.t.push(t);
+            tl.busy.push(busy);
+            tl.integral.push(integral);
+            tl.slope.push(slope);
+        }
+        tl
+    }
+
+    fn locate(&self, x: f64) -> Option<(usize, f64)> {
+        let i = self.t.partition_point(|&t| t <= x);
+        (i > 0).then(|| (i - 1, x - self.t[i - 1]))
+    }
+
+    /// Busy seconds up to `x`.
+    fn busy_at(&self, x: f64) -> f64 {
+        self.locate(x)
+            .map_or(0.0, |(i, d)| self.busy[i] + self.slope[i] * d)
+    }
+
+    /// ∫ busy up to `x` (s²).
+    fn integral_at(&self, x: f64) -> f64 {
+        self.locate(x).map_or(0.0, |(i, d)| {
+            self.integral[i] + self.busy[i] * d + self.slope[i] * d * d / 2.0
+        })
+    }
+
+    /// The regressor of a window `[a, b]`: busy seconds in it, or with an
+    /// averaging window `w`, ∫_a^b (busy in [s − w, s]) / w ds.
+    fn regressor(&self, a: f64, b: f64, w: Option<f64>) -> f64 {
+        match w {
+            None => self.busy_at(b) - self.busy_at(a),
+            Some(w) => {
+                (self.integral_at(b) - self.integral_at(a) - self.integral_at(b - w)
+                    + self.integral_at(a - w))
+                    / w
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct TypeStats {
+    count: u64,
+    total_time_ns: u64,
+    durations_ns: Vec<u64>,
+}
+
+struct Window {
+    start: MonotonicNs,
+    end: MonotonicNs,
+    energy_j: f64,
+}
+
+struct Fit {
+    /// Power per fitted column (type order as `columns`), W.
+    power_w: Vec<f64>,
+    power_se_w: Vec<f64>,
+    /// Column of each type in the fit, if any.
+    dependent: Vec<bool>,
+    active_windows: Vec<usize>,
+    summary: FitSummary,
+}
+
+fn confidence(rse: f64, reference: f64) -> f64 {
+    if !rse.is_finite() {
+        return 0.0;
+    }
+    1.0 / (1.0 + (rse / reference).powi(2))
+}
+
+fn validate(
+    spans: &[KernelSpan],
+    type_count: usize,
+    interval: &AttributionInterval,
+    process: &ProcessEnergy,
+    config: &KernelConfig,
+) -> Result<(), AttributionError> {
+    if interval.to <= interval.from {
+        return Err(AttributionError::BadInterval {
+            from: interval.from,
+            to: interval.to,
+        });
+    }
+    if interval.spans_complete_from > interval.from {
+        return Err(AttributionError::BadConfig(format!(
+            "spans complete from {} is after the interval start {}",
+            interval.spans_complete_from, interval.from
+        )));
+    }
+    for (index, s) in spans.iter().enumerate() {
+        if s.end < s.start {
+            return Err(AttributionError::BadSpan {
+                index,
+                reason: format!("end {} before start {}", s.end, s.start),
+            });
+        }
+        if s.name as usize >= type_count {
+            return Err(AttributionError::BadSpan {
+                index,
+                reason: format!("name index {} but only {type_count} names", s.name),
+            });
+        }
+    }
+    if !(process.process_j.is_finite() && process.process_j >= 0.0) {
+        return Err(AttributionError::BadConfig(format!(
+            "process energy {} J is not a non-negative number",
+            process.process_j
+        )));
+    }
+    if !(config.long_span_factor > 0.0
+        && config.max_relative_se > 0.0
+        && config.confidence_reference_rse > 0.0)
+    {
+        return Err(AttributionError::BadConfig(
+            "long_span_factor, max_relative_se and confidence_reference_rse must be positive"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Splits `process.process_j` between the kernel types of `spans` (name
+/// indices `< type_count`) over `interval`, from the domain's `series`.
+/// See the module documentation for the methods.
+pub fn attribute_spans(
+    series: &EnergySeries<'_>,
+    spans: &[KernelSpan],
+    type_count: usize,
+    interval: &AttributionInterval,
+    process: &ProcessEnergy,
+    config: &KernelConfig,
+) -> Result<KernelAttribution, AttributionError> {
+    validate(spans, type_count, interval, process, config)?;
+    let (from, to) = (interval.from, interval.to);
+    let mut notes = Vec::new();
+    let below_update_period = to.0 - from.0 < series.meta().update_period_ns;
+    if below_update_period {
+        notes.push(format!(
+            "interval shorter than the sensor's update period ({} ns): figures are \
+             interpolated between updates, not observed",
+            series.meta().update_period_ns
+        ));
+    }
+
+    // Per-type statistics over the interval (spans clipped to it).
+    let mut stats = vec![TypeStats::default(); type_count];
+    for s in spans {
+        if s.end < from || s.start > to {
+            continue;
+        }
+        let st = &mut stats[s.name as usize];
+        st.count += 1;
+        let clipped = s.end.min(to).saturating_sub(s.start.max(from));
+        st.total_time_ns += clipped;
+        st.durations_ns.push(s.end.0 - s.start.0);
+    }
+    let present: Vec<usize> = (0..type_count).filter(|&j| stats[j].count > 0).collect();
+
+    let averaging_ns = series.averaging_window_ns();
+    let fit = fit_short_types(
+        series, spans, type_count, interval, &stats, config, &mut notes,
+    );
+    let window_ns = fit
+        .as_ref()
+        .map_or(series.median_period_ns(), |f| f.summary.window_ns);
+
+    let long_threshold_ns =
+        config.long_span_factor * (window_ns.max(averaging_ns.unwrap_or(0))) as f64;
+    let is_long: Vec<bool> = (0..type_count)
+        .map(|j| {
+            let d = &stats[j].durations_ns;
+            if d.is_empty() {
+                return false;
+            }
+            let mut d = d.clone();
+            d.sort_unstable();
+            d[d.len() / 2] as f64 >= long_threshold_ns
+        })
+        .collect();
+
+    let mut results: Vec<KernelTypeResult> = Vec::with_capacity(present.len());
+    let reg_method = if averaging_ns.is_some() {
+        Method::Deconvolved
+    } else {
+        Method::Regression
+    };
+    // Scale for "is a zero power estimate informative": the median of the
+    // positive fitted powers.
+    let power_scale = fit.as_ref().map_or(0.0, |f| {
+        let mut p: Vec<f64> = f.power_w.iter().copied().filter(|&p| p > 0.0).collect();
+        p.sort_by(f64::total_cmp);
+        p.get(p.len() / 2).copied().unwrap_or(0.0)
+    });
+    for &j in &present {
+        let st = &stats[j];
+        let total_s = st.total_time_ns as f64 * 1e-9;
+        let mut r = KernelTypeResult {
+            name: j as u32,
+            count: st.count,
+            total_time_ns: st.total_time_ns,
+            energy_j: None,
+            share: None,
+            uncertainty_j: 0.0,
+            confidence: 0.0,
+            method: Method::Insufficient,
+            power_w: None,
+            power_uncertainty_w: 0.0,
+            reason: None,
+        };
+        if is_long[j] {
+            // Filled in by the integration below.
+            r.method = Method::Integrated;
+            results.push(r);
+            continue;
+        }
+        let insufficient = |r: &mut KernelTypeResult, why: String| {
+            r.method = Method::Insufficient;
+            r.reason = Some(why);
+        };
+        if st.count < config.min_instances {
+            insufficient(
+                &mut r,
+                format!(
+                    "only {} instance(s) shorter than the sample window; at least {} are \
+                     needed to separate its power from the rest",
+                    st.count, config.min_instances
+                ),
+            );
+            results.push(r);
+            continue;
+        }
+        let Some(f) = fit.as_ref() else {
+            insufficient(&mut r, "no regression could be made (see notes)".to_owned());
+            results.push(r);
+            continue;
+        };
+        if f.active_windows[j] < config.min_active_windows {
+            insufficient(
+                &mut r,
+                format!(
+                    "ran in only {} sample windows; at least {} are needed",
+                    f.active_windows[j], config.min_active_windows
+                ),
+            );
+            results.push(r);
+            continue;
+        }
+        if f.dependent[j] {
+            insufficient(
+                &mut r,
+                "its activity is indistinguishable from the baseline or from other \
+                 kernel types (collinear regressors)"
+                    .to_owned(),
+            );
+            results.push(r);
+            continue;
+        }
+        let (p, se) = (f.power_w[j], f.power_se_w[j]);
+        let rse = if p > 0.0 {
+            se / p
+        } else if power_scale > 0.0 {
+            se / power_scale
+        } else {
+            f64::INFINITY
+        };
+        // NaN (a degenerate fit) must also count as insufficient.
+        if rse.is_nan() || rse > config.max_relative_se {
+            insufficient(
+                &mut r,
+                format!(
+                    "fitted power {p:.4} ± {se:.4} W: relative standard error {:.0}% exceeds \
+                     {:.0}%",
+                    rse * 100.0,
+                    config.max_relative_se * 100.0
+                ),
+            );
+            r.power_uncertainty_w = se;
+            results.push(r);
+            continue;
+        }
+        r.method = reg_method;
+        r.power_w = Some(p);
+        r.power_uncertainty_w = se;
+        r.energy_j = Some(p * total_s);
+        r.uncertainty_j = se * total_s;
+        r.confidence = confidence(rse, config.confidence_reference_rse);
+        results.push(r);
+    }
+
+    integrate_long_spans(
+        series,
+        spans,
+        interval,
+        process,
+        fit.as_ref(),
+        &is_long,
+        &mut results,
+        config,
+        &mut notes,
+    );
+
+    // Parts add up: kernels never exceed the process's energy.
+    let kernel_sum: f64 = results.iter().filter_map(|r| r.energy_j).sum();
+    if kernel_sum > process.process_j {
+        let factor = if kernel_sum > 0.0 {
+            process.process_j / kernel_sum
+        } else {
+            0.0
+        };
+        notes.push(format!(
+            "kernel estimates ({kernel_sum:.6} J) exceeded the process's energy \
+             ({:.6} J) and were scaled by {factor:.4}",
+            process.process_j
+        ));
+        for r in &mut results {
+            if let Some(e) = r.energy_j.as_mut() {
+                *e *= factor;
+                r.uncertainty_j *= factor;
+            }
+        }
+    } else if kernel_sum > process.process_dynamic_j * 1.05 + 1e-9 {
+        notes.push(format!(
+            "kernel estimates ({kernel_sum:.6} J) exceed the process's dynamic energy \
+             ({:.6} J) by its activity share: the activity split may undercount this process",
+            process.process_dynamic_j
+        ));
+    }
+    let kernel_sum: f64 = results.iter().filter_map(|r| r.energy_j).sum();
+    let unattributed_j = (process.process_j - kernel_sum).max(0.0);
+    for r in &mut results {
+        r.share = r.energy_j.map(|e| {
+            if process.process_j > 0.0 {
+                e / process.process_j
+            } else {
+                0.0
+            }
+        });
+    }
+    let insufficient = results
+        .iter()
+        .filter(|r| r.method == Method::Insufficient)
+        .count();
+    if insufficient > 0 {
+        notes.push(format!(
+            "{insufficient} kernel type(s) without a figure (not enough information); \
+             their energy is in the unattributed part"
+        ));
+    }
+    notes.push(
+        "kernel energies are dynamic energy above the baseline; the unattributed part \
+         holds static power, non-kernel work and types without a figure"
+            .to_owned(),
+    );
+    Ok(KernelAttribution {
+        types: results,
+        process_j: process.process_j,
+        unattributed_j,
+        fit: fit.map(|f| f.summary),
+        below_update_period,
+        provenance: process.provenance.combine(series.meta().provenance),
+        notes,
+    })
+}
+
+/// The regression over sample windows (see the module doc). `None` when
+/// no fit can be made; the reason is in `notes`.
+fn fit_short_types(
+    series: &EnergySeries<'_>,
+    spans: &[KernelSpan],
+    type_count: usize,
+    interval: &AttributionInterval,
+    stats: &[TypeStats],
+    config: &KernelConfig,
+    notes: &mut Vec<String>,
+) -> Option<Fit> {
+    let (from, to) = (interval.from, interval.to);
+    let averaging_ns = series.averaging_window_ns();
+    let w_ns = averaging_ns.unwrap_or(0);
+    // Types in the design: those with spans, the longest-running first up
+    // to the cap.
+    let mut by_time: Vec<usize> = (0..type_count).filter(|&j| stats[j].count > 0).collect();
+    if by_time.is_empty() {
+        return None;
+    }
+    by_time.sort_by_key(|&j| std::cmp::Reverse(stats[j].total_time_ns));
+    if by_time.len() > config.max_fit_types {
+        notes.push(format!(
+            "{} kernel types; only the {} with the most time were fitted",
+            by_time.len(),
+            config.max_fit_types
+        ));
+        by_time.truncate(config.max_fit_types);
+    }
+    let mut column_of = vec![usize::MAX; type_count];
+    for (c, &j) in by_time.iter().enumerate() {
+        column_of[j] = c;
+    }
+    let n_types = by_time.len();
+    let baseline_col = n_types;
+
+    // Sample indices inside the interval.
+    let samples = series.samples();
+    let first = samples.partition_point(|s| s.0 < from);
+    let last = samples.partition_point(|s| s.0 <= to);
+    let idx: Vec<usize> = (first..last).collect();
+    if idx.len() < 2 {
+        notes.push("fewer than two samples in the interval: no regression".to_owned());
+        return None;
+    }
+    // Windows at least as long as the sensor's update period (a window
+    // without a counter update would carry its energy into the next), and
+    // few enough for the design-size cap.
+    let median_ns = series.median_period_ns().max(1);
+    let mut stride = (series.meta().update_period_ns.div_ceil(median_ns)).max(1) as usize;
+    let nnz_per_window = if averaging_ns.is_some() {
+        n_types + 1
+    } else {
+        4
+    };
+    while (idx.len() / stride) * nnz_per_window > config.max_design_entries {
+        stride *= 2;
+    }
+    if stride > 1 {
+        notes.push(format!(
+            "{stride} sample intervals merged per regression window (sensor update \
+             period or design size)"
+        ));
+    }
+    let origin_ns = interval.spans_complete_from.0.saturating_sub(w_ns);
+    let secs = |t: MonotonicNs| (t.0 as f64 - origin_ns as f64) * 1e-9;
+    let mut windows = Vec::new();
+    let mut k = 0;
+    while k + stride < idx.len() {
+        let (a, ea) = samples[idx[k]];
+        let (b, eb) = samples[idx[k + stride]];
+        k += stride;
+        // The model needs the activity of [a - W, b] to be known.
+        if a.saturating_sub_ns(w_ns) < interval.spans_complete_from
+            || (w_ns > 0 && a.0 < interval.spans_complete_from.0 + w_ns)
+        {
+            continue;
+        }
+        windows.push(Window {
+            start: a,
+            end: b,
+            energy_j: eb - ea,
+        });
+    }
+    let unknowns = n_types + 1;
+    if windows.len() < unknowns + 2 {
+        notes.push(format!(
+            "only {} usable sample windows for {unknowns} unknowns: no regression{}",
+            windows.len(),
+            if w_ns > 0 {
+                " (windows within one averaging window of the span coverage start are unusable)"
+            } else {
+                ""
+            }
+        ));
+        return None;
+    }
+
+    // Design rows, sparse.
+    let timelines: Vec<Timeline> = by_time
+        .iter()
+        .map(|&j| {
+            Timeline::new(
+                spans
+                    .iter()
+                    .filter(|s| s.name as usize == j)
+                    .map(|s| (secs(s.start), secs(s.end))),
+            )
+        })
+        .collect();
+    let w_s = averaging_ns.map(|w| w as f64 * 1e-9);
+    let mut rows: Vec<Vec<(usize, f64)>> = windows
+        .iter()
+        .map(|w| vec![(baseline_col, (w.end.0 - w.start.0) as f64 * 1e-9)])
+        .collect();
+    let mut active_windows = vec![0usize; type_count];
+    for (c, tl) in timelines.iter().enumerate() {
+        let (Some(&t_first), Some(&t_last)) = (tl.t.first(), tl.t.last()) else {
+            continue;
+        };
+        let reach = w_s.unwrap_or(0.0);
+        // Windows that can see this type: ending after its first span
+        // starts, starting before its last span ends plus the averaging window.
+        let lo = windows.partition_point(|w| secs(w.end) <= t_first);
+        let hi = windows.partition_point(|w| secs(w.start) < t_last + reach);
+        for (k, w) in windows.iter().enumerate().take(hi).skip(lo) {
+            let x = tl.regressor(secs(w.start), secs(w.end), w_s);
+            if x > 1e-15 {
+                rows[k].push((c, x));
+                active_windows[by_time[c]] += 1;
+            }
+        }
+    }
+    let mut eq = NormalEquations::new(unknowns);
+    for (row, w) in rows.iter().zip(&windows) {
+        eq.add_sparse_row(row, w.energy_j);
+    }
+    let solution = match nnls_normal(&eq) {
+        Ok(s) => s,
+        Err(e) => {
+            notes.push(format!("regression failed: {e}"));
+            return None;
+        }
+    };
+    // Residuals from the rows themselves (no cancellation).
+    let residuals: Vec<f64> = rows
+        .iter()
+        .zip(&windows)
+        .map(|(row, w)| w.energy_j - row.iter().map(|&(c, v)| v * solution.x[c]).sum::<f64>())
+        .collect();
+    let rss: f64 = residuals.iter().map(|r| r * r).sum();
+    let passive: Vec<usize> = (0..unknowns).filter(|&c| solution.passive[c]).collect();
+    let dof = windows.len().saturating_sub(passive.len()).max(1);
+    let sigma2 = rss / dof as f64;
+    let rho = {
+        let num: f64 = residuals.windows(2).map(|p| p[0] * p[1]).sum();
+        if rss > 0.0 {
+            (num / rss).clamp(0.0, 0.99)
+        } else {
+            0.0
+        }
+    };
+    let inflation = (1.0 + rho) / (1.0 - rho);
+    let var_scale = sigma2 * inflation;
+
+    let mut se = vec![f64::INFINITY; unknowns];
+    let mut dependent = solution.dependent.clone();
+    if let Some(inv) = inverse_on(&eq.gram, unknowns, &passive) {
+        for (a, &c) in passive.iter().enumerate() {
+            se[c] = (var_scale * inv[a * passive.len() + a]).max(0.0).sqrt();
+        }
+    }
+    for c in 0..unknowns {
+        if solution.passive[c] || dependent[c] {
+            continue;
+        }
+        // At the zero bound: the standard error it would have if free.
+        let mut set = passive.clone();
+        set.push(c);
+        match inverse_on(&eq.gram, unknowns, &set) {
+            Some(inv) => {
+                let a = set.len() - 1;
+                se[c] = (var_scale * inv[a * set.len() + a]).max(0.0).sqrt();
+            }
+            None => dependent[c] = true,
+        }
+    }
+
+    let mut power_w = vec![0.0; type_count];
+    let mut power_se_w = vec![f64::INFINITY; type_count];
+    let mut type_dependent = vec![true; type_count];
+    for (c, &j) in by_time.iter().enumerate() {
+        power_w[j] = solution.x[c];
+        power_se_w[j] = se[c];
+        type_dependent[j] = dependent[c];
+    }
+    let mean_window_ns =
+        windows.iter().map(|w| w.end.0 - w.start.0).sum::<u64>() / windows.len() as u64;
+    notes.push(format!(
+        "{} fit over {} windows of ~{} µs: baseline {:.4} W, residual sd {:.3e} J, \
+         residual autocorrelation {:.2}{}",
+        if averaging_ns.is_some() {
+            "deconvolved non-negative least-squares"
+        } else {
+            "non-negative least-squares"
+        },
+        windows.len(),
+        mean_window_ns / 1000,
+        solution.x[baseline_col],
+        sigma2.sqrt(),
+        rho,
+        match averaging_ns {
+            Some(w) => format!(
+                "; design convolved with the sensor's {} ms averaging window",
+                w / 1_000_000
+            ),
+            None => String::new(),
+        }
+    ));
+    Some(Fit {
+        power_w,
+        power_se_w,
+        dependent: type_dependent,
+        active_windows,
+        summary: FitSummary {
+            windows: windows.len(),
+            stride,
+            window_ns: mean_window_ns,
+            baseline_w: solution.x[baseline_col],
+            baseline_uncertainty_w: se[baseline_col],
+            residual_sd_j: sigma2.sqrt(),
+            residual_autocorrelation: rho,
+            averaging_window_ns: averaging_ns,
+        },
+    })
+}
+
+/// Integration of long spans (see the module doc); fills the results of
+/// types marked long.
+#[allow(clippy::too_many_arguments)]
+fn integrate_long_spans(
+    series: &EnergySeries<'_>,
+    spans: &[KernelSpan],
+    interval: &AttributionInterval,
+    process: &ProcessEnergy,
+    fit: Option<&Fit>,
+    is_long: &[bool],
+    results: &mut [KernelTypeResult],
+    config: &KernelConfig,
+    notes: &mut Vec<String>,
+) {
+    if !is_long.iter().any(|&l| l) {
+        return;
+    }
+    let (from, to) = (interval.from, interval.to);
+    let pieces = series.pieces(from, to);
+    if pieces.is_empty() {
+        for r in results
+            .iter_mut()
+            .filter(|r| r.method == Method::Integrated)
+        {
+            r.method = Method::Insufficient;
+            r.reason = Some("no energy samples cover the interval".to_owned());
+        }
+        return;
+    }
+    // Baseline: the fit's when there is one (power with no kernel of this
+    // process running, so what is above it is this process's kernels);
+    // otherwise the idle power, scaled to the process's share of dynamic power.
+    let (baseline_w, baseline_se_w, process_factor) = match fit {
+        Some(f) => (f.summary.baseline_w, f.summary.baseline_uncertainty_w, 1.0),
+        None => (
+            process.idle_power_w,
+            0.0,
+            process.dynamic_share_of_machine.clamp(0.0, 1.0),
+        ),
+    };
+    notes.push(match fit {
+        Some(_) => format!(
+            "long spans integrated over the history above the fitted baseline ({baseline_w:.4} W)"
+        ),
+        None => format!(
+            "long spans integrated over the history above idle power ({baseline_w:.4} W), \
+             times the process's share of dynamic power ({process_factor:.3})"
+        ),
+    });
+    let piece_start: Vec<u64> = pieces.iter().map(|p| p.start.0).collect();
+    let overlap = |p: &crate::series::Piece, s: &KernelSpan| -> u64 {
+        s.end.min(p.end).saturating_sub(s.start.max(p.start))
+    };
+    // Per piece: long-span overlap and the fitted energy of short kernels.
+    let mut long_overlap_ns = vec![0u64; pieces.len()];
+    let mut short_j = vec![0.0; pieces.len()];
+    for s in spans {
+        if s.end <= from || s.start >= to {
+            continue;
+        }
+        let lo = piece_start
+            .partition_point(|&t| t < s.start.0)
+            .saturating_sub(1);
+        for (k, p) in pieces.iter().enumerate().skip(lo) {
+            if p.start >= s.end {
+                break;
+            }
+            let o = overlap(p, s);
+            if o == 0 {
+                continue;
+            }
+            let j = s.name as usize;
+            if is_long[j] {
+                long_overlap_ns[k] += o;
+            } else if let Some(f) = fit {
+                short_j[k] += f.power_w[j] * o as f64 * 1e-9;
+            }
+        }
+    }
+    let window_w = series.averaging_window_ns().map(|w| w as f64 * 1e-9);
+    let type_count = is_long.len();
+    let mut energy = vec![0.0; type_count];
+    let mut var = vec![0.0; type_count];
+    let mut covered_ns = vec![0u64; type_count];
+    for s in spans {
+        let j = s.name as usize;
+        if !is_long[j] || s.end <= from || s.start >= to {
+            continue;
+        }
+        let lo = piece_start
+            .partition_point(|&t| t < s.start.0)
+            .saturating_sub(1);
+        let mut end_error = 0.0;
+        for (k, p) in pieces.iter().enumerate().skip(lo) {
+            if p.start >= s.end {
+                break;
+            }
+            let o = overlap(p, s);
+            if o == 0 || long_overlap_ns[k] == 0 {
+                continue;
+            }
+            covered_ns[j] += o;
+            let dt_s = p.len_ns() as f64 * 1e-9;
+            let above =
+                ((p.energy_j - baseline_w * dt_s).max(0.0) * process_factor - short_j[k]).max(0.0);
+            energy[j] += above * o as f64 / long_overlap_ns[k] as f64;
+            // A span end inside a sample interval: where in it the energy
+            // fell is unknown (same bound as the series' interpolation).
+            let f = o as f64 / p.sample_interval_ns as f64;
+            if f < 1.0 {
+                let whole = p.energy_j * p.sample_interval_ns as f64 / p.len_ns().max(1) as f64;
+                end_error += (whole * f.min(1.0 - f)).powi(2) / 3.0;
+            }
+        }
+        let dur_s = s.end.min(to).saturating_sub(s.start.max(from)) as f64 * 1e-9;
+        let smear = match window_w {
+            // The integral of a trailing average is off by about
+            // ΔP × W / 2 at each end of the span.
+            Some(w) => {
+                let pa = series.power_at_w(s.start).unwrap_or(0.0);
+                let pb = series.power_at_w(s.end).unwrap_or(0.0);
+                (pa - pb).abs() * w / 2.0
+            }
+            None => 0.0,
+        };
+        var[j] += end_error + (baseline_se_w * dur_s).powi(2) + smear * smear;
+    }
+    // Counter quantisation: two readings per span end, independent.
+    let res = series.meta().resolution_j;
+    for r in results
+        .iter_mut()
+        .filter(|r| r.method == Method::Integrated)
+    {
+        let j = r.name as usize;
+        let quant_var = r.count as f64 * res * res / 6.0;
+        let sd = (var[j] + quant_var).sqrt();
+        let coverage = if r.total_time_ns > 0 {
+            (covered_ns[j] as f64 / r.total_time_ns as f64).min(1.0)
+        } else {
+            0.0
+        };
+        let e = energy[j];
+        r.energy_j = Some(e);
+        r.uncertainty_j = sd;
+        r.power_w = (r.total_time_ns > 0).then(|| e / (r.total_time_ns as f64 * 1e-9));
+        r.power_uncertainty_w = if r.total_time_ns > 0 {
+            sd / (r.total_time_ns as f64 * 1e-9)
+        } else {
+            0.0
+        };
+        let rse = if e > 0.0 { sd / e } else { f64::INFINITY };
+        r.confidence = coverage * confidence(rse, config.confidence_reference_rse);
+        if coverage < 1.0 {
+            r.reason = Some(format!(
+                "samples cover {:.1}% of its span time",
+                coverage * 100.0
+            ));
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! Splitting one domain's energy between tracked processes and the rest of
+//! the machine, by each process's share of the activity the domain sees
+//! (CPU time for package/core/DRAM domains, GPU busy time for a GPU).
+//!
+//! The machine's energy in every sample interval is first cut into a
+//! static part (idle power × time, never more than the interval's energy)
+//! and a dynamic part (the remainder). Dynamic energy is split by activity
+//! share within each sample interval, so a process that is busy while
+//! power is high is charged more than one busy while power is low. Static
+//! energy is split by [`StaticSplit`] (default: the share of the machine's
+//! capacity a process held, so a process that kept one of eight CPUs busy
+//! carries an eighth of the idle power). Whatever no tracked process takes
+//! is the rest of the machine; processes plus rest add up to the machine's
+//! energy exactly.
+//!
+//! Idle power is either configured (measured once on a quiet machine: the
+//! best choice) or estimated from the history as a low percentile of the
+//! power over windows of at least four sensor updates. The estimate is
+//! biased up on a machine that is never idle (the static part then holds
+//! some dynamic energy), never below the true idle power by more than the
+//! sensor noise; it only moves energy between "static" and "dynamic", never
+//! changes the total.
+
+use crate::error::AttributionError;
+use crate::series::{ActivitySeries, EnergySeries, IntervalEnergy, MachineActivity};
+use shared::{MonotonicNs, Provenance};
+
+/// Where the idle (static) power comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum IdlePower {
+    /// A figure measured on the idle machine (or from a datasheet).
+    Configured {
+        /// Idle power of the domain.
+        watts: f64,
+    },
+    /// A low percentile of the power seen in the history passed in.
+    FromHistory {
+        /// Percentile in (0, 100), e.g. 5.
+        percentile: f64,
+    },
+}
+
+/// How static (idle) energy is shared out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaticSplit {
+    /// By the share of the domain's capacity (all CPUs' time, GPU time) a
+    /// process used: the idle power of what it held.
+    ByCapacityShare,
+    /// By the share of the domain's busy time: active processes carry all
+    /// idle power between them.
+    ByBusyShare,
+    /// Static energy stays with the machine; processes get dynamic energy only.
+    NotAttributed,
+}
+
+/// Settings of the process split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessShareConfig {
+    /// Idle power source.
+    pub idle_power: IdlePower,
+    /// How static energy is split.
+    pub static_split: StaticSplit,
+    /// Resolution of the activity counters (procfs CPU time: 10 ms ticks;
+    /// perf task-clock: ~0). Feeds the uncertainty.
+    pub activity_resolution_ns: f64,
+}
+
+impl Default for ProcessShareConfig {
+    fn default() -> Self {
+        ProcessShareConfig {
+            idle_power: IdlePower::FromHistory { percentile: 5.0 },
+            static_split: StaticSplit::ByCapacityShare,
+            activity_resolution_ns: 10_000_000.0,
+        }
+    }
+}
+
+/// How the idle power used was obtained.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum IdleSource {
+    /// From [`IdlePower::Configured`].
+    Configured,
+    /// From [`IdlePower::FromHistory`], over this many windows.
+    HistoryPercentile {
+        /// The percentile taken.
+        percentile: f64,
+        /// Number of power windows it was taken over.
+        windows: usize,
+    },
+}
+
+/// The idle power used, with its origin and a one-sigma spread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IdleEstimate {
+    /// Idle power.
+    pub watts: f64,
+    /// One-sigma uncertainty of `watts` (0 for a configured figure).
+    pub uncertainty_w: f64,
+    /// Where it comes from.
+    pub source: IdleSource,
+}
+
+/// The part of one domain's energy that belongs to one process.
+///
+/// Invariant: `process_j == process_dynamic_j + process_static_j`, and
+/// `machine_j == machine_static_j + machine_dynamic_j`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessShare {
+    /// Machine-wide energy of the domain over the covered interval.
+    pub machine_j: f64,
+    /// Static (idle) part of `machine_j`.
+    pub machine_static_j: f64,
+    /// Dynamic part of `machine_j`.
+    pub machine_dynamic_j: f64,
+    /// Energy attributed to the process: dynamic plus its static share.
+    pub process_j: f64,
+    /// Dynamic part of `process_j`.
+    pub process_dynamic_j: f64,
+    /// Static part of `process_j` (by [`StaticSplit`]).
+    pub process_static_j: f64,
+    /// Process activity / machine busy activity over the interval (0..=1).
+    pub activity_share: f64,
+    /// Process activity / machine capacity over the interval (0..=1).
+    pub capacity_share: f64,
+    /// Idle power used to separate static from dynamic energy.
+    pub idle: IdleEstimate,
+    /// Fraction of the interval covered by both energy and activity samples.
+    pub coverage: f64,
+    /// One-sigma uncertainty of `process_j`.
+    pub uncertainty_j: f64,
+    /// The interval is shorter than the sensor's update period.
+    pub below_update_period: bool,
+    /// Where the machine's energy comes from (the split itself is by
+    /// measured activity; see the notes).
+    pub provenance: Provenance,
+    /// How the figures were obtained, caveats.
+    pub notes: Vec<String>,
+}
+
+/// A domain's energy split between several processes and the rest.
+///
+/// Invariant: `Σ processes[i].process_j + rest_j == machine.joules`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineSplit {
+    /// Machine energy over the interval.
+    pub machine: IntervalEnergy,
+    /// One entry per process, in the order given.
+    pub processes: Vec<ProcessShare>,
+    /// Energy of everything else (untracked processes, the kernel, idle
+    /// power not charged to a process).
+    pub rest_j: f64,
+    /// Dynamic part of `rest_j`.
+    pub rest_dynamic_j: f64,
+    /// Notes common to all processes.
+    pub notes: Vec<String>,
+}
+
+/// Smallest window, in sensor updates, over which the history power is
+/// taken: a window without a counter update would read as zero power.
+const IDLE_WINDOW_UPDATES: u64 = 4;
+
+/// Estimates idle power as the `percentile`-th percentile of the power
+/// over the whole series, in windows of at least four sensor updates (and
+/// at least one sample interval).
+pub fn estimate_idle_power(
+    series: &EnergySeries<'_>,
+    percentile: f64,
+) -> Result<IdleEstimate, AttributionError> {
+    if !(percentile > 0.0 && percentile < 100.0) {
+        return Err(AttributionError::BadConfig(format!(
+            "idle percentile {percentile} is not within (0, 100)"
+        )));
+    }
+    let min_window_ns = series
+        .meta()
+        .update_period_ns
+        .saturating_mul(IDLE_WINDOW_UPDATES)
+        .max(1);
+    let samples = series.samples();
+    let mut powers = Vec::new();
+    let mut start = 0;
+    for i in 1..samples.len() {
+        let dt = samples[i].0.saturating_sub(samples[start].0);
+        if dt >= min_window_ns {
+            powers.push((samples[i].1 - samples[start].1) / (dt as f64 * 1e-9));
+            start = i;
+        }
+    }
+    if powers.is_empty() {
+        let (a, b) = series.span();
+        let dt = b.saturating_sub(a) as f64 * 1e-9;
+        powers.push((samples[samples.len() - 1].1 - samples[0].1) / dt);
+    }
+    powers.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        let idx = ((p / 100.0) * (powers.len() - 1) as f64).round() as usize;
+        powers[idx.min(powers.len() - 1)]
+    };
+    let watts = at(percentile);
+    // Spread: how much the figure moves between the chosen percentile and
+    // twice it; small on a machine that idles often, large otherwise.
+    let uncertainty_w = (at((2.0 * percentile).min(99.0)) - watts).abs();
+    Ok(IdleEstimate {
+        watts,
+        uncertainty_w,
+        source: IdleSource::HistoryPercentile {
+            percentile,
+            windows: powers.len(),
+        },
+    })
+}
+
+fn resolve_idle(
+    series: &EnergySeries<'_>,
+    idle: IdlePower,
+) -> Result<IdleEstimate, AttributionError> {
+    match idle {
+        IdlePower::Configured { watts } => {
+            if !(watts.is_finite() && watts >= 0.0) {
+                return Err(AttributionError::BadConfig(format!(
+                    "configured idle power {watts} W is not a non-negative number"
+                )));
+            }
+            Ok(IdleEstimate {
+                watts,
+                uncertainty_w: 0.0,
+                source: IdleSource::Configured,
+            })
+        }
+        IdlePower::FromHistory { percentile } => estimate_idle_power(series, percentile),
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Accum {
+    dynamic_j: f64,
+    static_j: f64,
+    active_ns: f64,
+}
+
+/// Splits the domain's energy over `[from, to]` between `processes` (each a
+/// cumulative activity series in the same unit as `machine.busy`) and the
+/// rest of the machine. The history passed in `series` may be longer than
+/// the interval: it is what the idle power is estimated from.
+pub fn split_machine(
+    series: &EnergySeries<'_>,
+    machine: &MachineActivity<'_>,
+    processes: &[ActivitySeries<'_>],
+    from: MonotonicNs,
+    to: MonotonicNs,
+    config: &ProcessShareConfig,
+) -> Result<MachineSplit, AttributionError> {
+    if !(config.activity_resolution_ns.is_finite() && config.activity_resolution_ns >= 0.0) {
+        return Err(AttributionError::BadConfig(format!(
+            "activity resolution {} ns is not a non-negative number",
+            config.activity_resolution_ns
+        )));
+    }
+    let machine_energy = series.energy_between(from, to)?;
+    let idle = resolve_idle(series, config.idle_power)?;
+    let pieces = series.pieces(from, to);
+
+    let mut acc = vec![Accum::default(); processes.len()];
+    let mut machine_static_j = 0.0;
+    let mut machine_dynamic_j = 0.0;
+    let mut busy_total = 0.0;
+    let mut capacity_total = 0.0;
+    let mut covered_s = 0.0;
+    let mut oversubscribed_pieces = 0usize;
+    let mut unexplained_dynamic_j = 0.0;
+    let mut proc_active = vec![0.0; processes.len()];
+
+    for piece in &pieces {
+        let dt_s = piece.len_ns() as f64 * 1e-9;
+        covered_s += dt_s;
+        let static_j = piece.energy_j.min(idle.watts * dt_s).max(0.0);
+        let dynamic_j = piece.energy_j - static_j;
+        machine_static_j += static_j;
+        machine_dynamic_j += dynamic_j;
+
+        let busy = machine.busy.delta(piece.start, piece.end).max(0.0);
+        let capacity = machine.capacity.delta(piece.start, piece.end).max(0.0);
+        busy_total += busy;
+        capacity_total += capacity;
+        let mut sum_active = 0.0;
+        for (i, p) in processes.iter().enumerate() {
+            proc_active[i] = p.delta(piece.start, piece.end).max(0.0);
+            sum_active += proc_active[i];
+        }
+        // Counters read at slightly different times can make the tracked
+        // processes look busier than the machine; shares are then
+        // normalised so they never exceed the whole.
+        let busy_denominator = if sum_active > busy {
+            if sum_active > busy * (1.0 + 1e-9) + 1.0 {
+                oversubscribed_pieces += 1;
+            }
+            sum_active
+        } else {
+            busy
+        };
+        let capacity_denominator = capacity.max(sum_active);
+        if busy_denominator <= 0.0 {
+            unexplained_dynamic_j += dynamic_j;
+        }
+        for (i, a) in acc.iter_mut().enumerate() {
+            a.active_ns += proc_active[i];
+            if busy_denominator > 0.0 {
+                a.dynamic_j += dynamic_j * proc_active[i] / busy_denominator;
+            }
+            let static_share = match config.static_split {
+                StaticSplit::ByCapacityShare if capacity_denominator > 0.0 => {
+                    proc_active[i] / capacity_denominator
+                }
+                StaticSplit::ByBusyShare if busy_denominator > 0.0 => {
+                    proc_active[i] / busy_denominator
+                }
+                _ => 0.0,
+            };
+            a.static_j += static_j * static_share;
+        }
+    }
+
+    let machine_j = machine_static_j + machine_dynamic_j;
+    let mut notes = vec![format!(
+        "dynamic energy split by activity share per sample interval; static energy \
+         (idle {:.3} W, {}) split {}",
+        idle.watts,
+        match idle.source {
+            IdleSource::Configured => "configured".to_owned(),
+            IdleSource::HistoryPercentile {
+                percentile,
+                windows,
+            } => format!("{percentile}th percentile of {windows} history windows"),
+        },
+        match config.static_split {
+            StaticSplit::ByCapacityShare => "by share of capacity",
+            StaticSplit::ByBusyShare => "by share of busy time",
+            StaticSplit::NotAttributed => "to no process",
+        }
+    )];
+    if oversubscribed_pieces > 0 {
+        notes.push(format!(
+            "tracked activity exceeded the machine's busy time in {oversubscribed_pieces} \
+             sample intervals; shares there were normalised"
+        ));
+    }
+    if unexplained_dynamic_j > 0.0 {
+        notes.push(format!(
+            "{unexplained_dynamic_j:.6} J of dynamic energy fell in intervals with no \
+             recorded activity; left to the rest of the machine"
+        ));
+    }
+    if machine_energy.below_update_period {
+        notes.push(format!(
+            "interval shorter than the sensor's update period ({} ns): energy is \
+             interpolated, not observed",
+            series.meta().update_period_ns
+        ));
+    }
+    let busy_coverage = machine.busy.coverage(from, to);
+
+    let interval_s = (to.0 - from.0) as f64 * 1e-9;
+    let mut shares = Vec::with_capacity(processes.len());
+    let mut attributed_j = 0.0;
+    let mut attributed_dynamic_j = 0.0;
+    for (i, a) in acc.iter().enumerate() {
+        let process_j = a.dynamic_j + a.static_j;
+        attributed_j += process_j;
+        attributed_dynamic_j += a.dynamic_j;
+        let activity_share = if busy_total > 0.0 {
+            (a.active_ns / busy_total).min(1.0)
+        } else {
+            0.0
+        };
+        let capacity_share = if capacity_total > 0.0 {
+            (a.active_ns / capacity_total).min(1.0)
+        } else {
+            0.0
+        };
+        let fraction = if machine_j > 0.0 {
+            process_j / machine_j
+        } else {
+            0.0
+        };
+        // Activity counters are off by up to one resolution step at each end.
+        let activity_rel = if a.active_ns > 0.0 {
+            (config.activity_resolution_ns / (6f64.sqrt() * a.active_ns)).min(1.0)
+        } else if busy_total > 0.0 {
+            (config.activity_resolution_ns / busy_total).min(1.0)
+        } else {
+            0.0
+        };
+        let activity_sigma = if a.active_ns > 0.0 {
+            process_j * activity_rel
+        } else {
+            machine_dynamic_j * activity_rel
+        };
+        let static_share_of_time = match config.static_split {
+            StaticSplit::ByCapacityShare => capacity_share,
+            StaticSplit::ByBusyShare => activity_share,
+            StaticSplit::NotAttributed => 0.0,
+        };
+        let idle_sigma =
+            (static_share_of_time - activity_share).abs() * idle.uncertainty_w * covered_s;
+        let uncertainty_j = ((machine_energy.uncertainty_j * fraction).powi(2)
+            + activity_sigma.powi(2)
+            + idle_sigma.powi(2))
+        .sqrt();
+        let coverage = machine_energy
+            .coverage
+            .min(processes[i].coverage(from, to))
+            .min(busy_coverage);
+        let mut own_notes = Vec::new();
+        if coverage < 1.0 {
+            own_notes.push(format!(
+                "samples cover {:.1}% of the {interval_s:.3} s interval",
+                coverage * 100.0
+            ));
+        }
+        shares.push(ProcessShare {
+            machine_j,
+            machine_static_j,
+            machine_dynamic_j,
+            process_j,
+            process_dynamic_j: a.dynamic_j,
+            process_static_j: a.static_j,
+            activity_share,
+            capacity_share,
+            idle,
+            coverage,
+            uncertainty_j,
+            below_update_period: machine_energy.below_update_period,
+            provenance: machine_energy.provenance,
+            notes: own_notes,
+        });
+    }
+    Ok(MachineSplit {
+        machine: IntervalEnergy {
+            joules: machine_j,
+            ..machine_energy
+        },
+        processes: shares,
+        rest_j: machine_j - attributed_j,
+        rest_dynamic_j: machine_dynamic_j - attributed_dynamic_j,
+        notes,
+    })
+}
+
+/// The share of one process: [`split_machine`] with a single process, its
+/// notes merged.
+pub fn process_share(
+    series: &EnergySeries<'_>,
+    machine: &MachineActivity<'_>,
+    process: &ActivitySeries<'_>,
+    from: MonotonicNs,
+    to: MonotonicNs,
+    config: &ProcessShareConfig,
+) -> Result<ProcessShare, AttributionError> {
+    let split = split_machine(
+        series,
+        machine,
+        std::slice::from_ref(process),
+        from,
+        to,
+        config,
+    )?;
+    let MachineSplit {
+        mut processes,
+        notes,
+        ..
+    } = split;
+    let mut share = processes.pop().ok_or_else(|| {
+        AttributionError::BadConfig("split of one process returned none".to_owned())
+    })?;
+    let mut all_notes = notes;
+    all_notes.append(&mut share.notes);
+    share.notes = all_notes;
+    Ok(share)
+}
