@@ -14,8 +14,12 @@
 //!   per-type power for short ones, with a model of averaging sensors.
 //! - [`nnls`]: the Lawson–Hanson solver the fit uses.
 //! - [`spanfile`]: CSV and Chrome-trace (PyTorch profiler) span files.
+//! - [`convert`]: from the daemon's data (source info, CPU-time samples,
+//!   span records) to the inputs here, and from the answers here to the
+//!   protocol's `DomainShare` and `KernelEnergy`.
 #![warn(missing_docs)]
 
+pub mod convert;
 pub mod error;
 pub mod kernels;
 pub mod nnls;
@@ -23,6 +27,9 @@ pub mod process;
 pub mod series;
 pub mod spanfile;
 
+pub use convert::{
+    cpu_series, domain_share, kernel_energies, machine_cpu_series, spans_of_process,
+};
 pub use error::AttributionError;
 pub use kernels::{
     attribute_spans, AttributionInterval, KernelAttribution, KernelConfig, KernelSpan,
