@@ -369,8 +369,11 @@ impl Strategy for Nsga2 {
 /// `1/eta` of its finished trials (by constrained Pareto rank, then
 /// crowding) that was not yet promoted gets it promoted; otherwise a new
 /// random configuration starts at the bottom rung. Poor candidates thus
-/// cost only a fraction of a full training. Hyperband cycles new
-/// configurations over brackets that start at successively higher rungs.
+/// cost only a fraction of a full training. While new configurations can be
+/// started, a rung never holds more than `1/eta` of the rung below (see
+/// `ask`). Hyperband runs brackets that start at successively higher rungs
+/// and gives each about the same budget (Li et al. 2018: bracket with `s`
+/// halvings gets `ceil((s_max+1)/(s+1) · eta^s)` configurations per cycle).
 #[derive(Debug, Clone)]
 pub struct SuccessiveHalving {
     eta: f64,
@@ -396,6 +399,14 @@ impl SuccessiveHalving {
         }
     }
 
+    /// Hyperband's number of configurations per cycle for `bracket`
+    /// (which starts at rung `bracket`).
+    fn bracket_weight(&self, bracket: usize) -> f64 {
+        let s_max = (self.rungs.len() - 1) as f64;
+        let s = s_max - bracket as f64;
+        ((s_max + 1.0) / (s + 1.0) * self.eta.powf(s)).ceil()
+    }
+
     fn brackets(&self) -> usize {
         if self.hyperband {
             self.rungs.len()
@@ -419,6 +430,18 @@ impl Strategy for SuccessiveHalving {
                     && t.config_key == key
             })
         };
+        // Asynchronous promotion lets a candidate that is in a rung's top
+        // 1/eta only for a while (crowding shifts as neighbours arrive) take
+        // a slot for good, so rungs would fill beyond 1/eta of the one below
+        // and the energy saving would melt away. While new configurations can
+        // still be started, a rung therefore holds at most 1/eta of the rung
+        // below; once the space is exhausted, the current top of every rung
+        // is completed (as synchronous successive halving would), so no
+        // candidate that ends in the top is left behind.
+        let space_exhausted = history
+            .space
+            .size_hint()
+            .is_some_and(|n| history.seen_anywhere().len() >= n);
         for bracket in 0..self.brackets() {
             let tag = bracket_tag(bracket);
             for rung in (bracket..self.rungs.len() - 1).rev() {
@@ -429,6 +452,20 @@ impl Strategy for SuccessiveHalving {
                 let top = (ranked.len() as f64 / self.eta).floor() as usize;
                 if top == 0 {
                     continue;
+                }
+                if !space_exhausted {
+                    let next = self.rungs[rung + 1];
+                    let promoted = history
+                        .trials
+                        .iter()
+                        .filter(|t| {
+                            t.tag.as_deref() == Some(tag.as_str())
+                                && same_fidelity(t.fidelity, next)
+                        })
+                        .count();
+                    if promoted >= top {
+                        continue;
+                    }
                 }
                 ranked.sort_by(|a, b| {
                     a.rank
@@ -450,18 +487,31 @@ impl Strategy for SuccessiveHalving {
                 }
             }
         }
-        // New configuration: brackets take turns (bracket b starts at rung b).
-        let started_new = history
-            .trials
-            .iter()
-            .filter(|t| {
-                (0..self.brackets()).any(|b| {
-                    t.tag.as_deref() == Some(bracket_tag(b).as_str())
-                        && same_fidelity(t.fidelity, self.rungs[b])
-                })
+        // New configuration. Hyperband gives every bracket about the same
+        // budget, so aggressive brackets (low starting rung, hard halving)
+        // get more configurations: bracket b (s = s_max - b halvings) gets
+        // n_b = ceil((s_max + 1) / (s + 1) · eta^s) per cycle. New
+        // configurations go to the bracket furthest behind its share
+        // (deficit round robin), which is deterministic in the history.
+        let started: Vec<usize> = (0..self.brackets())
+            .map(|b| {
+                let tag = bracket_tag(b);
+                history
+                    .trials
+                    .iter()
+                    .filter(|t| {
+                        t.tag.as_deref() == Some(tag.as_str())
+                            && same_fidelity(t.fidelity, self.rungs[b])
+                    })
+                    .count()
             })
-            .count();
-        let bracket = started_new % self.brackets();
+            .collect();
+        let bracket = (0..self.brackets())
+            .min_by(|&a, &b| {
+                let share = |x: usize| started[x] as f64 / self.bracket_weight(x);
+                share(a).total_cmp(&share(b)).then(a.cmp(&b))
+            })
+            .unwrap_or(0);
         random_proposal(
             history,
             rng,
