@@ -12,7 +12,8 @@
 //! usable, and from procfs `utime + stime` (clock ticks) otherwise.
 //!
 //! Descendants are found through `<pid>/task/<tid>/children` of every member
-//! thread. Limit: a child that starts and exits between two samples is never
+//! thread. An exited child is counted once: it stays listed there as a
+//! zombie until its parent reaps it, and is not added back meanwhile. Limit: a child that starts and exits between two samples is never
 //! seen (its time shows up only in its parent's `cutime`, which is not
 //! counted to avoid double counting children that were seen).
 //!
@@ -25,7 +26,7 @@ use crate::procstat::{ns_per_tick, ProcStatReader};
 use crate::ring::TimeRing;
 use serde::Deserialize;
 use shared::MonotonicNs;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -201,6 +202,10 @@ struct TreeWork {
     members: HashMap<u32, Member>,
     /// CPU time of members that exited and were dropped from `members`.
     exited_cpu_ns: u64,
+    /// Members already counted as exited, by (pid, start time): an exited
+    /// child stays listed in its parent's `children` as a zombie until it
+    /// is reaped, and must not be counted again then.
+    counted_exits: HashSet<(u32, u64)>,
 }
 
 /// Reads one member's CPU time; `None` once it has exited.
@@ -235,6 +240,7 @@ impl TreeWork {
             root_exited: status.zombie,
             members: HashMap::new(),
             exited_cpu_ns: 0,
+            counted_exits: HashSet::new(),
         };
         work.add_member(proc_root, root, status, use_task_clock);
         Ok(work)
@@ -271,22 +277,32 @@ impl TreeWork {
             }
             if let Some(m) = self.members.remove(&pid) {
                 self.exited_cpu_ns += m.cpu_ns;
+                self.counted_exits.insert((pid, m.start_ticks));
             }
         }
         if self.include_children {
             // Breadth-first over live members: new children, then theirs.
+            let mut listed = HashSet::new();
             let mut frontier = alive;
             while let Some(pid) = frontier.pop() {
                 for child in children_of(proc_root, pid) {
+                    listed.insert(child);
                     if self.members.contains_key(&child) {
                         continue;
                     }
                     if let Ok(status) = read_status(proc_root, child) {
+                        if self.counted_exits.contains(&(child, status.start_ticks)) {
+                            continue; // a zombie counted when it exited
+                        }
+                        // A child first seen as a zombie is added once: its
+                        // CPU time counts at the next sample, then it is done.
                         self.add_member(proc_root, child, status, use_task_clock);
                         frontier.push(child);
                     }
                 }
             }
+            // Once reaped, a pid is no longer listed and cannot come back.
+            self.counted_exits.retain(|(pid, _)| listed.contains(pid));
         }
         self.exited_cpu_ns + self.members.values().map(|m| m.cpu_ns).sum::<u64>()
     }

@@ -4,12 +4,47 @@
 //! wraparound arithmetic itself.
 //!
 //! Limit: a counter that wraps more than once between two readings cannot be
-//! told apart from one that wrapped once (the values are the same). Sources
-//! size their period so this never happens: a 32-bit RAPL status register in
-//! units of 61 µJ wraps after about 262 J, i.e. after 1.3 s at 200 W, and we
-//! read it every millisecond by default.
+//! told apart from one that wrapped once (the values are the same). So the
+//! sampling period is sized from the counter's range, not left to chance:
+//! the engine reads every wrapping counter at least twice per wrap time at
+//! [`MAX_PLAUSIBLE_POWER_W`] ([`max_period_ns_for_range`]), shortening a
+//! configured period that is longer than that. Between two reads less than
+//! half a range then passes, so even one wrap is unambiguous.
+//!
+//! Wrap times of real counters: a 32-bit RAPL status register in units of
+//! 2⁻¹⁴ J (61 µJ, most Intel parts; powercap's `max_energy_range_uj` is then
+//! 262 143 328 850) holds 2¹⁸ J = 262 kJ, about 22 minutes at 200 W; in AMD's
+//! 2⁻¹⁶ J units (15.3 µJ) it holds 65.5 kJ, about 3.6 minutes at 300 W. The
+//! 2 kW bound gives safe periods of 65 s and 16 s: the default 1 ms RAPL
+//! period is four orders of magnitude inside them. Only fixture counters with
+//! tiny ranges ever make the engine shorten a period.
 
 use thiserror::Error;
+
+/// Upper bound on the power any single counter we read can see: above the
+/// largest CPU package (about 500 W) and GPU (about 1 kW) made so far, with
+/// margin. Used only to size sampling periods.
+pub const MAX_PLAUSIBLE_POWER_W: f64 = 2000.0;
+
+/// Longest sampling period at which a counter holding `range_j` joules
+/// cannot wrap more than once between two reads, with a factor 2 margin:
+/// half the time the counter takes to wrap at [`MAX_PLAUSIBLE_POWER_W`].
+///
+/// ```
+/// use sampling::counter::max_period_ns_for_range;
+/// // 2^32 units of 2^-14 J (Intel RAPL): 262 144 J, 65.5 s at 2 kW.
+/// assert_eq!(max_period_ns_for_range(262_144.0), 65_536_000_000);
+/// // A 1 J fixture counter must be read every 250 µs.
+/// assert_eq!(max_period_ns_for_range(1.0), 250_000);
+/// ```
+pub fn max_period_ns_for_range(range_j: f64) -> u64 {
+    let ns = (range_j * 1e9 / (2.0 * MAX_PLAUSIBLE_POWER_W)).round();
+    if ns.is_finite() && ns >= 1.0 {
+        ns as u64
+    } else {
+        1
+    }
+}
 
 /// A raw reading that cannot come from the counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]

@@ -16,6 +16,13 @@
 //!   just after the `sample()` call.
 //! - Readers hold a source's history lock only for a binary search and a few
 //!   arithmetic operations; the writer holds it for one push.
+//! - No wrapping counter is read less often than twice per wrap at
+//!   [`crate::counter::MAX_PLAUSIBLE_POWER_W`]: a longer configured period
+//!   is shortened at start (with a warning), so a second wrap between two
+//!   reads cannot happen.
+//! - Timing quality is measured, not assumed: [`SamplingEngine::timing`]
+//!   gives percentiles of the sample interval error from the timestamps in
+//!   the history, at query time, so the sampling loop pays nothing for it.
 
 use crate::history::{EnergyHistory, IntervalEnergy};
 use crate::source::{Reading, SampleError, Sampler};
@@ -96,6 +103,47 @@ impl SourceSlot {
     }
 }
 
+/// How regularly a source was sampled: statistics of the interval error
+/// `|(t[i] - t[i-1]) - period|` over consecutive sample timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SampleTiming {
+    /// Intervals measured.
+    pub intervals: usize,
+    /// Mean interval, in nanoseconds (0 without intervals).
+    pub mean_interval_ns: f64,
+    /// Median interval error, in nanoseconds.
+    pub error_p50_ns: u64,
+    /// 99th-percentile interval error, in nanoseconds.
+    pub error_p99_ns: u64,
+    /// Largest interval error, in nanoseconds.
+    pub error_max_ns: u64,
+}
+
+impl SampleTiming {
+    /// Statistics of sorted-in-time `timestamps_ns` sampled at `period_ns`.
+    pub fn from_timestamps(timestamps_ns: &[u64], period_ns: u64) -> SampleTiming {
+        let mut errors: Vec<u64> = timestamps_ns
+            .windows(2)
+            .map(|w| w[1].saturating_sub(w[0]).abs_diff(period_ns))
+            .collect();
+        if errors.is_empty() {
+            return SampleTiming::default();
+        }
+        errors.sort_unstable();
+        let n = errors.len();
+        // Nearest-rank percentiles.
+        let rank = |p: f64| errors[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        let span_ns = timestamps_ns[timestamps_ns.len() - 1] - timestamps_ns[0];
+        SampleTiming {
+            intervals: n,
+            mean_interval_ns: span_ns as f64 / n as f64,
+            error_p50_ns: rank(0.50),
+            error_p99_ns: rank(0.99),
+            error_max_ns: errors[n - 1],
+        }
+    }
+}
+
 /// A source and its slot, as owned by the sampling thread of its period.
 type GroupMember = (Box<dyn Sampler>, Arc<SourceSlot>);
 
@@ -115,8 +163,21 @@ impl SamplingEngine {
         let mut groups: BTreeMap<u64, Vec<GroupMember>> = BTreeMap::new();
         let mut slots = Vec::with_capacity(sources.len());
         for (index, source) in sources.into_iter().enumerate() {
-            let period_ns = source.period_ns.max(1);
             let d = source.sampler.descriptor();
+            let mut period_ns = source.period_ns.max(1);
+            if let Some(range_j) = source.sampler.counter_range_j() {
+                let safe_ns = crate::counter::max_period_ns_for_range(range_j);
+                if period_ns > safe_ns {
+                    tracing::warn!(
+                        source = %d.name,
+                        configured_period_ns = period_ns,
+                        period_ns = safe_ns,
+                        counter_range_j = range_j,
+                        "period shortened so the counter cannot wrap twice between reads"
+                    );
+                    period_ns = safe_ns;
+                }
+            }
             let info = SourceInfo {
                 id: SourceId(index as u32),
                 name: d.name,
@@ -191,6 +252,23 @@ impl SamplingEngine {
             read_errors: slot.read_errors.load(Ordering::Relaxed),
             wraps: slot.wraps.load(Ordering::Relaxed),
         })
+    }
+
+    /// Sample-interval error of a source over the `window_ns` before its
+    /// newest sample, from the timestamps kept in its history.
+    pub fn timing(&self, id: SourceId, window_ns: u64) -> Option<SampleTiming> {
+        let slot = self.slot(id)?;
+        let times = slot.history().timestamps_since_last(window_ns);
+        Some(SampleTiming::from_timestamps(&times, slot.info.period_ns))
+    }
+
+    /// Memory the histories take once full: ring capacity × entry size,
+    /// summed over the sources (rings grow to capacity as samples arrive).
+    pub fn history_capacity_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.history().capacity_bytes())
+            .sum()
     }
 
     /// Why a source stopped sampling (a fatal read error), if it has.
@@ -366,5 +444,88 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(engine.stats(id).unwrap().samples, n, "threads stopped");
         assert!(engine.stats(SourceId(7)).is_none());
+    }
+
+    /// A counter source with a 1 J range, read at a 1 s period.
+    struct TinyRangeCounter;
+
+    impl Sampler for TinyRangeCounter {
+        fn descriptor(&self) -> crate::SourceDescriptor {
+            crate::SourceDescriptor {
+                name: "tiny".into(),
+                domain: shared::Domain::Psys,
+                kind: shared::source::SourceKind::RaplPowercap,
+                provenance: Provenance::Measured,
+                reading: shared::source::ReadingKind::CumulativeEnergy,
+                resolution_j: 1e-6,
+                update_period_ns: 0,
+                default_period_ns: 1_000_000_000,
+            }
+        }
+        fn sample(&mut self) -> Result<Reading, SampleError> {
+            Ok(Reading::Energy(shared::Joules(0.0)))
+        }
+        fn counter_range_j(&self) -> Option<f64> {
+            Some(1.0)
+        }
+    }
+
+    #[test]
+    fn period_is_shortened_below_half_a_wrap_at_max_power() {
+        let engine = SamplingEngine::start(
+            vec![ConfiguredSource {
+                sampler: Box::new(TinyRangeCounter),
+                period_ns: 1_000_000_000,
+            }],
+            EngineConfig {
+                history_window_ns: 1_000_000_000,
+            },
+        );
+        // 1 J at 2 kW wraps in 500 µs: read at least every 250 µs.
+        assert_eq!(engine.sources()[0].period_ns, 250_000);
+        engine.shutdown();
+    }
+
+    #[test]
+    fn timing_percentiles_of_interval_error() {
+        // Period 1000: intervals 1000 ×97, 1010, 1500, 900.
+        let mut t = vec![0u64];
+        for _ in 0..97 {
+            t.push(t[t.len() - 1] + 1000);
+        }
+        for step in [1010, 1500, 900] {
+            t.push(t[t.len() - 1] + step);
+        }
+        let timing = SampleTiming::from_timestamps(&t, 1000);
+        assert_eq!(timing.intervals, 100);
+        assert_eq!(timing.error_p50_ns, 0);
+        assert_eq!(timing.error_p99_ns, 100);
+        assert_eq!(timing.error_max_ns, 500);
+        assert!((timing.mean_interval_ns - 1004.1).abs() < 1e-9);
+        assert_eq!(SampleTiming::from_timestamps(&[5], 1000).intervals, 0);
+    }
+
+    #[test]
+    fn engine_reports_its_timing_and_history_memory() {
+        let sim = SimulatedSampler::new(SimulatedConfig::default());
+        let engine = SamplingEngine::start(
+            vec![ConfiguredSource {
+                sampler: Box::new(sim),
+                period_ns: 1_000_000,
+            }],
+            EngineConfig::default(),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let timing = engine.timing(SourceId(0), 1_000_000_000).unwrap();
+        assert!(timing.intervals > 100, "{timing:?}");
+        // Deadlines are absolute and missed ones skipped, so even on a busy
+        // machine most intervals are within a period of the target.
+        assert!(
+            timing.error_p50_ns < 1_000_000,
+            "median error below one period: {timing:?}"
+        );
+        // 10 min at 1 kHz, +1 % headroom, 16 B per entry.
+        assert_eq!(engine.history_capacity_bytes(), 606_003 * 16);
+        engine.shutdown();
     }
 }

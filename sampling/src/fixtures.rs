@@ -3,10 +3,10 @@
 //! mock GPU provider. Public so the integration tests and `bench/` use the
 //! same builders; nothing in the daemon's code path calls them.
 //!
-//! Unreadable zones: tests run as root, and `chmod 000` does not stop root
-//! from reading. A zone is made unreadable instead by leaving `energy_uj`
-//! out or by making it a directory (`read` then fails with EISDIR), which
-//! exercises the same per-zone problem path as "permission denied".
+//! Broken zones: [`BrokenZone`] leaves `energy_uj` out or makes it a
+//! directory (`read` then fails with EISDIR). Real "permission denied" is
+//! tested in `tests/permissions.rs`, which reads a root-only fixture file
+//! from a child running as `nobody` (root reads `chmod 0400` files anyway).
 
 use shared::MonotonicNs;
 use std::fs::{self, File, OpenOptions};

@@ -119,6 +119,25 @@ impl EnergyHistory {
         (self.ring.len() - first_idx, last_t - first_t)
     }
 
+    /// Timestamps of the samples taken in the `window_ns` before the newest
+    /// one (inclusive), oldest first.
+    pub fn timestamps_since_last(&self, window_ns: u64) -> Vec<u64> {
+        let Some((last_t, _)) = self.ring.last() else {
+            return Vec::new();
+        };
+        let start_t = last_t.saturating_sub(window_ns);
+        let first_idx = self.ring.partition(start_t.saturating_sub(1));
+        (first_idx..self.ring.len())
+            .filter_map(|i| self.ring.get(i).map(|(t, _)| t))
+            .collect()
+    }
+
+    /// Memory of the ring once full, in bytes: capacity × the size of one
+    /// `(timestamp ns, cumulative J)` entry (16 bytes).
+    pub fn capacity_bytes(&self) -> usize {
+        self.ring.capacity() * std::mem::size_of::<(u64, f64)>()
+    }
+
     /// Cumulative energy at `t_ns` and the interpolation error bound there,
     /// clamped to the first/last sample outside the covered range.
     fn cumulative_at(&self, t_ns: u64) -> (f64, f64) {

@@ -34,6 +34,6 @@ pub mod ring;
 pub mod simulated;
 pub mod source;
 
-pub use engine::{ConfiguredSource, EngineConfig, SamplingEngine};
+pub use engine::{ConfiguredSource, EngineConfig, SampleTiming, SamplingEngine};
 pub use history::IntervalEnergy;
 pub use source::{Reading, SampleError, Sampler, SourceDescriptor};

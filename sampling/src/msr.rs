@@ -15,9 +15,10 @@
 //! perf path knows this, this one does not: prefer perf there.)
 //!
 //! Status registers are 32 bits wide: at 61 µJ per unit they wrap after
-//! about 262 J, i.e. within a minute or two at package powers of 100–200 W.
-//! Every register gets its own [`WrappingCounter`]; at the default 1 ms
-//! period no second wrap between two reads is possible.
+//! 262 kJ (22 minutes at 200 W), at AMD's 15.3 µJ after 65.5 kJ (3.6
+//! minutes at 300 W). Every register gets its own [`WrappingCounter`], and
+//! [`Sampler::counter_range_j`] lets the engine keep the period well below
+//! half a wrap (see [`crate::counter`]).
 //!
 //! Vendor detection: the AMD unit register is tried first; on Intel it
 //! does not exist (EIO), so Intel is assumed. A register that is absent
@@ -219,6 +220,12 @@ impl Sampler for MsrSampler {
 
     fn wraps(&self) -> u64 {
         self.registers.iter().map(|r| r.counter.wraps()).sum()
+    }
+
+    fn counter_range_j(&self) -> Option<f64> {
+        // Each 32-bit register wraps on its own; a sum of several is read
+        // as often as one.
+        Some(4_294_967_296.0 * self.unit_j)
     }
 }
 

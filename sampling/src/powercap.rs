@@ -253,6 +253,10 @@ impl Sampler for PowercapSampler {
     fn wraps(&self) -> u64 {
         self.counter.wraps()
     }
+
+    fn counter_range_j(&self) -> Option<f64> {
+        Some((self.zone.max_energy_range_uj as f64 + 1.0) * 1e-6)
+    }
 }
 
 /// Opens every readable zone under `root`; the others become problems.

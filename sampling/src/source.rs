@@ -21,6 +21,15 @@ pub trait Sampler: Send {
     fn wraps(&self) -> u64 {
         0
     }
+
+    /// Energy the source's hardware counter holds before it wraps, in
+    /// joules (`None` for sources without a wrapping counter, or with one
+    /// the kernel already extends to 64 bits). The engine sizes the
+    /// sampling period from it so that no counter can wrap twice between
+    /// two reads (see [`crate::counter::max_period_ns_for_range`]).
+    fn counter_range_j(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// What a source measures and how, as fixed when it is opened.

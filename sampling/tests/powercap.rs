@@ -203,3 +203,57 @@ fn engine_measures_a_counter_driven_at_known_power() {
     engine.shutdown();
     driver.stop();
 }
+
+#[test]
+fn engine_corrects_wraps_mid_run_on_two_packages() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 5 J range wraps every 125 ms at 40 W: several wraps in the run,
+    // yet 1 ms reads stay within the engine's half-range-at-2-kW bound.
+    let tree = PowercapTree::builder()
+        .packages(2)
+        .dram(true)
+        .max_energy_range_uj(4_999_999)
+        .initial_energy_uj(4_900_000)
+        .build(dir.path())
+        .unwrap();
+    let (samplers, problems) = powercap::open_all(tree.root());
+    assert!(problems.is_empty(), "{problems:?}");
+    let zones: Vec<String> = samplers.iter().map(|s| s.zone().zone.clone()).collect();
+    let pkg0 = zones.iter().position(|z| z == "intel-rapl:0").unwrap();
+    let dram1 = zones.iter().position(|z| z == "intel-rapl:1:1").unwrap();
+    let engine = SamplingEngine::start(
+        samplers
+            .into_iter()
+            .map(|s| ConfiguredSource {
+                sampler: Box::new(s),
+                period_ns: 1_000_000,
+            })
+            .collect(),
+        EngineConfig::default(),
+    );
+    assert!(engine.sources().iter().all(|s| s.period_ns == 1_000_000));
+    let drive_pkg0 = tree.drive("intel-rapl:0", 40.0, 1_000_000);
+    let drive_dram1 = tree.drive("intel-rapl:1:1", 10.0, 1_000_000);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    for (index, watts) in [(pkg0, 40.0), (dram1, 10.0)] {
+        let id = SourceId(index as u32);
+        let (t_end, _) = engine.latest(id).unwrap();
+        let e = engine
+            .energy(id, t_end.saturating_sub_ns(500_000_000), t_end)
+            .unwrap();
+        let expected = watts * 0.5;
+        assert!(
+            (e.joules - expected).abs() < 0.03 * expected,
+            "{}: {e:?}, expected {expected} J",
+            zones[index]
+        );
+    }
+    assert!(engine.stats(SourceId(pkg0 as u32)).unwrap().wraps >= 4);
+    assert!(engine.stats(SourceId(dram1 as u32)).unwrap().wraps >= 1);
+    // Zones nobody drives stay at zero energy.
+    let idle = SourceId(zones.iter().position(|z| z == "intel-rapl:1").unwrap() as u32);
+    assert_eq!(engine.latest(idle).unwrap().1, 0.0);
+    engine.shutdown();
+    drive_pkg0.stop();
+    drive_dram1.stop();
+}
