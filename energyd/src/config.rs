@@ -21,7 +21,11 @@ pub struct Config {
     pub history: HistoryConfig,
     /// Process activity tracking.
     pub activity: ActivityConfig,
-    /// Which energy sources to open.
+    /// Which energy sources to open (see [`SourcesConfig`] for every key
+    /// and its default). The command-line flags `--powercap-root DIR` and
+    /// `--msr-root DIR` override `powercap_root` and `msr_root` here, so
+    /// the RAPL sources can be pointed at a fixture tree or at a host tree
+    /// mounted elsewhere in a container without editing the file.
     pub sources: SourcesConfig,
 }
 
@@ -166,6 +170,21 @@ impl Config {
         Ok(())
     }
 
+    /// Applies `--powercap-root` and `--msr-root`: each given root replaces
+    /// the one from the file (or the default).
+    pub fn override_rapl_roots(
+        &mut self,
+        powercap_root: Option<PathBuf>,
+        msr_root: Option<PathBuf>,
+    ) {
+        if let Some(root) = powercap_root {
+            self.sources.powercap_root = root;
+        }
+        if let Some(root) = msr_root {
+            self.sources.msr_root = root;
+        }
+    }
+
     /// Socket file mode for the given run mode.
     pub fn socket_mode(&self, user_mode: bool) -> u32 {
         self.server
@@ -195,6 +214,24 @@ mod tests {
         assert_eq!(c.server.max_connections, 256);
         assert_eq!(c.socket_mode(true), 0o600);
         assert_eq!(c.socket_mode(false), 0o666);
+    }
+
+    #[test]
+    fn root_flags_override_the_file() {
+        let mut c =
+            Config::parse("[sources]\npowercap_root = \"/from/file\"\nmsr_root = \"/msr/file\"")
+                .unwrap();
+        c.override_rapl_roots(Some(PathBuf::from("/fixture/powercap")), None);
+        assert_eq!(c.sources.powercap_root, PathBuf::from("/fixture/powercap"));
+        assert_eq!(c.sources.msr_root, PathBuf::from("/msr/file"));
+        c.override_rapl_roots(None, Some(PathBuf::from("/fixture/msr")));
+        assert_eq!(c.sources.msr_root, PathBuf::from("/fixture/msr"));
+        let mut d = Config::default();
+        d.override_rapl_roots(None, None);
+        assert_eq!(
+            d.sources.powercap_root,
+            PathBuf::from("/sys/class/powercap")
+        );
     }
 
     #[test]

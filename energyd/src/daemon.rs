@@ -51,6 +51,13 @@ pub fn build_state(config: Config, user_mode: bool) -> anyhow::Result<Arc<Daemon
             "sampling source"
         );
     }
+    let history_bytes = engine.history_capacity_bytes();
+    tracing::info!(
+        history_bytes,
+        history_mib = history_bytes as f64 / (1024.0 * 1024.0),
+        window_s = config.history.window_s,
+        "energy history memory once full (ring capacity x 16 B per sample)"
+    );
     // Process CPU history reaches as far back as the energy history.
     let tracker = ActivityTracker::start(ActivityConfig {
         history_window_ns: config.history.window_s.saturating_mul(1_000_000_000),
@@ -139,8 +146,39 @@ pub async fn serve(
     expiry.abort();
     state.tracker.shutdown();
     state.engine.shutdown();
+    log_sampling_summary(&state);
     drop(socket);
     Ok(())
+}
+
+/// Logs, per source, how regularly it was sampled over the daemon's life
+/// (or the history window, if shorter): sample-interval error percentiles,
+/// overruns and read errors. The figures benchmarks and operators read.
+fn log_sampling_summary(state: &DaemonState) {
+    let uptime_ns = MonotonicNs::now().saturating_sub(state.started_at);
+    for info in state.engine.sources() {
+        let (Some(stats), Some(timing)) = (
+            state.engine.stats(info.id),
+            state.engine.timing(info.id, uptime_ns),
+        ) else {
+            continue;
+        };
+        tracing::info!(
+            id = info.id.0,
+            name = %info.name,
+            period_ns = info.period_ns,
+            samples = stats.samples,
+            intervals = timing.intervals,
+            mean_interval_ns = timing.mean_interval_ns.round() as u64,
+            error_p50_ns = timing.error_p50_ns,
+            error_p99_ns = timing.error_p99_ns,
+            error_max_ns = timing.error_max_ns,
+            overruns = stats.overruns,
+            read_errors = stats.read_errors,
+            wraps = stats.wraps,
+            "sampling summary"
+        );
+    }
 }
 
 /// Installs SIGTERM and SIGINT handlers now (inside the runtime) and

@@ -21,10 +21,13 @@ struct Args {
     /// Configuration file (TOML). Without it, documented defaults apply.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Root of the powercap tree (default /sys/class/powercap).
+    /// Root of the powercap tree (default /sys/class/powercap); overrides
+    /// `[sources] powercap_root` of the config file. For fixtures and
+    /// containers that mount the host's tree elsewhere.
     #[arg(long)]
     powercap_root: Option<PathBuf>,
-    /// Root of the msr devices (default /dev/cpu).
+    /// Root of the msr devices (default /dev/cpu); overrides
+    /// `[sources] msr_root` of the config file.
     #[arg(long)]
     msr_root: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG also works.
@@ -45,12 +48,7 @@ fn main() -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if let Some(root) = args.powercap_root {
-        config.sources.powercap_root = root;
-    }
-    if let Some(root) = args.msr_root {
-        config.sources.msr_root = root;
-    }
+    config.override_rapl_roots(args.powercap_root, args.msr_root);
     // Bind first: a bad socket path is refused before any sampling starts.
     let socket = daemon::open_socket(&config, args.user, args.socket)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
