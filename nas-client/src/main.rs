@@ -1,0 +1,417 @@
+//! `nas-client`: command-line wiring over the library. `train` trains and
+//! evaluates one model (with energy from energyd when it runs), `datasets`
+//! lists the bundled data, `search`/`report`/`compare` run the
+//! architecture search.
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use nas_client::baselines::run_baselines;
+use nas_client::data::{bundled, ColumnKind, Dataset, LoadOptions, Task};
+use nas_client::energy::EnergySession;
+use nas_client::kernels::KernelTime;
+use nas_client::metrics::Metrics;
+use nas_client::model::layers::{Activation, Norm};
+use nas_client::model::{Backbone, ModelSpec};
+use nas_client::train::{train_and_evaluate, OptimizerKind, Schedule, TrainConfig, TrainReport};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "nas-client", version, about = "Tabular training with per-kernel energy from energyd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train and evaluate one model.
+    Train(Box<TrainArgs>),
+    /// List the bundled datasets.
+    Datasets,
+    /// Energy-aware architecture search.
+    Search(nas_client::search::SearchArgs),
+    /// Report on a search study.
+    Report(nas_client::search::ReportArgs),
+    /// Compare energy-aware and accuracy-only searches.
+    Compare(nas_client::search::CompareArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Bundled dataset (see `nas-client datasets`).
+    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+    dataset: Option<String>,
+    /// A CSV or TSV file, gzipped or not, with a header row.
+    #[arg(long, requires = "target")]
+    data: Option<PathBuf>,
+    /// Target column of --data (by name).
+    #[arg(long)]
+    target: Option<String>,
+    /// Task: auto, binary, multiclass, regression.
+    #[arg(long, default_value = "auto")]
+    task: String,
+    /// Columns to treat as categorical (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    categorical: Vec<String>,
+    /// Columns to treat as numeric (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    numeric: Vec<String>,
+    /// Seed of the train/validation/test split.
+    #[arg(long, default_value_t = 0)]
+    split_seed: u64,
+    /// Backbone: mlp or resnet.
+    #[arg(long, default_value = "mlp")]
+    backbone: String,
+    /// Widths: MLP hidden widths ('256-256'); ResNet 'D_MAIN-D_HIDDEN[-D_HIDDEN..]' (one per block).
+    #[arg(long, default_value = "256-256")]
+    arch: String,
+    /// Activation: relu, gelu, silu, tanh, selu.
+    #[arg(long, default_value = "relu")]
+    activation: String,
+    /// Dropout probability.
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f32,
+    /// Normalisation: none, batch, layer.
+    #[arg(long, default_value = "none")]
+    norm: String,
+    /// Optimizer: adamw or sgd.
+    #[arg(long, default_value = "adamw")]
+    optimizer: String,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Weight decay.
+    #[arg(long, default_value_t = 1e-5)]
+    weight_decay: f32,
+    /// AdamW β₁ or SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Maximum epochs.
+    #[arg(long, default_value_t = 40)]
+    epochs: usize,
+    /// Warm-up epochs (fractional allowed).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f32,
+    /// Learning-rate schedule: cosine or constant.
+    #[arg(long, default_value = "cosine")]
+    schedule: String,
+    /// Early-stopping patience in epochs; 0 trains every epoch.
+    #[arg(long, default_value_t = 8)]
+    patience: usize,
+    /// Seed of initialisation, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads for every heavy op (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Rows per forward pass in evaluation and inference.
+    #[arg(long, default_value_t = 4096)]
+    eval_batch_size: usize,
+    /// Minimum inference timing window, ms.
+    #[arg(long, default_value_t = 300)]
+    inference_ms: u64,
+    /// energyd socket (default: the user socket if it exists, else the system one).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Do not contact energyd.
+    #[arg(long)]
+    no_energy: bool,
+    /// Also fit linfa baselines (logistic regression, decision tree / linear regression).
+    #[arg(long)]
+    baselines: bool,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train(*args),
+        Command::Datasets => {
+            for d in bundled::BUNDLED {
+                println!("{:<20} {:<26} target {:<20} {}", d.name, d.file, d.target, d.description);
+            }
+            Ok(())
+        }
+        Command::Search(a) => nas_client::search::search(a),
+        Command::Report(a) => nas_client::search::report(a),
+        Command::Compare(a) => nas_client::search::compare(a),
+    };
+    if let Err(e) = result {
+        eprintln!("nas-client: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load_dataset(args: &TrainArgs) -> anyhow::Result<Dataset> {
+    let task = Task::parse(&args.task)
+        .with_context(|| format!("--task {:?}: expected auto, binary, multiclass or regression", args.task))?;
+    let apply = |opts: &mut LoadOptions| {
+        opts.task = task;
+        opts.seed = args.split_seed;
+        for c in &args.categorical {
+            opts.column_kinds.insert(c.clone(), ColumnKind::Categorical);
+        }
+        for c in &args.numeric {
+            opts.column_kinds.insert(c.clone(), ColumnKind::Numeric);
+        }
+    };
+    match (&args.dataset, &args.data) {
+        (Some(name), _) => {
+            let d = bundled::find(name)?;
+            let mut opts = d.options();
+            if let Some(t) = &args.target {
+                opts.target = t.clone();
+            }
+            apply(&mut opts);
+            Ok(d.load_with(&opts)?)
+        }
+        (None, Some(path)) => {
+            let target = args.target.as_deref().context("--data needs --target COLUMN")?;
+            let mut opts = LoadOptions::new(target);
+            apply(&mut opts);
+            Ok(Dataset::from_file(path, &opts)?)
+        }
+        (None, None) => bail!("give --dataset NAME or --data FILE --target COLUMN"),
+    }
+}
+
+fn config_from(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    let backbone = Backbone::parse(&args.backbone, &args.arch)?;
+    let activation = Activation::parse(&args.activation)
+        .with_context(|| format!("--activation {:?}: expected relu, gelu, silu, tanh or selu", args.activation))?;
+    let norm = Norm::parse(&args.norm)
+        .with_context(|| format!("--norm {:?}: expected none, batch or layer", args.norm))?;
+    let optimizer = OptimizerKind::parse(&args.optimizer)
+        .with_context(|| format!("--optimizer {:?}: expected adamw or sgd", args.optimizer))?;
+    let schedule = Schedule::parse(&args.schedule)
+        .with_context(|| format!("--schedule {:?}: expected cosine or constant", args.schedule))?;
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    Ok(TrainConfig {
+        model: ModelSpec {
+            backbone,
+            activation,
+            dropout: args.dropout,
+            norm,
+        },
+        optimizer,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        momentum: args.momentum,
+        batch_size: args.batch_size,
+        epochs: args.epochs,
+        warmup_epochs: args.warmup,
+        schedule,
+        patience: (args.patience > 0).then_some(args.patience),
+        seed: args.seed,
+        threads: args.threads.unwrap_or_else(nas_client::threads::available),
+        eval_batch_size: args.eval_batch_size,
+        inference_min_ns: args.inference_ms.saturating_mul(1_000_000),
+    })
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let config = config_from(&args)?;
+    let dataset = load_dataset(&args)?;
+    let mut session = None;
+    let mut energy_note = None;
+    if args.no_energy {
+        energy_note = Some("energy not measured (--no-energy)".to_owned());
+    } else {
+        let socket = args.socket.clone().unwrap_or_else(shared::paths::client_default_socket);
+        match EnergySession::connect(&socket) {
+            Ok(s) => session = Some(s),
+            Err(e) => {
+                energy_note = Some(format!(
+                    "energyd not reachable ({e}); training without energy figures"
+                ))
+            }
+        }
+    }
+    if let Some(note) = &energy_note {
+        eprintln!("nas-client: {note}");
+    }
+    if !args.json {
+        eprintln!(
+            "nas-client: {} ({:?}): {} train / {} validation / {} test rows, {} features; {}; {} threads",
+            dataset.name,
+            dataset.task,
+            dataset.train.rows(),
+            dataset.val.rows(),
+            dataset.test.rows(),
+            dataset.n_features(),
+            config.model.describe(),
+            config.threads
+        );
+    }
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(config.epochs as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] epoch {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix("training");
+        bar
+    };
+    let mut on_epoch = |e: &nas_client::train::EpochRecord| {
+        bar.set_position(e.epoch as u64);
+        bar.set_message(format!(
+            "train loss {:.4}  val loss {:.4}  val score {:.4}",
+            e.train_loss, e.val_loss, e.val_score
+        ));
+    };
+    let mut report = train_and_evaluate(&dataset, &config, session.as_mut(), &mut on_epoch)?;
+    bar.finish_and_clear();
+    if let Some(s) = session {
+        s.close();
+    }
+    if report.energy.is_none() {
+        if let Some(note) = energy_note {
+            report.energy_unavailable = Some(note);
+        }
+    }
+    let baselines = if args.baselines { run_baselines(&dataset) } else { Vec::new() };
+    if args.json {
+        let baselines_json: Vec<serde_json::Value> = baselines
+            .iter()
+            .map(|b| match b {
+                Ok(r) => serde_json::to_value(r).unwrap_or_default(),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            })
+            .collect();
+        let mut value = serde_json::to_value(&report).context("serialising the report")?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("baselines".into(), baselines_json.into());
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    print_report(&report);
+    if !baselines.is_empty() {
+        println!("\nbaselines (linfa, same encoded training split; test metrics):");
+        for b in baselines {
+            match b {
+                Ok(r) => println!("  {:<28} {}  (fit {:.2} s)", r.model, metrics_line(&r.test), r.fit_ns as f64 * 1e-9),
+                Err(e) => println!("  {e}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn metrics_line(m: &Metrics) -> String {
+    let mut parts = Vec::new();
+    let mut add = |name: &str, v: Option<f64>| {
+        if let Some(v) = v {
+            parts.push(format!("{name} {v:.4}"));
+        }
+    };
+    add("accuracy", m.accuracy);
+    add("balanced_accuracy", m.balanced_accuracy);
+    add("log_loss", m.log_loss);
+    add("roc_auc", m.roc_auc);
+    add("rmse", m.rmse);
+    add("mae", m.mae);
+    add("r2", m.r2);
+    parts.join("  ")
+}
+
+fn print_kernels(title: &str, kernels: &[KernelTime], energy: Option<&nas_client::energy::PhaseEnergy>) {
+    let total_ns: u64 = kernels.iter().map(|k| k.total_ns).sum();
+    println!("\n{title}");
+    match energy {
+        Some(_) => println!(
+            "  {:<20} {:>9} {:>10} {:>7} {:>11} {:>7}  method",
+            "kernel", "count", "time ms", "time %", "energy J", "energy %"
+        ),
+        None => println!("  {:<20} {:>9} {:>10} {:>7}", "kernel", "count", "time ms", "time %"),
+    }
+    for k in kernels {
+        let pct = 100.0 * k.total_ns as f64 / total_ns.max(1) as f64;
+        let base = format!(
+            "  {:<20} {:>9} {:>10.1} {:>6.1}%",
+            k.kind.as_str(),
+            k.count,
+            k.total_ns as f64 * 1e-6,
+            pct
+        );
+        match energy.and_then(|e| e.kernels.iter().find(|x| x.name == k.kind.as_str())) {
+            Some(ke) => println!(
+                "{base} {:>11} {:>7}  {:?}",
+                ke.energy_j.map_or("-".into(), |j| format!("{j:.4}")),
+                ke.share.map_or("-".into(), |s| format!("{:.1}%", 100.0 * s)),
+                ke.method
+            ),
+            None => println!("{base}"),
+        }
+    }
+}
+
+fn print_report(r: &TrainReport) {
+    println!("model        {} ({} parameters, {} forward FLOP/row)", r.model, r.parameters, r.flops_per_row_inference);
+    println!(
+        "training     {} epochs (best {}{}), {:.2} s in steps, {:.2} s wall, {:.0} rows/s",
+        r.epochs_run,
+        r.best_epoch,
+        if r.stopped_early { ", stopped early" } else { "" },
+        r.train_step_time_ns as f64 * 1e-9,
+        r.train_wall_ns as f64 * 1e-9,
+        r.train_rows_per_s
+    );
+    println!(
+        "inference    {} rows in {:.3} s ({} passes over test): {:.0} rows/s",
+        r.inference.rows,
+        r.inference.time_ns as f64 * 1e-9,
+        r.inference.passes,
+        r.inference.rows_per_s
+    );
+    println!("validation   {}", metrics_line(&r.val));
+    println!("test         {}", metrics_line(&r.test));
+    println!(
+        "spans        {} recorded at {:.1} ns each: {:.3}% of step time",
+        r.spans_recorded,
+        r.span_cost_ns,
+        100.0 * r.span_overhead_fraction
+    );
+    match &r.energy {
+        Some(e) => {
+            println!(
+                "energy       training {:.3} J ± {:.3} ({}), inference {:.5} J per 1000 rows ({})",
+                e.train.process_j,
+                e.train.uncertainty_j,
+                e.train.provenance,
+                e.inference_j_per_1000_rows,
+                e.inference.provenance
+            );
+            println!("             spans accepted by energyd {}, rejected {}", e.spans_accepted, e.spans_rejected);
+            for n in &e.train.notes {
+                println!("             note: {n}");
+            }
+        }
+        None => println!(
+            "energy       none: {}",
+            r.energy_unavailable.as_deref().unwrap_or("energyd not used")
+        ),
+    }
+    let energy = r.energy.as_ref();
+    print_kernels("training kernels", &r.train_kernels, energy.map(|e| &e.train));
+    print_kernels("inference kernels", &r.inference_kernels, energy.map(|e| &e.inference));
+}

@@ -1,0 +1,334 @@
+//! The training evaluator: each trial trains a network with `nas-client
+//! train` in a child process of its own, so that the energy energyd reports
+//! for that process belongs to that trial alone even when several trials run
+//! at once (`--workers K`); the child registers itself with energyd and
+//! reports its kernel spans.
+//!
+//! This module owns the mapping between search-space parameters and the
+//! trainer's flags, and between the trainer's JSON and trial metrics.
+
+use nas_search::evaluator::{EvalError, Evaluator, KernelEnergyFigure, TrialResult};
+use nas_search::space::{Config, ParamValue};
+use serde_json::Value;
+use shared::Provenance;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// Metric names a training trial reports (the objectives and constraints of
+/// a search refer to these).
+pub mod metric {
+    /// Validation accuracy (classification), fraction.
+    pub const VAL_ACCURACY: &str = "val_accuracy";
+    /// Test accuracy (classification), fraction.
+    pub const TEST_ACCURACY: &str = "test_accuracy";
+    /// Measured inference energy per 1000 rows, joules.
+    pub const INFERENCE_ENERGY_J_PER_1K: &str = "inference_energy_j_per_1k";
+    /// Measured training energy, joules.
+    pub const TRAINING_ENERGY_J: &str = "training_energy_j";
+    /// Inference time per 1000 rows, milliseconds.
+    pub const LATENCY_MS_PER_1K: &str = "latency_ms_per_1k";
+    /// Trainable parameters.
+    pub const PARAMS: &str = "params";
+    /// Forward FLOPs per row.
+    pub const FLOPS: &str = "flops";
+    /// Training wall time, seconds.
+    pub const TRAIN_TIME_S: &str = "train_time_s";
+}
+
+/// Where the training data comes from, as `nas-client train` flags.
+#[derive(Debug, Clone)]
+pub enum DataSource {
+    /// A bundled dataset by name.
+    Bundled(String),
+    /// A CSV/TSV file and its target column.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Target column.
+        target: String,
+    },
+}
+
+impl DataSource {
+    fn args(&self) -> Vec<String> {
+        match self {
+            DataSource::Bundled(name) => vec!["--dataset".into(), name.clone()],
+            DataSource::File { path, target } => vec![
+                "--data".into(),
+                path.display().to_string(),
+                "--target".into(),
+                target.clone(),
+            ],
+        }
+    }
+
+    /// Short label for reports.
+    pub fn label(&self) -> String {
+        match self {
+            DataSource::Bundled(name) => name.clone(),
+            DataSource::File { path, target } => format!("{} ({target})", path.display()),
+        }
+    }
+}
+
+/// Trains each trial in a child `nas-client train --json` process.
+#[derive(Debug, Clone)]
+pub struct TrainingEvaluator {
+    /// The nas-client executable.
+    pub exe: PathBuf,
+    /// The data.
+    pub data: DataSource,
+    /// energyd socket (the trainer's default when `None`).
+    pub socket: Option<PathBuf>,
+    /// Threads of each training process.
+    pub threads: usize,
+}
+
+/// Search-space parameters passed to the trainer as `--FLAG value`, by name.
+/// `n_layers` and `width_*` become `--arch W1-W2-...`.
+const PARAM_FLAGS: &[(&str, &str)] = &[
+    ("backbone", "--backbone"),
+    ("activation", "--activation"),
+    ("dropout", "--dropout"),
+    ("normalization", "--norm"),
+    ("learning_rate", "--lr"),
+    ("batch_size", "--batch-size"),
+];
+
+fn cell(v: &ParamValue) -> String {
+    match v {
+        ParamValue::Bool(b) => b.to_string(),
+        ParamValue::Int(i) => i.to_string(),
+        ParamValue::Float(x) => x.to_string(),
+        ParamValue::Str(s) => s.clone(),
+    }
+}
+
+/// The trainer flags for `config` at `fidelity` (a fraction of `epochs`,
+/// at least one epoch).
+pub fn train_flags(config: &Config, fidelity: f64) -> Result<Vec<String>, EvalError> {
+    let num = |name: &str| config.get(name).and_then(ParamValue::as_f64);
+    let n_layers = num("n_layers")
+        .ok_or_else(|| EvalError::Failed("configuration has no integer `n_layers`".into()))?
+        as usize;
+    let mut widths = Vec::with_capacity(n_layers);
+    for i in 1..=n_layers {
+        let w = num(&format!("width_{i}")).ok_or_else(|| {
+            EvalError::Failed(format!("configuration has {n_layers} layers but no width_{i}"))
+        })?;
+        widths.push((w.round() as i64).to_string());
+    }
+    let mut flags = vec!["--arch".to_string(), widths.join("-")];
+    for (param, flag) in PARAM_FLAGS {
+        if let Some(v) = config.get(param) {
+            flags.push((*flag).to_string());
+            flags.push(cell(v));
+        }
+    }
+    if let Some(epochs) = num("epochs") {
+        let scaled = (epochs * fidelity).ceil().max(1.0) as u64;
+        flags.push("--epochs".into());
+        flags.push(scaled.to_string());
+    }
+    Ok(flags)
+}
+
+impl Evaluator for TrainingEvaluator {
+    fn evaluate(
+        &self,
+        config: &Config,
+        fidelity: f64,
+        seed: u64,
+    ) -> Result<TrialResult, EvalError> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("train")
+            .args(self.data.args())
+            .args(train_flags(config, fidelity)?)
+            .args(["--seed", &seed.to_string()])
+            .args(["--threads", &self.threads.max(1).to_string()])
+            .arg("--json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(socket) = &self.socket {
+            cmd.arg("--socket").arg(socket);
+        }
+        let output = cmd.output().map_err(|e| {
+            EvalError::Failed(format!("cannot start {} train: {e}", self.exe.display()))
+        })?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+            return Err(EvalError::Failed(format!(
+                "nas-client train exited with {}: {}",
+                output.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )));
+        }
+        let json = last_json_object(&stdout).ok_or_else(|| {
+            EvalError::Failed("nas-client train --json printed no JSON object".into())
+        })?;
+        trial_result_from_train_json(&json)
+    }
+}
+
+/// The last line of `text` that parses as a JSON object (the trainer prints
+/// one; anything before it is ignored).
+fn last_json_object(text: &str) -> Option<Value> {
+    if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(text.trim()) {
+        return Some(v);
+    }
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .find(Value::is_object)
+}
+
+/// Looks up a number at the first of `paths` (dot-separated) that holds one.
+fn number_at(v: &Value, paths: &[&str]) -> Option<f64> {
+    paths.iter().find_map(|p| {
+        p.split('.')
+            .try_fold(v, |node, key| node.get(key))
+            .and_then(Value::as_f64)
+            .filter(|x| x.is_finite())
+    })
+}
+
+fn string_at<'a>(v: &'a Value, paths: &[&str]) -> Option<&'a str> {
+    paths.iter().find_map(|p| {
+        p.split('.')
+            .try_fold(v, |node, key| node.get(key))
+            .and_then(Value::as_str)
+    })
+}
+
+/// Converts the trainer's JSON into trial metrics, per-kernel energy and
+/// provenance.
+pub fn trial_result_from_train_json(v: &Value) -> Result<TrialResult, EvalError> {
+    let mut result = TrialResult::default();
+    let mut put = |name: &str, paths: &[&str]| {
+        if let Some(x) = number_at(v, paths) {
+            result.metrics.insert(name.to_string(), x);
+        }
+    };
+    put(
+        metric::VAL_ACCURACY,
+        &["val.accuracy", "validation.accuracy", "val_accuracy", "metrics.val.accuracy"],
+    );
+    put(
+        metric::TEST_ACCURACY,
+        &["test.accuracy", "test_accuracy", "metrics.test.accuracy"],
+    );
+    put(
+        metric::INFERENCE_ENERGY_J_PER_1K,
+        &[
+            "energy.inference_j_per_1k",
+            "inference.energy_j_per_1k",
+            "inference_energy_j_per_1k",
+        ],
+    );
+    put(
+        metric::TRAINING_ENERGY_J,
+        &["energy.training_j", "training.energy_j", "training_energy_j"],
+    );
+    put(
+        metric::LATENCY_MS_PER_1K,
+        &["inference.ms_per_1k", "inference.time_ms_per_1k", "latency_ms_per_1k"],
+    );
+    put(metric::PARAMS, &["model.params", "params", "parameters"]);
+    put(
+        metric::FLOPS,
+        &["model.flops_per_row", "flops_per_row", "model.forward_flops_per_row", "flops"],
+    );
+    put(
+        metric::TRAIN_TIME_S,
+        &["training.time_s", "train_time_s", "time.train_s"],
+    );
+    if !result.metrics.contains_key(metric::VAL_ACCURACY) {
+        return Err(EvalError::Failed(
+            "nas-client train --json reported no validation accuracy (regression targets need --objectives on another metric)".into(),
+        ));
+    }
+    result.provenance = string_at(v, &["energy.provenance", "provenance"]).and_then(|p| {
+        match p.to_ascii_lowercase().as_str() {
+            "measured" => Some(Provenance::Measured),
+            "estimated" => Some(Provenance::Estimated),
+            "simulated" => Some(Provenance::Simulated),
+            _ => None,
+        }
+    });
+    let kernels = ["energy.kernels", "kernels", "training.kernels"]
+        .iter()
+        .find_map(|p| {
+            p.split('.')
+                .try_fold(v, |node, key| node.get(key))
+                .and_then(Value::as_array)
+        });
+    if let Some(kernels) = kernels {
+        for k in kernels {
+            let Some(name) = k.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            result.kernel_energy.push(KernelEnergyFigure {
+                name: name.to_string(),
+                energy_j: number_at(k, &["energy_j"]),
+                time_ns: number_at(k, &["total_time_ns", "time_ns"]).unwrap_or(0.0) as u64,
+                count: number_at(k, &["count"]).unwrap_or(0.0) as u64,
+            });
+        }
+    }
+    let training = result.metrics.get(metric::TRAINING_ENERGY_J).copied();
+    let measuring = number_at(v, &["energy.inference_measurement_j", "energy.inference_j"]);
+    result.energy_spent_j = match (training, measuring) {
+        (Some(t), Some(m)) => Some(t + m),
+        (Some(t), None) => Some(t),
+        _ => None,
+    };
+    if result.provenance.is_none() && result.energy_spent_j.is_some() {
+        result
+            .notes
+            .push("trainer gave energy without provenance: treated as estimated".into());
+        result.provenance = Some(Provenance::Estimated);
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_scale_epochs_and_join_widths() {
+        let config = Config::from_json(
+            r#"{"n_layers":2,"width_1":64,"width_2":32,"activation":"relu","epochs":10,"learning_rate":0.01}"#,
+        )
+        .unwrap();
+        let flags = train_flags(&config, 1.0 / 3.0).unwrap();
+        assert_eq!(
+            flags,
+            ["--arch", "64-32", "--activation", "relu", "--lr", "0.01", "--epochs", "4"]
+        );
+        let missing = Config::from_json(r#"{"n_layers":2,"width_1":64}"#).unwrap();
+        assert!(train_flags(&missing, 1.0).is_err());
+    }
+
+    #[test]
+    fn train_json_maps_to_metrics_and_provenance() {
+        let v: Value = serde_json::from_str(
+            r#"{"val":{"accuracy":0.85},"model":{"params":1000,"flops_per_row":2000},
+                "energy":{"training_j":12.5,"inference_j_per_1k":0.3,"provenance":"estimated",
+                "kernels":[{"name":"matmul","energy_j":10.0,"total_time_ns":5,"count":2}]}}"#,
+        )
+        .unwrap();
+        let r = trial_result_from_train_json(&v).unwrap();
+        assert_eq!(r.metrics[metric::VAL_ACCURACY], 0.85);
+        assert_eq!(r.metrics[metric::INFERENCE_ENERGY_J_PER_1K], 0.3);
+        assert_eq!(r.metrics[metric::FLOPS], 2000.0);
+        assert_eq!(r.provenance, Some(Provenance::Estimated));
+        assert_eq!(r.kernel_energy[0].energy_j, Some(10.0));
+        assert_eq!(r.energy_spent_j, Some(12.5));
+        let no_acc: Value = serde_json::from_str(r#"{"model":{"params":3}}"#).unwrap();
+        assert!(trial_result_from_train_json(&no_acc).is_err());
+    }
+}

@@ -1,0 +1,559 @@
+//! Training and evaluation: the mini-batch loop with its optimizer and
+//! schedule, early stopping on the validation split, test metrics,
+//! inference timing, kernel times and (with energyd) energy.
+//!
+//! Entry point: [`train_and_evaluate`]. Everything it does runs on a rayon
+//! pool of [`TrainConfig::threads`] threads and with as many GEMM threads,
+//! and every op is a kernel span recorded by a
+//! [`SpanRecorder`](crate::kernels::SpanRecorder).
+
+pub mod loss;
+pub mod optim;
+
+use crate::data::{Dataset, Split, Task};
+use crate::energy::{EnergyError, EnergySession, PhaseEnergy};
+use crate::kernels::{
+    measure_record_cost_ns, span_end, span_start, KernelKind, KernelTime, SpanRecorder,
+    DEFAULT_SPAN_CAPACITY,
+};
+use crate::metrics::Metrics;
+use crate::model::layers::{Ctx, Layer, Mode};
+use crate::model::{ModelSpec, Network, SpecError};
+pub use loss::{Loss, LossKind};
+use ndarray::{s, Array2, ArrayView2};
+pub use optim::{Optimizer, OptimizerKind, Schedule};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+use shared::MonotonicNs;
+
+/// Everything that defines a training run besides the data.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainConfig {
+    /// The model.
+    pub model: ModelSpec,
+    /// Optimizer.
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Weight decay (decoupled for AdamW, L2 for SGD); not applied to
+    /// biases and normalisation parameters.
+    pub weight_decay: f32,
+    /// AdamW β₁ or SGD momentum.
+    pub momentum: f32,
+    /// Rows per training step.
+    pub batch_size: usize,
+    /// Most epochs.
+    pub epochs: usize,
+    /// Linear warm-up length, in epochs (may be fractional).
+    pub warmup_epochs: f32,
+    /// Learning-rate schedule after warm-up.
+    pub schedule: Schedule,
+    /// Stop after this many epochs without a better validation loss; the
+    /// best epoch's weights are kept. `None` trains all epochs and keeps
+    /// the last weights.
+    pub patience: Option<usize>,
+    /// Seed of initialisation, shuffling and dropout.
+    pub seed: u64,
+    /// Threads for every heavy op (GEMM and element-wise kernels).
+    pub threads: usize,
+    /// Rows per forward pass in evaluation and inference.
+    pub eval_batch_size: usize,
+    /// Inference is repeated over the test split until it has run this
+    /// long (for a stable timing, and an energy window energyd can resolve).
+    pub inference_min_ns: u64,
+}
+
+impl Default for TrainConfig {
+    /// The defaults of `nas-client train`: MLP 256-256 ReLU, dropout 0.1,
+    /// AdamW lr 1e-3, weight decay 1e-5, batch 256, up to 40 epochs with
+    /// one warm-up epoch and cosine decay, patience 8, seed 0.
+    fn default() -> TrainConfig {
+        TrainConfig {
+            model: ModelSpec::default(),
+            optimizer: OptimizerKind::AdamW,
+            lr: 1e-3,
+            weight_decay: 1e-5,
+            momentum: 0.9,
+            batch_size: 256,
+            epochs: 40,
+            warmup_epochs: 1.0,
+            schedule: Schedule::Cosine,
+            patience: Some(8),
+            seed: 0,
+            threads: crate::threads::available(),
+            eval_batch_size: 4096,
+            inference_min_ns: 300_000_000,
+        }
+    }
+}
+
+/// Why training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The model description is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    Config(String),
+    /// The thread pool could not be built.
+    #[error("cannot build a pool of {threads} threads: {message}")]
+    ThreadPool {
+        /// Threads asked for.
+        threads: usize,
+        /// Cause.
+        message: String,
+    },
+    /// The loss became NaN or infinite.
+    #[error("training diverged at epoch {epoch} (loss {loss}); lower the learning rate")]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// The loss.
+        loss: f64,
+    },
+}
+
+/// One epoch of training.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's steps.
+    pub train_loss: f64,
+    /// Validation loss (log loss, or MSE of the standardised target).
+    pub val_loss: f64,
+    /// Validation headline score (accuracy or R²).
+    pub val_score: f64,
+    /// Learning rate of the epoch's last step.
+    pub lr: f32,
+    /// Time in training steps this epoch, ns.
+    pub step_time_ns: u64,
+}
+
+/// Inference timing over the test split.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct InferenceTiming {
+    /// Rows predicted in total (test rows × passes).
+    pub rows: u64,
+    /// Passes over the test split.
+    pub passes: u32,
+    /// Time of all passes, ns.
+    pub time_ns: u64,
+    /// Rows per second.
+    pub rows_per_s: f64,
+}
+
+/// Energy of a run, from energyd.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunEnergy {
+    /// The training phase (all epochs, validation included).
+    pub train: PhaseEnergy,
+    /// The inference phase (see [`InferenceTiming`]).
+    pub inference: PhaseEnergy,
+    /// Inference energy per 1000 rows, joules.
+    pub inference_j_per_1000_rows: f64,
+    /// Spans energyd stored / refused.
+    pub spans_accepted: u64,
+    /// Spans energyd refused.
+    pub spans_rejected: u64,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    /// Dataset name.
+    pub dataset: String,
+    /// Task.
+    pub task: Task,
+    /// The configuration used.
+    pub config: TrainConfig,
+    /// One-line model description.
+    pub model: String,
+    /// Trainable scalars.
+    pub parameters: usize,
+    /// Floating-point operations per row of inference.
+    pub flops_per_row_inference: u64,
+    /// Floating-point operations per row of a training step.
+    pub flops_per_row_training: u64,
+    /// Rows of train/validation/test.
+    pub rows: [usize; 3],
+    /// Epochs run.
+    pub epochs_run: usize,
+    /// Epoch whose weights were kept.
+    pub best_epoch: usize,
+    /// Whether early stopping ended training.
+    pub stopped_early: bool,
+    /// Per-epoch figures.
+    pub history: Vec<EpochRecord>,
+    /// Validation metrics of the kept weights.
+    pub val: Metrics,
+    /// Test metrics of the kept weights.
+    pub test: Metrics,
+    /// Time in training steps (forward, backward, optimizer), ns.
+    pub train_step_time_ns: u64,
+    /// Wall time of the training phase including validation, ns.
+    pub train_wall_ns: u64,
+    /// Training rows per second of step time.
+    pub train_rows_per_s: f64,
+    /// Inference timing.
+    pub inference: InferenceTiming,
+    /// Per-kernel time in the training phase.
+    pub train_kernels: Vec<KernelTime>,
+    /// Per-kernel time in the inference phase.
+    pub inference_kernels: Vec<KernelTime>,
+    /// Spans recorded.
+    pub spans_recorded: u64,
+    /// Measured cost of recording one span, ns.
+    pub span_cost_ns: f64,
+    /// Estimated share of training step time spent recording spans.
+    pub span_overhead_fraction: f64,
+    /// Energy, when energyd was used.
+    pub energy: Option<RunEnergy>,
+    /// Why there is no energy, when there is none.
+    pub energy_unavailable: Option<String>,
+}
+
+/// Copies `source` rows `idx` into `dst` (resized if needed): the
+/// mini-batch gather.
+pub fn gather_rows(source: &Array2<f32>, idx: &[usize], dst: &mut Array2<f32>) {
+    let cols = source.ncols();
+    if dst.dim() != (idx.len(), cols) {
+        *dst = Array2::zeros((idx.len(), cols));
+    }
+    for (mut row, &i) in dst.rows_mut().into_iter().zip(idx) {
+        row.assign(&source.row(i));
+    }
+}
+
+/// Trains a model on `dataset` as `config` says, evaluates it, and times
+/// inference; with an energyd `energy` session, also measures the energy of
+/// training and inference. `on_epoch` sees each epoch as it ends (progress
+/// bars, search pruning).
+pub fn train_and_evaluate(
+    dataset: &Dataset,
+    config: &TrainConfig,
+    energy: Option<&mut EnergySession>,
+    on_epoch: &mut (dyn FnMut(&EpochRecord) + Send),
+) -> Result<TrainReport, TrainError> {
+    validate(config)?;
+    crate::threads::set_gemm_threads(config.threads);
+    let pool = crate::threads::build_pool(config.threads).map_err(|e| TrainError::ThreadPool {
+        threads: config.threads,
+        message: e.to_string(),
+    })?;
+    // The recorder is created on the pool thread that runs the loop, so the
+    // spans carry that thread's id.
+    pool.install(|| run(dataset, config, energy, on_epoch))
+}
+
+fn validate(config: &TrainConfig) -> Result<(), TrainError> {
+    let bad = |m: &str| Err(TrainError::Config(m.to_owned()));
+    if config.batch_size == 0 || config.eval_batch_size == 0 {
+        return bad("batch sizes must be at least 1");
+    }
+    if config.epochs == 0 {
+        return bad("epochs must be at least 1");
+    }
+    if !(config.lr.is_finite() && config.lr > 0.0) {
+        return bad("the learning rate must be a positive number");
+    }
+    if !(0.0..1.0).contains(&config.momentum) {
+        return bad("momentum must be in [0, 1)");
+    }
+    if !(config.weight_decay >= 0.0) {
+        return bad("weight decay must be non-negative");
+    }
+    Ok(())
+}
+
+fn loss_kind(task: Task) -> LossKind {
+    match task {
+        Task::Regression => LossKind::Mse,
+        _ => LossKind::SoftmaxCrossEntropy,
+    }
+}
+
+fn run(
+    dataset: &Dataset,
+    config: &TrainConfig,
+    mut energy: Option<&mut EnergySession>,
+    on_epoch: &mut (dyn FnMut(&EpochRecord) + Send),
+) -> Result<TrainReport, TrainError> {
+    let mut net = config
+        .model
+        .build(dataset.n_features(), dataset.n_outputs(), config.seed)?;
+    let parameters = net.parameter_count();
+    let (flops_inf, flops_train) = net.flops_per_row();
+    let mut recorder = SpanRecorder::new(
+        DEFAULT_SPAN_CAPACITY,
+        energy.as_ref().map(|e| e.uploader()),
+    );
+    let mut ctx = Ctx::new(&mut recorder, config.seed.wrapping_add(0x5eed));
+    let mut opt = Optimizer::new(config.optimizer, config.momentum, 0.999, config.weight_decay);
+    let mut loss = loss_kind(dataset.task).build(config.batch_size, dataset.n_outputs());
+    let train = &dataset.train;
+    let n = train.rows();
+    let steps_per_epoch = n.div_ceil(config.batch_size);
+    let total_steps = steps_per_epoch * config.epochs;
+    let warmup = ((config.warmup_epochs.max(0.0) * steps_per_epoch as f32) as usize).min(total_steps);
+    let mut shuffle_rng = StdRng::seed_from_u64(config.seed);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut xb = Array2::<f32>::zeros((config.batch_size, dataset.n_features()));
+    let mut yb = ndarray::Array1::<f32>::zeros(config.batch_size);
+
+    let train_start = MonotonicNs::now();
+    let mut history = Vec::new();
+    let mut best: Option<(f64, usize, Vec<Vec<f32>>)> = None;
+    let mut step = 0usize;
+    let mut step_time_ns = 0u64;
+    let mut stopped_early = false;
+    for epoch in 1..=config.epochs {
+        order.shuffle(&mut shuffle_rng);
+        let epoch_start = MonotonicNs::now();
+        let mut loss_sum = 0.0f64;
+        let mut lr = config.lr;
+        for chunk in order.chunks(config.batch_size) {
+            let t = span_start(ctx.sink);
+            gather_rows(&train.x, chunk, &mut xb);
+            if yb.len() != chunk.len() {
+                yb = ndarray::Array1::zeros(chunk.len());
+            }
+            for (y, &i) in yb.iter_mut().zip(chunk) {
+                *y = train.y[i];
+            }
+            span_end(ctx.sink, KernelKind::BatchGather, t);
+            net.body.forward(xb.view(), Mode::Train, &mut ctx);
+            loss_sum += loss.forward(net.body.output(), yb.view(), &mut ctx);
+            loss.backward(net.body.output(), yb.view(), &mut ctx);
+            net.body.backward(xb.view(), loss.grad(), false, &mut ctx);
+            lr = config.schedule.lr(config.lr, step, total_steps, warmup);
+            opt.step(&mut net.body, lr, &mut ctx);
+            step += 1;
+        }
+        let epoch_steps_ns = MonotonicNs::now().saturating_sub(epoch_start);
+        step_time_ns += epoch_steps_ns;
+        let train_loss = loss_sum / steps_per_epoch.max(1) as f64;
+        if !train_loss.is_finite() {
+            return Err(TrainError::Diverged {
+                epoch,
+                loss: train_loss,
+            });
+        }
+        let (val_loss, val_metrics) = evaluate(&mut net, dataset, &dataset.val, config, &mut ctx);
+        let record = EpochRecord {
+            epoch,
+            train_loss,
+            val_loss,
+            val_score: val_metrics.score(),
+            lr,
+            step_time_ns: epoch_steps_ns,
+        };
+        history.push(record);
+        on_epoch(&record);
+        ctx.sink.flush();
+        if let Some(session) = energy.as_deref_mut() {
+            submit(session);
+        }
+        if let Some(patience) = config.patience {
+            let improved = best.as_ref().is_none_or(|(b, _, _)| val_loss < *b);
+            if improved {
+                best = Some((val_loss, epoch, net.snapshot()));
+            } else if best.as_ref().is_some_and(|(_, e, _)| epoch - e >= patience) {
+                stopped_early = epoch < config.epochs;
+                break;
+            }
+        }
+    }
+    let epochs_run = history.len();
+    let best_epoch = match &best {
+        Some((_, epoch, snapshot)) => {
+            net.restore(snapshot);
+            *epoch
+        }
+        None => epochs_run,
+    };
+    let (_, val) = evaluate(&mut net, dataset, &dataset.val, config, &mut ctx);
+    let (_, test) = evaluate(&mut net, dataset, &dataset.test, config, &mut ctx);
+    ctx.sink.flush();
+    let train_end = MonotonicNs::now();
+    drop(ctx);
+    let train_kernels = recorder.kernel_times();
+    let train_spans = recorder.recorded();
+
+    // Inference: forward passes over the test split, its own recorder so the
+    // kernel table separates it.
+    let mut infer_recorder = SpanRecorder::new(
+        DEFAULT_SPAN_CAPACITY,
+        energy.as_ref().map(|e| e.uploader()),
+    );
+    let min_ns = match &energy {
+        // Long enough for the daemon's minimum window, with margin.
+        Some(s) => config.inference_min_ns.max(s.min_window_ns().saturating_mul(4)),
+        None => config.inference_min_ns,
+    };
+    let infer_start = MonotonicNs::now();
+    let mut passes = 0u32;
+    {
+        let mut ictx = Ctx::new(&mut infer_recorder, config.seed);
+        loop {
+            forward_all(&mut net, dataset.test.x.view(), config.eval_batch_size, &mut ictx, |_, _| {});
+            passes += 1;
+            if MonotonicNs::now().saturating_sub(infer_start) >= min_ns {
+                break;
+            }
+        }
+        ictx.sink.flush();
+    }
+    let infer_end = MonotonicNs::now();
+    let infer_ns = infer_end.saturating_sub(infer_start);
+    let infer_rows = u64::from(passes) * dataset.test.rows() as u64;
+
+    let (energy_report, energy_unavailable) = match energy {
+        None => (None, Some("energyd not used".to_owned())),
+        Some(session) => {
+            submit(session);
+            match measure_phases(session, (train_start, train_end), (infer_start, infer_end)) {
+                Ok((train_e, infer_e)) => {
+                    let per_1000 = infer_e.process_j / infer_rows.max(1) as f64 * 1000.0;
+                    (
+                        Some(RunEnergy {
+                            train: train_e,
+                            inference: infer_e,
+                            inference_j_per_1000_rows: per_1000,
+                            spans_accepted: session.spans_accepted,
+                            spans_rejected: session.spans_rejected,
+                        }),
+                        None,
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!("no energy figures: {e}");
+                    (None, Some(e.to_string()))
+                }
+            }
+        }
+    };
+
+    let span_cost_ns = measure_record_cost_ns(100_000);
+    let spans_recorded = train_spans + infer_recorder.recorded();
+    let span_overhead_fraction = train_spans as f64 * span_cost_ns / step_time_ns.max(1) as f64;
+    let train_rows_per_s = (epochs_run * n) as f64 / (step_time_ns.max(1) as f64 * 1e-9);
+    Ok(TrainReport {
+        dataset: dataset.name.clone(),
+        task: dataset.task,
+        config: config.clone(),
+        model: config.model.describe(),
+        parameters,
+        flops_per_row_inference: flops_inf,
+        flops_per_row_training: flops_train,
+        rows: [n, dataset.val.rows(), dataset.test.rows()],
+        epochs_run,
+        best_epoch,
+        stopped_early,
+        history,
+        val,
+        test,
+        train_step_time_ns: step_time_ns,
+        train_wall_ns: train_end.saturating_sub(train_start),
+        train_rows_per_s,
+        inference: InferenceTiming {
+            rows: infer_rows,
+            passes,
+            time_ns: infer_ns,
+            rows_per_s: infer_rows as f64 / (infer_ns.max(1) as f64 * 1e-9),
+        },
+        train_kernels,
+        inference_kernels: infer_recorder.kernel_times(),
+        spans_recorded,
+        span_cost_ns,
+        span_overhead_fraction,
+        energy: energy_report,
+        energy_unavailable,
+    })
+}
+
+fn submit(session: &mut EnergySession) {
+    if let Err(e) = session.submit_pending() {
+        tracing::warn!("spans not delivered: {e}");
+    }
+}
+
+fn measure_phases(
+    session: &mut EnergySession,
+    train: (MonotonicNs, MonotonicNs),
+    infer: (MonotonicNs, MonotonicNs),
+) -> Result<(PhaseEnergy, PhaseEnergy), EnergyError> {
+    Ok((session.phase(train.0, train.1)?, session.phase(infer.0, infer.1)?))
+}
+
+/// Runs the network forward over `x` in chunks of `batch` rows (evaluation
+/// mode), handing each chunk's row range and output to `sink`.
+pub fn forward_all(
+    net: &mut Network,
+    x: ArrayView2<f32>,
+    batch: usize,
+    ctx: &mut Ctx,
+    mut sink: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>),
+) {
+    let n = x.nrows();
+    let mut start = 0;
+    while start < n {
+        let end = (start + batch).min(n);
+        net.body.forward(x.slice(s![start..end, ..]), Mode::Eval, ctx);
+        sink(start..end, net.body.output());
+        start = end;
+    }
+}
+
+/// Predictions for every row of `x`: class probabilities (classification)
+/// or values in the target's units (regression), with no spans recorded.
+pub fn predict(net: &mut Network, dataset: &Dataset, x: ArrayView2<f32>, batch: usize) -> Array2<f64> {
+    let mut sink = crate::kernels::NullSink;
+    let mut ctx = Ctx::new(&mut sink, 0);
+    let mut out = Array2::<f64>::zeros((x.nrows(), net.outputs));
+    forward_all(net, x, batch, &mut ctx, |range, y| {
+        let block = match dataset.task {
+            Task::Regression => y.mapv(|v| dataset.target_scale.unscale(f64::from(v))),
+            _ => loss::softmax(y),
+        };
+        out.slice_mut(s![range, ..]).assign(&block);
+    });
+    out
+}
+
+/// Loss (log loss or standardised MSE) and metrics of the network on a split.
+fn evaluate(
+    net: &mut Network,
+    dataset: &Dataset,
+    split: &Split,
+    config: &TrainConfig,
+    ctx: &mut Ctx,
+) -> (f64, Metrics) {
+    let mut loss = loss_kind(dataset.task).build(config.eval_batch_size, dataset.n_outputs());
+    let mut outputs = Array2::<f32>::zeros((split.rows(), dataset.n_outputs()));
+    let mut loss_sum = 0.0f64;
+    let n = split.rows();
+    let mut start = 0;
+    while start < n {
+        let end = (start + config.eval_batch_size).min(n);
+        net.body.forward(split.x.slice(s![start..end, ..]), Mode::Eval, ctx);
+        let y = split.y.slice(s![start..end]);
+        loss_sum += loss.forward(net.body.output(), y, ctx) * (end - start) as f64;
+        outputs.slice_mut(s![start..end, ..]).assign(&net.body.output());
+        start = end;
+    }
+    let mean_loss = loss_sum / n.max(1) as f64;
+    let metrics = match dataset.task {
+        Task::Regression => {
+            let scale = dataset.target_scale;
+            let pred: Vec<f64> = outputs.column(0).iter().map(|&v| scale.unscale(f64::from(v))).collect();
+            let truth: Vec<f64> = split.y.iter().map(|&v| scale.unscale(f64::from(v))).collect();
+            Metrics::regression(&pred, &truth)
+        }
+        _ => Metrics::classification(&loss::softmax(outputs.view()), split.y.view()),
+    };
+    (mean_loss, metrics)
+}
