@@ -147,13 +147,16 @@ pub struct CompareArgs {
     pub json: bool,
 }
 
-
 /// Runs `nas-client search`.
 pub fn search(args: SearchArgs) -> Result<()> {
     refuse_calibration(args.calibration.as_deref())?;
     let evaluator = EvaluatorChoice::parse(
         &args.evaluator,
-        data_source(args.dataset.as_deref(), args.data.as_ref(), args.target.as_deref())?,
+        data_source(
+            args.dataset.as_deref(),
+            args.data.as_ref(),
+            args.target.as_deref(),
+        )?,
         args.socket.clone(),
         threads_per_trial(args.threads, args.workers),
     )?;
@@ -189,7 +192,10 @@ pub fn search(args: SearchArgs) -> Result<()> {
     )
     .with_context(|| format!("running study {}", args.study.display()))?;
     bar.finish_and_clear();
-    let report = summarize(&with_derived_references(&spec, &summary.trials), &summary.trials);
+    let report = summarize(
+        &with_derived_references(&spec, &summary.trials),
+        &summary.trials,
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -235,7 +241,11 @@ pub fn report(args: ReportArgs) -> Result<()> {
 /// study already exists), then compares their picks.
 pub fn compare(args: CompareArgs) -> Result<()> {
     refuse_calibration(args.calibration.as_deref())?;
-    let source = data_source(args.dataset.as_deref(), args.data.as_ref(), args.target.as_deref())?;
+    let source = data_source(
+        args.dataset.as_deref(),
+        args.data.as_ref(),
+        args.target.as_deref(),
+    )?;
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => PathBuf::from(format!(
@@ -253,8 +263,12 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         ("conventional", "val_accuracy:max:ref=0:ideal=1", "none"),
         ("energy-aware", DEFAULT_OBJECTIVES, DEFAULT_CONSTRAINTS),
     ] {
-        let evaluator =
-            EvaluatorChoice::parse(&args.evaluator, source.clone(), args.socket.clone(), threads)?;
+        let evaluator = EvaluatorChoice::parse(
+            &args.evaluator,
+            source.clone(),
+            args.socket.clone(),
+            threads,
+        )?;
         let objectives = objective_set(objectives, constraints, &evaluator)?;
         let space = search_space(args.space.as_deref(), &evaluator)?;
         let strategy = strategy_from_spec(&args.strategy).context("--strategy")?;
@@ -271,8 +285,14 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         let bar = progress_bar(args.budget as u64, args.json);
         bar.set_prefix(name);
         let on_progress = |p: &Progress| bar.set_position(p.finished as u64);
-        let summary = run_study(spec, evaluator.into_evaluator()?, strategy, &options, &on_progress)
-            .with_context(|| format!("running the {name} study {}", file.display()))?;
+        let summary = run_study(
+            spec,
+            evaluator.into_evaluator()?,
+            strategy,
+            &options,
+            &on_progress,
+        )
+        .with_context(|| format!("running the {name} study {}", file.display()))?;
         bar.finish_and_clear();
         studies.push((file, summary.trials));
     }
@@ -297,9 +317,18 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         .unwrap_or_else(|| "unknown".into());
     let c = &comparison.conventional_pick;
     let e = &comparison.energy_aware_pick;
-    println!("conventional pick  : trial {} accuracy {:.4} inference {:.6} J/1k rows ({})", c.number, c.accuracy, c.energy, c.config);
-    println!("energy-aware pick  : trial {} accuracy {:.4} inference {:.6} J/1k rows ({})", e.number, e.accuracy, e.energy, e.config);
-    println!("accuracy floor     : {:.4} ({} x conventional)", comparison.accuracy_floor, options.accuracy_fraction);
+    println!(
+        "conventional pick  : trial {} accuracy {:.4} inference {:.6} J/1k rows ({})",
+        c.number, c.accuracy, c.energy, c.config
+    );
+    println!(
+        "energy-aware pick  : trial {} accuracy {:.4} inference {:.6} J/1k rows ({})",
+        e.number, e.accuracy, e.energy, e.config
+    );
+    println!(
+        "accuracy floor     : {:.4} ({} x conventional)",
+        comparison.accuracy_floor, options.accuracy_fraction
+    );
     println!(
         "inference energy reduction at >= {:.0}% accuracy: {:.1}% [{prov}]",
         options.accuracy_fraction * 100.0,
@@ -312,10 +341,16 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         ),
         None => println!("Spearman rank correlation FLOPs vs energy: not enough trials with both"),
     }
-    for (label, trials) in [("conventional", &studies[0].1), ("energy-aware", &studies[1].1)] {
+    for (label, trials) in [
+        ("conventional", &studies[0].1),
+        ("energy-aware", &studies[1].1),
+    ] {
         let (j, p) = spent(trials);
         match j {
-            Some(j) => println!("energy spent by the {label} search: {j:.1} J [{}]", p.unwrap_or("unknown")),
+            Some(j) => println!(
+                "energy spent by the {label} search: {j:.1} J [{}]",
+                p.unwrap_or("unknown")
+            ),
             None => println!("energy spent by the {label} search: not measured"),
         }
     }
@@ -508,7 +543,11 @@ fn search_space(file: Option<&Path>, evaluator: &EvaluatorChoice) -> Result<Sear
         let space = SearchSpace::from_toml_file(file)
             .with_context(|| format!("reading search space {}", file.display()))?;
         if let Some(table) = evaluator.table(&[])? {
-            let allowed = table.space().allowed().map(<[_]>::to_vec).unwrap_or_default();
+            let allowed = table
+                .space()
+                .allowed()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default();
             return space
                 .with_allowed(allowed)
                 .with_context(|| format!("restricting {} to the table's rows", file.display()));
@@ -536,9 +575,9 @@ fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} trials | {msg}")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} trials | {msg}",
+    ) {
         bar.set_style(style);
     }
     bar
@@ -547,7 +586,12 @@ fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
 /// One line describing the current front: its size and up to four points.
 fn front_line(names: &[String], p: &Progress) -> String {
     let mut points = p.front.clone();
-    points.sort_by(|a, b| a.values.first().unwrap_or(&0.0).total_cmp(b.values.first().unwrap_or(&0.0)));
+    points.sort_by(|a, b| {
+        a.values
+            .first()
+            .unwrap_or(&0.0)
+            .total_cmp(b.values.first().unwrap_or(&0.0))
+    });
     let shown: Vec<String> = points
         .iter()
         .rev()
@@ -562,7 +606,11 @@ fn front_line(names: &[String], p: &Progress) -> String {
         points.len(),
         names.join(", "),
         shown.join(" "),
-        if p.failed > 0 { format!(" | {} failed", p.failed) } else { String::new() }
+        if p.failed > 0 {
+            format!(" | {} failed", p.failed)
+        } else {
+            String::new()
+        }
     )
 }
 
@@ -598,7 +646,12 @@ fn print_summary(summary: &ReportSummary, study: &Path) {
             .objectives
             .iter()
             .filter_map(|o| o.split(':').next())
-            .map(|n| format!("{n}={}", e.metrics.get(n).map_or("-".into(), |v| format!("{v:.6}"))))
+            .map(|n| {
+                format!(
+                    "{n}={}",
+                    e.metrics.get(n).map_or("-".into(), |v| format!("{v:.6}"))
+                )
+            })
             .collect();
         println!("  #{} {} {}", e.number, vals.join(" "), e.config);
     }
@@ -617,6 +670,12 @@ fn print_summary(summary: &ReportSummary, study: &Path) {
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }

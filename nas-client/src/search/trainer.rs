@@ -114,7 +114,9 @@ pub fn train_flags(config: &Config, fidelity: f64) -> Result<Vec<String>, EvalEr
     let mut widths = Vec::with_capacity(n_layers);
     for i in 1..=n_layers {
         let w = num(&format!("width_{i}")).ok_or_else(|| {
-            EvalError::Failed(format!("configuration has {n_layers} layers but no width_{i}"))
+            EvalError::Failed(format!(
+                "configuration has {n_layers} layers but no width_{i}"
+            ))
         })?;
         widths.push((w.round() as i64).to_string());
     }
@@ -214,7 +216,12 @@ pub fn trial_result_from_train_json(v: &Value) -> Result<TrialResult, EvalError>
     };
     put(
         metric::VAL_ACCURACY,
-        &["val.accuracy", "validation.accuracy", "val_accuracy", "metrics.val.accuracy"],
+        &[
+            "val.accuracy",
+            "validation.accuracy",
+            "val_accuracy",
+            "metrics.val.accuracy",
+        ],
     );
     put(
         metric::TEST_ACCURACY,
@@ -230,16 +237,29 @@ pub fn trial_result_from_train_json(v: &Value) -> Result<TrialResult, EvalError>
     );
     put(
         metric::TRAINING_ENERGY_J,
-        &["energy.training_j", "training.energy_j", "training_energy_j"],
+        &[
+            "energy.training_j",
+            "training.energy_j",
+            "training_energy_j",
+        ],
     );
     put(
         metric::LATENCY_MS_PER_1K,
-        &["inference.ms_per_1k", "inference.time_ms_per_1k", "latency_ms_per_1k"],
+        &[
+            "inference.ms_per_1k",
+            "inference.time_ms_per_1k",
+            "latency_ms_per_1k",
+        ],
     );
     put(metric::PARAMS, &["model.params", "params", "parameters"]);
     put(
         metric::FLOPS,
-        &["model.flops_per_row", "flops_per_row", "model.forward_flops_per_row", "flops"],
+        &[
+            "model.flops_per_row",
+            "flops_per_row",
+            "model.forward_flops_per_row",
+            "flops",
+        ],
     );
     put(
         metric::TRAIN_TIME_S,
@@ -307,7 +327,16 @@ mod tests {
         let flags = train_flags(&config, 1.0 / 3.0).unwrap();
         assert_eq!(
             flags,
-            ["--arch", "64-32", "--activation", "relu", "--lr", "0.01", "--epochs", "4"]
+            [
+                "--arch",
+                "64-32",
+                "--activation",
+                "relu",
+                "--lr",
+                "0.01",
+                "--epochs",
+                "4"
+            ]
         );
         let missing = Config::from_json(r#"{"n_layers":2,"width_1":64}"#).unwrap();
         assert!(train_flags(&missing, 1.0).is_err());
