@@ -120,6 +120,12 @@ pub fn train_flags(config: &Config, fidelity: f64) -> Result<Vec<String>, EvalEr
         })?;
         widths.push((w.round() as i64).to_string());
     }
+    // A ResNet's arch is `D_MAIN-D_HIDDEN-...` (one hidden width per block):
+    // the first width is also the main width.
+    let backbone = config.get("backbone").and_then(ParamValue::as_str);
+    if backbone == Some("resnet") {
+        widths.insert(0, widths[0].clone());
+    }
     let mut flags = vec!["--arch".to_string(), widths.join("-")];
     for (param, flag) in PARAM_FLAGS {
         if let Some(v) = config.get(param) {
@@ -209,82 +215,62 @@ fn string_at<'a>(v: &'a Value, paths: &[&str]) -> Option<&'a str> {
 /// provenance.
 pub fn trial_result_from_train_json(v: &Value) -> Result<TrialResult, EvalError> {
     let mut result = TrialResult::default();
-    let mut put = |name: &str, paths: &[&str]| {
-        if let Some(x) = number_at(v, paths) {
+    // Field paths of `nas-client train --json` (nas_client::train::TrainReport).
+    let mut put = |name: &str, value: Option<f64>| {
+        if let Some(x) = value.filter(|x| x.is_finite()) {
             result.metrics.insert(name.to_string(), x);
         }
     };
-    put(
-        metric::VAL_ACCURACY,
-        &[
-            "val.accuracy",
-            "validation.accuracy",
-            "val_accuracy",
-            "metrics.val.accuracy",
-        ],
-    );
-    put(
-        metric::TEST_ACCURACY,
-        &["test.accuracy", "test_accuracy", "metrics.test.accuracy"],
-    );
+    put(metric::VAL_ACCURACY, number_at(v, &["val.accuracy"]));
+    put(metric::TEST_ACCURACY, number_at(v, &["test.accuracy"]));
     put(
         metric::INFERENCE_ENERGY_J_PER_1K,
-        &[
-            "energy.inference_j_per_1k",
-            "inference.energy_j_per_1k",
-            "inference_energy_j_per_1k",
-        ],
+        number_at(v, &["energy.inference_j_per_1000_rows"]),
     );
     put(
         metric::TRAINING_ENERGY_J,
-        &[
-            "energy.training_j",
-            "training.energy_j",
-            "training_energy_j",
-        ],
+        number_at(v, &["energy.train.process_j"]),
     );
+    let inference_ns = number_at(v, &["inference.time_ns"]);
+    let inference_rows = number_at(v, &["inference.rows"]).filter(|&r| r > 0.0);
     put(
         metric::LATENCY_MS_PER_1K,
-        &[
-            "inference.ms_per_1k",
-            "inference.time_ms_per_1k",
-            "latency_ms_per_1k",
-        ],
+        inference_ns
+            .zip(inference_rows)
+            .map(|(ns, rows)| ns / rows * 1000.0 / 1e6),
     );
-    put(metric::PARAMS, &["model.params", "params", "parameters"]);
-    put(
-        metric::FLOPS,
-        &[
-            "model.flops_per_row",
-            "flops_per_row",
-            "model.forward_flops_per_row",
-            "flops",
-        ],
-    );
+    put(metric::PARAMS, number_at(v, &["parameters"]));
+    put(metric::FLOPS, number_at(v, &["flops_per_row_inference"]));
     put(
         metric::TRAIN_TIME_S,
-        &["training.time_s", "train_time_s", "time.train_s"],
+        number_at(v, &["train_wall_ns"]).map(|ns| ns / 1e9),
     );
     if !result.metrics.contains_key(metric::VAL_ACCURACY) {
         return Err(EvalError::Failed(
             "nas-client train --json reported no validation accuracy (regression targets need --objectives on another metric)".into(),
         ));
     }
-    result.provenance = string_at(v, &["energy.provenance", "provenance"]).and_then(|p| {
-        match p.to_ascii_lowercase().as_str() {
-            "measured" => Some(Provenance::Measured),
-            "estimated" => Some(Provenance::Estimated),
-            "simulated" => Some(Provenance::Simulated),
-            _ => None,
-        }
+    // The provenance of the objective (inference energy) and of the
+    // training energy: the weaker of the two phases.
+    let phase_provenance = |phase: &str| {
+        string_at(v, &[&format!("energy.{phase}.provenance")]).and_then(|p| {
+            match p.to_ascii_lowercase().as_str() {
+                "measured" => Some(Provenance::Measured),
+                "estimated" => Some(Provenance::Estimated),
+                "simulated" => Some(Provenance::Simulated),
+                _ => None,
+            }
+        })
+    };
+    result.provenance = match (phase_provenance("train"), phase_provenance("inference")) {
+        (Some(a), Some(b)) => Some(a.combine(b)),
+        (a, b) => a.or(b),
+    };
+    let kernels = ["energy.train.kernels"].iter().find_map(|p| {
+        p.split('.')
+            .try_fold(v, |node, key| node.get(key))
+            .and_then(Value::as_array)
     });
-    let kernels = ["energy.kernels", "kernels", "training.kernels"]
-        .iter()
-        .find_map(|p| {
-            p.split('.')
-                .try_fold(v, |node, key| node.get(key))
-                .and_then(Value::as_array)
-        });
     if let Some(kernels) = kernels {
         for k in kernels {
             let Some(name) = k.get("name").and_then(Value::as_str) else {
@@ -293,23 +279,17 @@ pub fn trial_result_from_train_json(v: &Value) -> Result<TrialResult, EvalError>
             result.kernel_energy.push(KernelEnergyFigure {
                 name: name.to_string(),
                 energy_j: number_at(k, &["energy_j"]),
-                time_ns: number_at(k, &["total_time_ns", "time_ns"]).unwrap_or(0.0) as u64,
+                time_ns: number_at(k, &["total_time_ns"]).unwrap_or(0.0) as u64,
                 count: number_at(k, &["count"]).unwrap_or(0.0) as u64,
             });
         }
     }
-    let training = result.metrics.get(metric::TRAINING_ENERGY_J).copied();
-    let measuring = number_at(v, &["energy.inference_measurement_j", "energy.inference_j"]);
-    result.energy_spent_j = match (training, measuring) {
-        (Some(t), Some(m)) => Some(t + m),
-        (Some(t), None) => Some(t),
-        _ => None,
-    };
-    if result.provenance.is_none() && result.energy_spent_j.is_some() {
-        result
-            .notes
-            .push("trainer gave energy without provenance: treated as estimated".into());
-        result.provenance = Some(Provenance::Estimated);
+    // What the trial cost: training plus the inference measurement.
+    let training = number_at(v, &["energy.train.process_j"]);
+    let measuring = number_at(v, &["energy.inference.process_j"]);
+    result.energy_spent_j = training.map(|t| t + measuring.unwrap_or(0.0));
+    if let Some(why) = string_at(v, &["energy_unavailable"]) {
+        result.notes.push(format!("no energy: {why}"));
     }
     Ok(result)
 }
@@ -343,21 +323,45 @@ mod tests {
     }
 
     #[test]
+    fn resnet_arch_repeats_the_main_width() {
+        let config =
+            Config::from_json(r#"{"backbone":"resnet","n_layers":2,"width_1":64,"width_2":32}"#)
+                .unwrap();
+        let flags = train_flags(&config, 1.0).unwrap();
+        assert_eq!(flags[..2], ["--arch", "64-64-32"]);
+    }
+
+    #[test]
     fn train_json_maps_to_metrics_and_provenance() {
         let v: Value = serde_json::from_str(
-            r#"{"val":{"accuracy":0.85},"model":{"params":1000,"flops_per_row":2000},
-                "energy":{"training_j":12.5,"inference_j_per_1k":0.3,"provenance":"estimated",
-                "kernels":[{"name":"matmul","energy_j":10.0,"total_time_ns":5,"count":2}]}}"#,
+            r#"{"val":{"accuracy":0.85},"test":{"accuracy":0.84},"parameters":1000,
+                "flops_per_row_inference":2000,"train_wall_ns":2000000000,
+                "inference":{"rows":4000,"passes":2,"time_ns":8000000,"rows_per_s":5e5},
+                "energy":{"train":{"process_j":12.5,"provenance":"Estimated",
+                   "kernels":[{"name":"matmul","count":2,"total_time_ns":5,"energy_j":10.0}]},
+                 "inference":{"process_j":0.5,"provenance":"Measured","kernels":[]},
+                 "inference_j_per_1000_rows":0.125}}"#,
         )
         .unwrap();
         let r = trial_result_from_train_json(&v).unwrap();
         assert_eq!(r.metrics[metric::VAL_ACCURACY], 0.85);
-        assert_eq!(r.metrics[metric::INFERENCE_ENERGY_J_PER_1K], 0.3);
+        assert_eq!(r.metrics[metric::INFERENCE_ENERGY_J_PER_1K], 0.125);
         assert_eq!(r.metrics[metric::FLOPS], 2000.0);
+        assert_eq!(r.metrics[metric::LATENCY_MS_PER_1K], 2.0);
+        assert_eq!(r.metrics[metric::TRAIN_TIME_S], 2.0);
+        // The weaker provenance of the two phases.
         assert_eq!(r.provenance, Some(Provenance::Estimated));
         assert_eq!(r.kernel_energy[0].energy_j, Some(10.0));
-        assert_eq!(r.energy_spent_j, Some(12.5));
-        let no_acc: Value = serde_json::from_str(r#"{"model":{"params":3}}"#).unwrap();
+        assert_eq!(r.energy_spent_j, Some(13.0));
+        let no_energy: Value = serde_json::from_str(
+            r#"{"val":{"accuracy":0.8},"energy":null,"energy_unavailable":"no daemon"}"#,
+        )
+        .unwrap();
+        let r = trial_result_from_train_json(&no_energy).unwrap();
+        assert_eq!(r.provenance, None);
+        assert_eq!(r.energy_spent_j, None);
+        assert!(!r.metrics.contains_key(metric::INFERENCE_ENERGY_J_PER_1K));
+        let no_acc: Value = serde_json::from_str(r#"{"parameters":3}"#).unwrap();
         assert!(trial_result_from_train_json(&no_acc).is_err());
     }
 }
