@@ -9,6 +9,9 @@
 //! - [`file`]: the versioned TOML calibration file, its loading with clear
 //!   errors, and the machine check.
 //! - [`predict`]: energy of a whole network from the kernels it emits.
+//! - [`network`]: the kernels a nas-client network emits in training and
+//!   inference ([`NetworkDescription`] → [`NetworkPlan`]), and
+//!   [`Calibration::predict_network`], the entry point for searches.
 //! - [`microbench`]: the grid of microbenchmarks, one measured point, the
 //!   resumable checkpoint and the fit of a whole run.
 //! - [`meter`]: energy of a window as energyd attributes it to this process.
@@ -26,6 +29,7 @@ pub mod fingerprint;
 pub mod meter;
 pub mod microbench;
 pub mod model;
+pub mod network;
 pub mod predict;
 pub mod reference;
 pub mod validate;
@@ -33,4 +37,5 @@ pub mod validate;
 pub use file::{Calibration, CalibrationError, FORMAT_VERSION};
 pub use fingerprint::MachineFingerprint;
 pub use model::{KernelModel, KernelShape, Observation};
+pub use network::{NetworkDescription, NetworkEnergyPrediction, NetworkPredictError};
 pub use predict::{EnergyPrediction, KernelPlan, NetworkPlan, PredictError};

@@ -1,7 +1,8 @@
 //! `calibration`: measure what each kernel type costs on this machine
-//! (`run`), check the predictions on whole networks (`validate`), and show
-//! a calibration file (`show`). Argument parsing and wiring only; the logic
-//! lives in the library.
+//! (`run`), check the predictions on whole networks (`validate`), predict
+//! networks for another program (`predict`), and show a calibration file
+//! (`show`). Argument parsing and wiring only; the logic lives in the
+//! library.
 
 mod trainer;
 
@@ -69,18 +70,29 @@ enum Cmd {
         /// Use a calibration made on another machine.
         #[arg(long)]
         force_calibration: bool,
-        /// Dataset (a `.tsv.gz` of the bundled tabular datasets).
-        #[arg(long, default_value = "/work/shared/data/tabular/phoneme.tsv.gz")]
-        data: PathBuf,
+        /// Bundled dataset the trainer's networks are trained on.
+        #[arg(long, default_value = "phoneme")]
+        dataset: String,
         /// Threads to train with (must be calibrated).
         #[arg(long, default_value_t = 1)]
         threads: u32,
-        /// Training epochs per network.
-        #[arg(long, default_value_t = 2)]
-        epochs: u32,
         /// Which networks to train: the trainer's, or the reference MLPs.
         #[arg(long, value_enum, default_value = "trainer")]
         runner: RunnerKind,
+    },
+    /// Predict networks without running them: reads one JSON network
+    /// description per line on stdin (or `--network`), writes one JSON
+    /// prediction per line (`{"error": "..."}` for a line that fails).
+    Predict {
+        /// Calibration file.
+        #[arg(long)]
+        calibration: PathBuf,
+        /// Use a calibration made on another machine.
+        #[arg(long)]
+        force_calibration: bool,
+        /// One network description (JSON) instead of stdin.
+        #[arg(long)]
+        network: Option<String>,
     },
     /// Print a calibration file's machine, provenance and per-kernel fit quality.
     Show {
@@ -125,19 +137,22 @@ fn main() -> anyhow::Result<()> {
             calibration,
             socket,
             force_calibration,
-            data,
+            dataset,
             threads,
-            epochs,
             runner,
         } => validate(
             &calibration,
             socket,
             force_calibration,
-            &data,
+            &dataset,
             threads,
-            epochs,
             runner,
         ),
+        Cmd::Predict {
+            calibration,
+            force_calibration,
+            network,
+        } => predict(&calibration, force_calibration, network),
         Cmd::Show { calibration } => show(&calibration),
         Cmd::MeasureWorker {
             socket,
@@ -201,7 +216,7 @@ fn run(
         cp
     } else {
         let kernels = if kernels.is_empty() {
-            trainer::kernel_names(runner)?
+            trainer::kernel_names(runner)
         } else {
             kernels
         };
@@ -280,7 +295,7 @@ fn measure_worker(
     runner: RunnerKind,
 ) -> anyhow::Result<()> {
     trainer::set_gemm_threads(threads);
-    let mut runner = trainer::kernel_runner(runner)?;
+    let mut runner = trainer::kernel_runner(runner);
     let mut meter = DaemonMeter::connect(socket, "calibration-worker")
         .with_context(|| format!("connecting to energyd at {}", socket.display()))?;
     let mut checkpoint = RunCheckpoint::load(checkpoint_path)?;
@@ -374,9 +389,8 @@ fn validate(
     path: &Path,
     socket: Option<PathBuf>,
     force: bool,
-    data: &Path,
+    dataset: &str,
     threads: u32,
-    epochs: u32,
     runner: RunnerKind,
 ) -> anyhow::Result<()> {
     trainer::set_gemm_threads(threads);
@@ -390,7 +404,7 @@ fn validate(
         eprintln!("warning: machine differs: {d}");
     }
     let rows: Vec<NetworkComparison> =
-        trainer::validate_networks(runner, &calibration, &mut meter, data, threads, epochs)?;
+        trainer::validate_networks(runner, &calibration, &mut meter, &socket, dataset, threads)?;
     println!(
         "{:<36} {:<9} {:>12} {:>12} {:>8}  provenance",
         "network", "phase", "predicted_j", "measured_j", "error"
@@ -417,5 +431,37 @@ fn validate(
         summary.per_network.len(),
         summary.provenance
     );
+    Ok(())
+}
+
+fn predict(path: &Path, force: bool, network: Option<String>) -> anyhow::Result<()> {
+    use calibration::NetworkDescription;
+    use std::io::{BufRead, Write};
+    let calibration = Calibration::load(path, force)?;
+    let answer = |line: &str| -> serde_json::Value {
+        let result = serde_json::from_str::<NetworkDescription>(line)
+            .map_err(|e| format!("network description: {e}"))
+            .and_then(|d| calibration.predict_network(&d).map_err(|e| e.to_string()));
+        match result {
+            Ok(p) => serde_json::to_value(p)
+                .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() })),
+            Err(e) => serde_json::json!({ "error": e }),
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if let Some(line) = network {
+        writeln!(out, "{}", answer(&line)).context("writing the prediction")?;
+        return Ok(());
+    }
+    for line in std::io::stdin().lock().lines() {
+        let line = line.context("reading a network description from stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        writeln!(out, "{}", answer(&line)).context("writing a prediction")?;
+        // A search reads predictions one at a time, as a co-process.
+        out.flush().context("writing a prediction")?;
+    }
     Ok(())
 }

@@ -1,14 +1,20 @@
-//! What the binary benchmarks and validates: the trainer's kernels
-//! (nas-client, feature `trainer`) or the reference kernels of
-//! [`calibration::reference`].
+//! What the binary benchmarks and validates: nas-client's kernels and
+//! training loop (the default), or the reference kernels of
+//! [`calibration::reference`] (a check of the method on its own).
 
 use anyhow::{bail, Context};
-use calibration::meter::DaemonMeter;
+use calibration::meter::{process_energy, DaemonMeter, SETTLE};
 use calibration::microbench::{EnergyMeter, KernelRunner};
+use calibration::network::NetworkDescription;
 use calibration::reference::{self, ReferenceKernels, ReferenceMlp};
 use calibration::validate::{NetworkComparison, Phase};
 use calibration::Calibration;
 use clap::ValueEnum;
+use nas_client::energy::EnergySession;
+use nas_client::kernels::KernelKind;
+use nas_client::model::layers::{Activation, Norm};
+use nas_client::model::{Backbone, ModelSpec};
+use nas_client::train::{train_and_evaluate, OptimizerKind, TrainConfig};
 use shared::MonotonicNs;
 use std::path::Path;
 
@@ -35,77 +41,109 @@ impl RunnerKind {
 /// `MATMUL_NUM_THREADS` once, at the first GEMM, so this must run before
 /// any kernel; it is why `run` uses one worker process per thread count.
 pub fn set_gemm_threads(threads: u32) {
-    // Edition 2021: set_var is safe; called at start-up before any thread
-    // that reads the environment exists.
-    std::env::set_var("MATMUL_NUM_THREADS", threads.max(1).to_string());
+    nas_client::threads::set_gemm_threads(threads.max(1) as usize);
 }
 
-/// Kernel types of a runner.
-pub fn kernel_names(kind: RunnerKind) -> anyhow::Result<Vec<String>> {
+/// Kernel types of a runner: for the trainer, every kind nas-client emits.
+pub fn kernel_names(kind: RunnerKind) -> Vec<String> {
     match kind {
-        RunnerKind::Reference => Ok(reference::KERNELS.iter().map(|s| s.to_string()).collect()),
-        RunnerKind::Trainer => trainer_kernel_names(),
+        RunnerKind::Reference => reference::KERNELS.iter().map(|s| s.to_string()).collect(),
+        RunnerKind::Trainer => KernelKind::ALL
+            .iter()
+            .map(|k| k.as_str().to_owned())
+            .collect(),
+    }
+}
+
+/// nas-client's `run_isolated`: the same code the training loop runs.
+struct TrainerKernels;
+
+impl KernelRunner for TrainerKernels {
+    fn run(
+        &mut self,
+        kernel: &str,
+        shape: calibration::KernelShape,
+        threads: u32,
+        iters: u32,
+    ) -> Result<f64, String> {
+        use nas_client::kernels::{run_isolated, KernelShape};
+        let kind = KernelKind::from_name(kernel)
+            .ok_or_else(|| format!("{kernel:?} is not a kernel of this trainer"))?;
+        let shape = KernelShape {
+            batch: shape.batch as usize,
+            inputs: shape.in_width as usize,
+            outputs: shape.out_width as usize,
+        };
+        run_isolated(kind, shape, threads as usize, iters)
+            .map(|t| t.mean_ns)
+            .map_err(|e| e.to_string())
     }
 }
 
 /// A runner of the chosen kind.
-pub fn kernel_runner(kind: RunnerKind) -> anyhow::Result<Box<dyn KernelRunner>> {
+pub fn kernel_runner(kind: RunnerKind) -> Box<dyn KernelRunner> {
     match kind {
-        RunnerKind::Reference => Ok(Box::new(ReferenceKernels)),
-        RunnerKind::Trainer => trainer_runner(),
+        RunnerKind::Reference => Box::new(ReferenceKernels),
+        RunnerKind::Trainer => Box::new(TrainerKernels),
     }
 }
 
-#[cfg(feature = "trainer")]
-fn trainer_kernel_names() -> anyhow::Result<Vec<String>> {
-    Ok(nas_client::kernels::KernelKind::ALL
-        .iter()
-        .map(|k| k.as_str().to_owned())
-        .collect())
-}
+/// Wall time each measured phase is run for: long enough that the 10 ms
+/// steps of the estimated source are ~1 % of it.
+const TRAIN_WINDOW_NS: u64 = 2_000_000_000;
+const INFER_WINDOW_NS: u64 = 1_000_000_000;
 
-#[cfg(feature = "trainer")]
-fn trainer_runner() -> anyhow::Result<Box<dyn KernelRunner>> {
-    /// nas-client's `run_isolated`: the same code the training loop runs.
-    struct TrainerKernels;
-    impl KernelRunner for TrainerKernels {
-        fn run(
-            &mut self,
-            kernel: &str,
-            shape: calibration::KernelShape,
-            threads: u32,
-            iters: u32,
-        ) -> Result<f64, String> {
-            use nas_client::kernels::{run_isolated, KernelKind, KernelShape};
-            let kind = KernelKind::from_name(kernel)
-                .ok_or_else(|| format!("{kernel:?} is not a kernel of this trainer"))?;
-            let shape = KernelShape {
-                batch: shape.batch as usize,
-                inputs: shape.in_width as usize,
-                outputs: shape.out_width as usize,
-            };
-            run_isolated(kind, shape, threads as usize, iters)
-                .map(|t| t.mean_ns)
-                .map_err(|e| e.to_string())
-        }
-    }
-    Ok(Box::new(TrainerKernels))
-}
-
-#[cfg(not(feature = "trainer"))]
-const NO_TRAINER: &str = "this build of calibration has no trainer kernels: nas-client does not \
-     export `kernels::run_isolated` yet (rebuild with `--features trainer` once it does), or use \
-     `--runner reference`";
-
-#[cfg(not(feature = "trainer"))]
-fn trainer_kernel_names() -> anyhow::Result<Vec<String>> {
-    bail!(NO_TRAINER)
-}
-
-#[cfg(not(feature = "trainer"))]
-fn trainer_runner() -> anyhow::Result<Box<dyn KernelRunner>> {
-    bail!(NO_TRAINER)
-}
+/// Held-out networks of the trainer validation: widths, batch sizes,
+/// activations and normalisations that are not points of the calibration
+/// grid (whose widths are 8, 16, 64, 128, 256, 512 and batches 16, 64, 256,
+/// 1024). (backbone, architecture, activation, dropout, norm, batch, optimizer)
+const TRAINER_NETWORKS: [(&str, &str, Activation, f32, Norm, usize, OptimizerKind); 5] = [
+    (
+        "mlp",
+        "96-48",
+        Activation::Relu,
+        0.0,
+        Norm::None,
+        100,
+        OptimizerKind::AdamW,
+    ),
+    (
+        "mlp",
+        "200-200-200",
+        Activation::Gelu,
+        0.1,
+        Norm::None,
+        48,
+        OptimizerKind::AdamW,
+    ),
+    (
+        "resnet",
+        "80-160-160",
+        Activation::Relu,
+        0.1,
+        Norm::Layer,
+        200,
+        OptimizerKind::AdamW,
+    ),
+    (
+        "mlp",
+        "300-150",
+        Activation::Silu,
+        0.0,
+        Norm::Batch,
+        512,
+        OptimizerKind::Sgd,
+    ),
+    (
+        "mlp",
+        "40-10",
+        Activation::Tanh,
+        0.0,
+        Norm::None,
+        32,
+        OptimizerKind::AdamW,
+    ),
+];
 
 /// Held-out networks of the reference validation: widths and batch sizes
 /// that are not points of the calibration grid.
@@ -116,32 +154,121 @@ const REFERENCE_NETWORKS: [(&[usize], usize); 4] = [
     (&[64, 300, 150, 10], 200),
 ];
 
-/// Wall time each measured phase is run for: long enough that the 10 ms
-/// steps of the estimated source are ~1 % of it.
-const TRAIN_WINDOW_NS: u64 = 2_000_000_000;
-const INFER_WINDOW_NS: u64 = 1_000_000_000;
-
 /// Trains (and runs inference on) held-out networks while energyd
 /// measures them, and returns predicted against measured energy.
 pub fn validate_networks(
     kind: RunnerKind,
     calibration: &Calibration,
     meter: &mut DaemonMeter,
-    data: &Path,
+    socket: &Path,
+    dataset: &str,
     threads: u32,
-    epochs: u32,
 ) -> anyhow::Result<Vec<NetworkComparison>> {
     match kind {
         RunnerKind::Reference => validate_reference(calibration, meter, threads),
-        RunnerKind::Trainer => {
-            let _ = (data, epochs);
-            bail!(
-                "validating the trainer needs nas-client's `train_and_evaluate` and a model \
-                 description that lists the kernels a network emits (KernelPlan); neither is \
-                 exported yet. Use `--runner reference` to validate the method meanwhile"
+        RunnerKind::Trainer => validate_trainer(calibration, meter, socket, dataset, threads),
+    }
+}
+
+fn validate_trainer(
+    calibration: &Calibration,
+    meter: &mut DaemonMeter,
+    socket: &Path,
+    dataset_name: &str,
+    threads: u32,
+) -> anyhow::Result<Vec<NetworkComparison>> {
+    let dataset = nas_client::data::bundled::load(dataset_name, 0)
+        .with_context(|| format!("loading bundled dataset {dataset_name}"))?;
+    let mut session = EnergySession::connect(socket)
+        .with_context(|| format!("connecting the trainer to energyd at {}", socket.display()))?;
+    let mut rows = Vec::new();
+    for (backbone, arch, activation, dropout, norm, batch_size, optimizer) in TRAINER_NETWORKS {
+        let model = ModelSpec {
+            backbone: Backbone::parse(backbone, arch)?,
+            activation,
+            dropout,
+            norm,
+        };
+        let mut config = TrainConfig {
+            model,
+            optimizer,
+            batch_size,
+            patience: None,
+            threads: threads as usize,
+            inference_min_ns: INFER_WINDOW_NS,
+            ..TrainConfig::default()
+        };
+        let describe = |epochs: usize| NetworkDescription {
+            model: config.model.clone(),
+            inputs: dataset.n_features(),
+            outputs: dataset.n_outputs(),
+            regression: !dataset.task.is_classification(),
+            optimizer,
+            batch_size,
+            eval_batch_size: config.eval_batch_size,
+            epochs,
+            train_rows: dataset.train.rows(),
+            val_rows: dataset.val.rows(),
+            test_rows: dataset.test.rows(),
+            threads,
+        };
+        // Size the run from the prediction, so training lasts about its window.
+        let one_epoch = calibration.predict_plan(&describe(1).plan()?.training)?;
+        config.epochs =
+            (TRAIN_WINDOW_NS as f64 / one_epoch.time_ns.max(1.0)).clamp(1.0, 500.0) as usize;
+        let name = format!(
+            "{} {} batch {batch_size}",
+            dataset.name,
+            config.model.describe()
+        );
+        let report = train_and_evaluate(&dataset, &config, Some(&mut session), &mut |_| {})
+            .with_context(|| format!("training {name}"))?;
+        let energy = report.energy.as_ref().with_context(|| {
+            format!(
+                "energyd measured nothing for {name}: {}",
+                report
+                    .energy_unavailable
+                    .as_deref()
+                    .unwrap_or("no reason given")
             )
+        })?;
+        // Re-ask once the daemon has sampled past the end of each window.
+        std::thread::sleep(SETTLE);
+        let plan = describe(report.epochs_run).plan()?;
+        let phases = [
+            (Phase::Training, &energy.train, plan.training.clone()),
+            (
+                Phase::Inference,
+                &energy.inference,
+                plan.inference.repeated(u64::from(report.inference.passes)),
+            ),
+        ];
+        for (phase, window, kernels) in phases {
+            let breakdown = meter
+                .breakdown(MonotonicNs(window.from_ns), MonotonicNs(window.to_ns))
+                .with_context(|| format!("asking energyd for the {phase} of {name}"))?;
+            let measured = process_energy(&breakdown).with_context(|| {
+                format!("energyd attributed no energy to the {phase} of {name}")
+            })?;
+            let predicted = calibration.predict_plan(&kernels)?;
+            tracing::info!(
+                network = %name,
+                %phase,
+                predicted_kernel_time_ms = predicted.time_ns / 1e6,
+                wall_ms = (window.to_ns - window.from_ns) as f64 / 1e6,
+                "predicted kernel time against the measured window"
+            );
+            rows.push(NetworkComparison {
+                network: name.clone(),
+                phase,
+                predicted_j: predicted.energy_j,
+                measured_j: measured.joules,
+                provenance: predicted.provenance.combine(measured.provenance),
+            });
         }
     }
+    session.close();
+    Ok(rows)
 }
 
 fn validate_reference(
@@ -194,6 +321,9 @@ fn validate_reference(
             measured_j: measured.joules,
             provenance: predicted.provenance.combine(measured.provenance),
         });
+    }
+    if rows.is_empty() {
+        bail!("no reference network was validated");
     }
     Ok(rows)
 }
