@@ -47,7 +47,10 @@ pub fn run_baselines(dataset: &Dataset) -> Vec<Result<BaselineResult, BaselineEr
         Task::Regression => vec![linear(dataset, x, &xt)],
         Task::Binary | Task::Multiclass => {
             let y: Array1<usize> = dataset.train.y.mapv(|v| v as usize);
-            vec![logistic(dataset, x.clone(), y.clone(), &xt), tree(dataset, x, y, &xt)]
+            vec![
+                logistic(dataset, x.clone(), y.clone(), &xt),
+                tree(dataset, x, y, &xt),
+            ]
         }
     }
 }
@@ -133,17 +136,28 @@ fn tree(
     })
 }
 
-fn linear(dataset: &Dataset, x: Array2<f64>, xt: &Array2<f64>) -> Result<BaselineResult, BaselineError> {
+fn linear(
+    dataset: &Dataset,
+    x: Array2<f64>,
+    xt: &Array2<f64>,
+) -> Result<BaselineResult, BaselineError> {
     const NAME: &str = "linear regression";
     let t0 = MonotonicNs::now();
     let y: Array1<f64> = dataset.train.y.mapv(f64::from);
     let data = linfa::Dataset::new(x, y);
-    let fitted = LinearRegression::new().fit(&data).map_err(|e| err(NAME, e))?;
+    let fitted = LinearRegression::new()
+        .fit(&data)
+        .map_err(|e| err(NAME, e))?;
     let pred: Array1<f64> = fitted.predict(xt);
     let fit_ns = MonotonicNs::now().saturating_sub(t0);
     let scale = dataset.target_scale;
     let pred: Vec<f64> = pred.iter().map(|&v| scale.unscale(v)).collect();
-    let truth: Vec<f64> = dataset.test.y.iter().map(|&v| scale.unscale(f64::from(v))).collect();
+    let truth: Vec<f64> = dataset
+        .test
+        .y
+        .iter()
+        .map(|&v| scale.unscale(f64::from(v)))
+        .collect();
     Ok(BaselineResult {
         model: NAME.into(),
         test: Metrics::regression(&pred, &truth),

@@ -101,7 +101,10 @@ impl EnergySession {
             return Ok(());
         }
         let mut batch = SpanBatch {
-            names: KernelKind::ALL.iter().map(|k| k.as_str().to_owned()).collect(),
+            names: KernelKind::ALL
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect(),
             spans: Vec::with_capacity(spans.len()),
         };
         for (pid, tid, s) in spans {
@@ -113,10 +116,13 @@ impl EnergySession {
                 tid,
             });
         }
-        let (accepted, rejected) = self.client.submit_spans(&batch).map_err(|source| EnergyError::Client {
-            socket: self.socket.clone(),
-            source,
-        })?;
+        let (accepted, rejected) =
+            self.client
+                .submit_spans(&batch)
+                .map_err(|source| EnergyError::Client {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
         self.spans_accepted += accepted;
         self.spans_rejected += rejected;
         Ok(())
@@ -124,7 +130,11 @@ impl EnergySession {
 
     /// Energy of this process between `from` and `to`, per domain and per
     /// kernel, as energyd attributes it.
-    pub fn phase(&mut self, from: MonotonicNs, to: MonotonicNs) -> Result<PhaseEnergy, EnergyError> {
+    pub fn phase(
+        &mut self,
+        from: MonotonicNs,
+        to: MonotonicNs,
+    ) -> Result<PhaseEnergy, EnergyError> {
         let b = self
             .client
             .breakdown(self.pid, Some(from), Some(to))
@@ -180,7 +190,12 @@ impl PhaseEnergy {
     /// Sums a daemon breakdown.
     pub fn from_breakdown(b: Breakdown) -> PhaseEnergy {
         let process_j = b.domains.iter().map(|d| d.process_j).sum();
-        let uncertainty_j = b.domains.iter().map(|d| d.uncertainty_j.powi(2)).sum::<f64>().sqrt();
+        let uncertainty_j = b
+            .domains
+            .iter()
+            .map(|d| d.uncertainty_j.powi(2))
+            .sum::<f64>()
+            .sqrt();
         let provenance = b
             .domains
             .iter()
@@ -188,7 +203,11 @@ impl PhaseEnergy {
             .reduce(Provenance::combine)
             .unwrap_or(Provenance::Estimated);
         let mut kernels = b.kernels;
-        kernels.sort_by(|a, b| b.energy_j.unwrap_or(0.0).total_cmp(&a.energy_j.unwrap_or(0.0)));
+        kernels.sort_by(|a, b| {
+            b.energy_j
+                .unwrap_or(0.0)
+                .total_cmp(&a.energy_j.unwrap_or(0.0))
+        });
         PhaseEnergy {
             from_ns: b.from.as_ns(),
             to_ns: b.to.as_ns(),
@@ -244,7 +263,10 @@ mod tests {
             pid: 1,
             from: MonotonicNs(10),
             to: MonotonicNs(20),
-            domains: vec![domain(0, 1.5, Provenance::Measured), domain(1, 2.5, Provenance::Estimated)],
+            domains: vec![
+                domain(0, 1.5, Provenance::Measured),
+                domain(1, 2.5, Provenance::Estimated),
+            ],
             kernels: vec![KernelEnergy {
                 name: "linear_fwd".into(),
                 count: 3,

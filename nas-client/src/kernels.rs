@@ -247,7 +247,7 @@ impl SpanRecorder {
                 total_ns,
             })
             .collect();
-        out.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
+        out.sort_by_key(|k| std::cmp::Reverse(k.total_ns));
         out
     }
 
@@ -379,7 +379,11 @@ pub fn run_isolated(
     pool.install(|| isolated_inner(kind, shape, iters.max(1)))
 }
 
-fn isolated_inner(kind: KernelKind, shape: KernelShape, iters: u32) -> Result<IsolatedTiming, IsolatedError> {
+fn isolated_inner(
+    kind: KernelKind,
+    shape: KernelShape,
+    iters: u32,
+) -> Result<IsolatedTiming, IsolatedError> {
     use crate::model::layers::{self, Activation, Ctx, Layer, Mode};
     use crate::train::{LossKind, Optimizer, OptimizerKind};
     let KernelShape {
@@ -498,7 +502,13 @@ fn isolated_inner(kind: KernelKind, shape: KernelShape, iters: u32) -> Result<Is
             let cols = if regression { 1 } else { outputs.max(2) };
             let logits = random_matrix(batch, cols, &mut rng);
             let targets: Array1<f32> = (0..batch)
-                .map(|i| if regression { i as f32 * 0.01 } else { (i % cols) as f32 })
+                .map(|i| {
+                    if regression {
+                        i as f32 * 0.01
+                    } else {
+                        (i % cols) as f32
+                    }
+                })
                 .collect();
             let mut loss = if regression {
                 LossKind::Mse
@@ -575,7 +585,11 @@ mod tests {
         let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         let mut rec = SpanRecorder::new(4, Some(Box::new(Collect(got.clone()))));
         for i in 0..10u64 {
-            rec.record(KernelKind::LinearFwd, MonotonicNs(i * 10), MonotonicNs(i * 10 + 3));
+            rec.record(
+                KernelKind::LinearFwd,
+                MonotonicNs(i * 10),
+                MonotonicNs(i * 10 + 3),
+            );
         }
         assert_eq!(got.borrow().len(), 8);
         assert_eq!(rec.buffered().len(), 2);
@@ -599,6 +613,8 @@ mod tests {
             assert_eq!(t.iters, 2);
             assert!(t.mean_ns > 0.0, "{k} took no time");
         }
-        assert!(run_isolated(KernelKind::ReluFwd, KernelShape { batch: 0, ..shape }, 1, 1).is_err());
+        assert!(
+            run_isolated(KernelKind::ReluFwd, KernelShape { batch: 0, ..shape }, 1, 1).is_err()
+        );
     }
 }

@@ -18,7 +18,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "nas-client", version, about = "Tabular training with per-kernel energy from energyd")]
+#[command(
+    name = "nas-client",
+    version,
+    about = "Tabular training with per-kernel energy from energyd"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -142,7 +146,10 @@ fn main() {
         Command::Train(args) => train(*args),
         Command::Datasets => {
             for d in bundled::BUNDLED {
-                println!("{:<20} {:<26} target {:<20} {}", d.name, d.file, d.target, d.description);
+                println!(
+                    "{:<20} {:<26} target {:<20} {}",
+                    d.name, d.file, d.target, d.description
+                );
             }
             Ok(())
         }
@@ -157,8 +164,12 @@ fn main() {
 }
 
 fn load_dataset(args: &TrainArgs) -> anyhow::Result<Dataset> {
-    let task = Task::parse(&args.task)
-        .with_context(|| format!("--task {:?}: expected auto, binary, multiclass or regression", args.task))?;
+    let task = Task::parse(&args.task).with_context(|| {
+        format!(
+            "--task {:?}: expected auto, binary, multiclass or regression",
+            args.task
+        )
+    })?;
     let apply = |opts: &mut LoadOptions| {
         opts.task = task;
         opts.seed = args.split_seed;
@@ -180,7 +191,10 @@ fn load_dataset(args: &TrainArgs) -> anyhow::Result<Dataset> {
             Ok(d.load_with(&opts)?)
         }
         (None, Some(path)) => {
-            let target = args.target.as_deref().context("--data needs --target COLUMN")?;
+            let target = args
+                .target
+                .as_deref()
+                .context("--data needs --target COLUMN")?;
             let mut opts = LoadOptions::new(target);
             apply(&mut opts);
             Ok(Dataset::from_file(path, &opts)?)
@@ -191,14 +205,22 @@ fn load_dataset(args: &TrainArgs) -> anyhow::Result<Dataset> {
 
 fn config_from(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let backbone = Backbone::parse(&args.backbone, &args.arch)?;
-    let activation = Activation::parse(&args.activation)
-        .with_context(|| format!("--activation {:?}: expected relu, gelu, silu, tanh or selu", args.activation))?;
+    let activation = Activation::parse(&args.activation).with_context(|| {
+        format!(
+            "--activation {:?}: expected relu, gelu, silu, tanh or selu",
+            args.activation
+        )
+    })?;
     let norm = Norm::parse(&args.norm)
         .with_context(|| format!("--norm {:?}: expected none, batch or layer", args.norm))?;
     let optimizer = OptimizerKind::parse(&args.optimizer)
         .with_context(|| format!("--optimizer {:?}: expected adamw or sgd", args.optimizer))?;
-    let schedule = Schedule::parse(&args.schedule)
-        .with_context(|| format!("--schedule {:?}: expected cosine or constant", args.schedule))?;
+    let schedule = Schedule::parse(&args.schedule).with_context(|| {
+        format!(
+            "--schedule {:?}: expected cosine or constant",
+            args.schedule
+        )
+    })?;
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
@@ -233,7 +255,10 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     if args.no_energy {
         energy_note = Some("energy not measured (--no-energy)".to_owned());
     } else {
-        let socket = args.socket.clone().unwrap_or_else(shared::paths::client_default_socket);
+        let socket = args
+            .socket
+            .clone()
+            .unwrap_or_else(shared::paths::client_default_socket);
         match EnergySession::connect(&socket) {
             Ok(s) => session = Some(s),
             Err(e) => {
@@ -288,7 +313,11 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
             report.energy_unavailable = Some(note);
         }
     }
-    let baselines = if args.baselines { run_baselines(&dataset) } else { Vec::new() };
+    let baselines = if args.baselines {
+        run_baselines(&dataset)
+    } else {
+        Vec::new()
+    };
     if args.json {
         let baselines_json: Vec<serde_json::Value> = baselines
             .iter()
@@ -309,7 +338,12 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         println!("\nbaselines (linfa, same encoded training split; test metrics):");
         for b in baselines {
             match b {
-                Ok(r) => println!("  {:<28} {}  (fit {:.2} s)", r.model, metrics_line(&r.test), r.fit_ns as f64 * 1e-9),
+                Ok(r) => println!(
+                    "  {:<28} {}  (fit {:.2} s)",
+                    r.model,
+                    metrics_line(&r.test),
+                    r.fit_ns as f64 * 1e-9
+                ),
                 Err(e) => println!("  {e}"),
             }
         }
@@ -334,7 +368,11 @@ fn metrics_line(m: &Metrics) -> String {
     parts.join("  ")
 }
 
-fn print_kernels(title: &str, kernels: &[KernelTime], energy: Option<&nas_client::energy::PhaseEnergy>) {
+fn print_kernels(
+    title: &str,
+    kernels: &[KernelTime],
+    energy: Option<&nas_client::energy::PhaseEnergy>,
+) {
     let total_ns: u64 = kernels.iter().map(|k| k.total_ns).sum();
     println!("\n{title}");
     match energy {
@@ -342,7 +380,10 @@ fn print_kernels(title: &str, kernels: &[KernelTime], energy: Option<&nas_client
             "  {:<20} {:>9} {:>10} {:>7} {:>11} {:>7}  method",
             "kernel", "count", "time ms", "time %", "energy J", "energy %"
         ),
-        None => println!("  {:<20} {:>9} {:>10} {:>7}", "kernel", "count", "time ms", "time %"),
+        None => println!(
+            "  {:<20} {:>9} {:>10} {:>7}",
+            "kernel", "count", "time ms", "time %"
+        ),
     }
     for k in kernels {
         let pct = 100.0 * k.total_ns as f64 / total_ns.max(1) as f64;
@@ -357,7 +398,8 @@ fn print_kernels(title: &str, kernels: &[KernelTime], energy: Option<&nas_client
             Some(ke) => println!(
                 "{base} {:>11} {:>7}  {:?}",
                 ke.energy_j.map_or("-".into(), |j| format!("{j:.4}")),
-                ke.share.map_or("-".into(), |s| format!("{:.1}%", 100.0 * s)),
+                ke.share
+                    .map_or("-".into(), |s| format!("{:.1}%", 100.0 * s)),
                 ke.method
             ),
             None => println!("{base}"),
@@ -366,12 +408,19 @@ fn print_kernels(title: &str, kernels: &[KernelTime], energy: Option<&nas_client
 }
 
 fn print_report(r: &TrainReport) {
-    println!("model        {} ({} parameters, {} forward FLOP/row)", r.model, r.parameters, r.flops_per_row_inference);
+    println!(
+        "model        {} ({} parameters, {} forward FLOP/row)",
+        r.model, r.parameters, r.flops_per_row_inference
+    );
     println!(
         "training     {} epochs (best {}{}), {:.2} s in steps, {:.2} s wall, {:.0} rows/s",
         r.epochs_run,
         r.best_epoch,
-        if r.stopped_early { ", stopped early" } else { "" },
+        if r.stopped_early {
+            ", stopped early"
+        } else {
+            ""
+        },
         r.train_step_time_ns as f64 * 1e-9,
         r.train_wall_ns as f64 * 1e-9,
         r.train_rows_per_s
@@ -401,17 +450,30 @@ fn print_report(r: &TrainReport) {
                 e.inference_j_per_1000_rows,
                 e.inference.provenance
             );
-            println!("             spans accepted by energyd {}, rejected {}", e.spans_accepted, e.spans_rejected);
+            println!(
+                "             spans accepted by energyd {}, rejected {}",
+                e.spans_accepted, e.spans_rejected
+            );
             for n in &e.train.notes {
                 println!("             note: {n}");
             }
         }
         None => println!(
             "energy       none: {}",
-            r.energy_unavailable.as_deref().unwrap_or("energyd not used")
+            r.energy_unavailable
+                .as_deref()
+                .unwrap_or("energyd not used")
         ),
     }
     let energy = r.energy.as_ref();
-    print_kernels("training kernels", &r.train_kernels, energy.map(|e| &e.train));
-    print_kernels("inference kernels", &r.inference_kernels, energy.map(|e| &e.inference));
+    print_kernels(
+        "training kernels",
+        &r.train_kernels,
+        energy.map(|e| &e.train),
+    );
+    print_kernels(
+        "inference kernels",
+        &r.inference_kernels,
+        energy.map(|e| &e.inference),
+    );
 }

@@ -180,11 +180,21 @@ mod tests {
         for d in BUNDLED {
             let ds = d.load(0).unwrap_or_else(|e| panic!("{}: {e}", d.name));
             assert!(ds.train.rows() > ds.test.rows(), "{}", d.name);
-            let expect = if d.name == "california_housing" { Task::Regression } else { Task::Binary };
+            let expect = if d.name == "california_housing" {
+                Task::Regression
+            } else {
+                Task::Binary
+            };
             assert_eq!(ds.task, expect, "{}", d.name);
         }
         let adult = load("adult", 0).expect("adult");
-        assert!(adult.feature_names.iter().any(|f| f.starts_with("workclass=")));
-        assert!(matches!(load("nope", 0), Err(DataError::UnknownDataset { .. })));
+        assert!(adult
+            .feature_names
+            .iter()
+            .any(|f| f.starts_with("workclass=")));
+        assert!(matches!(
+            load("nope", 0),
+            Err(DataError::UnknownDataset { .. })
+        ));
     }
 }

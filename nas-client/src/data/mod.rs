@@ -113,7 +113,9 @@ pub enum DataError {
         message: String,
     },
     /// Too few rows to make three splits.
-    #[error("{path}: {rows} usable rows; at least {needed} are needed for train/validation/test splits")]
+    #[error(
+        "{path}: {rows} usable rows; at least {needed} are needed for train/validation/test splits"
+    )]
     TooFewRows {
         /// File.
         path: String,
@@ -329,7 +331,11 @@ impl Dataset {
     }
 
     /// Types, encodes and splits a table.
-    pub fn from_table(name: &str, table: &RawTable, opts: &LoadOptions) -> Result<Dataset, DataError> {
+    pub fn from_table(
+        name: &str,
+        table: &RawTable,
+        opts: &LoadOptions,
+    ) -> Result<Dataset, DataError> {
         prepare(name, table, opts)
     }
 }
@@ -356,7 +362,9 @@ fn prepare(name: &str, table: &RawTable, opts: &LoadOptions) -> Result<Dataset, 
         name: n.to_owned(),
         available: table.header.join(", "),
     };
-    let target_col = table.column_index(&opts.target).ok_or_else(|| unknown(&opts.target))?;
+    let target_col = table
+        .column_index(&opts.target)
+        .ok_or_else(|| unknown(&opts.target))?;
     let mut forced: HashMap<usize, ColumnKind> = HashMap::new();
     for (col, &kind) in &opts.column_kinds {
         forced.insert(table.column_index(col).ok_or_else(|| unknown(col))?, kind);
@@ -439,8 +447,11 @@ fn prepare(name: &str, table: &RawTable, opts: &LoadOptions) -> Result<Dataset, 
                 if other {
                     cats.truncate(limit - 1);
                 }
-                let index: HashMap<String, usize> =
-                    cats.iter().enumerate().map(|(i, (c, _))| (c.to_string(), i)).collect();
+                let index: HashMap<String, usize> = cats
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (c, _))| (c.to_string(), i))
+                    .collect();
                 for (c, _) in &cats {
                     feature_names.push(format!("{}={}", table.header[col], c));
                 }
@@ -483,14 +494,28 @@ fn prepare(name: &str, table: &RawTable, opts: &LoadOptions) -> Result<Dataset, 
     let target_scale = if task == Task::Regression {
         let n = train_idx.len() as f64;
         let mean = train_idx.iter().map(|&p| y_all[p]).sum::<f64>() / n;
-        let var = train_idx.iter().map(|&p| (y_all[p] - mean).powi(2)).sum::<f64>() / n;
+        let var = train_idx
+            .iter()
+            .map(|&p| (y_all[p] - mean).powi(2))
+            .sum::<f64>()
+            / n;
         let std = if var.sqrt() > 1e-12 { var.sqrt() } else { 1.0 };
-        for (split, idx) in [(&mut train, &train_idx), (&mut val, &val_idx), (&mut test, &test_idx)] {
-            split.y = idx.iter().map(|&p| ((y_all[p] - mean) / std) as f32).collect();
+        for (split, idx) in [
+            (&mut train, &train_idx),
+            (&mut val, &val_idx),
+            (&mut test, &test_idx),
+        ] {
+            split.y = idx
+                .iter()
+                .map(|&p| ((y_all[p] - mean) / std) as f32)
+                .collect();
         }
         TargetScale { mean, std }
     } else {
-        TargetScale { mean: 0.0, std: 1.0 }
+        TargetScale {
+            mean: 0.0,
+            std: 1.0,
+        }
     };
 
     Ok(Dataset {
@@ -675,7 +700,10 @@ fn encode_target(
             Task::Regression
         }
         Some(Task::Binary) if distinct.len() != 2 => {
-            return Err(mismatch(format!("binary classification asked for, but it has {} classes", distinct.len())))
+            return Err(mismatch(format!(
+                "binary classification asked for, but it has {} classes",
+                distinct.len()
+            )))
         }
         Some(t) => t,
         None if all_numeric && !(integer_valued && distinct.len() <= MAX_INFERRED_CLASSES) => {
@@ -685,13 +713,22 @@ fn encode_target(
         None => Task::Multiclass,
     };
     if task == Task::Regression {
-        return Ok((task, Vec::new(), numbers.into_iter().map(|v| v.unwrap_or(0.0)).collect()));
+        return Ok((
+            task,
+            Vec::new(),
+            numbers.into_iter().map(|v| v.unwrap_or(0.0)).collect(),
+        ));
     }
     if task == Task::Multiclass && distinct.len() == 2 {
         tracing::info!("{path}: two classes; treating multiclass as binary");
     }
-    let task = if distinct.len() == 2 { Task::Binary } else { Task::Multiclass };
-    let index: BTreeMap<&LabelKey, usize> = distinct.keys().enumerate().map(|(i, k)| (k, i)).collect();
+    let task = if distinct.len() == 2 {
+        Task::Binary
+    } else {
+        Task::Multiclass
+    };
+    let index: BTreeMap<&LabelKey, usize> =
+        distinct.keys().enumerate().map(|(i, k)| (k, i)).collect();
     let y = cells
         .iter()
         .zip(&numbers)
@@ -728,7 +765,11 @@ enum LabelKey {
 
 /// Seeded train/validation/test positions; stratified by class for
 /// classification, so each split keeps the class proportions.
-fn split_indices(task: Task, y: &[f64], opts: &LoadOptions) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+fn split_indices(
+    task: Task,
+    y: &[f64],
+    opts: &LoadOptions,
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let groups: Vec<Vec<usize>> = if task.is_classification() {
         let classes = y.iter().fold(0usize, |m, &v| m.max(v as usize + 1));
@@ -782,13 +823,18 @@ mod tests {
             "age, color, income, label\n{}",
             rows(100, |i| format!(
                 "{}, {}, {}, {}",
-                if i % 10 == 3 { "?".to_string() } else { (20 + i % 40).to_string() },
+                if i % 10 == 3 {
+                    "?".to_string()
+                } else {
+                    (20 + i % 40).to_string()
+                },
                 ["red", "green", "blue", ""][i % 4],
                 i * 10,
                 if i % 3 == 0 { ">50K" } else { "<=50K" }
             ))
         );
-        let ds = Dataset::from_table("t", &table(&text), &LoadOptions::new("label")).expect("loads");
+        let ds =
+            Dataset::from_table("t", &table(&text), &LoadOptions::new("label")).expect("loads");
         assert_eq!(ds.task, Task::Binary);
         assert_eq!(ds.classes, ["<=50K", ">50K"]);
         // age + age=missing, 4 colors (one is <missing>), income.
@@ -797,7 +843,11 @@ mod tests {
         assert_eq!(ds.train.rows() + ds.val.rows() + ds.test.rows(), 100);
         assert_eq!(ds.test.rows(), 20);
         // Standardised on train: training mean of each numeric column is ~0.
-        let income = ds.feature_names.iter().position(|n| n == "income").expect("income");
+        let income = ds
+            .feature_names
+            .iter()
+            .position(|n| n == "income")
+            .expect("income");
         let mean = ds.train.x.column(income).mean().expect("rows");
         assert!(mean.abs() < 1e-5, "{mean}");
         // One-hot rows sum to one over the color block.
@@ -809,7 +859,13 @@ mod tests {
 
     #[test]
     fn splits_are_seeded_and_stratified() {
-        let text = format!("x,y\n{}", rows(200, |i| format!("{i},{}", if i % 4 == 0 { "a" } else { "b" })));
+        let text = format!(
+            "x,y\n{}",
+            rows(200, |i| format!(
+                "{i},{}",
+                if i % 4 == 0 { "a" } else { "b" }
+            ))
+        );
         let t = table(&text);
         let a = Dataset::from_table("t", &t, &LoadOptions::new("y")).expect("loads");
         let b = Dataset::from_table("t", &t, &LoadOptions::new("y")).expect("loads");
@@ -827,7 +883,10 @@ mod tests {
 
     #[test]
     fn regression_target_is_standardised_and_inferred() {
-        let text = format!("x,y\n{}", rows(100, |i| format!("{i},{}", i as f64 * 1.5 + 0.25)));
+        let text = format!(
+            "x,y\n{}",
+            rows(100, |i| format!("{i},{}", i as f64 * 1.5 + 0.25))
+        );
         let ds = Dataset::from_table("t", &table(&text), &LoadOptions::new("y")).expect("loads");
         assert_eq!(ds.task, Task::Regression);
         assert_eq!(ds.n_outputs(), 1);
@@ -838,18 +897,32 @@ mod tests {
 
     #[test]
     fn unknown_target_lists_the_columns() {
-        let err = Dataset::from_table("t", &table("a,b\n1,2\n"), &LoadOptions::new("salary")).expect_err("unknown");
+        let err = Dataset::from_table("t", &table("a,b\n1,2\n"), &LoadOptions::new("salary"))
+            .expect_err("unknown");
         let msg = err.to_string();
         assert!(matches!(err, DataError::UnknownColumn { .. }));
-        assert!(msg.contains("t.csv") && msg.contains("salary") && msg.contains("a, b"), "{msg}");
+        assert!(
+            msg.contains("t.csv") && msg.contains("salary") && msg.contains("a, b"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn constant_target_is_an_error() {
         let text = format!("a,b\n{}", rows(20, |i| format!("{i},yes")));
-        let err = Dataset::from_table("t", &table(&text), &LoadOptions::new("b")).expect_err("constant");
+        let err =
+            Dataset::from_table("t", &table(&text), &LoadOptions::new("b")).expect_err("constant");
         let msg = err.to_string();
-        assert!(matches!(err, DataError::ConstantTarget { column_number: 2, .. }), "{msg}");
+        assert!(
+            matches!(
+                err,
+                DataError::ConstantTarget {
+                    column_number: 2,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
         assert!(msg.contains("t.csv") && msg.contains("yes"), "{msg}");
     }
 
@@ -858,7 +931,11 @@ mod tests {
         // Inferred numeric (99 of 100 values are numbers): the stray word is an error.
         let text = format!(
             "a,b,y\n{}",
-            rows(100, |i| format!("{i},{},{}", if i == 41 { "abc".into() } else { i.to_string() }, i % 2))
+            rows(100, |i| format!(
+                "{i},{},{}",
+                if i == 41 { "abc".into() } else { i.to_string() },
+                i % 2
+            ))
         );
         let err = Dataset::from_table("t", &table(&text), &LoadOptions::new("y")).expect_err("bad");
         let msg = err.to_string();
@@ -866,23 +943,31 @@ mod tests {
             matches!(&err, DataError::NonNumeric { line: 43, column_number: 2, value, .. } if value == "abc"),
             "{msg}"
         );
-        assert!(msg.contains("t.csv") && msg.contains("line 43") && msg.contains("column 2"), "{msg}");
+        assert!(
+            msg.contains("t.csv") && msg.contains("line 43") && msg.contains("column 2"),
+            "{msg}"
+        );
 
         // Forced numeric: any word is an error.
         let text = "a,y\n1,0\nx,1\n3,0\n4,1\n5,0\n6,1\n7,0\n8,1\n9,0\n10,1\n";
         let mut opts = LoadOptions::new("y");
         opts.column_kinds.insert("a".into(), ColumnKind::Numeric);
         let err = Dataset::from_table("t", &table(text), &opts).expect_err("bad");
-        assert!(matches!(err, DataError::NonNumeric { line: 3, .. }), "{err}");
+        assert!(
+            matches!(err, DataError::NonNumeric { line: 3, .. }),
+            "{err}"
+        );
         // Forced categorical: fine.
-        opts.column_kinds.insert("a".into(), ColumnKind::Categorical);
+        opts.column_kinds
+            .insert("a".into(), ColumnKind::Categorical);
         assert!(Dataset::from_table("t", &table(text), &opts).is_ok());
     }
 
     #[test]
     fn raw_files_load_as_they_are() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
-        let adult = Dataset::from_file(&root.join("adult.tsv.gz"), &LoadOptions::new("target")).expect("adult");
+        let adult = Dataset::from_file(&root.join("adult.tsv.gz"), &LoadOptions::new("target"))
+            .expect("adult");
         assert_eq!(adult.task, Task::Binary);
         let housing = Dataset::from_file(
             &root.join("california_housing.csv.gz"),
@@ -896,8 +981,16 @@ mod tests {
             .iter()
             .find(|c| c.name == "total_bedrooms")
             .expect("column");
-        assert_eq!((bedrooms.kind, bedrooms.missing), (ColumnKind::Numeric, 207));
-        let ocean = housing.summary.columns.iter().find(|c| c.name == "ocean_proximity").expect("column");
+        assert_eq!(
+            (bedrooms.kind, bedrooms.missing),
+            (ColumnKind::Numeric, 207)
+        );
+        let ocean = housing
+            .summary
+            .columns
+            .iter()
+            .find(|c| c.name == "ocean_proximity")
+            .expect("column");
         assert_eq!(ocean.kind, ColumnKind::Categorical);
     }
 }

@@ -29,10 +29,11 @@ pub struct RawTable {
 impl RawTable {
     /// Index of the column named `name` (exact match, then case-insensitive).
     pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.header
-            .iter()
-            .position(|h| h == name)
-            .or_else(|| self.header.iter().position(|h| h.eq_ignore_ascii_case(name)))
+        self.header.iter().position(|h| h == name).or_else(|| {
+            self.header
+                .iter()
+                .position(|h| h.eq_ignore_ascii_case(name))
+        })
     }
 }
 
@@ -149,7 +150,10 @@ impl LineCounter {
         if offset < self.offset {
             *self = LineCounter::default();
         }
-        self.newlines += text[self.offset..offset].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.newlines += text[self.offset..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
         self.offset = offset;
         self.newlines + 1
     }
@@ -198,7 +202,18 @@ mod tests {
     fn ragged_row_names_the_line() {
         let err = read_table_bytes("f.csv", b"a,b\n1,2\n3\n").expect_err("ragged");
         let msg = err.to_string();
-        assert!(matches!(err, DataError::Ragged { line: 3, expected: 2, found: 1, .. }), "{msg}");
+        assert!(
+            matches!(
+                err,
+                DataError::Ragged {
+                    line: 3,
+                    expected: 2,
+                    found: 1,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
         assert!(msg.contains("f.csv") && msg.contains("line 3"), "{msg}");
     }
 

@@ -12,7 +12,7 @@ use crate::kernels::{span_end, span_start, KernelKind, SpanSink};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, Zip};
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 /// Below this many elements an element-wise kernel runs on one thread:
@@ -162,12 +162,19 @@ impl Linear {
     }
 
     /// Weight and bias gradients of the last backward pass.
-    pub fn backward_weight(&mut self, input: ArrayView2<f32>, grad_out: ArrayView2<f32>, ctx: &mut Ctx) {
+    pub fn backward_weight(
+        &mut self,
+        input: ArrayView2<f32>,
+        grad_out: ArrayView2<f32>,
+        ctx: &mut Ctx,
+    ) {
         let t = span_start(ctx.sink);
         general_mat_mul(1.0, &input.t(), &grad_out, 0.0, &mut self.grad_weight);
         self.grad_bias.fill(0.0);
         for row in grad_out.rows() {
-            Zip::from(&mut self.grad_bias).and(&row).for_each(|g, &d| *g += d);
+            Zip::from(&mut self.grad_bias)
+                .and(&row)
+                .for_each(|g, &d| *g += d);
         }
         span_end(ctx.sink, KernelKind::LinearBwdWeight, t);
     }
@@ -198,7 +205,13 @@ impl Layer for Linear {
     fn output(&self) -> ArrayView2<'_, f32> {
         self.out.view()
     }
-    fn backward(&mut self, input: ArrayView2<f32>, grad_out: ArrayView2<f32>, need: bool, ctx: &mut Ctx) {
+    fn backward(
+        &mut self,
+        input: ArrayView2<f32>,
+        grad_out: ArrayView2<f32>,
+        need: bool,
+        ctx: &mut Ctx,
+    ) {
         self.backward_weight(input, grad_out, ctx);
         if need {
             self.backward_data(grad_out, ctx);
@@ -210,21 +223,36 @@ impl Layer for Linear {
     fn visit_parameters(&mut self, f: &mut dyn FnMut(Param<'_>)) {
         f(Param {
             name: "weight",
-            value: self.weight.as_slice_mut().expect("owned arrays are contiguous"),
-            grad: self.grad_weight.as_slice().expect("owned arrays are contiguous"),
+            value: self
+                .weight
+                .as_slice_mut()
+                .expect("owned arrays are contiguous"),
+            grad: self
+                .grad_weight
+                .as_slice()
+                .expect("owned arrays are contiguous"),
             decay: true,
         });
         f(Param {
             name: "bias",
-            value: self.bias.as_slice_mut().expect("owned arrays are contiguous"),
-            grad: self.grad_bias.as_slice().expect("owned arrays are contiguous"),
+            value: self
+                .bias
+                .as_slice_mut()
+                .expect("owned arrays are contiguous"),
+            grad: self
+                .grad_bias
+                .as_slice()
+                .expect("owned arrays are contiguous"),
             decay: false,
         });
     }
     fn flops_per_row(&self) -> (u64, u64) {
         let mac = (self.weight.nrows() * self.weight.ncols()) as u64;
         // Backward: data GEMM and weight GEMM, 2 flops per multiply-add each.
-        (2 * mac + self.weight.ncols() as u64, 4 * mac + self.weight.ncols() as u64)
+        (
+            2 * mac + self.weight.ncols() as u64,
+            4 * mac + self.weight.ncols() as u64,
+        )
     }
 }
 
@@ -374,14 +402,23 @@ impl Layer for ActivationLayer {
     fn output(&self) -> ArrayView2<'_, f32> {
         self.out.view()
     }
-    fn backward(&mut self, input: ArrayView2<f32>, grad_out: ArrayView2<f32>, need: bool, ctx: &mut Ctx) {
+    fn backward(
+        &mut self,
+        input: ArrayView2<f32>,
+        grad_out: ArrayView2<f32>,
+        need: bool,
+        ctx: &mut Ctx,
+    ) {
         if !need {
             return;
         }
         let t = span_start(ctx.sink);
         ensure(&mut self.grad_in, input.nrows(), input.ncols());
         let act = self.activation;
-        let z = Zip::from(&mut self.grad_in).and(&input).and(&self.out).and(&grad_out);
+        let z = Zip::from(&mut self.grad_in)
+            .and(&input)
+            .and(&self.out)
+            .and(&grad_out);
         if parallel(input.len()) {
             z.par_for_each(|g, &x, &y, &d| *g = d * act.derivative(x, y));
         } else {
@@ -395,7 +432,10 @@ impl Layer for ActivationLayer {
     fn visit_parameters(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
     fn flops_per_row(&self) -> (u64, u64) {
         let n = self.features as u64;
-        (n * self.activation.flops_per_element(), n * (self.activation.flops_per_element() + 1))
+        (
+            n * self.activation.flops_per_element(),
+            n * (self.activation.flops_per_element() + 1),
+        )
     }
 }
 
@@ -488,7 +528,9 @@ impl Layer for BatchNorm {
         if mode == Mode::Train && n > 1 {
             self.mean.fill(0.0);
             for row in input.rows() {
-                Zip::from(&mut self.mean).and(&row).for_each(|m, &x| *m += x);
+                Zip::from(&mut self.mean)
+                    .and(&row)
+                    .for_each(|m, &x| *m += x);
             }
             self.mean /= n as f32;
             // Variance in a second pass (numerically safer than E[x²]−E[x]²).
@@ -537,7 +579,13 @@ impl Layer for BatchNorm {
     fn output(&self) -> ArrayView2<'_, f32> {
         self.out.view()
     }
-    fn backward(&mut self, input: ArrayView2<f32>, grad_out: ArrayView2<f32>, need: bool, ctx: &mut Ctx) {
+    fn backward(
+        &mut self,
+        input: ArrayView2<f32>,
+        grad_out: ArrayView2<f32>,
+        need: bool,
+        ctx: &mut Ctx,
+    ) {
         let t = span_start(ctx.sink);
         let (n, d) = input.dim();
         self.sum_g.fill(0.0);
@@ -558,7 +606,8 @@ impl Layer for BatchNorm {
             ensure(&mut self.grad_in, n, d);
             let nf = n as f32;
             // dx = γ·inv_std/N · (N·g − Σg − x̂·Σ(g·x̂))
-            let (gamma, inv_std, sum_g, sum_gx) = (&self.gamma, &self.inv_std, &self.sum_g, &self.sum_gx);
+            let (gamma, inv_std, sum_g, sum_gx) =
+                (&self.gamma, &self.inv_std, &self.sum_g, &self.sum_gx);
             Zip::from(self.grad_in.rows_mut())
                 .and(grad_out.rows())
                 .and(self.xhat.rows())
@@ -683,7 +732,13 @@ impl Layer for LayerNorm {
     fn output(&self) -> ArrayView2<'_, f32> {
         self.out.view()
     }
-    fn backward(&mut self, input: ArrayView2<f32>, grad_out: ArrayView2<f32>, need: bool, ctx: &mut Ctx) {
+    fn backward(
+        &mut self,
+        input: ArrayView2<f32>,
+        grad_out: ArrayView2<f32>,
+        need: bool,
+        ctx: &mut Ctx,
+    ) {
         let t = span_start(ctx.sink);
         let (n, d) = input.dim();
         self.grad_gamma.fill(0.0);
@@ -761,6 +816,8 @@ pub struct Dropout {
     pub p: f32,
     features: usize,
     mask: Array2<f32>,
+    /// Whether the last forward pass applied a mask (training mode).
+    masked: bool,
     out: Array2<f32>,
     grad_in: Array2<f32>,
 }
@@ -772,6 +829,7 @@ impl Dropout {
             p,
             features,
             mask: Array2::zeros((0, features)),
+            masked: false,
             out: Array2::zeros((0, features)),
             grad_in: Array2::zeros((0, features)),
         }
@@ -789,35 +847,56 @@ impl Layer for Dropout {
         let t = span_start(ctx.sink);
         let (n, d) = input.dim();
         ensure(&mut self.out, n, d);
-        ensure(&mut self.mask, n, d);
-        if mode == Mode::Train && self.p > 0.0 {
+        self.masked = mode == Mode::Train && self.p > 0.0;
+        if self.masked {
+            ensure(&mut self.mask, n, d);
             let scale = 1.0 / (1.0 - self.p);
-            // Integer threshold on 32 random bits: one draw per element.
+            // Integer threshold on 32 random bits; each 64-bit draw serves
+            // two elements, and mask and output are written in one pass.
             let threshold = (f64::from(self.p) * 4_294_967_296.0) as u64;
             let rng = &mut ctx.rng;
-            self.mask.map_inplace(|m| {
-                *m = if u64::from(rng.gen::<u32>()) < threshold {
-                    0.0
-                } else {
-                    scale
-                }
-            });
+            let mut bits = 0u64;
+            let mut left = 0u32;
+            Zip::from(&mut self.mask)
+                .and(&mut self.out)
+                .and(&input)
+                .for_each(|m, o, &x| {
+                    if left == 0 {
+                        bits = rng.next_u64();
+                        left = 2;
+                    }
+                    let r = bits & 0xffff_ffff;
+                    bits >>= 32;
+                    left -= 1;
+                    *m = if r < threshold { 0.0 } else { scale };
+                    *o = x * *m;
+                });
         } else {
-            self.mask.fill(1.0);
+            // Evaluation (or p = 0): the identity.
+            self.out.assign(&input);
         }
-        map2_into(&mut self.out, input, self.mask.view(), |x, m| x * m);
         span_end(ctx.sink, KernelKind::DropoutFwd, t);
     }
     fn output(&self) -> ArrayView2<'_, f32> {
         self.out.view()
     }
-    fn backward(&mut self, input: ArrayView2<f32>, grad_out: ArrayView2<f32>, need: bool, ctx: &mut Ctx) {
+    fn backward(
+        &mut self,
+        input: ArrayView2<f32>,
+        grad_out: ArrayView2<f32>,
+        need: bool,
+        ctx: &mut Ctx,
+    ) {
         if !need {
             return;
         }
         let t = span_start(ctx.sink);
         ensure(&mut self.grad_in, input.nrows(), input.ncols());
-        map2_into(&mut self.grad_in, grad_out, self.mask.view(), |g, m| g * m);
+        if self.masked {
+            map2_into(&mut self.grad_in, grad_out, self.mask.view(), |g, m| g * m);
+        } else {
+            self.grad_in.assign(&grad_out);
+        }
         span_end(ctx.sink, KernelKind::DropoutBwd, t);
     }
     fn grad_input(&self) -> ArrayView2<'_, f32> {
@@ -861,7 +940,11 @@ impl Sequential {
 
 impl Layer for Sequential {
     fn describe(&self) -> String {
-        self.layers.iter().map(|l| l.describe()).collect::<Vec<_>>().join(" → ")
+        self.layers
+            .iter()
+            .map(|l| l.describe())
+            .collect::<Vec<_>>()
+            .join(" → ")
     }
     fn out_dim(&self) -> usize {
         self.layers.last().map_or(self.in_dim, |l| l.out_dim())
@@ -881,9 +964,17 @@ impl Layer for Sequential {
         }
     }
     fn output(&self) -> ArrayView2<'_, f32> {
-        self.layers.last().map_or(self.identity_in.view(), |l| l.output())
+        self.layers
+            .last()
+            .map_or(self.identity_in.view(), |l| l.output())
     }
-    fn backward(&mut self, input: ArrayView2<f32>, grad_out: ArrayView2<f32>, need: bool, ctx: &mut Ctx) {
+    fn backward(
+        &mut self,
+        input: ArrayView2<f32>,
+        grad_out: ArrayView2<f32>,
+        need: bool,
+        ctx: &mut Ctx,
+    ) {
         let n = self.layers.len();
         if n == 0 {
             if need {
@@ -906,7 +997,9 @@ impl Layer for Sequential {
         }
     }
     fn grad_input(&self) -> ArrayView2<'_, f32> {
-        self.layers.first().map_or(self.identity_grad.view(), |l| l.grad_input())
+        self.layers
+            .first()
+            .map_or(self.identity_grad.view(), |l| l.grad_input())
     }
     fn visit_parameters(&mut self, f: &mut dyn FnMut(Param<'_>)) {
         for l in &mut self.layers {
@@ -965,7 +1058,13 @@ impl Layer for Residual {
     fn output(&self) -> ArrayView2<'_, f32> {
         self.out.view()
     }
-    fn backward(&mut self, input: ArrayView2<f32>, grad_out: ArrayView2<f32>, need: bool, ctx: &mut Ctx) {
+    fn backward(
+        &mut self,
+        input: ArrayView2<f32>,
+        grad_out: ArrayView2<f32>,
+        need: bool,
+        ctx: &mut Ctx,
+    ) {
         self.inner.backward(input, grad_out, need, ctx);
         if need {
             let t = span_start(ctx.sink);
@@ -995,4 +1094,3 @@ pub fn parameter_count(layer: &mut dyn Layer) -> usize {
     layer.visit_parameters(&mut |p| n += p.value.len());
     n
 }
-

@@ -12,6 +12,8 @@
 //! [`Backbone`] is an open enum: a third backbone (FT-Transformer) is a new
 //! variant plus a `build` arm.
 
+#[cfg(test)]
+mod gradcheck;
 pub mod layers;
 
 use layers::{Activation, ActivationLayer, Dropout, Layer, Linear, Norm, Residual, Sequential};
@@ -67,7 +69,11 @@ impl Backbone {
         } else {
             trimmed
                 .split(['-', ',', 'x'])
-                .map(|w| w.trim().parse::<usize>().map_err(|_| SpecError::Arch(arch.to_owned())))
+                .map(|w| {
+                    w.trim()
+                        .parse::<usize>()
+                        .map_err(|_| SpecError::Arch(arch.to_owned()))
+                })
                 .collect::<Result<_, _>>()?
         };
         if widths.contains(&0) {
@@ -82,7 +88,9 @@ impl Backbone {
                 }),
                 _ => Err(SpecError::Resnet(arch.to_owned())),
             },
-            _ => Err(SpecError::Arch(format!("{kind}: unknown backbone (mlp, resnet)"))),
+            _ => Err(SpecError::Arch(format!(
+                "{kind}: unknown backbone (mlp, resnet)"
+            ))),
         }
     }
 
@@ -233,7 +241,8 @@ impl Network {
     /// A copy of every parameter and buffer (for keeping the best epoch).
     pub fn snapshot(&mut self) -> Vec<Vec<f32>> {
         let mut out = Vec::new();
-        self.body.visit_parameters(&mut |p| out.push(p.value.to_vec()));
+        self.body
+            .visit_parameters(&mut |p| out.push(p.value.to_vec()));
         self.body.visit_buffers(&mut |b| out.push(b.to_vec()));
         out
     }
@@ -258,9 +267,17 @@ mod tests {
     #[test]
     fn parses_and_prints_architectures() {
         let mlp = Backbone::parse("mlp", "256-128").expect("parses");
-        assert_eq!(mlp, Backbone::Mlp { widths: vec![256, 128] });
+        assert_eq!(
+            mlp,
+            Backbone::Mlp {
+                widths: vec![256, 128]
+            }
+        );
         assert_eq!(mlp.arch_string(), "256-128");
-        assert_eq!(Backbone::parse("mlp", "").expect("linear"), Backbone::Mlp { widths: vec![] });
+        assert_eq!(
+            Backbone::parse("mlp", "").expect("linear"),
+            Backbone::Mlp { widths: vec![] }
+        );
         let res = Backbone::parse("resnet", "64-128-128").expect("parses");
         assert_eq!(
             res,
@@ -279,7 +296,10 @@ mod tests {
     fn builds_with_expected_parameter_counts() {
         let mut spec = ModelSpec::default();
         let mut net = spec.build(10, 2, 0).expect("builds");
-        assert_eq!(net.parameter_count(), 10 * 256 + 256 + 256 * 256 + 256 + 256 * 2 + 2);
+        assert_eq!(
+            net.parameter_count(),
+            10 * 256 + 256 + 256 * 256 + 256 + 256 * 2 + 2
+        );
         spec.backbone = Backbone::Resnet {
             d_main: 8,
             d_hidden: vec![16],

@@ -43,7 +43,12 @@ impl Loss {
     }
 
     /// Mean loss over the rows of `outputs`.
-    pub fn forward(&mut self, outputs: ArrayView2<f32>, targets: ArrayView1<f32>, ctx: &mut Ctx) -> f64 {
+    pub fn forward(
+        &mut self,
+        outputs: ArrayView2<f32>,
+        targets: ArrayView1<f32>,
+        ctx: &mut Ctx,
+    ) -> f64 {
         let (kernel, value) = match self.kind {
             LossKind::SoftmaxCrossEntropy => {
                 let t = span_start(ctx.sink);
@@ -113,12 +118,14 @@ impl Loss {
 
 /// Sum over rows of −log softmax(z)[y], computed stably in f64.
 fn sum_cross_entropy(logits: ArrayView2<f32>, targets: ArrayView1<f32>) -> f64 {
-    Zip::from(logits.rows()).and(&targets).fold(0.0f64, |acc, z, &y| {
-        let max = z.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let lse = z.fold(0.0f64, |s, &v| s + f64::from(v - max).exp()).ln() + f64::from(max);
-        let zy = z.get(y as usize).copied().map_or(f64::NAN, f64::from);
-        acc + (lse - zy).min(-MIN_PROB.ln())
-    })
+    Zip::from(logits.rows())
+        .and(&targets)
+        .fold(0.0f64, |acc, z, &y| {
+            let max = z.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let lse = z.fold(0.0f64, |s, &v| s + f64::from(v - max).exp()).ln() + f64::from(max);
+            let zy = z.get(y as usize).copied().map_or(f64::NAN, f64::from);
+            acc + (lse - zy).min(-MIN_PROB.ln())
+        })
 }
 
 /// Row-wise softmax of logits (probabilities for metrics).
@@ -150,7 +157,11 @@ mod tests {
                 array![[0.3, -1.2, 0.5], [2.0, 0.1, -0.4], [-0.7, 0.2, 0.9]],
                 array![2.0, 0.0, 1.0],
             ),
-            (LossKind::Mse, array![[0.3], [-1.1], [2.5]], array![0.0, -1.0, 1.0]),
+            (
+                LossKind::Mse,
+                array![[0.3], [-1.1], [2.5]],
+                array![0.0, -1.0, 1.0],
+            ),
         ];
         for (kind, z, y) in cases {
             let mut loss = kind.build(3, z.ncols());
@@ -166,7 +177,10 @@ mod tests {
                 let lm = loss.forward(zp.view(), y.view(), &mut ctx);
                 let numeric = (lp - lm) / (2.0 * f64::from(eps));
                 let a = f64::from(analytic[[r, c]]);
-                assert!((numeric - a).abs() < 1e-3, "{kind:?} [{r},{c}]: {numeric} vs {a}");
+                assert!(
+                    (numeric - a).abs() < 1e-3,
+                    "{kind:?} [{r},{c}]: {numeric} vs {a}"
+                );
             }
         }
     }
@@ -177,7 +191,9 @@ mod tests {
         let mut ctx = Ctx::new(&mut sink, 0);
         let z = Array2::<f32>::zeros((4, 3));
         let y = array![0.0, 1.0, 2.0, 0.0];
-        let l = LossKind::SoftmaxCrossEntropy.build(4, 3).forward(z.view(), y.view(), &mut ctx);
+        let l = LossKind::SoftmaxCrossEntropy
+            .build(4, 3)
+            .forward(z.view(), y.view(), &mut ctx);
         assert!((l - 3f64.ln()).abs() < 1e-6);
         let p = softmax(z.view());
         assert!((p[[0, 0]] - 1.0 / 3.0).abs() < 1e-12);

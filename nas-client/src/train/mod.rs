@@ -263,7 +263,7 @@ fn validate(config: &TrainConfig) -> Result<(), TrainError> {
     if !(0.0..1.0).contains(&config.momentum) {
         return bad("momentum must be in [0, 1)");
     }
-    if !(config.weight_decay >= 0.0) {
+    if config.weight_decay.is_nan() || config.weight_decay < 0.0 {
         return bad("weight decay must be non-negative");
     }
     Ok(())
@@ -287,18 +287,22 @@ fn run(
         .build(dataset.n_features(), dataset.n_outputs(), config.seed)?;
     let parameters = net.parameter_count();
     let (flops_inf, flops_train) = net.flops_per_row();
-    let mut recorder = SpanRecorder::new(
-        DEFAULT_SPAN_CAPACITY,
-        energy.as_ref().map(|e| e.uploader()),
-    );
+    let mut recorder =
+        SpanRecorder::new(DEFAULT_SPAN_CAPACITY, energy.as_ref().map(|e| e.uploader()));
     let mut ctx = Ctx::new(&mut recorder, config.seed.wrapping_add(0x5eed));
-    let mut opt = Optimizer::new(config.optimizer, config.momentum, 0.999, config.weight_decay);
+    let mut opt = Optimizer::new(
+        config.optimizer,
+        config.momentum,
+        0.999,
+        config.weight_decay,
+    );
     let mut loss = loss_kind(dataset.task).build(config.batch_size, dataset.n_outputs());
     let train = &dataset.train;
     let n = train.rows();
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
-    let warmup = ((config.warmup_epochs.max(0.0) * steps_per_epoch as f32) as usize).min(total_steps);
+    let warmup =
+        ((config.warmup_epochs.max(0.0) * steps_per_epoch as f32) as usize).min(total_steps);
     let mut shuffle_rng = StdRng::seed_from_u64(config.seed);
     let mut order: Vec<usize> = (0..n).collect();
     let mut xb = Array2::<f32>::zeros((config.batch_size, dataset.n_features()));
@@ -379,19 +383,19 @@ fn run(
     let (_, test) = evaluate(&mut net, dataset, &dataset.test, config, &mut ctx);
     ctx.sink.flush();
     let train_end = MonotonicNs::now();
-    drop(ctx);
+    // `ctx` borrows the recorder; its last use is above.
     let train_kernels = recorder.kernel_times();
     let train_spans = recorder.recorded();
 
     // Inference: forward passes over the test split, its own recorder so the
     // kernel table separates it.
-    let mut infer_recorder = SpanRecorder::new(
-        DEFAULT_SPAN_CAPACITY,
-        energy.as_ref().map(|e| e.uploader()),
-    );
+    let mut infer_recorder =
+        SpanRecorder::new(DEFAULT_SPAN_CAPACITY, energy.as_ref().map(|e| e.uploader()));
     let min_ns = match &energy {
         // Long enough for the daemon's minimum window, with margin.
-        Some(s) => config.inference_min_ns.max(s.min_window_ns().saturating_mul(4)),
+        Some(s) => config
+            .inference_min_ns
+            .max(s.min_window_ns().saturating_mul(4)),
         None => config.inference_min_ns,
     };
     let infer_start = MonotonicNs::now();
@@ -399,7 +403,13 @@ fn run(
     {
         let mut ictx = Ctx::new(&mut infer_recorder, config.seed);
         loop {
-            forward_all(&mut net, dataset.test.x.view(), config.eval_batch_size, &mut ictx, |_, _| {});
+            forward_all(
+                &mut net,
+                dataset.test.x.view(),
+                config.eval_batch_size,
+                &mut ictx,
+                |_, _| {},
+            );
             passes += 1;
             if MonotonicNs::now().saturating_sub(infer_start) >= min_ns {
                 break;
@@ -486,7 +496,10 @@ fn measure_phases(
     train: (MonotonicNs, MonotonicNs),
     infer: (MonotonicNs, MonotonicNs),
 ) -> Result<(PhaseEnergy, PhaseEnergy), EnergyError> {
-    Ok((session.phase(train.0, train.1)?, session.phase(infer.0, infer.1)?))
+    Ok((
+        session.phase(train.0, train.1)?,
+        session.phase(infer.0, infer.1)?,
+    ))
 }
 
 /// Runs the network forward over `x` in chunks of `batch` rows (evaluation
@@ -502,7 +515,8 @@ pub fn forward_all(
     let mut start = 0;
     while start < n {
         let end = (start + batch).min(n);
-        net.body.forward(x.slice(s![start..end, ..]), Mode::Eval, ctx);
+        net.body
+            .forward(x.slice(s![start..end, ..]), Mode::Eval, ctx);
         sink(start..end, net.body.output());
         start = end;
     }
@@ -510,7 +524,12 @@ pub fn forward_all(
 
 /// Predictions for every row of `x`: class probabilities (classification)
 /// or values in the target's units (regression), with no spans recorded.
-pub fn predict(net: &mut Network, dataset: &Dataset, x: ArrayView2<f32>, batch: usize) -> Array2<f64> {
+pub fn predict(
+    net: &mut Network,
+    dataset: &Dataset,
+    x: ArrayView2<f32>,
+    batch: usize,
+) -> Array2<f64> {
     let mut sink = crate::kernels::NullSink;
     let mut ctx = Ctx::new(&mut sink, 0);
     let mut out = Array2::<f64>::zeros((x.nrows(), net.outputs));
@@ -539,21 +558,195 @@ fn evaluate(
     let mut start = 0;
     while start < n {
         let end = (start + config.eval_batch_size).min(n);
-        net.body.forward(split.x.slice(s![start..end, ..]), Mode::Eval, ctx);
+        net.body
+            .forward(split.x.slice(s![start..end, ..]), Mode::Eval, ctx);
         let y = split.y.slice(s![start..end]);
         loss_sum += loss.forward(net.body.output(), y, ctx) * (end - start) as f64;
-        outputs.slice_mut(s![start..end, ..]).assign(&net.body.output());
+        outputs
+            .slice_mut(s![start..end, ..])
+            .assign(&net.body.output());
         start = end;
     }
     let mean_loss = loss_sum / n.max(1) as f64;
     let metrics = match dataset.task {
         Task::Regression => {
             let scale = dataset.target_scale;
-            let pred: Vec<f64> = outputs.column(0).iter().map(|&v| scale.unscale(f64::from(v))).collect();
-            let truth: Vec<f64> = split.y.iter().map(|&v| scale.unscale(f64::from(v))).collect();
+            let pred: Vec<f64> = outputs
+                .column(0)
+                .iter()
+                .map(|&v| scale.unscale(f64::from(v)))
+                .collect();
+            let truth: Vec<f64> = split
+                .y
+                .iter()
+                .map(|&v| scale.unscale(f64::from(v)))
+                .collect();
             Metrics::regression(&pred, &truth)
         }
         _ => Metrics::classification(&loss::softmax(outputs.view()), split.y.view()),
     };
     (mean_loss, metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{read_table_bytes, LoadOptions};
+    use crate::model::layers::{Activation, Norm};
+    use crate::model::Backbone;
+
+    /// Two Gaussian-ish blobs separated along x0 + x1, with a noise column
+    /// and a categorical column that carries no signal.
+    fn separable(rows: usize) -> Dataset {
+        use rand::Rng;
+        let mut rng = StdRng::seed_from_u64(42);
+        let mut text = String::from("x0,x1,noise,color,label\n");
+        for i in 0..rows {
+            let class = i % 2;
+            let centre = if class == 0 { -1.5 } else { 1.5 };
+            let x0: f64 = centre + rng.gen_range(-1.0..1.0);
+            let x1: f64 = centre + rng.gen_range(-1.0..1.0);
+            let noise: f64 = rng.gen_range(-3.0..3.0);
+            let color = ["red", "blue", "green"][rng.gen_range(0..3)];
+            text.push_str(&format!(
+                "{x0},{x1},{noise},{color},{}\n",
+                ["no", "yes"][class]
+            ));
+        }
+        let table = read_table_bytes("separable.csv", text.as_bytes()).expect("reads");
+        Dataset::from_table("separable", &table, &LoadOptions::new("label")).expect("loads")
+    }
+
+    fn quick_config() -> TrainConfig {
+        TrainConfig {
+            model: ModelSpec {
+                backbone: Backbone::Mlp {
+                    widths: vec![32, 32],
+                },
+                activation: Activation::Relu,
+                dropout: 0.0,
+                norm: Norm::None,
+            },
+            epochs: 15,
+            batch_size: 64,
+            threads: 1,
+            inference_min_ns: 0,
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn separable_data_is_learned_almost_perfectly() {
+        let ds = separable(1000);
+        let report = train_and_evaluate(&ds, &quick_config(), None, &mut |_| {}).expect("trains");
+        let acc = report.test.accuracy.expect("classification");
+        assert!(acc >= 0.98, "test accuracy {acc}");
+        assert!(report.test.roc_auc.expect("binary") > 0.99);
+        // Every op of a step shows up as a kernel.
+        let kinds: Vec<_> = report.train_kernels.iter().map(|k| k.kind).collect();
+        for k in [
+            KernelKind::BatchGather,
+            KernelKind::LinearFwd,
+            KernelKind::LinearBwdData,
+            KernelKind::LinearBwdWeight,
+            KernelKind::ReluFwd,
+            KernelKind::ReluBwd,
+            KernelKind::SoftmaxXentFwd,
+            KernelKind::SoftmaxXentBwd,
+            KernelKind::AdamwStep,
+        ] {
+            assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+        }
+        assert!(report.inference.rows >= ds.test.rows() as u64);
+        assert!(report.energy.is_none() && report.energy_unavailable.is_some());
+    }
+
+    #[test]
+    fn a_seed_makes_a_run_repeatable() {
+        let ds = separable(400);
+        let mut config = quick_config();
+        config.epochs = 3;
+        config.model.dropout = 0.2;
+        let a = train_and_evaluate(&ds, &config, None, &mut |_| {}).expect("trains");
+        let b = train_and_evaluate(&ds, &config, None, &mut |_| {}).expect("trains");
+        let losses = |r: &TrainReport| {
+            r.history
+                .iter()
+                .map(|e| (e.train_loss, e.val_loss))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(losses(&a), losses(&b));
+        assert_eq!(a.test.log_loss, b.test.log_loss);
+        config.seed = 1;
+        let c = train_and_evaluate(&ds, &config, None, &mut |_| {}).expect("trains");
+        assert_ne!(losses(&a), losses(&c));
+    }
+
+    #[test]
+    fn resnet_sgd_and_regression_train() {
+        use rand::Rng;
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut text = String::from("a,b,y\n");
+        for _ in 0..600 {
+            let a: f64 = rng.gen_range(-2.0..2.0);
+            let b: f64 = rng.gen_range(-2.0..2.0);
+            text.push_str(&format!("{a},{b},{}\n", 3.0 * a - b * b + 10.0));
+        }
+        let table = read_table_bytes("reg.csv", text.as_bytes()).expect("reads");
+        let ds = Dataset::from_table("reg", &table, &LoadOptions::new("y")).expect("loads");
+        let mut config = quick_config();
+        config.model = ModelSpec {
+            backbone: Backbone::Resnet {
+                d_main: 32,
+                d_hidden: vec![64, 64],
+            },
+            activation: Activation::Gelu,
+            dropout: 0.0,
+            norm: Norm::Batch,
+        };
+        config.optimizer = OptimizerKind::Sgd;
+        config.lr = 0.05;
+        config.epochs = 30;
+        let report = train_and_evaluate(&ds, &config, None, &mut |_| {}).expect("trains");
+        let r2 = report.test.r2.expect("regression");
+        assert!(r2 > 0.95, "test R² {r2}");
+        assert!(report
+            .train_kernels
+            .iter()
+            .any(|k| k.kind == KernelKind::SgdStep));
+        assert!(report
+            .train_kernels
+            .iter()
+            .any(|k| k.kind == KernelKind::ResidualAddBwd));
+    }
+
+    #[test]
+    fn early_stopping_keeps_the_best_epoch() {
+        let ds = separable(300);
+        let mut config = quick_config();
+        config.epochs = 60;
+        config.patience = Some(2);
+        config.lr = 0.01;
+        let report = train_and_evaluate(&ds, &config, None, &mut |_| {}).expect("trains");
+        let best = report
+            .history
+            .iter()
+            .min_by(|a, b| a.val_loss.total_cmp(&b.val_loss))
+            .expect("epochs");
+        assert_eq!(report.best_epoch, best.epoch);
+        if report.stopped_early {
+            assert_eq!(report.epochs_run, report.best_epoch + 2);
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        let ds = separable(100);
+        let mut config = quick_config();
+        config.batch_size = 0;
+        assert!(matches!(
+            train_and_evaluate(&ds, &config, None, &mut |_| {}),
+            Err(TrainError::Config(_))
+        ));
+    }
 }

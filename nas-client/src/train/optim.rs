@@ -100,7 +100,9 @@ impl Optimizer {
                     let step_size = lr / bc1;
                     let decay = 1.0 - lr * wd;
                     let update = |w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
-                        for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                        for (((w, &g), m), v) in
+                            w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                        {
                             *w *= decay;
                             *m = b1 * *m + (1.0 - b1) * g;
                             *v = b2 * *v + (1.0 - b2) * g * g;
