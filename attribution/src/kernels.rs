@@ -12,7 +12,14 @@
 //!   as `Σ_types busy_time(type, window) × power(type) + baseline × length`
 //!   (busy time summed over threads, so overlapping spans add up) and the
 //!   per-type dynamic powers and the baseline are fitted together by
-//!   non-negative least squares over all windows. A type's energy is its
+//!   non-negative least squares over all windows. The baseline (idle power,
+//!   other processes, this process's non-kernel work) is not assumed
+//!   constant: it is piecewise constant over blocks of
+//!   [`KernelConfig::baseline_block_ns`] (at least four averaging windows),
+//!   one unknown per block, so a slow drift of the rest of the machine is
+//!   not mistaken for the power of whichever kernel type happened to run
+//!   more while it was high. Kernel powers are then identified from the
+//!   variation within blocks. A type's energy is its
 //!   power × its total span time. Standard errors come from the residual
 //!   variance and (XᵀX)⁻¹ on the active set, inflated for residual
 //!   autocorrelation (AR(1)); confidence is `1 / (1 + (rse / ref)²)`, 0.5
@@ -133,6 +140,14 @@ pub struct KernelConfig {
     /// Most non-zero design entries; beyond it, consecutive sample windows
     /// are merged.
     pub max_design_entries: usize,
+    /// Length of a block of constant baseline power in the fit (raised to
+    /// four averaging windows for an averaging sensor); 0 fits one constant
+    /// baseline over the whole interval. Shorter blocks follow a drifting
+    /// baseline more closely but leave less variation per block to tell
+    /// kernel power from the baseline.
+    pub baseline_block_ns: u64,
+    /// Most baseline blocks; longer intervals get longer blocks.
+    pub max_baseline_blocks: usize,
 }
 
 impl Default for KernelConfig {
@@ -145,6 +160,8 @@ impl Default for KernelConfig {
             confidence_reference_rse: 0.2,
             max_fit_types: 256,
             max_design_entries: 20_000_000,
+            baseline_block_ns: 2_000_000_000,
+            max_baseline_blocks: 200,
         }
     }
 }
@@ -187,10 +204,16 @@ pub struct FitSummary {
     /// Mean window length.
     pub window_ns: u64,
     /// Fitted baseline power (everything that is not a kernel of this
-    /// process: idle power, other processes, non-kernel work).
+    /// process: idle power, other processes, non-kernel work), time-weighted
+    /// mean over the baseline blocks.
     pub baseline_w: f64,
-    /// Its one-sigma uncertainty.
+    /// Its one-sigma uncertainty (block uncertainties combined as if
+    /// independent).
     pub baseline_uncertainty_w: f64,
+    /// Number of blocks of constant baseline fitted.
+    pub baseline_blocks: usize,
+    /// Their length.
+    pub baseline_block_ns: u64,
     /// Standard deviation of the residual per window.
     pub residual_sd_j: f64,
     /// Lag-1 autocorrelation of the residuals (variances were inflated by
@@ -303,6 +326,24 @@ impl Timeline {
     }
 }
 
+/// `∫_a^b |[s − w, s] ∩ [lo, hi]| / w ds`: the regressor of a block
+/// `[lo, hi]` that is "busy" throughout, seen through a `w`-long trailing
+/// average over the window `[a, b]`.
+fn boxcar_overlap(lo: f64, hi: f64, a: f64, b: f64, w: f64) -> f64 {
+    // ∫ of the cumulative busy time C(x) = clamp(x, lo, hi) − lo.
+    let integral = |x: f64| -> f64 {
+        if x <= lo {
+            0.0
+        } else if x <= hi {
+            (x - lo) * (x - lo) / 2.0
+        } else {
+            (hi - lo) * (hi - lo) / 2.0 + (hi - lo) * (x - hi)
+        }
+    };
+    let v = (integral(b) - integral(a) - integral(b - w) + integral(a - w)) / w;
+    v.max(0.0)
+}
+
 #[derive(Debug, Clone, Default)]
 struct TypeStats {
     count: u64,
@@ -316,7 +357,18 @@ struct Window {
     energy_j: f64,
 }
 
+/// A block of constant baseline power in the fit.
+#[derive(Debug, Clone, Copy)]
+struct BaselineBlock {
+    start: MonotonicNs,
+    power_w: f64,
+    uncertainty_w: f64,
+}
+
 struct Fit {
+    /// Baseline blocks in time order (the first starts at or before the
+    /// first window).
+    baseline: Vec<BaselineBlock>,
     /// Power per fitted column (type order as `columns`), W.
     power_w: Vec<f64>,
     power_se_w: Vec<f64>,
@@ -324,6 +376,20 @@ struct Fit {
     dependent: Vec<bool>,
     active_windows: Vec<usize>,
     summary: FitSummary,
+}
+
+impl Fit {
+    /// Fitted baseline power and its uncertainty at `t`.
+    fn baseline_at(&self, t: MonotonicNs) -> (f64, f64) {
+        let i = self
+            .baseline
+            .partition_point(|b| b.start <= t)
+            .saturating_sub(1);
+        self.baseline.get(i).map_or(
+            (self.summary.baseline_w, self.summary.baseline_uncertainty_w),
+            |b| (b.power_w, b.uncertainty_w),
+        )
+    }
 }
 
 fn confidence(rse: f64, reference: f64) -> f64 {
@@ -661,7 +727,6 @@ fn fit_short_types(
         column_of[j] = c;
     }
     let n_types = by_time.len();
-    let baseline_col = n_types;
 
     // Sample indices inside the interval.
     let samples = series.samples();
@@ -691,7 +756,11 @@ fn fit_short_types(
              period or design size)"
         ));
     }
-    let origin_ns = interval.spans_complete_from.0.saturating_sub(w_ns);
+    let refresh_lag_ns = series.meta().update_period_ns / 2;
+    let origin_ns = interval
+        .spans_complete_from
+        .0
+        .saturating_sub(w_ns + refresh_lag_ns);
     let secs = |t: MonotonicNs| (t.0 as f64 - origin_ns as f64) * 1e-9;
     let mut windows = Vec::new();
     let mut k = 0;
@@ -705,13 +774,41 @@ fn fit_short_types(
         {
             continue;
         }
+        // A sensor refreshed every U shows the value of its last refresh:
+        // read at unsynchronised times, that is on average U/2 old, so the
+        // energy between two readings is that of the window U/2 earlier.
         windows.push(Window {
-            start: a,
-            end: b,
+            start: a.saturating_sub_ns(refresh_lag_ns),
+            end: b.saturating_sub_ns(refresh_lag_ns),
             energy_j: eb - ea,
         });
     }
-    let unknowns = n_types + 1;
+    // Baseline blocks tile [origin, to]: block k is column n_types + k.
+    let span_ns = to.0.saturating_sub(origin_ns).max(1);
+    let mut block_ns = if config.baseline_block_ns == 0 {
+        span_ns
+    } else {
+        config.baseline_block_ns.max(4 * w_ns)
+    };
+    let max_blocks = config.max_baseline_blocks.max(1) as u64;
+    if span_ns.div_ceil(block_ns) > max_blocks {
+        block_ns = span_ns.div_ceil(max_blocks);
+    }
+    // A last block shorter than half a block joins the one before.
+    let mut n_blocks = (span_ns / block_ns).max(1) as usize;
+    if span_ns % block_ns >= block_ns / 2 && span_ns > block_ns {
+        n_blocks += 1;
+    }
+    let block_start_s = |k: usize| (k as u64 * block_ns) as f64 * 1e-9;
+    let block_end_s = |k: usize| {
+        if k + 1 == n_blocks {
+            f64::INFINITY
+        } else {
+            ((k as u64 + 1) * block_ns) as f64 * 1e-9
+        }
+    };
+    let block_of = |x: f64| ((x.max(0.0) / (block_ns as f64 * 1e-9)) as usize).min(n_blocks - 1);
+    let unknowns = n_types + n_blocks;
     if windows.len() < unknowns + 2 {
         notes.push(format!(
             "only {} usable sample windows for {unknowns} unknowns: no regression{}",
@@ -738,9 +835,24 @@ fn fit_short_types(
         })
         .collect();
     let w_s = averaging_ns.map(|w| w as f64 * 1e-9);
+    // Baseline regressors: the part of the window (or, for an averaging
+    // sensor, of its boxcar-smoothed view) that falls in each block.
     let mut rows: Vec<Vec<(usize, f64)>> = windows
         .iter()
-        .map(|w| vec![(baseline_col, (w.end.0 - w.start.0) as f64 * 1e-9)])
+        .map(|w| {
+            let (a, b) = (secs(w.start), secs(w.end));
+            let reach = w_s.unwrap_or(0.0);
+            (block_of(a - reach)..=block_of(b))
+                .filter_map(|k| {
+                    let (lo, hi) = (block_start_s(k), block_end_s(k));
+                    let x = match w_s {
+                        None => (b.min(hi) - a.max(lo)).max(0.0),
+                        Some(w) => boxcar_overlap(lo, hi, a, b, w),
+                    };
+                    (x > 1e-15).then_some((n_types + k, x))
+                })
+                .collect()
+        })
         .collect();
     let mut active_windows = vec![0usize; type_count];
     for (c, tl) in timelines.iter().enumerate() {
@@ -825,8 +937,38 @@ fn fit_short_types(
     }
     let mean_window_ns =
         windows.iter().map(|w| w.end.0 - w.start.0).sum::<u64>() / windows.len() as u64;
+    let baseline: Vec<BaselineBlock> = (0..n_blocks)
+        .map(|k| BaselineBlock {
+            start: MonotonicNs(origin_ns + k as u64 * block_ns),
+            power_w: solution.x[n_types + k],
+            uncertainty_w: se[n_types + k],
+        })
+        .collect();
+    // Time-weighted mean over the windows' span (blocks before the first
+    // window only hold the averaging sensor's lead-in).
+    let (first_s, last_s) = (secs(windows[0].start), secs(windows[windows.len() - 1].end));
+    let mut weight_sum = 0.0;
+    let mut baseline_w = 0.0;
+    let mut baseline_var = 0.0;
+    for (k, block) in baseline.iter().enumerate() {
+        let weight = (last_s.min(block_end_s(k)) - first_s.max(block_start_s(k))).max(0.0);
+        weight_sum += weight;
+        baseline_w += weight * block.power_w;
+        baseline_var += (weight * block.uncertainty_w).powi(2);
+    }
+    let (baseline_w, baseline_uncertainty_w) = if weight_sum > 0.0 {
+        (baseline_w / weight_sum, baseline_var.sqrt() / weight_sum)
+    } else {
+        (baseline[0].power_w, baseline[0].uncertainty_w)
+    };
+    let (baseline_min_w, baseline_max_w) = baseline
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), b| {
+            (lo.min(b.power_w), hi.max(b.power_w))
+        });
     notes.push(format!(
-        "{} fit over {} windows of ~{} µs: baseline {:.4} W, residual sd {:.3e} J, \
+        "{} fit over {} windows of ~{} µs: baseline {:.4} W (mean of {n_blocks} block(s) of \
+         {:.1} s, {baseline_min_w:.4}..{baseline_max_w:.4} W), residual sd {:.3e} J, \
          residual autocorrelation {:.2}{}",
         if averaging_ns.is_some() {
             "deconvolved non-negative least-squares"
@@ -835,7 +977,8 @@ fn fit_short_types(
         },
         windows.len(),
         mean_window_ns / 1000,
-        solution.x[baseline_col],
+        baseline_w,
+        block_ns as f64 * 1e-9,
         sigma2.sqrt(),
         rho,
         match averaging_ns {
@@ -847,6 +990,7 @@ fn fit_short_types(
         }
     ));
     Some(Fit {
+        baseline,
         power_w,
         power_se_w,
         dependent: type_dependent,
@@ -855,8 +999,10 @@ fn fit_short_types(
             windows: windows.len(),
             stride,
             window_ns: mean_window_ns,
-            baseline_w: solution.x[baseline_col],
-            baseline_uncertainty_w: se[baseline_col],
+            baseline_w,
+            baseline_uncertainty_w,
+            baseline_blocks: n_blocks,
+            baseline_block_ns: block_ns,
             residual_sd_j: sigma2.sqrt(),
             residual_autocorrelation: rho,
             averaging_window_ns: averaging_ns,
@@ -906,13 +1052,23 @@ fn integrate_long_spans(
     };
     notes.push(match fit {
         Some(_) => format!(
-            "long spans integrated over the history above the fitted baseline ({baseline_w:.4} W)"
+            "long spans integrated over the history above the fitted baseline (mean \
+             {baseline_w:.4} W, per block)"
         ),
         None => format!(
             "long spans integrated over the history above idle power ({baseline_w:.4} W), \
              times the process's share of dynamic power ({process_factor:.3})"
         ),
     });
+    // Baseline power and its uncertainty in each piece: the fit's block
+    // baseline there, or the constant fallback.
+    let piece_baseline: Vec<(f64, f64)> = pieces
+        .iter()
+        .map(|p| match fit {
+            Some(f) => f.baseline_at(MonotonicNs(p.start.0 + p.len_ns() / 2)),
+            None => (baseline_w, baseline_se_w),
+        })
+        .collect();
     let piece_start: Vec<u64> = pieces.iter().map(|p| p.start.0).collect();
     let overlap = |p: &crate::series::Piece, s: &KernelSpan| -> u64 {
         s.end.min(p.end).saturating_sub(s.start.max(p.start))
@@ -957,6 +1113,7 @@ fn integrate_long_spans(
             .partition_point(|&t| t < s.start.0)
             .saturating_sub(1);
         let mut end_error = 0.0;
+        let mut baseline_sd_j = 0.0;
         for (k, p) in pieces.iter().enumerate().skip(lo) {
             if p.start >= s.end {
                 break;
@@ -967,9 +1124,13 @@ fn integrate_long_spans(
             }
             covered_ns[j] += o;
             let dt_s = p.len_ns() as f64 * 1e-9;
-            let above =
-                ((p.energy_j - baseline_w * dt_s).max(0.0) * process_factor - short_j[k]).max(0.0);
+            let (piece_baseline_w, piece_baseline_se_w) = piece_baseline[k];
+            let above = ((p.energy_j - piece_baseline_w * dt_s).max(0.0) * process_factor
+                - short_j[k])
+                .max(0.0);
             energy[j] += above * o as f64 / long_overlap_ns[k] as f64;
+            // Baseline errors within a block are one error: add linearly.
+            baseline_sd_j += piece_baseline_se_w * o as f64 * 1e-9;
             // A span end inside a sample interval: where in it the energy
             // fell is unknown (same bound as the series' interpolation).
             let f = o as f64 / p.sample_interval_ns as f64;
@@ -978,7 +1139,6 @@ fn integrate_long_spans(
                 end_error += (whole * f.min(1.0 - f)).powi(2) / 3.0;
             }
         }
-        let dur_s = s.end.min(to).saturating_sub(s.start.max(from)) as f64 * 1e-9;
         let smear = match window_w {
             // The integral of a trailing average is off by about
             // ΔP × W / 2 at each end of the span.
@@ -989,7 +1149,7 @@ fn integrate_long_spans(
             }
             None => 0.0,
         };
-        var[j] += end_error + (baseline_se_w * dur_s).powi(2) + smear * smear;
+        var[j] += end_error + baseline_sd_j.powi(2) + smear * smear;
     }
     // Counter quantisation: two readings per span end, independent.
     let res = series.meta().resolution_j;
