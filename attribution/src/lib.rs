@@ -39,3 +39,6 @@ pub use process::{
     process_share, split_machine, IdlePower, ProcessShare, ProcessShareConfig, StaticSplit,
 };
 pub use series::{ActivitySeries, EnergySeries, MachineActivity, SeriesMeta};
+pub use spanfile::{
+    read_span_file, CategoryFilter, ClockOption, SpanFile, SpanFileError, SpanFileOptions,
+};
