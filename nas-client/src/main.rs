@@ -34,12 +34,29 @@ enum Command {
     Train(Box<TrainArgs>),
     /// List the bundled datasets.
     Datasets,
+    /// Write a dataset's encoded splits as raw little-endian f32 files
+    /// (`{train,val,test}_{x,y}.f32` and `meta.json`), so other frameworks
+    /// (bench/training) train on exactly the same matrices.
+    Export(ExportArgs),
     /// Energy-aware architecture search.
     Search(nas_client::search::SearchArgs),
     /// Report on a search study.
     Report(nas_client::search::ReportArgs),
     /// Compare energy-aware and accuracy-only searches.
     Compare(nas_client::search::CompareArgs),
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Bundled dataset.
+    #[arg(long)]
+    dataset: String,
+    /// Seed of the split.
+    #[arg(long, default_value_t = 0)]
+    split_seed: u64,
+    /// Output directory (created).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -153,6 +170,7 @@ fn main() {
             }
             Ok(())
         }
+        Command::Export(a) => export(&a),
         Command::Search(a) => nas_client::search::search(a),
         Command::Report(a) => nas_client::search::report(a),
         Command::Compare(a) => nas_client::search::compare(a),
@@ -161,6 +179,30 @@ fn main() {
         eprintln!("nas-client: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let ds = bundled::load(&args.dataset, args.split_seed)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let write = |name: &str, values: &mut dyn Iterator<Item = f32>| -> anyhow::Result<()> {
+        let bytes: Vec<u8> = values.flat_map(f32::to_le_bytes).collect();
+        let path = args.out.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    };
+    for (name, split) in [("train", &ds.train), ("val", &ds.val), ("test", &ds.test)] {
+        write(&format!("{name}_x.f32"), &mut split.x.iter().copied())?;
+        write(&format!("{name}_y.f32"), &mut split.y.iter().copied())?;
+    }
+    let meta = serde_json::json!({
+        "dataset": ds.name,
+        "task": ds.task,
+        "features": ds.n_features(),
+        "outputs": ds.n_outputs(),
+        "rows": { "train": ds.train.rows(), "val": ds.val.rows(), "test": ds.test.rows() },
+    });
+    std::fs::write(args.out.join("meta.json"), serde_json::to_string_pretty(&meta)?)
+        .with_context(|| format!("writing {}/meta.json", args.out.display()))?;
+    Ok(())
 }
 
 fn load_dataset(args: &TrainArgs) -> anyhow::Result<Dataset> {
