@@ -1,49 +1,353 @@
 //! Per-process, per-kernel energy breakdowns: gathers the history, the
 //! process's CPU activity and its spans, and hands them to the
 //! `attribution` crate.
+//!
+//! Per domain (source) the process's energy is its share of the domain's
+//! dynamic energy by CPU time plus its share of the static (idle) energy by
+//! the share of the machine's CPU capacity it held
+//! ([`attribution::process_share`]). Kernel figures are computed on the
+//! *kernel domains* — every package domain (or, without RAPL, the estimated
+//! CPU domain; failing that psys, then any non-GPU source) — and summed
+//! over them per kernel type; `unattributed_j` of every domain says what of
+//! that domain's share no kernel figure covers, so within each kernel
+//! domain `Σ kernels + unattributed == process_j` holds.
+//!
+//! GPU domains are reported with a zero share and a note until the daemon
+//! tracks per-process GPU utilisation: a GPU's energy is never silently
+//! charged by CPU time.
+//!
+//! Unprivileged callers see `machine_j` only over the policy's coarse
+//! window grid and quantised (see ARCHITECTURE.md, "Security policy"); what
+//! is attributed to their own process and spans stays at full resolution.
 
+use crate::policy::{Caller, Coarsening};
 use crate::service::DaemonState;
-use shared::protocol::{Breakdown, DomainShare};
-use shared::MonotonicNs;
+use attribution::{
+    attribute_spans, process_share, ActivitySeries, AttributionInterval, EnergySeries, IdlePower,
+    KernelConfig, KernelSpan, MachineActivity, ProcessEnergy, ProcessShareConfig, SeriesMeta,
+};
+use shared::protocol::{AttributionMethod, Breakdown, DomainShare, KernelEnergy};
+use shared::{Domain, MonotonicNs, SourceInfo};
+use std::collections::BTreeMap;
 
-/// Breakdown of `pid` over `[from, to]`.
-pub fn compute(state: &DaemonState, pid: u32, from: MonotonicNs, to: MonotonicNs) -> Breakdown {
-    let cpu = state.tracker.cpu_between(pid, from, to);
+/// History before `from` handed to attribution, so the idle power can be
+/// estimated from more than the interval itself.
+const IDLE_LOOKBACK_NS: u64 = 30_000_000_000;
+
+/// Resolution of CPU-time accounting: procfs counts in clock ticks (10 ms
+/// at USER_HZ=100); perf task-clock counts nanoseconds.
+const PROCFS_TICK_NS: f64 = 10_000_000.0;
+const TASK_CLOCK_RESOLUTION_NS: f64 = 1_000.0;
+
+/// Breakdown of `pid` over `[from, to]` as `caller` may see it.
+pub fn compute(
+    state: &DaemonState,
+    caller: &Caller,
+    pid: u32,
+    from: MonotonicNs,
+    to: MonotonicNs,
+) -> Breakdown {
     let mut notes = Vec::new();
-    let share = match &cpu {
-        Some(c) if c.machine_total_cpu_ns > 0 => {
-            c.process_cpu_ns as f64 / c.machine_total_cpu_ns as f64
+    let sources = state.engine.sources();
+    let lookback_from = MonotonicNs(from.0.saturating_sub(IDLE_LOOKBACK_NS));
+
+    // Activity: the process and the whole machine, cumulative CPU ns.
+    let process_cpu: Vec<(MonotonicNs, f64)> = state
+        .tracker
+        .cpu_samples(pid, from, to)
+        .into_iter()
+        .map(|(t, ns)| (t, ns as f64))
+        .collect();
+    let machine = state.tracker.machine_samples(lookback_from, to);
+    let machine_busy: Vec<(MonotonicNs, f64)> =
+        machine.iter().map(|&(t, b, _)| (t, b as f64)).collect();
+    let machine_capacity: Vec<(MonotonicNs, f64)> =
+        machine.iter().map(|&(t, _, c)| (t, c as f64)).collect();
+    let activity = match (
+        ActivitySeries::new("process CPU time", &process_cpu),
+        ActivitySeries::new("machine busy CPU time", &machine_busy),
+        ActivitySeries::new("machine CPU capacity", &machine_capacity),
+    ) {
+        (Ok(p), Ok(busy), Ok(capacity)) if process_cpu.len() >= 2 && machine.len() >= 2 => {
+            Some((p, MachineActivity { busy, capacity }))
+        }
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            notes.push(format!("activity history unusable: {e}"));
+            None
         }
         _ => {
-            notes.push("no CPU activity samples for this process in the interval".to_owned());
-            0.0
+            notes.push(
+                "not enough CPU activity samples for this process in the interval \
+                 (tracked too briefly?): no energy attributed"
+                    .to_owned(),
+            );
+            None
         }
     };
-    let domains = state
-        .engine
-        .sources()
+    let share_config = ProcessShareConfig {
+        activity_resolution_ns: if state.config.activity.use_task_clock {
+            TASK_CLOCK_RESOLUTION_NS
+        } else {
+            PROCFS_TICK_NS
+        },
+        idle_power: IdlePower::FromHistory { percentile: 5.0 },
+        ..ProcessShareConfig::default()
+    };
+
+    let kernel_domains = kernel_domains(&sources);
+    let slice = state.spans.slice(pid, from, to);
+    if slice.dropped > 0 {
+        notes.push(format!(
+            "{} spans of this process were dropped (store full, limit {} per process): \
+             kernel figures cover the spans kept",
+            slice.dropped, state.config.policy.max_spans_per_process
+        ));
+    }
+    let spans: Vec<KernelSpan> = slice
+        .spans
         .iter()
-        .map(|info| {
-            let e = state.engine.energy(info.id, from, to);
-            let machine_j = e.as_ref().map_or(0.0, |e| e.joules);
-            DomainShare {
-                source: info.id,
-                machine_j,
-                process_j: machine_j * share,
-                process_dynamic_j: 0.0,
-                activity_share: share,
-                unattributed_j: machine_j * share,
-                uncertainty_j: e.as_ref().map_or(0.0, |e| e.uncertainty_j) * share,
-                provenance: info.provenance,
-            }
+        .map(|s| KernelSpan {
+            name: s.name,
+            start: s.start,
+            end: s.end,
+            tid: s.tid,
         })
+        .collect();
+    let mut kernels: BTreeMap<u32, KernelSum> = BTreeMap::new();
+    let coarsening = Coarsening::for_caller(caller, &state.config.policy);
+
+    let mut domains = Vec::with_capacity(sources.len());
+    for info in &sources {
+        let machine_fine = state.engine.energy(info.id, from, to);
+        let machine_j = visible_machine_energy(state, info, &coarsening, from, to)
+            .unwrap_or_else(|| machine_fine.as_ref().map_or(0.0, |e| e.joules));
+        let mut share = DomainShare {
+            source: info.id,
+            machine_j,
+            process_j: 0.0,
+            process_dynamic_j: 0.0,
+            activity_share: 0.0,
+            unattributed_j: 0.0,
+            uncertainty_j: 0.0,
+            provenance: info.provenance,
+        };
+        if matches!(info.domain, Domain::Gpu { .. }) {
+            notes.push(format!(
+                "{}: per-process GPU utilisation is not tracked yet; no GPU energy is \
+                 attributed to the process",
+                info.name
+            ));
+            domains.push(share);
+            continue;
+        }
+        let Some((process, machine_activity)) = &activity else {
+            domains.push(share);
+            continue;
+        };
+        let samples = state.engine.samples(info.id, lookback_from, to);
+        let series = match EnergySeries::new(&samples, series_meta(info)) {
+            Ok(s) if samples.len() >= 2 => s,
+            Ok(_) => {
+                notes.push(format!("{}: no samples in the interval", info.name));
+                domains.push(share);
+                continue;
+            }
+            Err(e) => {
+                notes.push(format!("{}: history unusable: {e}", info.name));
+                domains.push(share);
+                continue;
+            }
+        };
+        let ps = match process_share(&series, machine_activity, process, from, to, &share_config) {
+            Ok(ps) => ps,
+            Err(e) => {
+                notes.push(format!("{}: process share not computed: {e}", info.name));
+                domains.push(share);
+                continue;
+            }
+        };
+        share.process_j = ps.process_j;
+        share.process_dynamic_j = ps.process_dynamic_j;
+        share.activity_share = ps.activity_share;
+        share.uncertainty_j = ps.uncertainty_j;
+        share.unattributed_j = ps.process_j;
+        for n in &ps.notes {
+            notes.push(format!("{}: {n}", info.name));
+        }
+
+        if kernel_domains.contains(&info.id) && !spans.is_empty() {
+            let interval = AttributionInterval::new(from, to);
+            match attribute_spans(
+                &series,
+                &spans,
+                slice.names.len(),
+                &interval,
+                &ProcessEnergy::from(&ps),
+                &KernelConfig::default(),
+            ) {
+                Ok(ka) => {
+                    share.unattributed_j = ka.unattributed_j;
+                    for n in &ka.notes {
+                        notes.push(format!("{} kernels: {n}", info.name));
+                    }
+                    for t in &ka.types {
+                        kernels.entry(t.name).or_default().add(t);
+                    }
+                }
+                Err(e) => notes.push(format!("{}: kernels not attributed: {e}", info.name)),
+            }
+        }
+        domains.push(share);
+    }
+
+    if !spans.is_empty() {
+        let names: Vec<&str> = sources
+            .iter()
+            .filter(|s| kernel_domains.contains(&s.id))
+            .map(|s| s.name.as_str())
+            .collect();
+        notes.push(format!(
+            "kernel energies are dynamic energy on {} (summed per kernel type)",
+            names.join(", ")
+        ));
+    }
+    let kernel_process_j: f64 = domains
+        .iter()
+        .filter(|d| kernel_domains.contains(&d.source))
+        .map(|d| d.process_j)
+        .sum();
+    let kernels = kernels
+        .into_iter()
+        .map(|(name, k)| k.into_protocol(slice.names.get(name as usize), kernel_process_j))
         .collect();
     Breakdown {
         pid,
         from,
         to,
         domains,
-        kernels: Vec::new(),
+        kernels,
         notes,
+    }
+}
+
+/// The machine energy an unprivileged caller may see: over the coarse
+/// window grid, quantised; `None` for a privileged caller (full resolution).
+fn visible_machine_energy(
+    state: &DaemonState,
+    info: &SourceInfo,
+    coarsening: &Coarsening,
+    from: MonotonicNs,
+    to: MonotonicNs,
+) -> Option<f64> {
+    if coarsening.window_ns == 0 && coarsening.quantum_j == 0.0 {
+        return None;
+    }
+    let now = MonotonicNs::now();
+    let joules = coarsening
+        .interval(from, to, now)
+        .and_then(|(a, b)| state.engine.energy(info.id, a, b))
+        .map_or(0.0, |e| e.joules);
+    Some(coarsening.energy(joules))
+}
+
+fn series_meta(info: &SourceInfo) -> SeriesMeta {
+    SeriesMeta {
+        provenance: info.provenance,
+        resolution_j: info.resolution_j,
+        update_period_ns: if info.update_period_ns > 0 {
+            info.update_period_ns
+        } else {
+            info.period_ns
+        },
+        reading: info.reading,
+    }
+}
+
+/// The sources kernel figures are computed on: every package domain; else
+/// the estimated whole-CPU domain; else psys; else every non-GPU source.
+/// Core, uncore and DRAM are parts of a package and would count it twice.
+fn kernel_domains(sources: &[SourceInfo]) -> Vec<shared::SourceId> {
+    let pick = |f: &dyn Fn(&Domain) -> bool| -> Vec<shared::SourceId> {
+        sources
+            .iter()
+            .filter(|s| f(&s.domain))
+            .map(|s| s.id)
+            .collect()
+    };
+    for candidates in [
+        pick(&|d| matches!(d, Domain::Package { .. })),
+        pick(&|d| matches!(d, Domain::Cpu)),
+        pick(&|d| matches!(d, Domain::Psys)),
+        pick(&|d| !matches!(d, Domain::Gpu { .. })),
+    ] {
+        if !candidates.is_empty() {
+            return candidates;
+        }
+    }
+    Vec::new()
+}
+
+/// One kernel type summed over the kernel domains.
+#[derive(Debug, Default)]
+struct KernelSum {
+    count: u64,
+    total_time_ns: u64,
+    energy_j: f64,
+    /// At least one domain gave no figure: the sum is unknown.
+    unknown: bool,
+    variance_j2: f64,
+    confidence: Option<f64>,
+    method: Option<AttributionMethod>,
+}
+
+impl KernelSum {
+    fn add(&mut self, t: &attribution::KernelTypeResult) {
+        // Spans are the same on every domain: count and time once.
+        self.count = self.count.max(t.count);
+        self.total_time_ns = self.total_time_ns.max(t.total_time_ns);
+        match t.energy_j {
+            Some(e) => self.energy_j += e,
+            None => self.unknown = true,
+        }
+        self.variance_j2 += t.uncertainty_j * t.uncertainty_j;
+        self.confidence = Some(
+            self.confidence
+                .map_or(t.confidence, |c| c.min(t.confidence)),
+        );
+        // The least reliable method wins (Insufficient over Regression...).
+        self.method = Some(match self.method {
+            None => t.method,
+            Some(m) if method_rank(t.method) > method_rank(m) => t.method,
+            Some(m) => m,
+        });
+    }
+
+    fn into_protocol(self, name: Option<&String>, process_j: f64) -> KernelEnergy {
+        let energy_j = (!self.unknown).then_some(self.energy_j);
+        KernelEnergy {
+            name: name.cloned().unwrap_or_else(|| "?".to_owned()),
+            count: self.count,
+            total_time_ns: self.total_time_ns,
+            energy_j,
+            share: energy_j
+                .filter(|_| process_j > 0.0)
+                .map(|e| (e / process_j).clamp(0.0, 1.0)),
+            uncertainty_j: self.variance_j2.sqrt(),
+            confidence: if self.unknown {
+                0.0
+            } else {
+                self.confidence.unwrap_or(0.0)
+            },
+            method: self.method.unwrap_or(AttributionMethod::Insufficient),
+        }
+    }
+}
+
+fn method_rank(m: AttributionMethod) -> u8 {
+    match m {
+        AttributionMethod::Integrated => 0,
+        AttributionMethod::Regression => 1,
+        AttributionMethod::Deconvolved => 2,
+        AttributionMethod::Insufficient => 3,
     }
 }

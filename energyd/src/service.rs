@@ -132,7 +132,7 @@ impl DaemonState {
                             format!("from ({from}) is after to ({to})"),
                         );
                     }
-                    Response::Breakdown(breakdown::compute(self, pid, from, to))
+                    Response::Breakdown(breakdown::compute(self, caller, pid, from, to))
                 }
             },
             Request::Subscribe { .. } => error(

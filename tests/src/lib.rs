@@ -5,6 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Directory holding the workspace's built binaries (`target/debug`).
@@ -17,11 +18,13 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of a workspace binary, building its package if it is missing
-/// (when this crate's tests run alone, `cargo test -p integration-tests`).
+/// Path of a workspace binary, built up to date once per test process:
+/// `cargo test -p integration-tests` alone does not rebuild other
+/// packages' binaries, and a stale daemon would test old code.
 pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    if !path.exists() {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|p| p == package) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "-p", package, "--bins"])
@@ -29,8 +32,9 @@ pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
             .status()
             .expect("run cargo build");
         assert!(status.success(), "cargo build -p {package} failed");
+        built.push(package.to_owned());
     }
-    path
+    bin_dir().join(name)
 }
 
 /// A running energyd on a temporary socket; killed on drop.
@@ -138,3 +142,22 @@ impl Drop for Daemon {
 pub const NOBODY: u32 = 65534;
 /// A second unprivileged uid; it needs no passwd entry to run a process.
 pub const OTHER_UID: u32 = 65533;
+
+/// Runs `probe-client SOCKET ARGS…` as `uid` (and gid `uid`) and returns
+/// its one-line answer (`ok …` or `error CODE message`).
+pub fn probe(socket: &Path, uid: u32, args: &[&str]) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(workspace_bin("integration-tests", "probe-client"))
+        .arg(socket)
+        .args(args)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("run probe-client");
+    assert!(
+        out.status.success(),
+        "probe-client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

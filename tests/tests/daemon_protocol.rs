@@ -2,7 +2,7 @@
 //! handshake, version mismatch, uid separation, hostile frames,
 //! concurrency, clean shutdown, refusing bad socket paths, energyctl.
 
-use integration_tests::{workspace_bin, Daemon, NOBODY, OTHER_UID, SIMULATED_CONFIG};
+use integration_tests::{probe, workspace_bin, Daemon, NOBODY, OTHER_UID, SIMULATED_CONFIG};
 use shared::client::{Client, ClientError};
 use shared::frame::{self, MAX_FRAME_LEN};
 use shared::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
@@ -89,22 +89,6 @@ fn version_mismatch_is_a_clear_error() {
         ),
         "{resp:?}"
     );
-}
-
-fn probe(socket: &std::path::Path, uid: u32, args: &[&str]) -> String {
-    let out = Command::new(workspace_bin("integration-tests", "probe-client"))
-        .arg(socket)
-        .args(args)
-        .uid(uid)
-        .gid(uid)
-        .output()
-        .expect("run probe-client");
-    assert!(
-        out.status.success(),
-        "probe-client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! One-shot client for the integration tests, run under other uids.
 //!
 //! `probe-client SOCKET register PID` | `breakdown PID` | `unregister PID`
-//! | `energy` | `status`. Prints `ok` or `error CODE message` on stdout and
+//! | `spans PID` | `energy` | `status`. Prints `ok` or `error CODE message` on stdout and
 //! exits 0 either way (the tests read the answer); exits 2 on usage or
 //! connection errors.
 
@@ -13,7 +13,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
         eprintln!(
-            "usage: probe-client SOCKET (register|breakdown|unregister) PID | energy | status"
+            "usage: probe-client SOCKET (register|breakdown|unregister|spans) PID | energy | status"
         );
         std::process::exit(2);
     }
@@ -40,6 +40,24 @@ fn main() {
                     let total: f64 = e.sources.iter().map(|s| s.joules).sum();
                     format!("ok {} {} {total}", e.from.0, e.to.0)
                 })
+        }
+        "spans" => {
+            // 100 one-millisecond spans of kernel `probe` over the last 200 ms.
+            let now = MonotonicNs::now();
+            let mut batch = shared::protocol::SpanBatch::default();
+            for i in 0..100u64 {
+                let start = now.saturating_sub_ns(200_000_000 - i * 2_000_000);
+                batch.push(
+                    "probe",
+                    start,
+                    MonotonicNs(start.0 + 1_000_000),
+                    pid(),
+                    pid(),
+                );
+            }
+            client
+                .submit_spans(&batch)
+                .map(|(accepted, rejected)| format!("ok {accepted} {rejected}"))
         }
         "status" => client
             .status()
