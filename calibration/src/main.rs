@@ -29,35 +29,43 @@ struct Args {
     command: Cmd,
 }
 
+/// Arguments of `calibration run`.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// energyd socket (default: the user socket if present, else the system one).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Calibration file to write.
+    #[arg(long, default_value = "calibration.toml")]
+    out: PathBuf,
+    /// Thread counts to calibrate, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<u32>,
+    /// Kernel types to calibrate (default: every kind the trainer emits).
+    #[arg(long, value_delimiter = ',')]
+    kernels: Vec<String>,
+    /// Measured window per point, milliseconds (the estimated CPU
+    /// source steps every 10 ms, so 200 ms resolves a point to ~5 %).
+    #[arg(long, default_value_t = 200)]
+    window_ms: u64,
+    /// Wait after each window before asking energyd for its energy, ms
+    /// (the daemon's last sample of the window must have arrived).
+    #[arg(long, default_value_t = 100)]
+    settle_ms: u64,
+    /// Continue a stopped run from `<out>.partial.json`.
+    #[arg(long)]
+    resume: bool,
+    /// Which kernels to measure.
+    #[arg(long, value_enum, default_value = "trainer")]
+    runner: RunnerKind,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Microbenchmark every kernel type over a grid of shapes and thread
     /// counts while energyd attributes their energy, fit the models and
     /// write the calibration file. Ctrl-C stops; `--resume` continues.
-    Run {
-        /// energyd socket (default: the user socket if present, else the system one).
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Calibration file to write.
-        #[arg(long, default_value = "calibration.toml")]
-        out: PathBuf,
-        /// Thread counts to calibrate, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,2")]
-        threads: Vec<u32>,
-        /// Kernel types to calibrate (default: every kind the trainer emits).
-        #[arg(long, value_delimiter = ',')]
-        kernels: Vec<String>,
-        /// Measured window per point, milliseconds (the estimated CPU
-        /// source steps every 10 ms, so 200 ms resolves a point to ~5 %).
-        #[arg(long, default_value_t = 200)]
-        window_ms: u64,
-        /// Continue a stopped run from `<out>.partial.json`.
-        #[arg(long)]
-        resume: bool,
-        /// Which kernels to measure.
-        #[arg(long, value_enum, default_value = "trainer")]
-        runner: RunnerKind,
-    },
+    Run(RunArgs),
     /// Predict the energy of networks never seen in fitting, train them
     /// while energyd measures, and print predicted against measured.
     Validate {
@@ -107,6 +115,8 @@ enum Cmd {
         #[arg(long)]
         socket: PathBuf,
         #[arg(long)]
+        settle_ms: u64,
+        #[arg(long)]
         checkpoint: PathBuf,
         #[arg(long)]
         threads: u32,
@@ -124,15 +134,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match args.command {
-        Cmd::Run {
-            socket,
-            out,
-            threads,
-            kernels,
-            window_ms,
-            resume,
-            runner,
-        } => run(socket, &out, threads, kernels, window_ms, resume, runner),
+        Cmd::Run(args) => run(args),
         Cmd::Validate {
             calibration,
             socket,
@@ -156,10 +158,11 @@ fn main() -> anyhow::Result<()> {
         Cmd::Show { calibration } => show(&calibration),
         Cmd::MeasureWorker {
             socket,
+            settle_ms,
             checkpoint,
             threads,
             runner,
-        } => measure_worker(&socket, &checkpoint, threads, runner),
+        } => measure_worker(&socket, settle_ms, &checkpoint, threads, runner),
     }
 }
 
@@ -167,15 +170,18 @@ fn socket_or_default(socket: Option<PathBuf>) -> PathBuf {
     socket.unwrap_or_else(shared::paths::client_default_socket)
 }
 
-fn run(
-    socket: Option<PathBuf>,
-    out: &Path,
-    threads: Vec<u32>,
-    kernels: Vec<String>,
-    window_ms: u64,
-    resume: bool,
-    runner: RunnerKind,
-) -> anyhow::Result<()> {
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let RunArgs {
+        socket,
+        out,
+        threads,
+        kernels,
+        window_ms,
+        settle_ms,
+        resume,
+        runner,
+    } = args;
+    let out = out.as_path();
     let socket = socket_or_default(socket);
     if threads.is_empty() || threads.contains(&0) {
         bail!("--threads needs thread counts of at least 1");
@@ -244,6 +250,8 @@ fn run(
             .arg("measure-worker")
             .arg("--socket")
             .arg(&socket)
+            .arg("--settle-ms")
+            .arg(settle_ms.to_string())
             .arg("--checkpoint")
             .arg(&checkpoint_path)
             .arg("--threads")
@@ -290,6 +298,7 @@ fn run(
 
 fn measure_worker(
     socket: &Path,
+    settle_ms: u64,
     checkpoint_path: &Path,
     threads: u32,
     runner: RunnerKind,
@@ -297,7 +306,8 @@ fn measure_worker(
     trainer::set_gemm_threads(threads);
     let mut runner = trainer::kernel_runner(runner);
     let mut meter = DaemonMeter::connect(socket, "calibration-worker")
-        .with_context(|| format!("connecting to energyd at {}", socket.display()))?;
+        .with_context(|| format!("connecting to energyd at {}", socket.display()))?
+        .with_settle(std::time::Duration::from_millis(settle_ms));
     let mut checkpoint = RunCheckpoint::load(checkpoint_path)?;
     let points: Vec<_> = checkpoint
         .grid
@@ -322,15 +332,28 @@ fn measure_worker(
         match measure_point(runner.as_mut(), &mut meter, point, window_ms) {
             Ok((observation, provenance)) => checkpoint.record(observation, provenance),
             Err(e) => {
-                bar.println(format!("warning: {e}"));
+                if bar.is_hidden() {
+                    eprintln!("warning: {e}");
+                } else {
+                    bar.println(format!("warning: {e}"));
+                }
                 checkpoint.failures.push(e.to_string());
             }
         }
         checkpoint.save(checkpoint_path)?;
         bar.inc(1);
+        // Without a terminal the bar draws nothing: print every tenth.
+        let (pos, len) = (bar.position(), bar_len_nonzero(&bar));
+        if bar.is_hidden() && pos * 10 / len != (pos - 1) * 10 / len {
+            eprintln!("{threads} thread(s): {pos}/{len} points");
+        }
     }
     bar.finish_with_message("done");
     Ok(())
+}
+
+fn bar_len_nonzero(bar: &ProgressBar) -> u64 {
+    bar.length().unwrap_or(1).max(1)
 }
 
 fn print_models(calibration: &Calibration) {

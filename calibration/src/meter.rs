@@ -15,16 +15,18 @@ use shared::{MonotonicNs, Provenance, SourceInfo};
 use std::path::Path;
 use std::time::Duration;
 
-/// How long to wait after a window before asking for its energy: the
-/// daemon samples process activity every 10 ms, so the sample that closes
-/// the window arrives up to one period later; three periods leave margin.
-pub const SETTLE: Duration = Duration::from_millis(30);
+/// How long to wait after a window before asking for its energy, by
+/// default: the daemon samples process activity every 10 ms, so the sample
+/// that closes the window arrives up to one period later, later still when
+/// a loaded machine delays the sampler; ten periods leave margin.
+pub const SETTLE: Duration = Duration::from_millis(100);
 
 /// energyd, measuring the calling process.
 pub struct DaemonMeter {
     client: Client,
     pid: u32,
     tid: u32,
+    settle: Duration,
 }
 
 impl DaemonMeter {
@@ -38,7 +40,15 @@ impl DaemonMeter {
             client,
             pid,
             tid: nix::unistd::gettid().as_raw() as u32,
+            settle: SETTLE,
         })
+    }
+
+    /// Waits `settle` (instead of [`SETTLE`]) after each window before
+    /// asking for its energy.
+    pub fn with_settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
     }
 
     /// The daemon's sources.
@@ -100,7 +110,7 @@ impl EnergyMeter for DaemonMeter {
         self.client
             .submit_spans(&batch)
             .map_err(|e| format!("submitting the span: {e}"))?;
-        std::thread::sleep(SETTLE);
+        std::thread::sleep(self.settle);
         let breakdown = self
             .breakdown(from, to)
             .map_err(|e| format!("asking the breakdown: {e}"))?;

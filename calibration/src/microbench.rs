@@ -234,7 +234,7 @@ pub struct RunCheckpoint {
     pub provenance: Provenance,
     /// Points measured.
     pub observations: Vec<Observation>,
-    /// Points that failed, with the reason (skipped on resume too).
+    /// Points that failed, with the reason (retried on resume).
     #[serde(default)]
     pub failures: Vec<String>,
 }

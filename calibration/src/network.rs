@@ -19,6 +19,10 @@
 //! - inference: forward passes (eval mode) over the test split in chunks of
 //!   `eval_batch_size`, no loss.
 //!
+//! Evaluation-mode dropout draws no mask: its `dropout_fwd` span is a mask
+//! fill and an element-wise multiply, the work of `dropout_bwd`, and the
+//! plan lists it under that name so it is priced as such.
+//!
 //! Shapes follow [`nas_client::kernels::run_isolated`], which the
 //! calibration microbenchmarks: GEMMs are (batch, in, out); element-wise
 //! kernels, normalisations and dropout are (batch, w, w); losses are
@@ -191,7 +195,14 @@ fn layers(spec: &ModelSpec, inputs: u64, outputs: u64) -> Result<Vec<Op>, PlanEr
     Ok(ops)
 }
 
-fn forward(ops: &[Op], batch: u64, plan: &mut KernelPlan) {
+/// Whether a forward pass trains (dropout draws masks) or evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Train,
+    Eval,
+}
+
+fn forward(ops: &[Op], batch: u64, pass: Pass, plan: &mut KernelPlan) {
     for op in ops {
         match op {
             Op::Linear { inputs, outputs } => plan.add(
@@ -211,11 +222,20 @@ fn forward(ops: &[Op], batch: u64, plan: &mut KernelPlan) {
             Op::Act { activation, width } => {
                 plan.add(activation.forward_kind().as_str(), square(batch, *width), 1)
             }
-            Op::Dropout { width } => {
-                plan.add(KernelKind::DropoutFwd.as_str(), square(batch, *width), 1)
-            }
+            // In evaluation, dropout's forward span covers only a mask fill
+            // and the element-wise multiply that `dropout_bwd` is, about a
+            // tenth of a training-mode forward (no random draws): it is
+            // priced as `dropout_bwd`.
+            Op::Dropout { width } => plan.add(
+                match pass {
+                    Pass::Train => KernelKind::DropoutFwd.as_str(),
+                    Pass::Eval => KernelKind::DropoutBwd.as_str(),
+                },
+                square(batch, *width),
+                1,
+            ),
             Op::Residual { inner, width } => {
-                forward(inner, batch, plan);
+                forward(inner, batch, pass, plan);
                 plan.add(
                     KernelKind::ResidualAddFwd.as_str(),
                     square(batch, *width),
@@ -346,7 +366,7 @@ impl NetworkDescription {
         let k = self.loss_columns();
         for (chunk, count) in chunks(rows, self.eval_batch_size) {
             let mut once = KernelPlan::new(plan.threads);
-            forward(ops, chunk, &mut once);
+            forward(ops, chunk, Pass::Eval, &mut once);
             if with_loss {
                 once.add(loss_fwd.as_str(), square(chunk, k), 1);
             }
@@ -370,7 +390,7 @@ impl NetworkDescription {
                 square(batch, self.inputs as u64),
                 1,
             );
-            forward(&ops, batch, &mut step);
+            forward(&ops, batch, Pass::Train, &mut step);
             step.add(loss_fwd.as_str(), square(batch, k), 1);
             step.add(loss_bwd.as_str(), square(batch, k), 1);
             backward(&ops, batch, false, &mut step);
@@ -599,12 +619,26 @@ mod tests {
                 .iter()
                 .map(|k| (k.kind.as_str().to_owned(), k.count))
                 .collect();
+            // Evaluation-mode dropout forwards are planned as `dropout_bwd`.
+            let eval_dropout = (expected_train.get("dropout_bwd").copied().unwrap_or(0))
+                .saturating_sub(measured_train.get("dropout_bwd").copied().unwrap_or(0));
+            if eval_dropout > 0 {
+                *expected_train.entry("dropout_bwd".into()).or_default() -= eval_dropout;
+                *expected_train.entry("dropout_fwd".into()).or_default() += eval_dropout;
+            }
             assert_eq!(expected_train, measured_train, "{kind} {arch} training");
 
             let passes = u64::from(report.inference.passes);
             let expected_infer: BTreeMap<String, u64> = calls(&plan.inference)
                 .into_iter()
-                .map(|(k, c)| (k, c * passes))
+                .map(|(k, c)| {
+                    let k = if k == "dropout_bwd" {
+                        "dropout_fwd".into()
+                    } else {
+                        k
+                    };
+                    (k, c * passes)
+                })
                 .collect();
             let measured_infer: BTreeMap<String, u64> = report
                 .inference_kernels

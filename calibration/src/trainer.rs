@@ -236,14 +236,20 @@ fn validate_trainer(
         std::thread::sleep(SETTLE);
         let plan = describe(report.epochs_run).plan()?;
         let phases = [
-            (Phase::Training, &energy.train, plan.training.clone()),
+            (
+                Phase::Training,
+                &energy.train,
+                plan.training.clone(),
+                &report.train_kernels,
+            ),
             (
                 Phase::Inference,
                 &energy.inference,
                 plan.inference.repeated(u64::from(report.inference.passes)),
+                &report.inference_kernels,
             ),
         ];
-        for (phase, window, kernels) in phases {
+        for (phase, window, kernels, recorded) in phases {
             let breakdown = meter
                 .breakdown(MonotonicNs(window.from_ns), MonotonicNs(window.to_ns))
                 .with_context(|| format!("asking energyd for the {phase} of {name}"))?;
@@ -255,9 +261,25 @@ fn validate_trainer(
                 network = %name,
                 %phase,
                 predicted_kernel_time_ms = predicted.time_ns / 1e6,
+                recorded_kernel_time_ms =
+                    recorded.iter().map(|k| k.total_ns).sum::<u64>() as f64 / 1e6,
                 wall_ms = (window.to_ns - window.from_ns) as f64 / 1e6,
-                "predicted kernel time against the measured window"
+                "predicted kernel time against the recorded spans and the measured window"
             );
+            for k in &predicted.per_kernel {
+                let spans_ns = recorded
+                    .iter()
+                    .find(|r| r.kind.as_str() == k.kernel)
+                    .map_or(0, |r| r.total_ns);
+                tracing::debug!(
+                    network = %name,
+                    %phase,
+                    kernel = %k.kernel,
+                    predicted_ms = k.time_ns / 1e6,
+                    recorded_ms = spans_ns as f64 / 1e6,
+                    "kernel time"
+                );
+            }
             rows.push(NetworkComparison {
                 network: name.clone(),
                 phase,
