@@ -21,12 +21,15 @@
 //! write lock only to append the new samples, so queries wait at most for
 //! a few pushes.
 
-use crate::perf::ThreadClocks;
-use crate::procstat::{ns_per_tick, ProcStatReader};
+use crate::perf::{thread_ids, ThreadClocks};
+use crate::procstat::{ns_per_tick, PidStat, PidStatFile, ProcStatReader};
 use crate::ring::TimeRing;
 use serde::Deserialize;
 use shared::MonotonicNs;
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -135,11 +138,11 @@ pub struct ActivityTracker {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// One process's identity and CPU time as read from procfs.
+/// What `track` checks of a process before accepting it (through the
+/// `procfs` crate, for its error kinds; the sampling loop reads
+/// [`PidStatFile`]s instead).
 #[derive(Debug, Clone, Copy)]
 struct ProcStatus {
-    start_ticks: u64,
-    cpu_ns: u64,
     zombie: bool,
 }
 
@@ -160,28 +163,67 @@ fn read_status(proc_root: &Path, pid: u32) -> Result<ProcStatus, TrackError> {
         },
     })?;
     Ok(ProcStatus {
-        start_ticks: stat.starttime,
-        cpu_ns: (stat.utime + stat.stime) * ns_per_tick(),
         zombie: stat.state == 'Z' || stat.state == 'X',
     })
 }
 
-/// Children of every thread of `pid`.
-fn children_of(proc_root: &Path, pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(proc_root.join(pid.to_string()).join("task")) else {
-        return Vec::new();
-    };
-    let mut children = Vec::new();
-    for task in tasks.flatten() {
-        // A thread that exits while we list is simply skipped.
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            children.extend(
-                text.split_whitespace()
-                    .filter_map(|c| c.parse::<u32>().ok()),
-            );
-        }
+/// How often, in samples, a member's `stat` is read and its threads listed
+/// again even when nothing says they changed. At the default 10 ms period:
+/// every 100 ms.
+///
+/// Between those, a member with perf task-clock and a pidfd costs, per
+/// sample: its share of one `poll` over the tree's pidfds (exit
+/// detection), one `fstat` of its open `task` directory (whose link count
+/// follows the thread count), one perf read per thread and one `pread` per
+/// thread's `children`: no `/proc/<pid>/stat` formatting, no directory
+/// listing, no path lookup. A thread that exits and another that starts
+/// between two samples leave the count unchanged; the newcomer is then
+/// counted from the next listing, so up to this many periods of its CPU
+/// time can be missed.
+const THREAD_RELIST_SAMPLES: u32 = 10;
+
+/// Opens a pidfd for `pid` (Linux 5.3+): it becomes readable when the
+/// process exits. `None` where the kernel has none.
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(pid_t, unsigned int) passes no memory; it returns
+    // a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32) };
+    if fd < 0 {
+        return None;
     }
-    children
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// For each pidfd, whether its process may have exited (readable now).
+/// One `poll` call, no waiting. If `poll` itself fails, every entry is
+/// `true`, so callers take their exact (slower) path.
+fn exited_now(pidfds: &[RawFd]) -> Vec<bool> {
+    let mut polled: Vec<libc::pollfd> = pidfds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `polled` is a live, exclusively borrowed array of
+    // `polled.len()` pollfd structs; timeout 0 returns at once.
+    let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, 0) };
+    if n < 0 {
+        return vec![true; pidfds.len()];
+    }
+    polled.iter().map(|p| p.revents != 0).collect()
+}
+
+/// Pids listed in a `children` file, appended to `out`.
+fn parse_children(text: &[u8], out: &mut Vec<u32>) {
+    if let Ok(text) = std::str::from_utf8(text) {
+        out.extend(
+            text.split_ascii_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
 }
 
 /// Sampling-thread state of one member process.
@@ -192,6 +234,159 @@ struct Member {
     cpu_ns: u64,
     /// Fine clocks, when perf task-clock is in use.
     clocks: Option<ThreadClocks>,
+    /// `<pid>/stat`, kept open.
+    stat: PidStatFile,
+    /// Readable once the process exits (with task-clock only: the cheap
+    /// path needs both).
+    pidfd: Option<OwnedFd>,
+    /// `<pid>/task`, kept open: its link count is 2 + the thread count.
+    task_dir: Option<File>,
+    /// Link count of `task_dir` when the threads were last listed.
+    listed_task_links: u64,
+    /// Threads as last listed.
+    threads: Vec<u32>,
+    /// `<pid>/task/<tid>/children` of those threads, kept open (empty when
+    /// children are not tracked).
+    children_files: Vec<File>,
+    /// Thread count (from `stat`) when the threads were last listed.
+    listed_num_threads: u64,
+    samples_since_listing: u32,
+}
+
+/// What one refresh of a member found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberState {
+    Alive,
+    /// Exited (zombie or reaped) or replaced by another process with the
+    /// same pid; its last CPU time is final.
+    Gone,
+}
+
+impl Member {
+    /// Opens the member's files; `None` if it is already gone.
+    fn open(proc_root: &Path, pid: u32, use_task_clock: bool) -> Option<Member> {
+        let mut stat = PidStatFile::open(proc_root, pid).ok()?;
+        let first = stat.read()?;
+        let cpu_ns = first.cpu_ticks * ns_per_tick();
+        let clocks = use_task_clock
+            .then(|| ThreadClocks::open(proc_root, pid, cpu_ns))
+            .flatten();
+        let pidfd = clocks.as_ref().and_then(|_| pidfd_open(pid));
+        Some(Member {
+            start_ticks: first.start_ticks,
+            cpu_ns,
+            clocks,
+            stat,
+            pidfd,
+            task_dir: File::open(proc_root.join(pid.to_string()).join("task")).ok(),
+            listed_task_links: 0,
+            threads: Vec::new(),
+            children_files: Vec::new(),
+            // Forces a listing at the first refresh.
+            listed_num_threads: u64::MAX,
+            samples_since_listing: 0,
+        })
+    }
+
+    fn list_threads(&mut self, proc_root: &Path, pid: u32, include_children: bool, stat: &PidStat) {
+        self.threads = thread_ids(proc_root, pid);
+        self.children_files.clear();
+        if include_children {
+            let task_dir = proc_root.join(pid.to_string()).join("task");
+            for tid in &self.threads {
+                // A thread that exits meanwhile is simply skipped.
+                if let Ok(f) = File::open(task_dir.join(tid.to_string()).join("children")) {
+                    self.children_files.push(f);
+                }
+            }
+        }
+        self.listed_num_threads = stat.num_threads;
+        self.listed_task_links = self.task_links().unwrap_or(0);
+        self.samples_since_listing = 0;
+    }
+
+    /// Link count of the open `task` directory (2 + threads), if known.
+    fn task_links(&self) -> Option<u64> {
+        self.task_dir
+            .as_ref()
+            .and_then(|d| d.metadata().ok())
+            .map(|m| m.nlink())
+    }
+
+    /// Whether this sample can skip `stat`: task-clock gives the CPU time,
+    /// the pidfd says the process has not exited, the thread count has not
+    /// moved, and a full refresh is not due.
+    fn can_skip_stat(&self, may_have_exited: bool, include_children: bool) -> bool {
+        self.clocks.is_some()
+            && self.pidfd.is_some()
+            && !may_have_exited
+            && self.samples_since_listing + 1 < THREAD_RELIST_SAMPLES
+            && !(include_children && self.children_files.is_empty())
+            && self
+                .task_links()
+                .is_some_and(|n| n == self.listed_task_links)
+    }
+
+    fn read_children(&mut self, children: &mut Vec<u32>) {
+        let mut buf = [0u8; 4096];
+        for f in &self.children_files {
+            match f.read_at(&mut buf, 0) {
+                Ok(n) => parse_children(&buf[..n], children),
+                // The thread exited: list the threads again next time.
+                Err(_) => self.samples_since_listing = THREAD_RELIST_SAMPLES,
+            }
+        }
+    }
+
+    /// Reads the member's CPU time, and its children's pids into
+    /// `children` when asked. `may_have_exited` is the pidfd's word (true
+    /// when there is none).
+    fn refresh(
+        &mut self,
+        proc_root: &Path,
+        pid: u32,
+        include_children: bool,
+        may_have_exited: bool,
+        children: &mut Vec<u32>,
+    ) -> MemberState {
+        if self.can_skip_stat(may_have_exited, include_children) {
+            self.samples_since_listing += 1;
+            if let Some(clocks) = self.clocks.as_mut() {
+                self.cpu_ns = self.cpu_ns.max(clocks.read_threads(&self.threads));
+            }
+            if include_children {
+                self.read_children(children);
+            }
+            return MemberState::Alive;
+        }
+        let Some(stat) = self.stat.read() else {
+            return MemberState::Gone; // reaped: the open file no longer reads
+        };
+        if stat.start_ticks != self.start_ticks {
+            return MemberState::Gone; // defensive: the file is bound to our process
+        }
+        self.samples_since_listing += 1;
+        let children_wanted_but_unopened = include_children && self.children_files.is_empty();
+        if stat.num_threads != self.listed_num_threads
+            || self.samples_since_listing >= THREAD_RELIST_SAMPLES
+            || children_wanted_but_unopened
+        {
+            self.list_threads(proc_root, pid, include_children, &stat);
+        }
+        let cpu_ns = match self.clocks.as_mut() {
+            Some(clocks) => clocks.read_threads(&self.threads),
+            None => stat.cpu_ticks * ns_per_tick(),
+        };
+        // CPU time never goes back (a thread counter that vanished is kept by ThreadClocks).
+        self.cpu_ns = self.cpu_ns.max(cpu_ns);
+        if stat.exited() {
+            return MemberState::Gone;
+        }
+        if include_children {
+            self.read_children(children);
+        }
+        MemberState::Alive
+    }
 }
 
 /// Sampling-thread state of one tracked tree.
@@ -208,25 +403,6 @@ struct TreeWork {
     counted_exits: HashSet<(u32, u64)>,
 }
 
-/// Reads one member's CPU time; `None` once it has exited.
-fn read_member(proc_root: &Path, pid: u32, member: &mut Member) -> Option<u64> {
-    let status = read_status(proc_root, pid).ok()?;
-    if status.start_ticks != member.start_ticks {
-        return None; // the pid was reused: our process is gone
-    }
-    let cpu_ns = match member.clocks.as_mut() {
-        Some(clocks) => clocks.read(proc_root, pid),
-        None => status.cpu_ns,
-    };
-    // CPU time never goes back (a thread counter that vanished is kept by ThreadClocks).
-    member.cpu_ns = member.cpu_ns.max(cpu_ns);
-    if status.zombie {
-        None
-    } else {
-        Some(member.cpu_ns)
-    }
-}
-
 impl TreeWork {
     fn new(
         proc_root: &Path,
@@ -235,39 +411,47 @@ impl TreeWork {
         use_task_clock: bool,
     ) -> Result<Self, TrackError> {
         let status = read_status(proc_root, root)?;
-        let mut work = TreeWork {
+        let member = Member::open(proc_root, root, use_task_clock)
+            .ok_or(TrackError::NotFound { pid: root })?;
+        let mut members = HashMap::new();
+        members.insert(root, member);
+        Ok(TreeWork {
             include_children,
             root_exited: status.zombie,
-            members: HashMap::new(),
+            members,
             exited_cpu_ns: 0,
             counted_exits: HashSet::new(),
-        };
-        work.add_member(proc_root, root, status, use_task_clock);
-        Ok(work)
-    }
-
-    fn add_member(&mut self, proc_root: &Path, pid: u32, status: ProcStatus, use_task_clock: bool) {
-        let clocks = use_task_clock
-            .then(|| ThreadClocks::open(proc_root, pid, status.cpu_ns))
-            .flatten();
-        self.members.insert(
-            pid,
-            Member {
-                start_ticks: status.start_ticks,
-                cpu_ns: status.cpu_ns,
-                clocks,
-            },
-        );
+        })
     }
 
     /// Refreshes members and returns the tree's cumulative CPU time.
     fn sample(&mut self, proc_root: &Path, root: u32, use_task_clock: bool) -> u64 {
+        let include_children = self.include_children;
         let mut gone = Vec::new();
-        let mut alive = Vec::new();
+        let mut frontier = Vec::new();
+        // One poll for the whole tree says which members may have exited.
+        let with_pidfd: Vec<(u32, RawFd)> = self
+            .members
+            .iter()
+            .filter_map(|(&pid, m)| m.pidfd.as_ref().map(|fd| (pid, fd.as_raw_fd())))
+            .collect();
+        let fds: Vec<RawFd> = with_pidfd.iter().map(|&(_, fd)| fd).collect();
+        let exited: HashSet<u32> = with_pidfd
+            .iter()
+            .zip(exited_now(&fds))
+            .filter_map(|(&(pid, _), exited)| exited.then_some(pid))
+            .collect();
         for (&pid, member) in self.members.iter_mut() {
-            match read_member(proc_root, pid, member) {
-                Some(_) => alive.push(pid),
-                None => gone.push(pid),
+            let may_have_exited = member.pidfd.is_none() || exited.contains(&pid);
+            let state = member.refresh(
+                proc_root,
+                pid,
+                include_children,
+                may_have_exited,
+                &mut frontier,
+            );
+            if state == MemberState::Gone {
+                gone.push(pid);
             }
         }
         for pid in gone {
@@ -280,24 +464,30 @@ impl TreeWork {
                 self.counted_exits.insert((pid, m.start_ticks));
             }
         }
-        if self.include_children {
-            // Breadth-first over live members: new children, then theirs.
-            let mut listed = HashSet::new();
-            let mut frontier = alive;
-            while let Some(pid) = frontier.pop() {
-                for child in children_of(proc_root, pid) {
-                    listed.insert(child);
-                    if self.members.contains_key(&child) {
-                        continue;
+        if include_children {
+            // Depth-first over new children, then theirs.
+            let mut listed: HashSet<u32> = frontier.iter().copied().collect();
+            while let Some(child) = frontier.pop() {
+                if self.members.contains_key(&child) {
+                    continue;
+                }
+                let Some(mut member) = Member::open(proc_root, child, use_task_clock) else {
+                    continue; // reaped before we looked
+                };
+                if self.counted_exits.contains(&(child, member.start_ticks)) {
+                    continue; // a zombie counted when it exited
+                }
+                let before = frontier.len();
+                let state = member.refresh(proc_root, child, true, true, &mut frontier);
+                listed.extend(frontier[before..].iter().copied());
+                match state {
+                    MemberState::Alive => {
+                        self.members.insert(child, member);
                     }
-                    if let Ok(status) = read_status(proc_root, child) {
-                        if self.counted_exits.contains(&(child, status.start_ticks)) {
-                            continue; // a zombie counted when it exited
-                        }
-                        // A child first seen as a zombie is added once: its
-                        // CPU time counts at the next sample, then it is done.
-                        self.add_member(proc_root, child, status, use_task_clock);
-                        frontier.push(child);
+                    // First seen already exited: its CPU time counts once.
+                    MemberState::Gone => {
+                        self.exited_cpu_ns += member.cpu_ns;
+                        self.counted_exits.insert((child, member.start_ticks));
                     }
                 }
             }

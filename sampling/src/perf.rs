@@ -134,7 +134,7 @@ fn open_thread_counter(event: ProcessEvent, tid: u32) -> std::io::Result<Counter
 }
 
 /// Thread ids of `pid` listed in `<proc_root>/<pid>/task`.
-fn thread_ids(proc_root: &Path, pid: u32) -> Vec<u32> {
+pub(crate) fn thread_ids(proc_root: &Path, pid: u32) -> Vec<u32> {
     std::fs::read_dir(proc_root.join(pid.to_string()).join("task"))
         .map(|dir| {
             dir.flatten()
@@ -191,7 +191,13 @@ impl ThreadCounterSet {
 
     /// Sum over all threads seen so far, refreshing the thread list.
     pub fn read(&mut self, proc_root: &Path, pid: u32) -> u64 {
-        let tids = thread_ids(proc_root, pid);
+        self.read_threads(&thread_ids(proc_root, pid))
+    }
+
+    /// Sum over all threads seen so far, with `tids` the process's current
+    /// threads as the caller last listed them: counters of threads not in
+    /// it are frozen, threads new in it get a counter.
+    pub fn read_threads(&mut self, tids: &[u32]) -> u64 {
         let gone: Vec<u32> = self
             .threads
             .keys()
@@ -204,7 +210,7 @@ impl ThreadCounterSet {
                 self.exited += c.read().unwrap_or(last).max(last);
             }
         }
-        for tid in tids {
+        for &tid in tids {
             if let std::collections::hash_map::Entry::Vacant(e) = self.threads.entry(tid) {
                 if let Ok(c) = open_thread_counter(self.event, tid) {
                     e.insert((c, 0));
@@ -307,6 +313,11 @@ impl ThreadClocks {
     /// Current CPU time of the process in nanoseconds.
     pub fn read(&mut self, proc_root: &Path, pid: u32) -> u64 {
         self.baseline_ns + self.set.read(proc_root, pid)
+    }
+
+    /// [`Self::read`] with the thread list given by the caller.
+    pub fn read_threads(&mut self, tids: &[u32]) -> u64 {
+        self.baseline_ns + self.set.read_threads(tids)
     }
 }
 

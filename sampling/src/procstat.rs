@@ -1,6 +1,8 @@
 //! Machine-wide CPU time from `<proc_root>/stat`, read through one open file
 //! descriptor (pread at offset 0) and parsed with `procfs`. Shared by the
-//! estimated CPU power source and the activity tracker.
+//! estimated CPU power source and the activity tracker. Also
+//! [`PidStatFile`]: one process's `<proc_root>/<pid>/stat` kept open and
+//! re-read the same way, for the tracker's per-sample reads.
 
 use procfs::{CpuTime, FromBufReadSI, KernelStats};
 use std::fs::File;
@@ -118,6 +120,75 @@ impl ProcStatReader {
     }
 }
 
+/// The fields of `/proc/<pid>/stat` the activity tracker uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PidStat {
+    /// State letter (`R`, `S`, `Z`, ...).
+    pub state: char,
+    /// User plus system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Threads in the process.
+    pub num_threads: u64,
+    /// Start time after boot, in clock ticks (identifies the process
+    /// across pid reuse).
+    pub start_ticks: u64,
+}
+
+impl PidStat {
+    /// Whether the process has exited (zombie or dead).
+    pub fn exited(&self) -> bool {
+        self.state == 'Z' || self.state == 'X'
+    }
+
+    /// Parses one `stat` line. The command name (field 2) may hold spaces
+    /// and parentheses, so fields are counted from the last `)`.
+    pub fn parse(line: &str) -> Option<PidStat> {
+        let rest = &line[line.rfind(')')? + 1..];
+        // Field 3 (state) is index 0 here; field N is index N - 3.
+        let mut fields = rest.split_ascii_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let mut fields = fields.skip(10); // fields 4..=13
+        let utime: u64 = fields.next()?.parse().ok()?; // 14
+        let stime: u64 = fields.next()?.parse().ok()?; // 15
+        let mut fields = fields.skip(4); // 16..=19
+        let num_threads: u64 = fields.next()?.parse().ok()?; // 20
+        let start_ticks: u64 = fields.nth(1)?.parse().ok()?; // 22
+        Some(PidStat {
+            state,
+            cpu_ticks: utime + stime,
+            num_threads,
+            start_ticks,
+        })
+    }
+}
+
+/// `<proc_root>/<pid>/stat` kept open: each read is one `pread` at offset
+/// 0, no path lookup. The open file stays bound to the process it was
+/// opened for: once that process is reaped, reads fail (ESRCH) even if its
+/// pid is reused, so a failed read means "gone".
+#[derive(Debug)]
+pub struct PidStatFile {
+    file: File,
+    buf: [u8; 1024],
+}
+
+impl PidStatFile {
+    /// Opens the stat file of `pid`.
+    pub fn open(proc_root: &Path, pid: u32) -> std::io::Result<Self> {
+        Ok(Self {
+            file: File::open(proc_root.join(pid.to_string()).join("stat"))?,
+            buf: [0; 1024],
+        })
+    }
+
+    /// Reads the process's stat now; `None` once it is gone or unreadable.
+    pub fn read(&mut self) -> Option<PidStat> {
+        // The line is well under 1 KiB (the command name is at most 64 bytes).
+        let n = self.file.read_at(&mut self.buf, 0).ok()?;
+        PidStat::parse(std::str::from_utf8(&self.buf[..n]).ok()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +222,27 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("stat"), "{err}");
         assert!(ProcStatReader::open(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn pid_stat_parses_odd_names_and_reads_our_own_process() {
+        let line = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 5 0 12345 1000 10 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
+        let s = PidStat::parse(line).unwrap();
+        assert_eq!(
+            s,
+            PidStat {
+                state: 'S',
+                cpu_ticks: 10,
+                num_threads: 5,
+                start_ticks: 12345
+            }
+        );
+        assert!(PidStat::parse("42 (truncated").is_none());
+        let mut own = PidStatFile::open(Path::new("/proc"), std::process::id()).unwrap();
+        let me = own.read().unwrap();
+        assert!(!me.exited());
+        assert!(me.num_threads >= 1);
+        let again = own.read().unwrap();
+        assert_eq!(again.start_ticks, me.start_ticks);
     }
 }
