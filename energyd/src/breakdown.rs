@@ -191,6 +191,10 @@ pub fn compute(
                         notes.push(format!("{} kernels: {n}", info.name));
                     }
                     for t in &ka.types {
+                        if let Some(reason) = &t.reason {
+                            let name = slice.names.get(t.name as usize).map_or("?", |n| n);
+                            notes.push(format!("{} kernel `{name}`: {reason}", info.name));
+                        }
                         kernels.entry(t.name).or_default().add(t);
                     }
                 }

@@ -2,12 +2,15 @@
 //! through `shared::client`, and printing; no logic of its own.
 
 use anyhow::{bail, Context};
+use attribution::spanfile::{
+    read_span_file, CategoryFilter, ClockOption, SpanFile, SpanFileOptions,
+};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use shared::client::Client;
-use shared::protocol::{Breakdown, EnergyReport, PowerSnapshot};
+use shared::protocol::{Breakdown, EnergyReport, PowerSnapshot, SpanBatch};
 use shared::source::SourceInfo;
-use shared::{MonotonicNs, SourceId};
+use shared::{Domain, MonotonicNs, SourceId};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,10 +68,73 @@ enum Command {
         /// JSON output (on stderr's behalf, printed to stdout after the command).
         #[arg(long)]
         json: bool,
+        /// A span file the command writes (CSV or PyTorch Chrome trace):
+        /// attributed to the command's kernels when it exits.
+        #[arg(long)]
+        spans: Option<PathBuf>,
+        #[command(flatten)]
+        span_options: SpanArgs,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Attribute a tracked process's energy to the kernel spans in a file
+    /// (CSV `name,start_ns,end_ns[,pid,tid]` or the Chrome trace JSON of the
+    /// PyTorch profiler).
+    Attribute {
+        /// The span file.
+        #[arg(long)]
+        spans: PathBuf,
+        /// The tracked process the spans belong to (e.g. the pid
+        /// `energyctl run` printed). Default: the pids in the file.
+        #[arg(long)]
+        pid: Option<u32>,
+        #[command(flatten)]
+        span_options: SpanArgs,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How span-file times are read.
+#[derive(clap::Args, Debug, Clone)]
+struct SpanArgs {
+    /// Clock of the file's times: `auto` (CSV: CLOCK_MONOTONIC; Chrome
+    /// trace: epoch times are moved onto CLOCK_MONOTONIC), `realtime`,
+    /// `monotonic`, or a number of ns to add to every time.
+    #[arg(long, default_value = "auto", value_parser = parse_clock)]
+    clock: ClockOption,
+    /// Chrome trace: take every complete event (default: GPU kernels and
+    /// memory operations if the trace has any, else every event).
+    #[arg(long)]
+    all_events: bool,
+}
+
+impl SpanArgs {
+    fn options(&self) -> SpanFileOptions {
+        SpanFileOptions {
+            clock: self.clock,
+            categories: if self.all_events {
+                CategoryFilter::All
+            } else {
+                CategoryFilter::default()
+            },
+            realtime_to_monotonic_ns: None,
+        }
+    }
+}
+
+fn parse_clock(text: &str) -> Result<ClockOption, String> {
+    match text {
+        "auto" => Ok(ClockOption::Auto),
+        "realtime" => Ok(ClockOption::Realtime),
+        "monotonic" => Ok(ClockOption::Monotonic),
+        n => n
+            .parse::<i64>()
+            .map(ClockOption::OffsetNs)
+            .map_err(|_| format!("`{n}` is not auto, realtime, monotonic or a number of ns")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -219,7 +285,21 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Run { json, command } => return run_command(&socket, &command, json),
+        Command::Run {
+            json,
+            spans,
+            span_options,
+            command,
+        } => {
+            let spans = spans.map(|path| (path, span_options.options()));
+            return run_command(&socket, &command, spans.as_ref(), json);
+        }
+        Command::Attribute {
+            spans,
+            pid,
+            span_options,
+            json,
+        } => attribute(&mut connect()?, &spans, pid, &span_options.options(), json)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -309,6 +389,7 @@ fn print_power(
 fn run_command(
     socket: &std::path::Path,
     command: &[String],
+    spans: Option<&(PathBuf, SpanFileOptions)>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut client = Client::connect(socket, "energyctl run").with_context(|| {
@@ -331,9 +412,119 @@ fn run_command(
     }
     // Let the tracker take its last sample of the exited process.
     std::thread::sleep(Duration::from_millis(60));
-    let breakdown = client.breakdown(pid, Some(start), Some(end))?;
-    print_run(&sources, &breakdown, command, code, json)?;
+    let mut notes = Vec::new();
+    if let Some((path, options)) = spans {
+        // The command's spans may carry the pids of its children: they are
+        // all charged to the tracked tree, whose root is `pid`.
+        match read_span_file(path, options) {
+            Ok(file) => {
+                let (accepted, rejected) = submit_spans(&mut client, &file, Some(pid))?;
+                notes.push(format!(
+                    "{accepted} spans from {} ({}), {rejected} refused",
+                    path.display(),
+                    file.clock.describe()
+                ));
+            }
+            Err(e) => notes.push(format!("spans not attributed: {e}")),
+        }
+    }
+    let mut breakdown = client.breakdown(pid, Some(start), Some(end))?;
+    breakdown.notes.extend(notes);
+    let title = format!("'{}' (pid {pid})", command.join(" "));
+    print_breakdown(&sources, &breakdown, &title, Some(code), json)?;
     Ok(ExitCode::from(code))
+}
+
+/// Spans sent per request: far below the frame limit.
+const SPANS_PER_BATCH: usize = 20_000;
+
+/// Sends the file's spans, all as `pid`'s when given; returns (accepted,
+/// rejected).
+fn submit_spans(
+    client: &mut Client,
+    file: &SpanFile,
+    pid: Option<u32>,
+) -> anyhow::Result<(u64, u64)> {
+    let mut all = file.to_batch(pid.unwrap_or(0));
+    if let Some(pid) = pid {
+        for s in &mut all.spans {
+            s.pid = pid;
+        }
+    }
+    let (mut accepted, mut rejected) = (0, 0);
+    for chunk in all.spans.chunks(SPANS_PER_BATCH) {
+        let batch = SpanBatch {
+            names: all.names.clone(),
+            spans: chunk.to_vec(),
+        };
+        let (a, r) = client.submit_spans(&batch)?;
+        accepted += a;
+        rejected += r;
+    }
+    Ok((accepted, rejected))
+}
+
+/// `energyctl attribute`: submit the file's spans for their process(es)
+/// and print each process's breakdown over the spans' time range.
+fn attribute(
+    client: &mut Client,
+    path: &std::path::Path,
+    pid: Option<u32>,
+    options: &SpanFileOptions,
+    json: bool,
+) -> anyhow::Result<()> {
+    let file = read_span_file(path, options)?;
+    let Some((from, to)) = file.time_range() else {
+        bail!("{}: no spans", path.display());
+    };
+    let pids: Vec<u32> = match pid {
+        Some(p) => vec![p],
+        None => {
+            let mut pids: Vec<u32> = file.spans.iter().filter_map(|s| s.pid).collect();
+            pids.sort_unstable();
+            pids.dedup();
+            if pids.is_empty() || file.spans.iter().any(|s| s.pid.is_none()) {
+                bail!(
+                    "{}: some spans carry no pid; give the tracked process with --pid",
+                    path.display()
+                );
+            }
+            pids
+        }
+    };
+    let sources = client.sources()?;
+    let (accepted, rejected) = submit_spans(client, &file, pid)?;
+    if accepted == 0 {
+        bail!(
+            "energyd refused all {rejected} spans: process(es) {pids:?} are not tracked for \
+             you (run the program under `energyctl run`, then attribute within the history \
+             window; or give its pid with --pid)"
+        );
+    }
+    let mut docs = Vec::new();
+    for p in pids {
+        let mut b = client
+            .breakdown(p, Some(from), Some(to))
+            .with_context(|| format!("breakdown of process {p}"))?;
+        b.notes.push(format!(
+            "{accepted} spans accepted, {rejected} refused; {}",
+            file.clock.describe()
+        ));
+        if json {
+            docs.push(breakdown_json(&sources, &b, None));
+        } else {
+            print_breakdown(&sources, &b, &format!("process {p}"), None, false)?;
+        }
+    }
+    if json {
+        let doc = if docs.len() == 1 {
+            docs.remove(0)
+        } else {
+            serde_json::Value::Array(docs)
+        };
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    }
+    Ok(())
 }
 
 fn exit_code(status: &std::process::ExitStatus) -> u8 {
@@ -345,72 +536,161 @@ fn exit_code(status: &std::process::ExitStatus) -> u8 {
     }
 }
 
-fn print_run(
-    sources: &[SourceInfo],
-    b: &Breakdown,
-    command: &[String],
-    code: u8,
-    json: bool,
-) -> anyhow::Result<()> {
+/// Whether a domain's energy adds to the machine total without counting
+/// another domain twice: cores and uncore are parts of their package, and
+/// psys (the whole platform) includes everything else.
+fn additive(domain: &Domain, sources: &[SourceInfo]) -> bool {
+    let has_psys = sources.iter().any(|s| s.domain == Domain::Psys);
+    match domain {
+        Domain::Psys => true,
+        Domain::Core { .. } | Domain::Uncore { .. } => false,
+        Domain::Package { .. } | Domain::Dram { .. } | Domain::Cpu => !has_psys,
+        Domain::Gpu { .. } | Domain::Other(_) => true,
+    }
+}
+
+fn breakdown_json(sources: &[SourceInfo], b: &Breakdown, code: Option<u8>) -> serde_json::Value {
     let secs = b.to.saturating_sub(b.from) as f64 / 1e9;
     let source = |id: SourceId| sources.iter().find(|s| s.id == id);
-    let total_j: f64 = b.domains.iter().map(|d| d.process_j).sum();
+    let counted = |id: SourceId| source(id).is_some_and(|s| additive(&s.domain, sources));
+    let total_j: f64 = b
+        .domains
+        .iter()
+        .filter(|d| counted(d.source))
+        .map(|d| d.process_j)
+        .sum();
     let provenance = b
         .domains
         .iter()
         .map(|d| d.provenance)
         .reduce(|a, p| a.combine(p))
         .map_or("none", |p| p.label());
+    json!({
+        "pid": b.pid,
+        "exit_code": code,
+        "from_ns": b.from.0,
+        "to_ns": b.to.0,
+        "duration_s": secs,
+        "energy_j": total_j,
+        "average_power_w": if secs > 0.0 { total_j / secs } else { 0.0 },
+        "provenance": provenance,
+        "domains": b.domains.iter().map(|d| json!({
+            "id": d.source.0,
+            "name": source(d.source).map(|s| s.name.clone()),
+            "domain": source(d.source).map(|s| s.domain.to_string()),
+            "in_total": counted(d.source),
+            "energy_j": d.process_j,
+            "dynamic_energy_j": d.process_dynamic_j,
+            "static_energy_j": d.process_j - d.process_dynamic_j,
+            "machine_energy_j": d.machine_j,
+            "activity_share": d.activity_share,
+            "unattributed_j": d.unattributed_j,
+            "uncertainty_j": d.uncertainty_j,
+            "provenance": d.provenance.label(),
+        })).collect::<Vec<_>>(),
+        "kernels": b.kernels.iter().map(|k| json!({
+            "name": k.name,
+            "count": k.count,
+            "total_time_s": k.total_time_ns as f64 / 1e9,
+            "energy_j": k.energy_j,
+            "share": k.share,
+            "uncertainty_j": k.uncertainty_j,
+            "confidence": k.confidence,
+            "method": format!("{:?}", k.method).to_lowercase(),
+        })).collect::<Vec<_>>(),
+        "notes": b.notes,
+    })
+}
+
+/// Prints a breakdown like `perf stat`, on stderr (the command's own
+/// output owns stdout), or as JSON on stdout.
+fn print_breakdown(
+    sources: &[SourceInfo],
+    b: &Breakdown,
+    title: &str,
+    code: Option<u8>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut doc = breakdown_json(sources, b, code);
     if json {
-        let doc = json!({
-            "command": command,
-            "pid": b.pid,
-            "exit_code": code,
-            "duration_s": secs,
-            "energy_j": total_j,
-            "average_power_w": if secs > 0.0 { total_j / secs } else { 0.0 },
-            "provenance": provenance,
-            "domains": b.domains.iter().map(|d| json!({
-                "id": d.source.0,
-                "name": source(d.source).map(|s| s.name.clone()),
-                "domain": source(d.source).map(|s| s.domain.to_string()),
-                "energy_j": d.process_j,
-                "dynamic_energy_j": d.process_dynamic_j,
-                "static_energy_j": d.process_j - d.process_dynamic_j,
-                "machine_energy_j": d.machine_j,
-                "activity_share": d.activity_share,
-                "uncertainty_j": d.uncertainty_j,
-                "provenance": d.provenance.label(),
-            })).collect::<Vec<_>>(),
-            "notes": b.notes,
-        });
+        if let Some(code) = code {
+            doc["exit_code"] = json!(code);
+        }
         println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
+        return Ok(());
+    }
+    let secs = doc["duration_s"].as_f64().unwrap_or(0.0);
+    let total_j = doc["energy_j"].as_f64().unwrap_or(0.0);
+    let provenance = doc["provenance"].as_str().unwrap_or("none");
+    let source = |id: SourceId| sources.iter().find(|s| s.id == id);
+    eprintln!();
+    eprintln!(" Energy of {title}:");
+    eprintln!();
+    for d in &b.domains {
+        let s = source(d.source);
+        eprintln!(
+            "  {:>12.4} J  ± {:<9.4} {:<12} {:>5.1}% of activity  (dynamic {:.4} J, machine {:.4} J)  {}{}",
+            d.process_j,
+            d.uncertainty_j,
+            s.map_or("?".to_owned(), |s| s.domain.to_string()),
+            d.activity_share * 100.0,
+            d.process_dynamic_j,
+            d.machine_j,
+            d.provenance.label(),
+            if s.is_some_and(|s| additive(&s.domain, sources)) {
+                ""
+            } else {
+                "  (part of another domain: not in the total)"
+            }
+        );
+    }
+    eprintln!();
+    eprintln!(
+        "  {:>12.4} J  total ({provenance}), {:.3} W average",
+        total_j,
+        if secs > 0.0 { total_j / secs } else { 0.0 }
+    );
+    match code {
+        Some(code) => eprintln!("  {secs:>12.3} s  elapsed, exit code {code}"),
+        None => eprintln!("  {secs:>12.3} s  interval"),
+    }
+    if !b.kernels.is_empty() {
         eprintln!();
-        eprintln!(" Energy of '{}' (pid {}):", command.join(" "), b.pid);
-        eprintln!();
-        for d in &b.domains {
-            let s = source(d.source);
+        eprintln!(
+            "  {:<32} {:>9} {:>11} {:>12} {:>11} {:>7} {:>6}  method",
+            "kernel", "count", "time s", "energy J", "± J", "share", "conf"
+        );
+        for k in &b.kernels {
+            let energy = k.energy_j.map_or("n/a".to_owned(), |e| format!("{e:.5}"));
+            let share = k
+                .share
+                .map_or("n/a".to_owned(), |s| format!("{:.1}%", s * 100.0));
             eprintln!(
-                "  {:>12.4} J  ± {:<9.4} {:<12} {:>5.1}% of machine  (dynamic {:.4} J)  {}",
-                d.process_j,
-                d.uncertainty_j,
-                s.map_or("?".to_owned(), |s| s.domain.to_string()),
-                d.activity_share * 100.0,
-                d.process_dynamic_j,
-                d.provenance.label(),
+                "  {:<32} {:>9} {:>11.4} {:>12} {:>11.5} {:>7} {:>6.2}  {}",
+                k.name,
+                k.count,
+                k.total_time_ns as f64 / 1e9,
+                energy,
+                k.uncertainty_j,
+                share,
+                k.confidence,
+                format!("{:?}", k.method).to_lowercase()
             );
         }
         eprintln!();
-        eprintln!(
-            "  {:>12.4} J  total ({provenance}), {:.3} W average",
-            total_j,
-            if secs > 0.0 { total_j / secs } else { 0.0 }
-        );
-        eprintln!("  {secs:>12.3} s  elapsed, exit code {code}");
-        for note in &b.notes {
-            eprintln!("  note: {note}");
+        for d in b.domains.iter().filter(|d| d.unattributed_j < d.process_j) {
+            eprintln!(
+                "  {:<32} {:>9} {:>11} {:>12.5}  (on {}: static share, non-kernel work, types without a figure)",
+                "unattributed",
+                "",
+                "",
+                d.unattributed_j,
+                source(d.source).map_or("?".to_owned(), |s| s.name.clone())
+            );
         }
+    }
+    for note in &b.notes {
+        eprintln!("  note: {note}");
     }
     Ok(())
 }
