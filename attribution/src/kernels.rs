@@ -29,9 +29,22 @@
 //!   a window is then the integral of the smoothed power, so each type's
 //!   regressor is its busy time convolved with the W-long boxcar and
 //!   integrated over the window (computed exactly from the piecewise-linear
-//!   cumulative busy time). When W is much longer than the variation of the
-//!   schedule the regressors become nearly collinear, and that shows up,
-//!   honestly, as wide standard errors and low confidence.
+//!   cumulative busy time); the baseline blocks are convolved the same way.
+//!   When W is much longer than the variation of the schedule the
+//!   regressors become nearly collinear, and that shows up, honestly, as
+//!   wide standard errors and low confidence.
+//!
+//! Averaging sensors, in short: short spans are **deconvolved** (the
+//! design models the sensor's window, method `Deconvolved`); long spans are
+//! integrated from the smoothed history, which misplaces about
+//! `ΔP × W / 2` of energy at each span edge, and that much is added to their
+//! uncertainty (**widened confidence**, method `Integrated`). Each answer
+//! says which in its notes.
+//!
+//! Sensor refresh: a counter refreshed every U (RAPL ~1 ms, NVML ~20–100
+//! ms) shows the value of its last refresh; read at times unrelated to the
+//! refreshes that value is on average U/2 old, so regression windows are
+//! moved U/2 earlier and are at least U long.
 //! - **Insufficient**: too few instances, too few windows where the type
 //!   ran, activity indistinguishable from the baseline or from other
 //!   types, or a standard error too wide. The energy is `None` and the
@@ -245,13 +258,11 @@ pub struct KernelAttribution {
     pub notes: Vec<String>,
 }
 
-/// Cumulative busy time of one kernel type: piecewise linear, with its
-/// integral (piecewise quadratic) for the boxcar model. Times in seconds
-/// from an origin.
+/// Cumulative busy time of one kernel type: piecewise linear. Times in
+/// seconds from an origin.
 struct Timeline {
     t: Vec<f64>,
     busy: Vec<f64>,
-    integral: Vec<f64>,
     slope: Vec<f64>,
 }
 
@@ -268,17 +279,14 @@ impl Timeline {
         let mut tl = Timeline {
             t: Vec::new(),
             busy: Vec::new(),
-            integral: Vec::new(),
             slope: Vec::new(),
         };
-        let (mut busy, mut integral, mut slope) = (0.0, 0.0, 0.0);
+        let (mut busy, mut slope) = (0.0, 0.0);
         let mut i = 0;
         while i < events.len() {
             let t = events[i].0;
             if let Some(&tp) = tl.t.last() {
-                let d = t - tp;
-                integral += busy * d + slope * d * d / 2.0;
-                busy += slope * d;
+                busy += slope * (t - tp);
             }
             while i < events.len() && events[i].0 == t {
                 slope += events[i].1;
@@ -288,7 +296,6 @@ impl Timeline {
             slope = slope.round();
             tl.t.push(t);
             tl.busy.push(busy);
-            tl.integral.push(integral);
             tl.slope.push(slope);
         }
         tl
@@ -305,43 +312,33 @@ impl Timeline {
             .map_or(0.0, |(i, d)| self.busy[i] + self.slope[i] * d)
     }
 
-    /// ∫ busy up to `x` (s²).
-    fn integral_at(&self, x: f64) -> f64 {
-        self.locate(x).map_or(0.0, |(i, d)| {
-            self.integral[i] + self.busy[i] * d + self.slope[i] * d * d / 2.0
-        })
-    }
-
-    /// The regressor of a window `[a, b]`: busy seconds in it, or with an
-    /// averaging window `w`, ∫_a^b (busy in [s − w, s]) / w ds.
-    fn regressor(&self, a: f64, b: f64, w: Option<f64>) -> f64 {
-        match w {
-            None => self.busy_at(b) - self.busy_at(a),
-            Some(w) => {
-                (self.integral_at(b) - self.integral_at(a) - self.integral_at(b - w)
-                    + self.integral_at(a - w))
-                    / w
-            }
-        }
+    /// What a sensor averaging over the trailing `w` seconds sees of this
+    /// type at `x`: its busy time in `[x − w, x]` over `w` (threads add up).
+    fn averaged_at(&self, x: f64, w: f64) -> f64 {
+        (self.busy_at(x) - self.busy_at(x - w)) / w
     }
 }
 
-/// `∫_a^b |[s − w, s] ∩ [lo, hi]| / w ds`: the regressor of a block
-/// `[lo, hi]` that is "busy" throughout, seen through a `w`-long trailing
-/// average over the window `[a, b]`.
-fn boxcar_overlap(lo: f64, hi: f64, a: f64, b: f64, w: f64) -> f64 {
-    // ∫ of the cumulative busy time C(x) = clamp(x, lo, hi) − lo.
-    let integral = |x: f64| -> f64 {
-        if x <= lo {
-            0.0
-        } else if x <= hi {
-            (x - lo) * (x - lo) / 2.0
-        } else {
-            (hi - lo) * (hi - lo) / 2.0 + (hi - lo) * (x - hi)
-        }
+/// What a sensor averaging over the trailing `w` seconds sees at `x` of a
+/// baseline block `[lo, hi]`: the fraction of `[x − w, x]` inside it.
+fn block_averaged_at(lo: f64, hi: f64, x: f64, w: f64) -> f64 {
+    ((x.min(hi) - (x - w).max(lo)) / w).max(0.0)
+}
+
+/// The trapezoid rule over the sample times `t` of `f`: how the daemon's
+/// history integrates power readings, applied to the model's terms.
+fn trapezoid(t: &[f64], f: impl Fn(f64) -> f64) -> f64 {
+    let mut sum = 0.0;
+    let mut prev = match t.first() {
+        Some(&t0) => (t0, f(t0)),
+        None => return 0.0,
     };
-    let v = (integral(b) - integral(a) - integral(b - w) + integral(a - w)) / w;
-    v.max(0.0)
+    for &ti in &t[1..] {
+        let fi = f(ti);
+        sum += 0.5 * (prev.1 + fi) * (ti - prev.0);
+        prev = (ti, fi);
+    }
+    sum
 }
 
 #[derive(Debug, Clone, Default)]
@@ -352,9 +349,13 @@ struct TypeStats {
 }
 
 struct Window {
+    /// Start and end on the model's clock (sample times less the refresh lag).
     start: MonotonicNs,
     end: MonotonicNs,
     energy_j: f64,
+    /// The sample times inside, ends included, in seconds from the origin
+    /// (for the trapezoid model of an averaging sensor; empty otherwise).
+    sample_s: Vec<f64>,
 }
 
 /// A block of constant baseline power in the fit.
@@ -741,7 +742,10 @@ fn fit_short_types(
     // without a counter update would carry its energy into the next), and
     // few enough for the design-size cap.
     let median_ns = series.median_period_ns().max(1);
-    let mut stride = (series.meta().update_period_ns.div_ceil(median_ns)).max(1) as usize;
+    // (10% slack: a sampler at the update period with jitter has a median
+    // a hair below it, and doubling the window for that would halve the data.)
+    let mut stride =
+        ((series.meta().update_period_ns * 9 / 10).div_ceil(median_ns)).max(1) as usize;
     let nnz_per_window = if averaging_ns.is_some() {
         n_types + 1
     } else {
@@ -777,10 +781,19 @@ fn fit_short_types(
         // A sensor refreshed every U shows the value of its last refresh:
         // read at unsynchronised times, that is on average U/2 old, so the
         // energy between two readings is that of the window U/2 earlier.
+        let sample_s = if w_ns > 0 {
+            idx[k - stride..=k]
+                .iter()
+                .map(|&i| secs(samples[i].0.saturating_sub_ns(refresh_lag_ns)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         windows.push(Window {
             start: a.saturating_sub_ns(refresh_lag_ns),
             end: b.saturating_sub_ns(refresh_lag_ns),
             energy_j: eb - ea,
+            sample_s,
         });
     }
     // Baseline blocks tile [origin, to]: block k is column n_types + k.
@@ -835,8 +848,8 @@ fn fit_short_types(
         })
         .collect();
     let w_s = averaging_ns.map(|w| w as f64 * 1e-9);
-    // Baseline regressors: the part of the window (or, for an averaging
-    // sensor, of its boxcar-smoothed view) that falls in each block.
+    // Baseline regressors: the part of the window that falls in each block,
+    // or for an averaging sensor the trapezoid of the block's averaged view.
     let mut rows: Vec<Vec<(usize, f64)>> = windows
         .iter()
         .map(|w| {
@@ -847,7 +860,7 @@ fn fit_short_types(
                     let (lo, hi) = (block_start_s(k), block_end_s(k));
                     let x = match w_s {
                         None => (b.min(hi) - a.max(lo)).max(0.0),
-                        Some(w) => boxcar_overlap(lo, hi, a, b, w),
+                        Some(avg) => trapezoid(&w.sample_s, |t| block_averaged_at(lo, hi, t, avg)),
                     };
                     (x > 1e-15).then_some((n_types + k, x))
                 })
@@ -865,7 +878,10 @@ fn fit_short_types(
         let lo = windows.partition_point(|w| secs(w.end) <= t_first);
         let hi = windows.partition_point(|w| secs(w.start) < t_last + reach);
         for (k, w) in windows.iter().enumerate().take(hi).skip(lo) {
-            let x = tl.regressor(secs(w.start), secs(w.end), w_s);
+            let x = match w_s {
+                None => tl.busy_at(secs(w.end)) - tl.busy_at(secs(w.start)),
+                Some(avg) => trapezoid(&w.sample_s, |t| tl.averaged_at(t, avg)),
+            };
             if x > 1e-15 {
                 rows[k].push((c, x));
                 active_windows[by_time[c]] += 1;
@@ -1050,6 +1066,13 @@ fn integrate_long_spans(
             process.dynamic_share_of_machine.clamp(0.0, 1.0),
         ),
     };
+    if let Some(w) = series.averaging_window_ns() {
+        notes.push(format!(
+            "long spans integrated from the {} ms averaging sensor's smoothed history: \
+             not deconvolved; their uncertainty is widened by ΔP × W / 2 at each span edge",
+            w / 1_000_000
+        ));
+    }
     notes.push(match fit {
         Some(_) => format!(
             "long spans integrated over the history above the fitted baseline (mean \
@@ -1182,5 +1205,401 @@ fn integrate_long_spans(
                 coverage * 100.0
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::series::SeriesMeta;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use shared::source::ReadingKind;
+
+    const BASE: u64 = 1_000_000_000_000;
+
+    /// A schedule of `types.len()` kernel types with the given powers on
+    /// `threads` threads: each thread runs kernels of ~`mean_ns`, types
+    /// drawn from a mix that changes every `phase_ns`, with gaps.
+    fn schedule(
+        powers_w: &[f64],
+        threads: u32,
+        mean_ns: u64,
+        duration_ns: u64,
+        phase_ns: u64,
+        seed: u64,
+    ) -> Vec<(KernelSpan, f64)> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let phases = duration_ns / phase_ns + 1;
+        let mixes: Vec<Vec<f64>> = (0..phases)
+            .map(|_| {
+                (0..powers_w.len())
+                    .map(|_| rng.gen_range(0.05..1.0))
+                    .collect()
+            })
+            .collect();
+        let mut out = Vec::new();
+        for tid in 0..threads {
+            let mut t = rng.gen_range(0..mean_ns);
+            while t < duration_ns {
+                let mix = &mixes[(t / phase_ns) as usize];
+                let total: f64 = mix.iter().sum();
+                let mut u = rng.gen_range(0.0..total);
+                let mut j = 0;
+                while j + 1 < mix.len() && u >= mix[j] {
+                    u -= mix[j];
+                    j += 1;
+                }
+                let dur = rng.gen_range(mean_ns / 2..mean_ns * 3 / 2);
+                let end = (t + dur).min(duration_ns);
+                out.push((
+                    KernelSpan {
+                        name: j as u32,
+                        start: MonotonicNs(BASE + t),
+                        end: MonotonicNs(BASE + end),
+                        tid,
+                    },
+                    powers_w[j],
+                ));
+                t = end + rng.gen_range(0..mean_ns);
+            }
+        }
+        out
+    }
+
+    /// True cumulative energy at `t`: baseline plus every span's power over
+    /// its overlap with [BASE, t].
+    fn true_energy(spans: &[(KernelSpan, f64)], baseline_w: f64, t: u64) -> f64 {
+        let dynamic: f64 = spans
+            .iter()
+            .map(|(s, p)| p * (s.end.0.min(t).saturating_sub(s.start.0)) as f64 * 1e-9)
+            .sum();
+        // The baseline has been running for long (a second before BASE).
+        dynamic + baseline_w * t.saturating_sub(BASE - 1_000_000_000) as f64 * 1e-9
+    }
+
+    fn counter_history(
+        spans: &[(KernelSpan, f64)],
+        baseline_w: f64,
+        period_ns: u64,
+        duration_ns: u64,
+    ) -> Vec<(MonotonicNs, f64)> {
+        (0..=duration_ns / period_ns)
+            .map(|k| {
+                let t = BASE + k * period_ns;
+                (MonotonicNs(t), true_energy(spans, baseline_w, t))
+            })
+            .collect()
+    }
+
+    fn meta(reading: ReadingKind, update_period_ns: u64) -> SeriesMeta {
+        SeriesMeta {
+            provenance: Provenance::Simulated,
+            resolution_j: 0.0,
+            update_period_ns,
+            reading,
+        }
+    }
+
+    fn process_of(series: &EnergySeries<'_>, idle_w: f64) -> ProcessEnergy {
+        let (a, b) = series.span();
+        let total = series.energy_between(a, b).unwrap().joules;
+        ProcessEnergy {
+            process_j: total,
+            process_dynamic_j: total - idle_w * b.saturating_sub(a) as f64 * 1e-9,
+            dynamic_share_of_machine: 1.0,
+            idle_power_w: idle_w,
+            provenance: Provenance::Simulated,
+        }
+    }
+
+    fn assert_parts_add_up(a: &KernelAttribution) {
+        let sum: f64 = a.types.iter().filter_map(|t| t.energy_j).sum();
+        assert!(
+            (sum + a.unattributed_j - a.process_j).abs() <= 1e-9 * a.process_j.max(1.0),
+            "{sum} + {} != {}",
+            a.unattributed_j,
+            a.process_j
+        );
+        assert!(a.unattributed_j >= 0.0);
+    }
+
+    #[test]
+    fn regression_recovers_known_powers_of_short_overlapping_kernels() {
+        let powers = [5.0, 12.0, 30.0];
+        let duration = 20_000_000_000;
+        let spans = schedule(&powers, 2, 1_000_000, duration, 500_000_000, 7);
+        let history = counter_history(&spans, 15.0, 10_000_000, duration);
+        let series = EnergySeries::new(&history, meta(ReadingKind::CumulativeEnergy, 0)).unwrap();
+        let (from, to) = series.span();
+        let ks: Vec<KernelSpan> = spans.iter().map(|s| s.0).collect();
+        let a = attribute_spans(
+            &series,
+            &ks,
+            3,
+            &AttributionInterval::new(from, to),
+            &process_of(&series, 15.0),
+            &KernelConfig::default(),
+        )
+        .unwrap();
+        assert_parts_add_up(&a);
+        for r in &a.types {
+            let want = powers[r.name as usize];
+            assert_eq!(r.method, Method::Regression);
+            let got = r.power_w.unwrap();
+            assert!(
+                (got - want).abs() < 0.01 * want,
+                "type {}: {got} vs {want}",
+                r.name
+            );
+            let truth: f64 = spans
+                .iter()
+                .filter(|s| s.0.name == r.name)
+                .map(|s| s.1 * s.0.end.saturating_sub(s.0.start) as f64 * 1e-9)
+                .sum();
+            let e = r.energy_j.unwrap();
+            assert!(
+                (e - truth).abs() < 0.01 * truth,
+                "type {}: {e} vs {truth}",
+                r.name
+            );
+            assert!(r.confidence > 0.9);
+        }
+        let fit = a.fit.unwrap();
+        assert!((fit.baseline_w - 15.0).abs() < 0.1, "{}", fit.baseline_w);
+        assert!(fit.baseline_blocks >= 10);
+    }
+
+    #[test]
+    fn a_single_short_instance_gets_no_figure() {
+        let powers = [10.0, 20.0];
+        let duration = 10_000_000_000;
+        let mut spans = schedule(&powers, 1, 1_000_000, duration, 500_000_000, 3);
+        spans.push((
+            KernelSpan {
+                name: 2,
+                start: MonotonicNs(BASE + 5_000_000_000),
+                end: MonotonicNs(BASE + 5_001_000_000),
+                tid: 9,
+            },
+            50.0,
+        ));
+        let history = counter_history(&spans, 10.0, 10_000_000, duration);
+        let series =
+            EnergySeries::new(&history, meta(ReadingKind::CumulativeEnergy, 1_000_000)).unwrap();
+        let (from, to) = series.span();
+        let ks: Vec<KernelSpan> = spans.iter().map(|s| s.0).collect();
+        let a = attribute_spans(
+            &series,
+            &ks,
+            3,
+            &AttributionInterval::new(from, to),
+            &process_of(&series, 10.0),
+            &KernelConfig::default(),
+        )
+        .unwrap();
+        assert_parts_add_up(&a);
+        let single = a.types.iter().find(|t| t.name == 2).unwrap();
+        assert_eq!(single.method, Method::Insufficient);
+        assert_eq!(single.energy_j, None);
+        assert_eq!(single.count, 1);
+        assert!(single.reason.as_deref().unwrap().contains("1 instance"));
+        assert!(a.notes.iter().any(|n| n.contains("without a figure")));
+    }
+
+    #[test]
+    fn types_that_always_run_together_are_not_separated() {
+        // Type 1 runs exactly when type 0 does (on another thread): their
+        // regressors are identical, only their sum is known.
+        let duration = 10_000_000_000;
+        let base_spans = schedule(&[10.0], 1, 1_000_000, duration, 500_000_000, 5);
+        let mut spans = Vec::new();
+        for (s, _) in &base_spans {
+            spans.push((*s, 10.0));
+            spans.push((
+                KernelSpan {
+                    name: 1,
+                    tid: 1,
+                    ..*s
+                },
+                5.0,
+            ));
+        }
+        let history = counter_history(&spans, 10.0, 10_000_000, duration);
+        let series =
+            EnergySeries::new(&history, meta(ReadingKind::CumulativeEnergy, 1_000_000)).unwrap();
+        let (from, to) = series.span();
+        let ks: Vec<KernelSpan> = spans.iter().map(|s| s.0).collect();
+        let a = attribute_spans(
+            &series,
+            &ks,
+            2,
+            &AttributionInterval::new(from, to),
+            &process_of(&series, 10.0),
+            &KernelConfig::default(),
+        )
+        .unwrap();
+        assert_parts_add_up(&a);
+        let insufficient = a
+            .types
+            .iter()
+            .filter(|t| t.method == Method::Insufficient)
+            .count();
+        assert!(insufficient >= 1, "{:?}", a.types);
+    }
+
+    #[test]
+    fn long_spans_are_integrated_above_the_baseline() {
+        // Two long spans (1 s each at 40 W above a 10 W baseline) among
+        // short kernels that give the fit its baseline.
+        let duration = 10_000_000_000;
+        let mut spans = schedule(&[8.0], 1, 1_000_000, duration, 500_000_000, 11);
+        for start_s in [2u64, 6] {
+            spans.push((
+                KernelSpan {
+                    name: 1,
+                    start: MonotonicNs(BASE + start_s * 1_000_000_000),
+                    end: MonotonicNs(BASE + (start_s + 1) * 1_000_000_000),
+                    tid: 5,
+                },
+                40.0,
+            ));
+        }
+        let history = counter_history(&spans, 10.0, 10_000_000, duration);
+        let series =
+            EnergySeries::new(&history, meta(ReadingKind::CumulativeEnergy, 1_000_000)).unwrap();
+        let (from, to) = series.span();
+        let ks: Vec<KernelSpan> = spans.iter().map(|s| s.0).collect();
+        let a = attribute_spans(
+            &series,
+            &ks,
+            2,
+            &AttributionInterval::new(from, to),
+            &process_of(&series, 10.0),
+            &KernelConfig::default(),
+        )
+        .unwrap();
+        assert_parts_add_up(&a);
+        let long = a.types.iter().find(|t| t.name == 1).unwrap();
+        assert_eq!(long.method, Method::Integrated);
+        let e = long.energy_j.unwrap();
+        assert!((e - 80.0).abs() < 0.8, "{e}");
+        assert!(long.confidence > 0.9);
+    }
+
+    #[test]
+    fn averaging_sensor_is_deconvolved() {
+        // A sensor averaging over 200 ms, read every 10 ms, integrated by
+        // the trapezoid rule; the kernel mix changes every 400 ms.
+        let powers = [6.0, 25.0];
+        let duration = 30_000_000_000;
+        let window = 200_000_000;
+        let spans = schedule(&powers, 2, 1_000_000, duration, 400_000_000, 13);
+        let avg = |t: u64| {
+            (true_energy(&spans, 20.0, t) - true_energy(&spans, 20.0, t - window))
+                / (window as f64 * 1e-9)
+        };
+        let mut history = Vec::new();
+        let mut cumulative = 0.0;
+        let mut last: Option<(u64, f64)> = None;
+        for k in 0..=duration / 10_000_000 {
+            let t = BASE + k * 10_000_000;
+            let p = avg(t);
+            if let Some((tp, pp)) = last {
+                cumulative += 0.5 * (p + pp) * (t - tp) as f64 * 1e-9;
+            }
+            last = Some((t, p));
+            history.push((MonotonicNs(t), cumulative));
+        }
+        let series = EnergySeries::new(
+            &history,
+            meta(ReadingKind::AveragedPower { window_ns: window }, 0),
+        )
+        .unwrap();
+        let (from, to) = series.span();
+        let ks: Vec<KernelSpan> = spans.iter().map(|s| s.0).collect();
+        // Nothing ran before BASE: spans are complete from a window earlier.
+        let interval = AttributionInterval {
+            from,
+            to,
+            spans_complete_from: from.saturating_sub_ns(window),
+        };
+        let a = attribute_spans(
+            &series,
+            &ks,
+            2,
+            &interval,
+            &process_of(&series, 20.0),
+            &KernelConfig::default(),
+        )
+        .unwrap();
+        assert_parts_add_up(&a);
+        for r in &a.types {
+            assert_eq!(r.method, Method::Deconvolved);
+            let want = powers[r.name as usize];
+            let got = r.power_w.unwrap();
+            assert!(
+                (got - want).abs() < 0.03 * want,
+                "type {}: {got} vs {want}",
+                r.name
+            );
+        }
+        assert_eq!(a.fit.unwrap().averaging_window_ns, Some(window));
+        assert!(a.notes.iter().any(|n| n.contains("deconvolved")));
+    }
+
+    #[test]
+    fn short_interval_is_flagged_and_bad_input_refused() {
+        let history = [
+            (MonotonicNs(BASE), 0.0),
+            (MonotonicNs(BASE + 1_000_000), 0.01),
+        ];
+        let series =
+            EnergySeries::new(&history, meta(ReadingKind::CumulativeEnergy, 50_000_000)).unwrap();
+        let span = KernelSpan {
+            name: 0,
+            start: MonotonicNs(BASE + 100_000),
+            end: MonotonicNs(BASE + 200_000),
+            tid: 1,
+        };
+        let interval = AttributionInterval::new(MonotonicNs(BASE), MonotonicNs(BASE + 1_000_000));
+        let process = process_of(&series, 0.0);
+        let a = attribute_spans(
+            &series,
+            &[span],
+            1,
+            &interval,
+            &process,
+            &KernelConfig::default(),
+        )
+        .unwrap();
+        assert!(a.below_update_period);
+        assert_eq!(a.types[0].energy_j, None);
+        assert_parts_add_up(&a);
+
+        let reversed = KernelSpan {
+            start: span.end,
+            end: span.start,
+            ..span
+        };
+        let cfg = KernelConfig::default();
+        assert!(matches!(
+            attribute_spans(&series, &[reversed], 1, &interval, &process, &cfg),
+            Err(AttributionError::BadSpan { index: 0, .. })
+        ));
+        assert!(matches!(
+            attribute_spans(&series, &[span], 0, &interval, &process, &cfg),
+            Err(AttributionError::BadSpan { index: 0, .. })
+        ));
+        let backwards = AttributionInterval::new(interval.to, interval.from);
+        assert!(matches!(
+            attribute_spans(&series, &[span], 1, &backwards, &process, &cfg),
+            Err(AttributionError::BadInterval { .. })
+        ));
+        let negative = ProcessEnergy {
+            process_j: -1.0,
+            ..process
+        };
+        assert!(attribute_spans(&series, &[span], 1, &interval, &negative, &cfg).is_err());
     }
 }
