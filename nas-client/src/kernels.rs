@@ -327,6 +327,18 @@ pub struct KernelShape {
     pub outputs: usize,
 }
 
+/// One kernel execution a model will run: what, on which shape (see
+/// [`KernelShape`] for how each kind reads it). Plans come from
+/// `Layer::plan_forward`/`plan_backward` and [`crate::train::step_plan`],
+/// and list exactly the spans the code records, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PlannedKernel {
+    /// The kernel.
+    pub kind: KernelKind,
+    /// Its shape.
+    pub shape: KernelShape,
+}
+
 /// Result of [`run_isolated`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct IsolatedTiming {

@@ -183,7 +183,8 @@ fn main() {
 
 fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let ds = bundled::load(&args.dataset, args.split_seed)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let write = |name: &str, values: &mut dyn Iterator<Item = f32>| -> anyhow::Result<()> {
         let bytes: Vec<u8> = values.flat_map(f32::to_le_bytes).collect();
         let path = args.out.join(name);
@@ -200,8 +201,11 @@ fn export(args: &ExportArgs) -> anyhow::Result<()> {
         "outputs": ds.n_outputs(),
         "rows": { "train": ds.train.rows(), "val": ds.val.rows(), "test": ds.test.rows() },
     });
-    std::fs::write(args.out.join("meta.json"), serde_json::to_string_pretty(&meta)?)
-        .with_context(|| format!("writing {}/meta.json", args.out.display()))?;
+    std::fs::write(
+        args.out.join("meta.json"),
+        serde_json::to_string_pretty(&meta)?,
+    )
+    .with_context(|| format!("writing {}/meta.json", args.out.display()))?;
     Ok(())
 }
 

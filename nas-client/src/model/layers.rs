@@ -8,7 +8,7 @@
 //! [`Layer::visit_parameters`], which optimizers, weight sharing and
 //! gradient-based proxies use; layer outputs through [`Layer::output`].
 
-use crate::kernels::{span_end, span_start, KernelKind, SpanSink};
+use crate::kernels::{span_end, span_start, KernelKind, KernelShape, PlannedKernel, SpanSink};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, Zip};
 use rand::rngs::SmallRng;
@@ -88,6 +88,23 @@ pub trait Layer: Send {
     fn visit_buffers(&mut self, _f: &mut dyn FnMut(&mut [f32])) {}
     /// Floating-point operations per row: (forward, backward).
     fn flops_per_row(&self) -> (u64, u64);
+    /// Appends, in order, the kernels one forward pass over `batch` rows
+    /// runs (the spans it will record).
+    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>);
+    /// Appends, in order, the kernels one backward pass runs.
+    fn plan_backward(&self, batch: usize, need_grad_input: bool, out: &mut Vec<PlannedKernel>);
+}
+
+/// A kernel on a (batch, features) tensor that keeps its width.
+fn elementwise(kind: KernelKind, batch: usize, features: usize) -> PlannedKernel {
+    PlannedKernel {
+        kind,
+        shape: KernelShape {
+            batch,
+            inputs: features,
+            outputs: features,
+        },
+    }
 }
 
 fn ensure(buf: &mut Array2<f32>, rows: usize, cols: usize) {
@@ -253,6 +270,33 @@ impl Layer for Linear {
             2 * mac + self.weight.ncols() as u64,
             4 * mac + self.weight.ncols() as u64,
         )
+    }
+    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
+        out.push(PlannedKernel {
+            kind: KernelKind::LinearFwd,
+            shape: KernelShape {
+                batch,
+                inputs: self.weight.nrows(),
+                outputs: self.weight.ncols(),
+            },
+        });
+    }
+    fn plan_backward(&self, batch: usize, need: bool, out: &mut Vec<PlannedKernel>) {
+        let shape = KernelShape {
+            batch,
+            inputs: self.weight.nrows(),
+            outputs: self.weight.ncols(),
+        };
+        out.push(PlannedKernel {
+            kind: KernelKind::LinearBwdWeight,
+            shape,
+        });
+        if need {
+            out.push(PlannedKernel {
+                kind: KernelKind::LinearBwdData,
+                shape,
+            });
+        }
     }
 }
 
@@ -436,6 +480,22 @@ impl Layer for ActivationLayer {
             n * self.activation.flops_per_element(),
             n * (self.activation.flops_per_element() + 1),
         )
+    }
+    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
+        out.push(elementwise(
+            self.activation.forward_kind(),
+            batch,
+            self.features,
+        ));
+    }
+    fn plan_backward(&self, batch: usize, need: bool, out: &mut Vec<PlannedKernel>) {
+        if need {
+            out.push(elementwise(
+                self.activation.backward_kind(),
+                batch,
+                self.features,
+            ));
+        }
     }
 }
 
@@ -653,6 +713,20 @@ impl Layer for BatchNorm {
         let d = self.gamma.len() as u64;
         (6 * d, 10 * d)
     }
+    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
+        out.push(elementwise(
+            KernelKind::BatchnormFwd,
+            batch,
+            self.gamma.len(),
+        ));
+    }
+    fn plan_backward(&self, batch: usize, _need: bool, out: &mut Vec<PlannedKernel>) {
+        out.push(elementwise(
+            KernelKind::BatchnormBwd,
+            batch,
+            self.gamma.len(),
+        ));
+    }
 }
 
 /// Layer normalisation over the features of each row.
@@ -807,6 +881,20 @@ impl Layer for LayerNorm {
         let d = self.gamma.len() as u64;
         (7 * d, 10 * d)
     }
+    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
+        out.push(elementwise(
+            KernelKind::LayernormFwd,
+            batch,
+            self.gamma.len(),
+        ));
+    }
+    fn plan_backward(&self, batch: usize, _need: bool, out: &mut Vec<PlannedKernel>) {
+        out.push(elementwise(
+            KernelKind::LayernormBwd,
+            batch,
+            self.gamma.len(),
+        ));
+    }
 }
 
 /// Inverted dropout: in training, zeroes each element with probability `p`
@@ -905,6 +993,14 @@ impl Layer for Dropout {
     fn visit_parameters(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
     fn flops_per_row(&self) -> (u64, u64) {
         (self.features as u64, self.features as u64)
+    }
+    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
+        out.push(elementwise(KernelKind::DropoutFwd, batch, self.features));
+    }
+    fn plan_backward(&self, batch: usize, need: bool, out: &mut Vec<PlannedKernel>) {
+        if need {
+            out.push(elementwise(KernelKind::DropoutBwd, batch, self.features));
+        }
     }
 }
 
@@ -1017,6 +1113,16 @@ impl Layer for Sequential {
             (a + f, b + g)
         })
     }
+    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
+        for l in &self.layers {
+            l.plan_forward(batch, out);
+        }
+    }
+    fn plan_backward(&self, batch: usize, need: bool, out: &mut Vec<PlannedKernel>) {
+        for (i, l) in self.layers.iter().enumerate().rev() {
+            l.plan_backward(batch, i > 0 || need, out);
+        }
+    }
 }
 
 /// A residual block `y = x + f(x)`; `f` must keep the width.
@@ -1085,6 +1191,24 @@ impl Layer for Residual {
         let (f, b) = self.inner.flops_per_row();
         let d = self.out_dim() as u64;
         (f + d, b + d)
+    }
+    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
+        self.inner.plan_forward(batch, out);
+        out.push(elementwise(
+            KernelKind::ResidualAddFwd,
+            batch,
+            self.out_dim(),
+        ));
+    }
+    fn plan_backward(&self, batch: usize, need: bool, out: &mut Vec<PlannedKernel>) {
+        self.inner.plan_backward(batch, need, out);
+        if need {
+            out.push(elementwise(
+                KernelKind::ResidualAddBwd,
+                batch,
+                self.out_dim(),
+            ));
+        }
     }
 }
 

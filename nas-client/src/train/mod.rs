@@ -13,8 +13,8 @@ pub mod optim;
 use crate::data::{Dataset, Split, Task};
 use crate::energy::{EnergyError, EnergySession, PhaseEnergy};
 use crate::kernels::{
-    measure_record_cost_ns, span_end, span_start, KernelKind, KernelTime, SpanRecorder,
-    DEFAULT_SPAN_CAPACITY,
+    measure_record_cost_ns, span_end, span_start, KernelKind, KernelShape, KernelTime,
+    PlannedKernel, SpanRecorder, DEFAULT_SPAN_CAPACITY,
 };
 use crate::metrics::Metrics;
 use crate::model::layers::{Ctx, Layer, Mode};
@@ -502,6 +502,65 @@ fn measure_phases(
     ))
 }
 
+/// The kernels of one training step of `net` on a mini-batch of `batch`
+/// rows, in the order the training loop records them: batch gather,
+/// forward, loss forward and backward, backward, optimizer step. The
+/// optimizer step's shape is (1, parameters, 1): it updates every
+/// parameter once.
+pub fn step_plan(
+    net: &mut Network,
+    task: Task,
+    optimizer: OptimizerKind,
+    batch: usize,
+) -> Vec<PlannedKernel> {
+    let mut plan = vec![PlannedKernel {
+        kind: KernelKind::BatchGather,
+        shape: KernelShape {
+            batch,
+            inputs: net.inputs,
+            outputs: net.inputs,
+        },
+    }];
+    net.body.plan_forward(batch, &mut plan);
+    let (fwd, bwd) = match loss_kind(task) {
+        LossKind::SoftmaxCrossEntropy => (KernelKind::SoftmaxXentFwd, KernelKind::SoftmaxXentBwd),
+        LossKind::Mse => (KernelKind::MseFwd, KernelKind::MseBwd),
+    };
+    let loss_shape = KernelShape {
+        batch,
+        inputs: net.outputs,
+        outputs: net.outputs,
+    };
+    plan.push(PlannedKernel {
+        kind: fwd,
+        shape: loss_shape,
+    });
+    plan.push(PlannedKernel {
+        kind: bwd,
+        shape: loss_shape,
+    });
+    net.body.plan_backward(batch, false, &mut plan);
+    plan.push(PlannedKernel {
+        kind: match optimizer {
+            OptimizerKind::AdamW => KernelKind::AdamwStep,
+            OptimizerKind::Sgd => KernelKind::SgdStep,
+        },
+        shape: KernelShape {
+            batch: 1,
+            inputs: net.parameter_count(),
+            outputs: 1,
+        },
+    });
+    plan
+}
+
+/// The kernels of one inference forward pass over `batch` rows.
+pub fn inference_plan(net: &Network, batch: usize) -> Vec<PlannedKernel> {
+    let mut plan = Vec::new();
+    net.body.plan_forward(batch, &mut plan);
+    plan
+}
+
 /// Runs the network forward over `x` in chunks of `batch` rows (evaluation
 /// mode), handing each chunk's row range and output to `sink`.
 pub fn forward_all(
@@ -737,6 +796,60 @@ mod tests {
         if report.stopped_early {
             assert_eq!(report.epochs_run, report.best_epoch + 2);
         }
+    }
+
+    /// Records every span of one step and compares with the plan.
+    #[test]
+    fn step_plan_lists_exactly_the_recorded_kernels() {
+        struct Kinds(Vec<KernelKind>);
+        impl crate::kernels::SpanSink for Kinds {
+            fn enabled(&self) -> bool {
+                true
+            }
+            fn record(&mut self, kind: KernelKind, _: MonotonicNs, _: MonotonicNs) {
+                self.0.push(kind);
+            }
+        }
+        let spec = ModelSpec {
+            backbone: Backbone::Resnet {
+                d_main: 8,
+                d_hidden: vec![16, 12],
+            },
+            activation: Activation::Silu,
+            dropout: 0.1,
+            norm: Norm::Layer,
+        };
+        let mut net = spec.build(5, 3, 0).expect("builds");
+        let x = Array2::<f32>::ones((7, 5));
+        let y = ndarray::Array1::<f32>::zeros(7);
+        let mut sink = Kinds(Vec::new());
+        {
+            let mut ctx = Ctx::new(&mut sink, 0);
+            let t = span_start(ctx.sink);
+            span_end(ctx.sink, KernelKind::BatchGather, t);
+            let mut loss = LossKind::SoftmaxCrossEntropy.build(7, 3);
+            let mut opt = Optimizer::new(OptimizerKind::AdamW, 0.9, 0.999, 0.0);
+            net.body.forward(x.view(), Mode::Train, &mut ctx);
+            loss.forward(net.body.output(), y.view(), &mut ctx);
+            loss.backward(net.body.output(), y.view(), &mut ctx);
+            net.body.backward(x.view(), loss.grad(), false, &mut ctx);
+            opt.step(&mut net.body, 1e-3, &mut ctx);
+        }
+        let plan = step_plan(&mut net, Task::Multiclass, OptimizerKind::AdamW, 7);
+        assert_eq!(plan.iter().map(|p| p.kind).collect::<Vec<_>>(), sink.0);
+        assert_eq!(
+            plan[1].shape,
+            KernelShape {
+                batch: 7,
+                inputs: 5,
+                outputs: 8
+            }
+        );
+        let inference = inference_plan(&net, 100);
+        assert!(inference.iter().all(|p| p.shape.batch == 100));
+        assert!(!inference
+            .iter()
+            .any(|p| p.kind == KernelKind::LinearBwdData));
     }
 
     #[test]

@@ -227,6 +227,8 @@ mod tests {
         fn flops_per_row(&self) -> (u64, u64) {
             (0, 0)
         }
+        fn plan_forward(&self, _: usize, _: &mut Vec<crate::kernels::PlannedKernel>) {}
+        fn plan_backward(&self, _: usize, _: bool, _: &mut Vec<crate::kernels::PlannedKernel>) {}
     }
 
     #[test]

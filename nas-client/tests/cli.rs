@@ -1,0 +1,111 @@
+//! The `nas-client` binary end to end: bad input gives a clear error and
+//! exit status 1; a raw CSV trains and prints JSON.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn nas_client(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nas-client"))
+        .args(args)
+        .output()
+        .expect("nas-client runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("writes");
+    path.display().to_string()
+}
+
+#[test]
+fn bad_files_fail_with_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ragged = write(dir.path(), "ragged.csv", "a,b,y\n1,2,0\n3,4\n");
+    let out = nas_client(&["train", "--data", &ragged, "--target", "y", "--no-energy"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("ragged.csv") && err.contains("line 3"),
+        "{err}"
+    );
+
+    let mut text = String::from("a,y\n");
+    for i in 0..50 {
+        text.push_str(&format!(
+            "{},{}\n",
+            if i == 20 {
+                "oops".to_string()
+            } else {
+                i.to_string()
+            },
+            i % 2
+        ));
+    }
+    let bad = write(dir.path(), "bad.csv", &text);
+    let out = nas_client(&["train", "--data", &bad, "--target", "y", "--no-energy"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad.csv")
+            && err.contains("line 22")
+            && err.contains("column 1")
+            && err.contains("oops"),
+        "{err}"
+    );
+
+    let out = nas_client(&["train", "--data", &bad, "--target", "salary", "--no-energy"]);
+    let err = stderr(&out);
+    assert!(err.contains("no column named \"salary\""), "{err}");
+
+    let empty = write(dir.path(), "empty.csv", "");
+    let err = stderr(&nas_client(&[
+        "train",
+        "--data",
+        &empty,
+        "--target",
+        "y",
+        "--no-energy",
+    ]));
+    assert!(err.contains("empty.csv") && err.contains("empty"), "{err}");
+
+    let out = nas_client(&["train", "--dataset", "nope", "--no-energy"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("adult"), "lists the bundled datasets");
+}
+
+#[test]
+fn raw_csv_trains_and_prints_json() {
+    let raw = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/adult.data.gz");
+    let out = nas_client(&[
+        "train",
+        "--data",
+        raw.to_str().expect("utf-8 path"),
+        "--target",
+        "Salary",
+        "--arch",
+        "32",
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--inference-ms",
+        "0",
+        "--no-energy",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let acc = report["test"]["accuracy"].as_f64().expect("accuracy");
+    assert!(acc > 0.80, "test accuracy {acc}");
+    assert_eq!(report["task"], "binary");
+    assert!(report["energy"].is_null());
+    assert!(report["energy_unavailable"]
+        .as_str()
+        .expect("reason")
+        .contains("--no-energy"));
+    assert!(report["train_kernels"].as_array().expect("kernels").len() >= 8);
+}
