@@ -1603,3 +1603,76 @@ mod tests {
         assert!(attribute_spans(&series, &[span], 1, &interval, &negative, &cfg).is_err());
     }
 }
+
+#[cfg(test)]
+mod invariant_tests {
+    use super::*;
+    use crate::series::SeriesMeta;
+    use proptest::prelude::*;
+    use shared::source::ReadingKind;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever the spans and the process energy, the parts add up and
+        /// nothing is negative.
+        #[test]
+        fn parts_always_add_up(
+            powers in proptest::collection::vec(0.0f64..50.0, 41),
+            raw_spans in proptest::collection::vec((0u32..4, 0u64..400_000_000, 0u64..60_000_000), 0..300),
+            process_scale in 0.0f64..2.0,
+        ) {
+            // A history of 400 ms in 10 ms samples with arbitrary powers.
+            let mut e = 0.0;
+            let history: Vec<(MonotonicNs, f64)> = powers
+                .iter()
+                .enumerate()
+                .map(|(k, p)| {
+                    if k > 0 {
+                        e += p * 0.01;
+                    }
+                    (MonotonicNs(1_000_000_000 + k as u64 * 10_000_000), e)
+                })
+                .collect();
+            let meta = SeriesMeta {
+                provenance: Provenance::Simulated,
+                resolution_j: 1e-6,
+                update_period_ns: 1_000_000,
+                reading: ReadingKind::CumulativeEnergy,
+            };
+            let series = EnergySeries::new(&history, meta).unwrap();
+            let spans: Vec<KernelSpan> = raw_spans
+                .iter()
+                .map(|&(name, start, len)| KernelSpan {
+                    name,
+                    start: MonotonicNs(1_000_000_000 + start),
+                    end: MonotonicNs(1_000_000_000 + start + len),
+                    tid: name,
+                })
+                .collect();
+            let (from, to) = series.span();
+            let total = series.energy_between(from, to).unwrap().joules;
+            let process = ProcessEnergy {
+                process_j: total * process_scale,
+                process_dynamic_j: total * process_scale * 0.5,
+                dynamic_share_of_machine: 0.5,
+                idle_power_w: 5.0,
+                provenance: Provenance::Simulated,
+            };
+            let config = KernelConfig { min_instances: 5, min_active_windows: 3, ..KernelConfig::default() };
+            let a = attribute_spans(&series, &spans, 4, &AttributionInterval::new(from, to), &process, &config).unwrap();
+            let sum: f64 = a.types.iter().filter_map(|t| t.energy_j).sum();
+            prop_assert!((sum + a.unattributed_j - a.process_j).abs() <= 1e-9 * a.process_j.max(1.0));
+            prop_assert!(a.unattributed_j >= 0.0);
+            for t in &a.types {
+                if let Some(e) = t.energy_j {
+                    prop_assert!(e >= 0.0 && e.is_finite());
+                    prop_assert!((0.0..=1.0).contains(&t.confidence));
+                } else {
+                    prop_assert!(t.method == Method::Insufficient);
+                    prop_assert!(t.reason.is_some());
+                }
+            }
+        }
+    }
+}

@@ -477,3 +477,195 @@ pub fn process_share(
     share.notes = all_notes;
     Ok(share)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::series::SeriesMeta;
+    use shared::source::ReadingKind;
+
+    const S: u64 = 1_000_000_000;
+
+    fn meta() -> SeriesMeta {
+        SeriesMeta {
+            provenance: Provenance::Measured,
+            resolution_j: 1e-6,
+            update_period_ns: 1_000_000,
+            reading: ReadingKind::CumulativeEnergy,
+        }
+    }
+
+    /// `(t, rate × t)` every 100 ms for `secs` seconds.
+    fn linear(rate_per_s: f64, secs: u64) -> Vec<(MonotonicNs, f64)> {
+        (0..=secs * 10)
+            .map(|k| {
+                let t = k * S / 10;
+                (MonotonicNs(t), rate_per_s * t as f64 * 1e-9)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn split_adds_up_and_follows_activity_and_capacity() {
+        // 30 W machine, 10 W idle, 4 CPUs; A keeps one CPU busy, B half
+        // of one, the machine two in all.
+        let energy = linear(30.0, 10);
+        let busy = linear(2.0 * S as f64, 10);
+        let capacity = linear(4.0 * S as f64, 10);
+        let a = linear(S as f64, 10);
+        let b = linear(0.5 * S as f64, 10);
+        let series = EnergySeries::new(&energy, meta()).unwrap();
+        let machine = MachineActivity {
+            busy: ActivitySeries::new("busy", &busy).unwrap(),
+            capacity: ActivitySeries::new("capacity", &capacity).unwrap(),
+        };
+        let procs = [
+            ActivitySeries::new("a", &a).unwrap(),
+            ActivitySeries::new("b", &b).unwrap(),
+        ];
+        let config = ProcessShareConfig {
+            idle_power: IdlePower::Configured { watts: 10.0 },
+            static_split: StaticSplit::ByCapacityShare,
+            activity_resolution_ns: 0.0,
+        };
+        let split = split_machine(
+            &series,
+            &machine,
+            &procs,
+            MonotonicNs(0),
+            MonotonicNs(10 * S),
+            &config,
+        )
+        .unwrap();
+        let close = |x: f64, y: f64| (x - y).abs() < 1e-6;
+        assert!(close(split.machine.joules, 300.0));
+        let (pa, pb) = (&split.processes[0], &split.processes[1]);
+        // Dynamic 200 J by busy share (1/2, 1/4); static 100 J by capacity
+        // share (1/4, 1/8).
+        assert!(
+            close(pa.process_dynamic_j, 100.0),
+            "{}",
+            pa.process_dynamic_j
+        );
+        assert!(close(pa.process_static_j, 25.0), "{}", pa.process_static_j);
+        assert!(close(pb.process_dynamic_j, 50.0));
+        assert!(close(pb.process_static_j, 12.5));
+        assert!(close(pa.activity_share, 0.5) && close(pa.capacity_share, 0.25));
+        let sum = pa.process_j + pb.process_j + split.rest_j;
+        assert!(close(sum, split.machine.joules), "{sum}");
+        assert!(close(split.rest_dynamic_j, 50.0));
+        assert_eq!(pa.provenance, Provenance::Measured);
+        assert_eq!(pa.coverage, 1.0);
+
+        // One process alone: the same figures, notes merged.
+        let one = process_share(
+            &series,
+            &machine,
+            &procs[0],
+            MonotonicNs(0),
+            MonotonicNs(10 * S),
+            &config,
+        )
+        .unwrap();
+        assert!(close(one.process_j, 125.0));
+        assert!(!one.notes.is_empty());
+
+        // Static power kept by the machine.
+        let none = ProcessShareConfig {
+            static_split: StaticSplit::NotAttributed,
+            ..config
+        };
+        let s = process_share(
+            &series,
+            &machine,
+            &procs[0],
+            MonotonicNs(0),
+            MonotonicNs(10 * S),
+            &none,
+        )
+        .unwrap();
+        assert!(close(s.process_j, 100.0) && s.process_static_j == 0.0);
+    }
+
+    #[test]
+    fn idle_power_is_a_low_percentile_of_the_history() {
+        // 10 W for 5 s, then 50 W for 5 s.
+        let energy: Vec<_> = (0..=100u64)
+            .map(|k| {
+                let t = k * S / 10;
+                let secs = t as f64 * 1e-9;
+                let e = if secs <= 5.0 {
+                    10.0 * secs
+                } else {
+                    50.0 + 50.0 * (secs - 5.0)
+                };
+                (MonotonicNs(t), e)
+            })
+            .collect();
+        let series = EnergySeries::new(&energy, meta()).unwrap();
+        let idle = estimate_idle_power(&series, 5.0).unwrap();
+        assert!((idle.watts - 10.0).abs() < 1e-6, "{}", idle.watts);
+        assert!(matches!(idle.source, IdleSource::HistoryPercentile { .. }));
+        assert!(estimate_idle_power(&series, 0.0).is_err());
+        assert!(estimate_idle_power(&series, 100.0).is_err());
+    }
+
+    #[test]
+    fn dynamic_energy_without_activity_stays_with_the_machine() {
+        let energy = linear(30.0, 2);
+        let flat = linear(0.0, 2);
+        let capacity = linear(4.0 * S as f64, 2);
+        let series = EnergySeries::new(&energy, meta()).unwrap();
+        let machine = MachineActivity {
+            busy: ActivitySeries::new("busy", &flat).unwrap(),
+            capacity: ActivitySeries::new("capacity", &capacity).unwrap(),
+        };
+        let p = ActivitySeries::new("p", &flat).unwrap();
+        let config = ProcessShareConfig {
+            idle_power: IdlePower::Configured { watts: 10.0 },
+            ..ProcessShareConfig::default()
+        };
+        let split = split_machine(
+            &series,
+            &machine,
+            &[p],
+            MonotonicNs(0),
+            MonotonicNs(2 * S),
+            &config,
+        )
+        .unwrap();
+        assert_eq!(split.processes[0].process_j, 0.0);
+        assert!((split.rest_j - 60.0).abs() < 1e-6);
+        assert!(split
+            .notes
+            .iter()
+            .any(|n| n.contains("no recorded activity")));
+
+        let bad = ProcessShareConfig {
+            idle_power: IdlePower::Configured { watts: -1.0 },
+            ..config
+        };
+        assert!(matches!(
+            split_machine(
+                &series,
+                &machine,
+                &[p],
+                MonotonicNs(0),
+                MonotonicNs(2 * S),
+                &bad
+            ),
+            Err(AttributionError::BadConfig(_))
+        ));
+        assert!(matches!(
+            split_machine(
+                &series,
+                &machine,
+                &[p],
+                MonotonicNs(S),
+                MonotonicNs(S),
+                &config
+            ),
+            Err(AttributionError::BadInterval { .. })
+        ));
+    }
+}
