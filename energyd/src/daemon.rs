@@ -38,6 +38,7 @@ pub fn build_state(config: Config, user_mode: bool) -> anyhow::Result<Arc<Daemon
         found.sources,
         EngineConfig {
             history_window_ns: config.history.window_s.saturating_mul(1_000_000_000),
+            ..EngineConfig::default()
         },
     );
     for info in engine.sources() {

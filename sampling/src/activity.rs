@@ -172,7 +172,7 @@ fn read_status(proc_root: &Path, pid: u32) -> Result<ProcStatus, TrackError> {
 /// every 100 ms.
 ///
 /// Between those, a member with perf task-clock and a pidfd costs, per
-/// sample: its share of one `poll` over the tree's pidfds (exit
+/// sample: its share of one `poll` over all members' pidfds (exit
 /// detection), one `fstat` of its open `task` directory (whose link count
 /// follows the thread count), one perf read per thread and one `pread` per
 /// thread's `children`: no `/proc/<pid>/stat` formatting, no directory
@@ -425,22 +425,17 @@ impl TreeWork {
     }
 
     /// Refreshes members and returns the tree's cumulative CPU time.
-    fn sample(&mut self, proc_root: &Path, root: u32, use_task_clock: bool) -> u64 {
+    /// `exited`: pids whose pidfd was readable at this sample's poll.
+    fn sample(
+        &mut self,
+        proc_root: &Path,
+        root: u32,
+        use_task_clock: bool,
+        exited: &HashSet<u32>,
+    ) -> u64 {
         let include_children = self.include_children;
         let mut gone = Vec::new();
         let mut frontier = Vec::new();
-        // One poll for the whole tree says which members may have exited.
-        let with_pidfd: Vec<(u32, RawFd)> = self
-            .members
-            .iter()
-            .filter_map(|(&pid, m)| m.pidfd.as_ref().map(|fd| (pid, fd.as_raw_fd())))
-            .collect();
-        let fds: Vec<RawFd> = with_pidfd.iter().map(|&(_, fd)| fd).collect();
-        let exited: HashSet<u32> = with_pidfd
-            .iter()
-            .zip(exited_now(&fds))
-            .filter_map(|(&(pid, _), exited)| exited.then_some(pid))
-            .collect();
         for (&pid, member) in self.members.iter_mut() {
             let may_have_exited = member.pidfd.is_none() || exited.contains(&pid);
             let state = member.refresh(
@@ -718,6 +713,18 @@ fn run(inner: &Inner) {
             .map(|(&pid, v)| (pid, v.include_children))
             .collect();
         work.retain(|pid, _| wanted.iter().any(|(p, _)| p == pid));
+        // One poll over every member's pidfd says which may have exited.
+        let with_pidfd: Vec<(u32, RawFd)> = work
+            .values()
+            .flat_map(|tree| tree.members.iter())
+            .filter_map(|(&pid, m)| m.pidfd.as_ref().map(|fd| (pid, fd.as_raw_fd())))
+            .collect();
+        let fds: Vec<RawFd> = with_pidfd.iter().map(|&(_, fd)| fd).collect();
+        let exited: HashSet<u32> = with_pidfd
+            .iter()
+            .zip(exited_now(&fds))
+            .filter_map(|(&(pid, _), exited)| exited.then_some(pid))
+            .collect();
         let mut results = Vec::with_capacity(wanted.len());
         for (pid, include_children) in wanted {
             let tree = match work.entry(pid) {
@@ -734,7 +741,7 @@ fn run(inner: &Inner) {
                 }
             };
             tree.include_children = include_children;
-            let cumulative = tree.sample(&proc_root, pid, use_task_clock);
+            let cumulative = tree.sample(&proc_root, pid, use_task_clock, &exited);
             results.push((pid, Some(cumulative), tree.root_exited));
         }
         let t = MonotonicNs::now();

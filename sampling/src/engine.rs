@@ -61,15 +61,43 @@ impl std::fmt::Debug for ConfiguredSource {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineConfig {
     /// How far back each source's history reaches. Default 10 minutes
-    /// (600 000 samples × 16 B ≈ 9.2 MiB for a 1 kHz source).
+    /// (606 003 samples × 16 B ≈ 9.25 MiB for a 1 kHz source, with the
+    /// ring's 1 % headroom).
     pub history_window_ns: u64,
+    /// `SCHED_FIFO` priority of the sampling threads, or `None` for the
+    /// normal scheduler. Default `Some(1)`, the lowest real-time priority:
+    /// a sampling thread then preempts ordinary work when its deadline
+    /// comes (on a loaded machine a normal thread can wait milliseconds for
+    /// a core, turning deadlines into overruns), yet yields to any other
+    /// real-time task. It runs a few µs per period, so it cannot starve a
+    /// core, and the kernel's real-time throttling bounds it regardless.
+    /// Setting it needs root or CAP_SYS_NICE; without them the thread keeps
+    /// the normal scheduler and says so in the log.
+    pub fifo_priority: Option<i32>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             history_window_ns: 600_000_000_000,
+            fifo_priority: Some(1),
         }
+    }
+}
+
+/// Moves the calling thread to `SCHED_FIFO` at `priority`; the OS error if
+/// not permitted.
+fn set_fifo_priority(priority: i32) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `param` is a valid sched_param that outlives the call; pid 0
+    // is the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -212,9 +240,18 @@ impl SamplingEngine {
         let mut threads = Vec::new();
         for (period_ns, members) in groups {
             let stop = Arc::clone(&stop);
+            let fifo_priority = config.fifo_priority;
             let spawned = std::thread::Builder::new()
                 .name(format!("sampling-{period_ns}ns"))
-                .spawn(move || run_group(period_ns, members, &stop));
+                .spawn(move || {
+                    if let Some(priority) = fifo_priority {
+                        match set_fifo_priority(priority) {
+                            Ok(()) => tracing::debug!(period_ns, priority, "sampling thread is SCHED_FIFO"),
+                            Err(e) => tracing::info!(period_ns, error = %e, "sampling thread keeps the normal scheduler (SCHED_FIFO refused)"),
+                        }
+                    }
+                    run_group(period_ns, members, &stop)
+                });
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => tracing::error!(period_ns, error = %e, "cannot start a sampling thread"),
@@ -332,8 +369,10 @@ impl Drop for SamplingEngine {
 }
 
 /// Sleeps until `deadline` on CLOCK_MONOTONIC, absolute, in slices of at
-/// most [`MAX_SLEEP_SLICE_NS`] so a stop request is seen promptly.
-pub(crate) fn sleep_until(deadline: MonotonicNs, stop: &AtomicBool) {
+/// most 50 ms so a stop request is seen promptly. The sleep every sampling
+/// thread uses (also by `bench/sampler` to measure the machine's wake-up
+/// floor).
+pub fn sleep_until(deadline: MonotonicNs, stop: &AtomicBool) {
     use nix::time::{clock_nanosleep, ClockId, ClockNanosleepFlags};
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -479,6 +518,7 @@ mod tests {
             }],
             EngineConfig {
                 history_window_ns: 1_000_000_000,
+                ..EngineConfig::default()
             },
         );
         // 1 J at 2 kW wraps in 500 µs: read at least every 250 µs.
