@@ -2,9 +2,9 @@
 //! the machine fingerprint, the provenance of the energy figures, and the
 //! per-kernel models.
 //!
-//! Layout (format version 1):
+//! Layout (format version 2):
 //! ```toml
-//! format_version = 1
+//! format_version = 2
 //! created_by = "calibration 0.1.0"
 //! created_at_unix_s = 1790000000
 //! provenance = "estimated"
@@ -23,10 +23,10 @@
 //! [[kernels]]
 //! kernel = "dense_forward"
 //! threads = 1
-//! [kernels.time_ns]
+//! [kernels.cpu_time_ns]
 //! features = ["batch_in_out", "batch_in", "batch_out", "in_out", "batch", "one"]
 //! coefficients = [0.25, 1.5, 0.7, 0.0, 0.0, 4000.0]
-//! [kernels.time_ns.fit]
+//! [kernels.cpu_time_ns.fit]
 //! samples = 12
 //! r2 = 0.998
 //! …
@@ -44,7 +44,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// Version 2: `cpu_time_ns` models process CPU time per call and `power_w`
+/// energy per CPU-second (version 1 had wall time and watts).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A machine's calibration: what each kernel type costs here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,7 +116,7 @@ pub enum CalibrationError {
     Invalid {
         /// The file.
         path: PathBuf,
-        /// Dotted path of the field, e.g. `kernels[2].time_ns.coefficients`.
+        /// Dotted path of the field, e.g. `kernels[2].cpu_time_ns.coefficients`.
         field: String,
         /// What is wrong with it.
         reason: String,
@@ -203,8 +206,9 @@ impl Calibration {
         Ok(format!(
             "# Energy calibration of one machine: per-kernel time and power models.\n\
              # Written by `calibration run`; energy figures derived from it are {}.\n\
-             # time_ns and power_w are linear in the listed features of a call's shape\n\
-             # (batch, in_width, out_width); energy per call = time_ns * 1e-9 * power_w.\n\n{body}",
+             # cpu_time_ns (process CPU time per call) and power_w (J per CPU-second) are\n\
+             # linear in the listed features of a call's shape (batch, in_width, out_width);\n\
+             # energy per call = cpu_time_ns * 1e-9 * power_w.\n\n{body}",
             self.provenance
         ))
     }
@@ -300,9 +304,11 @@ impl Calibration {
                     ),
                 ));
             }
-            check_linear(&m.time_ns, &format!("kernels[{i}].time_ns"))
+            check_linear(&m.cpu_time_ns, &format!("kernels[{i}].cpu_time_ns"))
                 .map_err(|(f, r)| invalid(f, r))?;
             check_linear(&m.power_w, &format!("kernels[{i}].power_w"))
+                .map_err(|(f, r)| invalid(f, r))?;
+            check_linear(&m.energy_j, &format!("kernels[{i}].energy_j"))
                 .map_err(|(f, r)| invalid(f, r))?;
         }
         Ok(())
@@ -370,7 +376,8 @@ pub(crate) mod tests {
                     shape,
                     threads: 1,
                     calls: 50,
-                    time_per_call_ns: 3000.0 + 0.4 * (batch * width * (width / 2 + 1)) as f64,
+                    wall_time_per_call_ns: 3000.0 + 0.4 * (batch * width * (width / 2 + 1)) as f64,
+                    cpu_time_per_call_ns: 3000.0 + 0.4 * (batch * width * (width / 2 + 1)) as f64,
                     power_w: 2.5 + 0.01 * (batch as f64).log2(),
                 });
             }
@@ -410,7 +417,7 @@ pub(crate) mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# Energy calibration"));
         assert!(text.contains("provenance = \"estimated\""));
-        assert!(text.contains("format_version = 1"));
+        assert!(text.contains("format_version = 2"));
         let back = Calibration::load_unchecked(&path).unwrap();
         assert_eq!(back, cal);
     }
@@ -429,13 +436,13 @@ pub(crate) mod tests {
             matches!(err, CalibrationError::MissingVersion { .. }),
             "{err}"
         );
-        let err = parse("format_version = 2\nsomething_new = true").unwrap_err();
+        let err = parse("format_version = 3\nsomething_new = true").unwrap_err();
         assert!(
-            matches!(err, CalibrationError::UnsupportedVersion { found: 2, .. }),
+            matches!(err, CalibrationError::UnsupportedVersion { found: 3, .. }),
             "{err}"
         );
-        assert!(err.to_string().contains("reads version 1"), "{err}");
-        let err = parse("format_version = \"1\"").unwrap_err();
+        assert!(err.to_string().contains("reads version 2"), "{err}");
+        let err = parse("format_version = \"2\"").unwrap_err();
         assert!(err.to_string().contains("format_version"), "{err}");
     }
 
@@ -463,10 +470,11 @@ pub(crate) mod tests {
     #[test]
     fn invalid_values_name_their_field() {
         let mut cal = sample_calibration();
-        cal.kernels[0].time_ns.coefficients.pop();
+        cal.kernels[0].cpu_time_ns.coefficients.pop();
         let err = parse(&cal.to_toml_string().unwrap()).unwrap_err();
         assert!(
-            err.to_string().contains("kernels[0].time_ns.coefficients"),
+            err.to_string()
+                .contains("kernels[0].cpu_time_ns.coefficients"),
             "{err}"
         );
 
@@ -526,7 +534,7 @@ pub(crate) mod tests {
     #[test]
     fn fit_quality_is_kept_in_the_file() {
         let cal = sample_calibration();
-        let q: FitQuality = cal.kernels[0].time_ns.fit;
+        let q: FitQuality = cal.kernels[0].cpu_time_ns.fit;
         assert_eq!(q.samples, 9);
         assert!(q.r2 > 0.99);
     }

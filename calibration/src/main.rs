@@ -359,7 +359,7 @@ fn bar_len_nonzero(bar: &ProgressBar) -> u64 {
 fn print_models(calibration: &Calibration) {
     println!(
         "{:<20} {:>3} {:>4} {:>8} {:>9} {:>8} {:>9} {:>10}",
-        "kernel", "thr", "n", "time_r2", "time_mape", "power_w", "energy_r2", "energy_mape"
+        "kernel", "thr", "n", "cpu_r2", "cpu_mape", "w_per_cpu", "energy_r2", "energy_mape"
     );
     for m in &calibration.kernels {
         let mean_power: f64 = m.power_w.predict(calibration::KernelShape {
@@ -371,12 +371,12 @@ fn print_models(calibration: &Calibration) {
             "{:<20} {:>3} {:>4} {:>8.3} {:>8.1}% {:>8.2} {:>9.3} {:>9.1}%",
             m.kernel,
             m.threads,
-            m.time_ns.fit.samples,
-            m.time_ns.fit.r2,
-            m.time_ns.fit.mean_abs_pct_error,
+            m.cpu_time_ns.fit.samples,
+            m.cpu_time_ns.fit.r2,
+            m.cpu_time_ns.fit.mean_abs_pct_error,
             mean_power,
-            m.energy_fit.r2,
-            m.energy_fit.mean_abs_pct_error
+            m.energy_j.fit.r2,
+            m.energy_j.fit.mean_abs_pct_error
         );
     }
 }

@@ -10,9 +10,17 @@
 //! One point is measured as: a short probe run to learn the time per call,
 //! then enough calls to fill a window of `window_ms` (so the estimated CPU
 //! source, which steps every 10 ms tick, resolves it to a few percent),
-//! timed on CLOCK_MONOTONIC; the meter reports the energy attributed to
-//! this process over exactly that window, and power = energy / window.
-//! Energy per call is then time per call × that power.
+//! timed on CLOCK_MONOTONIC, with the process's CPU time read
+//! (CLOCK_PROCESS_CPUTIME_ID) at both ends; the meter reports the energy
+//! attributed to this process over exactly that window.
+//!
+//! Costs are kept per *CPU-second*, not per wall second: CPU time per call
+//! = wall time per call × (process CPU time / wall time of the window), and
+//! power = energy / process CPU time of the window. energyd attributes a
+//! domain's energy to a process by its share of the activity (CPU time),
+//! so on a machine shared with other work the wall time of a kernel
+//! stretches with the competition while its CPU time and the energy
+//! charged for it do not. Energy per call = CPU time per call × power.
 
 use crate::file::{write_atomically, Calibration, CalibrationError, FORMAT_VERSION};
 use crate::fingerprint::MachineFingerprint;
@@ -181,11 +189,15 @@ pub fn measure_point(
     // At least 5 calls so one slow call does not dominate; at most 2 M so a
     // probe that measured ~0 ns cannot ask for an unbounded loop.
     let iters = (window_ns / probe_ns.max(1.0)).clamp(5.0, 2_000_000.0) as u32;
+    let cpu_from = process_cpu_ns().map_err(kernel_error)?;
     let from = MonotonicNs::now();
     let mean_ns = runner
         .run(&point.kernel, point.shape, point.threads, iters)
         .map_err(kernel_error)?;
     let to = MonotonicNs::now();
+    let cpu_ns = process_cpu_ns()
+        .map_err(kernel_error)?
+        .saturating_sub(cpu_from);
     let metered =
         meter
             .measure(&point.kernel, from, to)
@@ -195,28 +207,42 @@ pub fn measure_point(
                 message,
             })?;
     let elapsed_ns = to.saturating_sub(from);
-    if !(metered.joules.is_finite() && metered.joules > 0.0) || elapsed_ns == 0 || mean_ns <= 0.0 {
+    if !(metered.joules.is_finite() && metered.joules > 0.0)
+        || elapsed_ns == 0
+        || cpu_ns == 0
+        || mean_ns <= 0.0
+    {
         return Err(MicrobenchError::Meter {
             kernel: point.kernel.clone(),
             shape: point.shape,
             message: format!(
-                "no energy attributed ({} J over {} ns, {mean_ns} ns per call)",
-                metered.joules, elapsed_ns
+                "no energy attributed ({} J over {elapsed_ns} ns wall, {cpu_ns} ns CPU, \
+                 {mean_ns} ns per call)",
+                metered.joules
             ),
         });
     }
-    let power_w = metered.joules / (elapsed_ns as f64 * 1e-9);
+    let cpu_per_wall = cpu_ns as f64 / elapsed_ns as f64;
+    let power_w = metered.joules / (cpu_ns as f64 * 1e-9);
     Ok((
         Observation {
             kernel: point.kernel.clone(),
             shape: point.shape,
             threads: point.threads,
             calls: u64::from(iters),
-            time_per_call_ns: mean_ns,
+            wall_time_per_call_ns: mean_ns,
+            cpu_time_per_call_ns: mean_ns * cpu_per_wall,
             power_w,
         },
         metered.provenance,
     ))
+}
+
+/// CPU time this process has used, all threads, nanoseconds.
+fn process_cpu_ns() -> Result<u64, String> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
+        .map_err(|e| format!("reading the process CPU clock: {e}"))?;
+    Ok(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
 }
 
 /// Everything measured so far, written after every point (`<out>.partial.json`).
@@ -371,8 +397,11 @@ mod tests {
             }
             self.runs += 1;
             let per_call = 2000.0 + 0.5 * Feature::BatchInOut.value(shape);
-            // Sleep a little so the window is not empty.
-            std::thread::sleep(std::time::Duration::from_micros(200));
+            // Spin a little so the window holds some CPU time.
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < std::time::Duration::from_micros(300) {
+                std::hint::spin_loop();
+            }
             let _ = iters;
             Ok(per_call)
         }
@@ -429,7 +458,15 @@ mod tests {
             cp.save(&path).unwrap();
         }
         let mut resumed = RunCheckpoint::load(&path).unwrap();
-        assert_eq!(resumed, cp);
+        // JSON keeps floats to within an ulp, not bit for bit.
+        assert_eq!(resumed.grid, cp.grid);
+        assert_eq!(resumed.observations.len(), 8);
+        for (a, b) in resumed.observations.iter().zip(&cp.observations) {
+            assert_eq!((&a.kernel, a.shape, a.calls), (&b.kernel, b.shape, b.calls));
+            let rel =
+                (a.cpu_time_per_call_ns - b.cpu_time_per_call_ns).abs() / b.cpu_time_per_call_ns;
+            assert!(rel < 1e-12, "{a:?} vs {b:?}");
+        }
         let todo: Vec<_> = points.iter().filter(|p| !resumed.is_done(p)).collect();
         assert_eq!(todo.len(), 8);
         for p in todo {

@@ -1,15 +1,22 @@
 //! Per-kernel cost models: what one call of a kernel type costs in time and
 //! power as a function of its shape, fitted with linfa-linear.
 //!
-//! Each kernel type gets, per thread count, two linear models:
-//! - **time per call** (ns) over [`TIME_FEATURES`]: multiply-accumulates of
-//!   a dense layer (`batch·in·out`), input and output activation elements
-//!   (`batch·in`, `batch·out`), weight elements (`in·out`), rows (`batch`,
-//!   for losses over one column) and a constant (launch overhead);
-//! - **power while running** (W) over [`POWER_FEATURES`]: a constant and
-//!   `log2(batch·in·out)`, since larger calls keep more of the machine busy.
+//! Each kernel type gets, per thread count, three linear models:
+//! - **energy per call** (J) over [`TIME_FEATURES`]: multiply-accumulates
+//!   of a dense layer (`batch·in·out`), input and output activation
+//!   elements (`batch·in`, `batch·out`), weight elements (`in·out`), rows
+//!   (`batch`, for losses over one column) and a constant (launch
+//!   overhead): energy ~ FLOPs + bytes moved + launch overhead. Predictions
+//!   use this model;
+//! - **CPU time per call** (ns, the process's CPU time over all threads;
+//!   see [`crate::microbench`] for why CPU time) over the same features;
+//! - **power while running** (W per busy CPU, i.e. J per CPU-second) over
+//!   [`POWER_FEATURES`]: a constant and `log2(batch·in·out)`, since larger
+//!   calls keep more of the machine busy.
 //!
-//! Energy per call is their product. The features are generic over kernel
+//! Time and power say *why* a kernel costs what it does and give predicted
+//! kernel time; their product is close to the energy model but noisier
+//! (see [`KernelModel::energy_j`]). The features are generic over kernel
 //! types (an element-wise kernel simply gets a zero coefficient on the
 //! dense term), so a new kernel type the trainer emits needs no formula
 //! here, only microbenchmarks.
@@ -369,15 +376,20 @@ pub struct Observation {
     /// Calls timed.
     pub calls: u64,
     /// Mean wall time of one call.
-    pub time_per_call_ns: f64,
-    /// Mean power attributed to the process while the calls ran.
+    pub wall_time_per_call_ns: f64,
+    /// Mean process CPU time (all threads) of one call: the wall time
+    /// scaled by the CPU time the process used per wall second over the
+    /// window.
+    pub cpu_time_per_call_ns: f64,
+    /// Energy attributed to the process per CPU-second it used over the
+    /// window (watts per busy CPU).
     pub power_w: f64,
 }
 
 impl Observation {
-    /// Energy of one call: time × attributed power.
+    /// Energy of one call: CPU time × attributed energy per CPU-second.
     pub fn energy_per_call_j(&self) -> f64 {
-        self.time_per_call_ns * 1e-9 * self.power_w
+        self.cpu_time_per_call_ns * 1e-9 * self.power_w
     }
 }
 
@@ -389,12 +401,18 @@ pub struct KernelModel {
     pub kernel: String,
     /// Threads the kernel ran with.
     pub threads: u32,
-    /// Time per call, nanoseconds.
-    pub time_ns: LinearModel,
-    /// Power while the kernel runs, watts.
+    /// Process CPU time (all threads) per call, nanoseconds.
+    pub cpu_time_ns: LinearModel,
+    /// Energy attributed per CPU-second while the kernel runs (watts per
+    /// busy CPU).
     pub power_w: LinearModel,
-    /// Quality of energy per call (time × power) against the observations.
-    pub energy_fit: FitQuality,
+    /// Energy per call, joules, fitted directly on the observed energy per
+    /// call over [`TIME_FEATURES`]. Predictions use this model: the
+    /// observed energy per call does not depend on whether time is counted
+    /// in wall or CPU seconds, while the time and power models, fitted
+    /// separately, each carry the scatter of the CPU share a loaded machine
+    /// gave the process.
+    pub energy_j: LinearModel,
 }
 
 impl KernelModel {
@@ -410,31 +428,26 @@ impl KernelModel {
             .filter(|o| o.kernel == kernel && o.threads == threads)
             .collect();
         let shapes: Vec<KernelShape> = rows.iter().map(|o| o.shape).collect();
-        let times: Vec<f64> = rows.iter().map(|o| o.time_per_call_ns).collect();
+        let times: Vec<f64> = rows.iter().map(|o| o.cpu_time_per_call_ns).collect();
         let powers: Vec<f64> = rows.iter().map(|o| o.power_w).collect();
-        let time_ns = fit_linear(&TIME_FEATURES, &shapes, &times)?;
-        let power_w = fit_linear(&POWER_FEATURES, &shapes, &powers)?;
-        let mut model = KernelModel {
+        let energies: Vec<f64> = rows.iter().map(|o| o.energy_per_call_j()).collect();
+        Ok(KernelModel {
             kernel: kernel.to_owned(),
             threads,
-            time_ns,
-            power_w,
-            energy_fit: FitQuality::of(&[], &[]),
-        };
-        let observed: Vec<f64> = rows.iter().map(|o| o.energy_per_call_j()).collect();
-        let predicted: Vec<f64> = shapes.iter().map(|s| model.energy_per_call_j(*s)).collect();
-        model.energy_fit = FitQuality::of(&observed, &predicted);
-        Ok(model)
+            cpu_time_ns: fit_linear(&TIME_FEATURES, &shapes, &times)?,
+            power_w: fit_linear(&POWER_FEATURES, &shapes, &powers)?,
+            energy_j: fit_linear(&TIME_FEATURES, &shapes, &energies)?,
+        })
     }
 
     /// Predicted time of one call, nanoseconds.
-    pub fn time_per_call_ns(&self, shape: KernelShape) -> f64 {
-        self.time_ns.predict(shape).max(0.0)
+    pub fn cpu_time_per_call_ns(&self, shape: KernelShape) -> f64 {
+        self.cpu_time_ns.predict(shape).max(0.0)
     }
 
     /// Predicted energy of one call, joules.
     pub fn energy_per_call_j(&self, shape: KernelShape) -> f64 {
-        self.time_per_call_ns(shape) * 1e-9 * self.power_w.predict(shape).max(0.0)
+        self.energy_j.predict(shape).max(0.0)
     }
 }
 
@@ -549,7 +562,8 @@ mod tests {
                 shape,
                 threads: 1,
                 calls: 100,
-                time_per_call_ns: 2000.0 + 0.3 * Feature::BatchInOut.value(shape),
+                wall_time_per_call_ns: 2000.0 + 0.3 * Feature::BatchInOut.value(shape),
+                cpu_time_per_call_ns: 2000.0 + 0.3 * Feature::BatchInOut.value(shape),
                 power_w: 2.8,
             })
             .collect();
@@ -565,7 +579,7 @@ mod tests {
             ((got - expected) / expected).abs() < 1e-6,
             "{got} vs {expected}"
         );
-        assert!(model.energy_fit.r2 > 0.999);
+        assert!(model.energy_j.fit.r2 > 0.999);
         // Observations of other kernels or thread counts are not used.
         assert!(KernelModel::fit("relu", 1, &observations).is_err());
     }

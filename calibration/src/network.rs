@@ -447,13 +447,13 @@ pub struct NetworkEnergyPrediction {
     /// One-sigma uncertainty of `training_j` from the fit residuals.
     pub training_uncertainty_j: f64,
     /// Predicted kernel time of the training run.
-    pub training_time_ns: f64,
+    pub training_cpu_time_ns: f64,
     /// Inference energy per 1000 rows (eval batches of the description).
     pub inference_j_per_1000_rows: f64,
     /// One-sigma uncertainty of `inference_j_per_1000_rows`.
     pub inference_uncertainty_j_per_1000_rows: f64,
     /// Predicted kernel time of inference over 1000 rows.
-    pub inference_time_ns_per_1000_rows: f64,
+    pub inference_cpu_time_ns_per_1000_rows: f64,
     /// Provenance of the calibration (and so of the figures).
     #[serde(with = "crate::fingerprint::provenance_label")]
     pub provenance: Provenance,
@@ -484,10 +484,10 @@ impl Calibration {
         Ok(NetworkEnergyPrediction {
             training_j: training.energy_j,
             training_uncertainty_j: training.uncertainty_j,
-            training_time_ns: training.time_ns,
+            training_cpu_time_ns: training.cpu_time_ns,
             inference_j_per_1000_rows: inference.energy_j,
             inference_uncertainty_j_per_1000_rows: inference.uncertainty_j,
-            inference_time_ns_per_1000_rows: inference.time_ns,
+            inference_cpu_time_ns_per_1000_rows: inference.cpu_time_ns,
             provenance: self.provenance,
         })
     }

@@ -104,7 +104,7 @@ pub struct KernelPrediction {
     /// Calls in the plan.
     pub calls: u64,
     /// Predicted time of those calls.
-    pub time_ns: f64,
+    pub cpu_time_ns: f64,
     /// Predicted energy of those calls.
     pub energy_j: f64,
 }
@@ -117,7 +117,7 @@ pub struct EnergyPrediction {
     /// One-sigma uncertainty from the fit residuals.
     pub uncertainty_j: f64,
     /// Total predicted kernel time.
-    pub time_ns: f64,
+    pub cpu_time_ns: f64,
     /// Provenance of the calibration the prediction comes from.
     pub provenance: Provenance,
     /// Per kernel type, sorted by name.
@@ -128,10 +128,10 @@ impl EnergyPrediction {
     fn scaled(mut self, factor: f64) -> Self {
         self.energy_j *= factor;
         self.uncertainty_j *= factor;
-        self.time_ns *= factor;
+        self.cpu_time_ns *= factor;
         for k in &mut self.per_kernel {
             k.energy_j *= factor;
-            k.time_ns *= factor;
+            k.cpu_time_ns *= factor;
         }
         self
     }
@@ -189,16 +189,16 @@ impl Calibration {
                 }
             })?;
             let calls = planned.calls as f64;
-            let time_ns = model.time_per_call_ns(planned.shape) * calls;
+            let cpu_time_ns = model.cpu_time_per_call_ns(planned.shape) * calls;
             let energy_j = model.energy_per_call_j(planned.shape) * calls;
-            let rel_error = model.energy_fit.mean_abs_pct_error / 100.0;
+            let rel_error = model.energy_j.fit.mean_abs_pct_error / 100.0;
             match per_kernel
                 .iter_mut()
                 .find(|(k, _)| k.kernel == planned.kernel)
             {
                 Some((k, err)) => {
                     k.calls += planned.calls;
-                    k.time_ns += time_ns;
+                    k.cpu_time_ns += cpu_time_ns;
                     k.energy_j += energy_j;
                     *err += energy_j * rel_error;
                 }
@@ -206,7 +206,7 @@ impl Calibration {
                     KernelPrediction {
                         kernel: planned.kernel.clone(),
                         calls: planned.calls,
-                        time_ns,
+                        cpu_time_ns,
                         energy_j,
                     },
                     energy_j * rel_error,
@@ -218,7 +218,7 @@ impl Calibration {
         let per_kernel: Vec<KernelPrediction> = per_kernel.into_iter().map(|(k, _)| k).collect();
         Ok(EnergyPrediction {
             energy_j: per_kernel.iter().map(|k| k.energy_j).sum(),
-            time_ns: per_kernel.iter().map(|k| k.time_ns).sum(),
+            cpu_time_ns: per_kernel.iter().map(|k| k.cpu_time_ns).sum(),
             uncertainty_j,
             provenance: self.provenance,
             per_kernel,

@@ -215,7 +215,7 @@ fn validate_trainer(
         // Size the run from the prediction, so training lasts about its window.
         let one_epoch = calibration.predict_plan(&describe(1).plan()?.training)?;
         config.epochs =
-            (TRAIN_WINDOW_NS as f64 / one_epoch.time_ns.max(1.0)).clamp(1.0, 500.0) as usize;
+            (TRAIN_WINDOW_NS as f64 / one_epoch.cpu_time_ns.max(1.0)).clamp(1.0, 500.0) as usize;
         let name = format!(
             "{} {} batch {batch_size}",
             dataset.name,
@@ -260,11 +260,11 @@ fn validate_trainer(
             tracing::info!(
                 network = %name,
                 %phase,
-                predicted_kernel_time_ms = predicted.time_ns / 1e6,
-                recorded_kernel_time_ms =
+                predicted_kernel_cpu_ms = predicted.cpu_time_ns / 1e6,
+                recorded_kernel_wall_ms =
                     recorded.iter().map(|k| k.total_ns).sum::<u64>() as f64 / 1e6,
                 wall_ms = (window.to_ns - window.from_ns) as f64 / 1e6,
-                "predicted kernel time against the recorded spans and the measured window"
+                "predicted kernel CPU time against the recorded spans (wall) and the measured window"
             );
             for k in &predicted.per_kernel {
                 let spans_ns = recorded
@@ -275,8 +275,8 @@ fn validate_trainer(
                     network = %name,
                     %phase,
                     kernel = %k.kernel,
-                    predicted_ms = k.time_ns / 1e6,
-                    recorded_ms = spans_ns as f64 / 1e6,
+                    predicted_cpu_ms = k.cpu_time_ns / 1e6,
+                    recorded_wall_ms = spans_ns as f64 / 1e6,
                     "kernel time"
                 );
             }
@@ -308,8 +308,10 @@ fn validate_reference(
         // Size the runs from the prediction, so each lasts about its window.
         let step_pred = calibration.predict_plan(&step)?;
         let infer_pred = calibration.predict_plan(&infer)?;
-        let steps = (TRAIN_WINDOW_NS as f64 / step_pred.time_ns.max(1.0)).clamp(3.0, 1e6) as u32;
-        let batches = (INFER_WINDOW_NS as f64 / infer_pred.time_ns.max(1.0)).clamp(3.0, 1e6) as u32;
+        let steps =
+            (TRAIN_WINDOW_NS as f64 / step_pred.cpu_time_ns.max(1.0)).clamp(3.0, 1e6) as u32;
+        let batches =
+            (INFER_WINDOW_NS as f64 / infer_pred.cpu_time_ns.max(1.0)).clamp(3.0, 1e6) as u32;
 
         mlp.train(batch, 1); // warm-up outside the window: first-touch faults
         let from = MonotonicNs::now();
