@@ -107,9 +107,19 @@ fn elementwise(kind: KernelKind, batch: usize, features: usize) -> PlannedKernel
     }
 }
 
+/// Gives `buf` the shape (rows, cols), keeping its allocation when it is
+/// large enough. Batches alternate between the full size and a smaller
+/// last chunk; reallocating each time would map and fault in fresh pages
+/// for every layer at every switch (megabytes for wide layers).
 fn ensure(buf: &mut Array2<f32>, rows: usize, cols: usize) {
     if buf.dim() != (rows, cols) {
-        *buf = Array2::zeros((rows, cols));
+        let (mut values, offset) = std::mem::take(buf).into_raw_vec_and_offset();
+        if offset.unwrap_or(0) != 0 {
+            // Not produced by this module (owned buffers here start at 0).
+            values = Vec::new();
+        }
+        values.resize(rows * cols, 0.0);
+        *buf = Array2::from_shape_vec((rows, cols), values).expect("length is rows × cols");
     }
 }
 

@@ -221,7 +221,10 @@ pub struct TrainReport {
 pub fn gather_rows(source: &Array2<f32>, idx: &[usize], dst: &mut Array2<f32>) {
     let cols = source.ncols();
     if dst.dim() != (idx.len(), cols) {
-        *dst = Array2::zeros((idx.len(), cols));
+        // Keep the allocation across the full-size/last-batch switch.
+        let (mut values, _) = std::mem::take(dst).into_raw_vec_and_offset();
+        values.resize(idx.len() * cols, 0.0);
+        *dst = Array2::from_shape_vec((idx.len(), cols), values).expect("length is rows × cols");
     }
     for (mut row, &i) in dst.rows_mut().into_iter().zip(idx) {
         row.assign(&source.row(i));
