@@ -317,6 +317,8 @@ struct Outcome {
     errors_ours_pct: Vec<f64>,
     errors_naive_pct: Vec<f64>,
     errors_naive_above_idle_pct: Vec<f64>,
+    /// |ours − truth| / our one-sigma uncertainty, per type with a figure.
+    z_scores: Vec<f64>,
     instances: u64,
     min_instances_per_type: u64,
 }
@@ -447,6 +449,7 @@ fn run(s: &Scenario) -> Result<Outcome> {
         errors_ours_pct: Vec::new(),
         errors_naive_pct: Vec::new(),
         errors_naive_above_idle_pct: Vec::new(),
+        z_scores: Vec::new(),
         instances: 0,
         min_instances_per_type: u64::MAX,
     };
@@ -498,6 +501,11 @@ fn run(s: &Scenario) -> Result<Outcome> {
                 _ => String::new(),
             }
         );
+        if let Some(e) = r.energy_j {
+            if r.uncertainty_j > 0.0 {
+                outcome.z_scores.push((e - truth).abs() / r.uncertainty_j);
+            }
+        }
         outcome.errors_ours_pct.push(ours_err);
         outcome.errors_naive_pct.push(naive_err);
         outcome.errors_naive_above_idle_pct.push(naive_idle_err);
@@ -587,12 +595,14 @@ fn main() -> Result<()> {
     let mut ours = Vec::new();
     let mut naive = Vec::new();
     let mut instances = 0;
+    let mut z_scores = Vec::new();
     for seed in 1..=SEEDS {
         for s in &scenarios(seed) {
             let o = run(s).with_context(|| format!("scenario {} seed {}", s.name, s.seed))?;
             ours.extend(o.errors_ours_pct);
             naive.extend(o.errors_naive_pct);
             instances += o.instances;
+            z_scores.extend(o.z_scores);
         }
     }
     let p90 = |v: &[f64]| {
@@ -607,6 +617,15 @@ fn main() -> Result<()> {
         ours.iter().copied().fold(0.0, f64::max),
         median(&naive),
         p90(&naive)
+    );
+    // For normally distributed errors with the stated sigma: median 0.67,
+    // p90 1.64.
+    println!(
+        "uncertainty calibration: |ours - truth| / sigma median {:.2} p90 {:.2} max {:.2} \
+         (normal errors: 0.67, 1.64)",
+        median(&z_scores),
+        p90(&z_scores),
+        z_scores.iter().copied().fold(0.0, f64::max)
     );
     println!(
         "median_err_ours_pct={:.2} median_err_naive_pct={:.1} kernels={} instances={}",
