@@ -1,8 +1,9 @@
 //! Conversions at the crate's edges: from what the daemon holds (a
-//! [`SourceInfo`], CPU-time samples of the activity tracker, the spans of
-//! a [`SpanBatch`]-like store) to this crate's inputs, and from its answers
-//! to the protocol's [`DomainShare`] and [`KernelEnergy`]. Plain data in,
-//! plain data out, so this crate does not depend on the sampling crate.
+//! [`SourceInfo`], CPU-time samples of the activity tracker, the span
+//! records of a [`SpanBatch`](shared::protocol::SpanBatch)) to this
+//! crate's inputs, and from its answers to the protocol's [`DomainShare`]
+//! and [`KernelEnergy`]. Plain data in, plain data out, so this crate does
+//! not depend on the sampling crate.
 
 use crate::kernels::{KernelAttribution, KernelSpan};
 use crate::process::ProcessShare;
