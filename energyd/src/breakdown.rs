@@ -12,9 +12,9 @@
 //! that domain's share no kernel figure covers, so within each kernel
 //! domain `Σ kernels + unattributed == process_j` holds.
 //!
-//! GPU domains are reported with a zero share and a note until the daemon
-//! tracks per-process GPU utilisation: a GPU's energy is never silently
-//! charged by CPU time.
+//! GPU domains are split by per-process GPU busy time from NVML
+//! ([`crate::gpu_activity`]); without it a GPU gets a zero share and a
+//! note: a GPU's energy is never charged by CPU time.
 //!
 //! Unprivileged callers see `machine_j` only over the policy's coarse
 //! window grid and quantised (see ARCHITECTURE.md, "Security policy"); what
@@ -38,6 +38,8 @@ const IDLE_LOOKBACK_NS: u64 = 30_000_000_000;
 /// at USER_HZ=100); perf task-clock counts nanoseconds.
 const PROCFS_TICK_NS: f64 = 10_000_000.0;
 const TASK_CLOCK_RESOLUTION_NS: f64 = 1_000.0;
+/// NVML per-process utilisation: whole percent of a ~1/6 s sample.
+const GPU_ACTIVITY_RESOLUTION_NS: f64 = 2_000_000.0;
 
 /// Breakdown of `pid` over `[from, to]` as `caller` may see it.
 pub fn compute(
@@ -95,6 +97,12 @@ pub fn compute(
     };
 
     let kernel_domains = kernel_domains(&sources);
+    let include_children = state
+        .registry
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&pid)
+        .is_none_or(|t| t.include_children);
     let slice = state.spans.slice(pid, from, to);
     if slice.dropped > 0 {
         notes.push(format!(
@@ -131,18 +139,53 @@ pub fn compute(
             uncertainty_j: 0.0,
             provenance: info.provenance,
         };
-        if matches!(info.domain, Domain::Gpu { .. }) {
-            notes.push(format!(
-                "{}: per-process GPU utilisation is not tracked yet; no GPU energy is \
-                 attributed to the process",
-                info.name
-            ));
+        // CPU domains share the process's CPU time; a GPU its GPU time.
+        let gpu_series = match info.domain {
+            Domain::Gpu { index } => state
+                .gpu
+                .as_ref()
+                .and_then(|g| g.series(index, pid, include_children, lookback_from, to)),
+            _ => None,
+        };
+        let domain_activity = if matches!(info.domain, Domain::Gpu { .. }) {
+            match &gpu_series {
+                Some(g) if g.device_busy.len() >= 2 => match (
+                    ActivitySeries::new("process GPU time", &g.process_busy),
+                    ActivitySeries::new("device GPU time", &g.device_busy),
+                    ActivitySeries::new("device capacity", &g.capacity),
+                ) {
+                    (Ok(p), Ok(busy), Ok(capacity)) => {
+                        Some((p, MachineActivity { busy, capacity }))
+                    }
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                        notes.push(format!("{}: GPU activity unusable: {e}", info.name));
+                        None
+                    }
+                },
+                _ => {
+                    notes.push(format!(
+                        "{}: no per-process GPU utilisation from NVML for this interval; no \
+                         GPU energy is attributed to the process",
+                        info.name
+                    ));
+                    None
+                }
+            }
+        } else {
+            activity
+        };
+        let Some((process, machine_activity)) = &domain_activity else {
             domains.push(share);
             continue;
-        }
-        let Some((process, machine_activity)) = &activity else {
-            domains.push(share);
-            continue;
+        };
+        let share_config = if matches!(info.domain, Domain::Gpu { .. }) {
+            // NVML utilisation is in whole percent of ~1/6 s samples.
+            ProcessShareConfig {
+                activity_resolution_ns: GPU_ACTIVITY_RESOLUTION_NS,
+                ..share_config
+            }
+        } else {
+            share_config
         };
         let samples = state.engine.samples(info.id, lookback_from, to);
         let series = match EnergySeries::new(&samples, series_meta(info)) {
@@ -270,7 +313,20 @@ fn series_meta(info: &SourceInfo) -> SeriesMeta {
 /// The sources kernel figures are computed on: every package domain; else
 /// the estimated whole-CPU domain; else psys; else every non-GPU source.
 /// Core, uncore and DRAM are parts of a package and would count it twice.
+/// Every GPU as well: a kernel's energy is its dynamic energy on the CPU
+/// side plus on the GPU side (a CPU-only kernel fits to ~0 on a GPU).
 fn kernel_domains(sources: &[SourceInfo]) -> Vec<shared::SourceId> {
+    let mut ids = cpu_kernel_domains(sources);
+    ids.extend(
+        sources
+            .iter()
+            .filter(|s| matches!(s.domain, Domain::Gpu { .. }))
+            .map(|s| s.id),
+    );
+    ids
+}
+
+fn cpu_kernel_domains(sources: &[SourceInfo]) -> Vec<shared::SourceId> {
     let pick = |f: &dyn Fn(&Domain) -> bool| -> Vec<shared::SourceId> {
         sources
             .iter()

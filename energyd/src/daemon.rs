@@ -34,6 +34,7 @@ pub fn build_state(config: Config, user_mode: bool) -> anyhow::Result<Arc<Daemon
         !found.sources.is_empty(),
         "no energy source could be opened (see the warnings above)"
     );
+    let gpu_provider = found.gpu_provider.clone();
     let engine = SamplingEngine::start(
         found.sources,
         EngineConfig {
@@ -64,6 +65,29 @@ pub fn build_state(config: Config, user_mode: bool) -> anyhow::Result<Arc<Daemon
         history_window_ns: config.history.window_s.saturating_mul(1_000_000_000),
         ..config.activity.clone()
     });
+    let gpu_devices: Vec<u32> = engine
+        .sources()
+        .iter()
+        .filter_map(|s| match s.domain {
+            shared::Domain::Gpu { index } => Some(index),
+            _ => None,
+        })
+        .collect();
+    let gpu = match gpu_provider {
+        Some(provider) if !gpu_devices.is_empty() => {
+            Some(Arc::new(crate::gpu_activity::GpuActivity::start(
+                provider,
+                gpu_devices,
+                crate::gpu_activity::GpuActivityConfig {
+                    // NVML's per-process samples come about every 1/6 s.
+                    period_ns: 100_000_000,
+                    history_window_ns: config.history.window_s.saturating_mul(1_000_000_000),
+                    proc_root: config.activity.proc_root.clone(),
+                },
+            )))
+        }
+        _ => None,
+    };
     let group_gid = match &config.server.privileged_group {
         None => None,
         Some(name) => Some(
@@ -84,6 +108,7 @@ pub fn build_state(config: Config, user_mode: bool) -> anyhow::Result<Arc<Daemon
         registry: Mutex::new(HashMap::new()),
         engine: Arc::new(engine),
         tracker: Arc::new(tracker),
+        gpu,
         started_at: MonotonicNs::now(),
         user_mode,
         config,
@@ -146,6 +171,9 @@ pub async fn serve(
     crate::server::run(listener, state.clone(), shutdown).await;
     expiry.abort();
     state.tracker.shutdown();
+    if let Some(gpu) = &state.gpu {
+        gpu.shutdown();
+    }
     state.engine.shutdown();
     log_sampling_summary(&state);
     drop(socket);

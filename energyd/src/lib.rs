@@ -15,6 +15,7 @@
 pub mod breakdown;
 pub mod config;
 pub mod daemon;
+pub mod gpu_activity;
 pub mod listener;
 pub mod policy;
 pub mod server;

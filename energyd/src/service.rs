@@ -43,6 +43,8 @@ pub struct DaemonState {
     pub engine: Arc<SamplingEngine>,
     /// CPU activity of tracked processes.
     pub tracker: Arc<ActivityTracker>,
+    /// Per-process GPU activity, when NVML is loaded.
+    pub gpu: Option<Arc<crate::gpu_activity::GpuActivity>>,
     /// Kernel spans per process.
     pub spans: SpanStore,
     /// Tracked processes and their owners.

@@ -110,7 +110,7 @@ impl std::fmt::Display for SourceProblem {
 }
 
 /// The result of discovery.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Discovery {
     /// Opened sources with their periods, in a stable order (RAPL, GPUs,
     /// estimated, simulated).
@@ -119,6 +119,20 @@ pub struct Discovery {
     pub problems: Vec<SourceProblem>,
     /// The RAPL path in use (`perf`, `msr`, `powercap`), if any.
     pub rapl_path_in_use: Option<String>,
+    /// The GPU provider the GPU sources read, when NVML loaded: the daemon
+    /// also asks it for per-process GPU utilisation.
+    pub gpu_provider: Option<Arc<dyn GpuProvider>>,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("sources", &self.sources.len())
+            .field("problems", &self.problems)
+            .field("rapl_path_in_use", &self.rapl_path_in_use)
+            .field("gpu_provider", &self.gpu_provider.is_some())
+            .finish()
+    }
 }
 
 fn push(sources: &mut Vec<ConfiguredSource>, sampler: Box<dyn Sampler>, period_ns: u64) {
@@ -157,6 +171,7 @@ pub fn discover_with_gpus(
             why: format!("no NVML source: {why}"),
         }),
         Some(Ok(provider)) => {
+            out.gpu_provider = Some(Arc::clone(&provider));
             let (samplers, problems) = nvml::open_all(provider);
             out.problems.extend(problems);
             for s in samplers {
