@@ -69,6 +69,9 @@ pub struct Calibration {
     pub machine: MachineFingerprint,
     /// One model per (kernel type, thread count).
     pub kernels: Vec<KernelModel>,
+    /// Energy around the kernels per call, per thread count (absent: 0).
+    #[serde(default)]
+    pub overheads: Vec<crate::predict::OverheadModel>,
 }
 
 /// Why a calibration file could not be used.
@@ -311,6 +314,14 @@ impl Calibration {
             check_linear(&m.energy_j, &format!("kernels[{i}].energy_j"))
                 .map_err(|(f, r)| invalid(f, r))?;
         }
+        for (i, o) in self.overheads.iter().enumerate() {
+            if !(o.j_per_call.is_finite() && o.j_per_call >= 0.0) {
+                return Err(invalid(
+                    format!("overheads[{i}].j_per_call"),
+                    format!("is {}: must be finite and non-negative", o.j_per_call),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -401,6 +412,11 @@ pub(crate) mod tests {
                 provenance: Provenance::Estimated,
             },
             kernels: vec![KernelModel::fit("dense_forward", 1, &observations).unwrap()],
+            overheads: vec![crate::predict::OverheadModel {
+                threads: 1,
+                j_per_call: 1e-7,
+                samples: 4,
+            }],
         }
     }
 

@@ -304,6 +304,7 @@ fn measure_worker(
     runner: RunnerKind,
 ) -> anyhow::Result<()> {
     trainer::set_gemm_threads(threads);
+    let runner_kind = runner;
     let mut runner = trainer::kernel_runner(runner);
     let mut meter = DaemonMeter::connect(socket, "calibration-worker")
         .with_context(|| format!("connecting to energyd at {}", socket.display()))?
@@ -349,6 +350,19 @@ fn measure_worker(
         }
     }
     bar.finish_with_message("done");
+    // Whole calibration networks for the overhead around kernels, once
+    // per thread count (the trainer's networks only: the reference kernels
+    // have no training loop to measure).
+    if runner_kind == RunnerKind::Trainer
+        && !checkpoint
+            .networks
+            .iter()
+            .any(|n| n.description.threads == threads)
+    {
+        eprintln!("{threads} thread(s): training the calibration networks");
+        trainer::measure_calibration_networks(&mut checkpoint, &mut meter, socket, threads)?;
+        checkpoint.save(checkpoint_path)?;
+    }
     Ok(())
 }
 

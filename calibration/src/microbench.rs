@@ -25,6 +25,8 @@
 use crate::file::{write_atomically, Calibration, CalibrationError, FORMAT_VERSION};
 use crate::fingerprint::MachineFingerprint;
 use crate::model::{FitError, KernelModel, KernelShape, Observation};
+use crate::network::NetworkDescription;
+use crate::predict::OverheadModel;
 use serde::{Deserialize, Serialize};
 use shared::{MonotonicNs, Provenance};
 use std::path::{Path, PathBuf};
@@ -263,6 +265,75 @@ pub struct RunCheckpoint {
     /// Points that failed, with the reason (retried on resume).
     #[serde(default)]
     pub failures: Vec<String>,
+    /// Whole calibration networks measured after the points (for the
+    /// overhead around kernels).
+    #[serde(default)]
+    pub networks: Vec<NetworkObservation>,
+}
+
+/// A whole network trained and run for inference while energyd measured
+/// it: what the overhead around kernels is fitted on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkObservation {
+    /// What ran (epochs = the epochs actually run).
+    pub description: NetworkDescription,
+    /// Inference passes over the test split.
+    pub inference_passes: u32,
+    /// Measured energy of the training phase.
+    pub training_j: f64,
+    /// Measured energy of the inference phase (all passes).
+    pub inference_j: f64,
+}
+
+/// Fits the energy spent around kernels, per kernel call, for each thread
+/// count with network observations: the relative least-squares solution of
+/// `measured − predicted kernels ≈ a × calls` over training and inference
+/// phases, clamped at 0. Phases the calibration cannot price are skipped.
+pub fn fit_overheads(
+    calibration: &Calibration,
+    networks: &[NetworkObservation],
+) -> Vec<OverheadModel> {
+    let mut threads: Vec<u32> = networks.iter().map(|n| n.description.threads).collect();
+    threads.sort_unstable();
+    threads.dedup();
+    let mut out = Vec::new();
+    for t in threads {
+        let (mut num, mut den, mut samples) = (0.0, 0.0, 0u32);
+        for n in networks.iter().filter(|n| n.description.threads == t) {
+            let Ok(plan) = n.description.plan() else {
+                continue;
+            };
+            let phases = [
+                (plan.training, n.training_j),
+                (
+                    plan.inference.repeated(u64::from(n.inference_passes)),
+                    n.inference_j,
+                ),
+            ];
+            for (kernels, measured_j) in phases {
+                let Ok(predicted) = calibration.predict_plan(&kernels) else {
+                    continue;
+                };
+                if !(measured_j.is_finite() && measured_j > 0.0) {
+                    continue;
+                }
+                let calls = kernels.kernels.iter().map(|k| k.calls).sum::<u64>() as f64;
+                let residual_j = measured_j - (predicted.energy_j - predicted.overhead_j);
+                num += residual_j * calls / (measured_j * measured_j);
+                den += calls * calls / (measured_j * measured_j);
+                samples += 1;
+            }
+        }
+        if samples > 0 && den > 0.0 {
+            out.push(OverheadModel {
+                threads: t,
+                j_per_call: (num / den).max(0.0),
+                samples,
+            });
+        }
+    }
+    out
 }
 
 impl RunCheckpoint {
@@ -275,6 +346,7 @@ impl RunCheckpoint {
             grid,
             observations: Vec::new(),
             failures: Vec::new(),
+            networks: Vec::new(),
         }
     }
 
@@ -325,6 +397,12 @@ impl RunCheckpoint {
         self.observations.push(observation);
     }
 
+    /// Records a measured calibration network.
+    pub fn record_network(&mut self, network: NetworkObservation, provenance: Provenance) {
+        self.provenance = self.provenance.combine(provenance);
+        self.networks.push(network);
+    }
+
     /// Fits one model per (kernel type, thread count) with observations and
     /// builds the calibration. Kernel types that cannot be fitted are
     /// returned with the reason instead of failing the whole calibration.
@@ -363,13 +441,24 @@ impl RunCheckpoint {
                     self.grid.window_ms,
                     self.observations.len()
                 ),
-                "energy per point: energy energyd attributed to the calibrating process over the \
-                 window of the calls, divided by the window (power), times the mean call time"
+                "energy per call: energy energyd attributed to the calibrating process over the \
+                 window of the calls, times the mean call time over the window; CPU time per \
+                 call and power per CPU-second from the process CPU time over the window"
                     .to_owned(),
             ],
             machine: self.machine.clone(),
             kernels,
+            overheads: Vec::new(),
         };
+        let mut calibration = calibration;
+        calibration.overheads = fit_overheads(&calibration, &self.networks);
+        if !calibration.overheads.is_empty() {
+            calibration.notes.push(format!(
+                "overhead around kernels fitted on {} whole calibration networks (not the \
+                 validation networks)",
+                self.networks.len()
+            ));
+        }
         (calibration, failures)
     }
 }
@@ -489,6 +578,98 @@ mod tests {
         assert!(
             ((got_j - expected_j) / expected_j).abs() < 0.05,
             "{got_j} vs {expected_j}"
+        );
+    }
+
+    /// Networks whose measured energy is the kernels' prediction plus a
+    /// known energy per call: the fit recovers it.
+    #[test]
+    fn overhead_per_call_is_recovered() {
+        use nas_client::model::layers::{Activation, Norm};
+        use nas_client::model::{Backbone, ModelSpec};
+        use nas_client::train::OptimizerKind;
+        let kinds = [
+            "batch_gather",
+            "linear_fwd",
+            "linear_bwd_data",
+            "linear_bwd_weight",
+            "relu_fwd",
+            "relu_bwd",
+            "softmax_xent_fwd",
+            "softmax_xent_bwd",
+            "adamw_step",
+        ];
+        let mut cp = RunCheckpoint::new(
+            machine(),
+            Grid {
+                kernels: kinds.iter().map(|k| k.to_string()).collect(),
+                ..grid()
+            },
+        );
+        for (i, kernel) in kinds.iter().enumerate() {
+            for shape in Grid::default_shapes() {
+                let ns = 1000.0 * (i + 1) as f64 + 0.2 * Feature::BatchInOut.value(shape);
+                cp.record(
+                    Observation {
+                        kernel: kernel.to_string(),
+                        shape,
+                        threads: 1,
+                        calls: 10,
+                        wall_time_per_call_ns: ns,
+                        cpu_time_per_call_ns: ns,
+                        power_w: 3.5,
+                    },
+                    Provenance::Estimated,
+                );
+            }
+        }
+        let (kernels_only, failures) = cp.fit("test");
+        assert!(failures.is_empty());
+        assert!(kernels_only.overheads.is_empty());
+        let per_call_j = 2e-7;
+        for (widths, batch) in [(vec![32, 16], 64), (vec![100], 200)] {
+            let description = NetworkDescription {
+                model: ModelSpec {
+                    backbone: Backbone::Mlp { widths },
+                    activation: Activation::Relu,
+                    dropout: 0.0,
+                    norm: Norm::None,
+                },
+                inputs: 7,
+                outputs: 2,
+                regression: false,
+                optimizer: OptimizerKind::AdamW,
+                batch_size: batch,
+                eval_batch_size: 512,
+                epochs: 3,
+                train_rows: 900,
+                val_rows: 200,
+                test_rows: 300,
+                threads: 1,
+            };
+            let plan = description.plan().unwrap();
+            let priced = |k: &crate::predict::KernelPlan| {
+                let calls = k.kernels.iter().map(|c| c.calls).sum::<u64>() as f64;
+                kernels_only.predict_plan(k).unwrap().energy_j + per_call_j * calls
+            };
+            cp.record_network(
+                NetworkObservation {
+                    inference_passes: 4,
+                    training_j: priced(&plan.training),
+                    inference_j: priced(&plan.inference.repeated(4)),
+                    description,
+                },
+                Provenance::Estimated,
+            );
+        }
+        let (cal, _) = cp.fit("test");
+        assert_eq!(cal.overheads.len(), 1);
+        let o = &cal.overheads[0];
+        assert_eq!((o.threads, o.samples), (1, 4));
+        assert!(
+            ((o.j_per_call - per_call_j) / per_call_j).abs() < 1e-6,
+            "{}",
+            o.j_per_call
         );
     }
 

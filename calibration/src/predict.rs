@@ -15,7 +15,23 @@
 
 use crate::file::Calibration;
 use crate::model::KernelShape;
+use serde::{Deserialize, Serialize};
 use shared::Provenance;
+
+/// Energy a program spends around its kernels, per kernel call: span
+/// recording, loop and slicing glue, what no microbenchmark isolates.
+/// Fitted on whole calibration networks (never the validation ones) as
+/// measured energy minus the kernels' predicted energy, per call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverheadModel {
+    /// Threads the networks ran with.
+    pub threads: u32,
+    /// Energy per kernel call spent outside kernels, joules (≥ 0).
+    pub j_per_call: f64,
+    /// Phases of whole networks it was fitted on.
+    pub samples: u32,
+}
 
 /// Calls of one kernel type at one shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +132,8 @@ pub struct EnergyPrediction {
     pub energy_j: f64,
     /// One-sigma uncertainty from the fit residuals.
     pub uncertainty_j: f64,
+    /// Part of `energy_j` spent around the kernels (see [`OverheadModel`]).
+    pub overhead_j: f64,
     /// Total predicted kernel time.
     pub cpu_time_ns: f64,
     /// Provenance of the calibration the prediction comes from.
@@ -128,6 +146,7 @@ impl EnergyPrediction {
     fn scaled(mut self, factor: f64) -> Self {
         self.energy_j *= factor;
         self.uncertainty_j *= factor;
+        self.overhead_j *= factor;
         self.cpu_time_ns *= factor;
         for k in &mut self.per_kernel {
             k.energy_j *= factor;
@@ -216,8 +235,15 @@ impl Calibration {
         per_kernel.sort_by(|a, b| a.0.kernel.cmp(&b.0.kernel));
         let uncertainty_j = per_kernel.iter().map(|(_, e)| e * e).sum::<f64>().sqrt();
         let per_kernel: Vec<KernelPrediction> = per_kernel.into_iter().map(|(k, _)| k).collect();
+        let calls: u64 = plan.kernels.iter().map(|k| k.calls).sum();
+        let overhead_j = self
+            .overheads
+            .iter()
+            .find(|o| o.threads == plan.threads)
+            .map_or(0.0, |o| o.j_per_call * calls as f64);
         Ok(EnergyPrediction {
-            energy_j: per_kernel.iter().map(|k| k.energy_j).sum(),
+            energy_j: per_kernel.iter().map(|k| k.energy_j).sum::<f64>() + overhead_j,
+            overhead_j,
             cpu_time_ns: per_kernel.iter().map(|k| k.cpu_time_ns).sum(),
             uncertainty_j,
             provenance: self.provenance,
@@ -272,6 +298,9 @@ mod tests {
         let p = cal.predict_plan(&plan).unwrap();
         let expected = 4.0 * model.energy_per_call_j(shape(32, 10, 20))
             + 5.0 * model.energy_per_call_j(shape(32, 20, 2));
+        // Plus the overhead: 1e-7 J for each of the 9 calls.
+        assert!((p.overhead_j - 9e-7).abs() < 1e-18);
+        let expected = expected + 9e-7;
         assert!((p.energy_j - expected).abs() < 1e-15 + 1e-12 * expected);
         assert_eq!(p.per_kernel.len(), 1);
         assert_eq!(p.per_kernel[0].calls, 9);

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context};
 use calibration::meter::{process_energy, DaemonMeter, SETTLE};
-use calibration::microbench::{EnergyMeter, KernelRunner};
+use calibration::microbench::{EnergyMeter, KernelRunner, NetworkObservation, RunCheckpoint};
 use calibration::network::NetworkDescription;
 use calibration::reference::{self, ReferenceKernels, ReferenceMlp};
 use calibration::validate::{NetworkComparison, Phase};
@@ -145,6 +145,41 @@ const TRAINER_NETWORKS: [(&str, &str, Activation, f32, Norm, usize, OptimizerKin
     ),
 ];
 
+/// Whole networks `calibration run` trains after the microbenchmarks, to
+/// fit the energy spent around kernels: a dataset and networks apart from
+/// the validation ones. (backbone, architecture, activation, dropout,
+/// norm, batch, optimizer)
+const CALIBRATION_DATASET: &str = "credit_g";
+const CALIBRATION_NETWORKS: [(&str, &str, Activation, f32, Norm, usize, OptimizerKind); 3] = [
+    (
+        "mlp",
+        "64-64",
+        Activation::Relu,
+        0.0,
+        Norm::None,
+        64,
+        OptimizerKind::AdamW,
+    ),
+    (
+        "mlp",
+        "16-16-16",
+        Activation::Selu,
+        0.1,
+        Norm::None,
+        16,
+        OptimizerKind::Sgd,
+    ),
+    (
+        "resnet",
+        "128-256",
+        Activation::Gelu,
+        0.0,
+        Norm::Batch,
+        256,
+        OptimizerKind::AdamW,
+    ),
+];
+
 /// Held-out networks of the reference validation: widths and batch sizes
 /// that are not points of the calibration grid.
 const REFERENCE_NETWORKS: [(&[usize], usize); 4] = [
@@ -170,6 +205,129 @@ pub fn validate_networks(
     }
 }
 
+/// One network trained and run for inference while energyd measured it.
+struct MeasuredNetwork {
+    name: String,
+    description: NetworkDescription,
+    report: nas_client::train::TrainReport,
+    /// (phase, measured J, provenance)
+    phases: [(Phase, f64, shared::Provenance); 2],
+}
+
+/// Trains one network of a table entry on `dataset`, sized from the
+/// calibration so training lasts about [`TRAIN_WINDOW_NS`], and measures
+/// both phases.
+fn train_measured(
+    spec: (&str, &str, Activation, f32, Norm, usize, OptimizerKind),
+    dataset: &nas_client::Dataset,
+    calibration: &Calibration,
+    session: &mut EnergySession,
+    meter: &mut DaemonMeter,
+    threads: u32,
+) -> anyhow::Result<MeasuredNetwork> {
+    let (backbone, arch, activation, dropout, norm, batch_size, optimizer) = spec;
+    let model = ModelSpec {
+        backbone: Backbone::parse(backbone, arch)?,
+        activation,
+        dropout,
+        norm,
+    };
+    let mut config = TrainConfig {
+        model,
+        optimizer,
+        batch_size,
+        patience: None,
+        threads: threads as usize,
+        inference_min_ns: INFER_WINDOW_NS,
+        ..TrainConfig::default()
+    };
+    let describe = |epochs: usize| NetworkDescription {
+        model: config.model.clone(),
+        inputs: dataset.n_features(),
+        outputs: dataset.n_outputs(),
+        regression: !dataset.task.is_classification(),
+        optimizer,
+        batch_size,
+        eval_batch_size: config.eval_batch_size,
+        epochs,
+        train_rows: dataset.train.rows(),
+        val_rows: dataset.val.rows(),
+        test_rows: dataset.test.rows(),
+        threads,
+    };
+    // Size the run from the prediction, so training lasts about its window.
+    let one_epoch = calibration.predict_plan(&describe(1).plan()?.training)?;
+    config.epochs =
+        (TRAIN_WINDOW_NS as f64 / one_epoch.cpu_time_ns.max(1.0)).clamp(1.0, 500.0) as usize;
+    let name = format!(
+        "{} {} batch {batch_size}",
+        dataset.name,
+        config.model.describe()
+    );
+    let report = train_and_evaluate(dataset, &config, Some(session), &mut |_| {})
+        .with_context(|| format!("training {name}"))?;
+    let energy = report.energy.as_ref().with_context(|| {
+        format!(
+            "energyd measured nothing for {name}: {}",
+            report
+                .energy_unavailable
+                .as_deref()
+                .unwrap_or("no reason given")
+        )
+    })?;
+    // Re-ask once the daemon has sampled past the end of each window.
+    std::thread::sleep(SETTLE);
+    let mut measure = |phase: Phase, window: &nas_client::energy::PhaseEnergy| {
+        let breakdown = meter
+            .breakdown(MonotonicNs(window.from_ns), MonotonicNs(window.to_ns))
+            .with_context(|| format!("asking energyd for the {phase} of {name}"))?;
+        let measured = process_energy(&breakdown)
+            .with_context(|| format!("energyd attributed no energy to the {phase} of {name}"))?;
+        anyhow::Ok((phase, measured.joules, measured.provenance))
+    };
+    let phases = [
+        measure(Phase::Training, &energy.train)?,
+        measure(Phase::Inference, &energy.inference)?,
+    ];
+    let description = describe(report.epochs_run);
+    Ok(MeasuredNetwork {
+        name,
+        description,
+        report,
+        phases,
+    })
+}
+
+/// Trains the calibration networks at `threads` threads and records them
+/// in the checkpoint (for [`calibration::microbench::fit_overheads`]).
+pub fn measure_calibration_networks(
+    checkpoint: &mut RunCheckpoint,
+    meter: &mut DaemonMeter,
+    socket: &Path,
+    threads: u32,
+) -> anyhow::Result<()> {
+    // Models of the points measured so far size the runs.
+    let (partial, _) = checkpoint.fit("calibration (partial)");
+    let dataset = nas_client::data::bundled::load(CALIBRATION_DATASET, 0)
+        .with_context(|| format!("loading bundled dataset {CALIBRATION_DATASET}"))?;
+    let mut session = EnergySession::connect(socket)
+        .with_context(|| format!("connecting the trainer to energyd at {}", socket.display()))?;
+    for spec in CALIBRATION_NETWORKS {
+        let m = train_measured(spec, &dataset, &partial, &mut session, meter, threads)?;
+        checkpoint.record_network(
+            NetworkObservation {
+                description: m.description,
+                inference_passes: m.report.inference.passes,
+                training_j: m.phases[0].1,
+                inference_j: m.phases[1].1,
+            },
+            m.phases[0].2.combine(m.phases[1].2),
+        );
+    }
+    session.close();
+    Ok(())
+}
+
 fn validate_trainer(
     calibration: &Calibration,
     meter: &mut DaemonMeter,
@@ -182,89 +340,29 @@ fn validate_trainer(
     let mut session = EnergySession::connect(socket)
         .with_context(|| format!("connecting the trainer to energyd at {}", socket.display()))?;
     let mut rows = Vec::new();
-    for (backbone, arch, activation, dropout, norm, batch_size, optimizer) in TRAINER_NETWORKS {
-        let model = ModelSpec {
-            backbone: Backbone::parse(backbone, arch)?,
-            activation,
-            dropout,
-            norm,
-        };
-        let mut config = TrainConfig {
-            model,
-            optimizer,
-            batch_size,
-            patience: None,
-            threads: threads as usize,
-            inference_min_ns: INFER_WINDOW_NS,
-            ..TrainConfig::default()
-        };
-        let describe = |epochs: usize| NetworkDescription {
-            model: config.model.clone(),
-            inputs: dataset.n_features(),
-            outputs: dataset.n_outputs(),
-            regression: !dataset.task.is_classification(),
-            optimizer,
-            batch_size,
-            eval_batch_size: config.eval_batch_size,
-            epochs,
-            train_rows: dataset.train.rows(),
-            val_rows: dataset.val.rows(),
-            test_rows: dataset.test.rows(),
-            threads,
-        };
-        // Size the run from the prediction, so training lasts about its window.
-        let one_epoch = calibration.predict_plan(&describe(1).plan()?.training)?;
-        config.epochs =
-            (TRAIN_WINDOW_NS as f64 / one_epoch.cpu_time_ns.max(1.0)).clamp(1.0, 500.0) as usize;
-        let name = format!(
-            "{} {} batch {batch_size}",
-            dataset.name,
-            config.model.describe()
-        );
-        let report = train_and_evaluate(&dataset, &config, Some(&mut session), &mut |_| {})
-            .with_context(|| format!("training {name}"))?;
-        let energy = report.energy.as_ref().with_context(|| {
-            format!(
-                "energyd measured nothing for {name}: {}",
-                report
-                    .energy_unavailable
-                    .as_deref()
-                    .unwrap_or("no reason given")
-            )
-        })?;
-        // Re-ask once the daemon has sampled past the end of each window.
-        std::thread::sleep(SETTLE);
-        let plan = describe(report.epochs_run).plan()?;
-        let phases = [
+    for spec in TRAINER_NETWORKS {
+        let m = train_measured(spec, &dataset, calibration, &mut session, meter, threads)?;
+        let plan = m.description.plan()?;
+        let predicted_plans = [
+            (plan.training, &m.report.train_kernels),
             (
-                Phase::Training,
-                &energy.train,
-                plan.training.clone(),
-                &report.train_kernels,
-            ),
-            (
-                Phase::Inference,
-                &energy.inference,
-                plan.inference.repeated(u64::from(report.inference.passes)),
-                &report.inference_kernels,
+                plan.inference
+                    .repeated(u64::from(m.report.inference.passes)),
+                &m.report.inference_kernels,
             ),
         ];
-        for (phase, window, kernels, recorded) in phases {
-            let breakdown = meter
-                .breakdown(MonotonicNs(window.from_ns), MonotonicNs(window.to_ns))
-                .with_context(|| format!("asking energyd for the {phase} of {name}"))?;
-            let measured = process_energy(&breakdown).with_context(|| {
-                format!("energyd attributed no energy to the {phase} of {name}")
-            })?;
+        for ((phase, measured_j, provenance), (kernels, recorded)) in
+            m.phases.into_iter().zip(predicted_plans)
+        {
             let predicted = calibration.predict_plan(&kernels)?;
             tracing::info!(
-                network = %name,
+                network = %m.name,
                 %phase,
                 predicted_kernel_cpu_ms = predicted.cpu_time_ns / 1e6,
+                predicted_overhead_j = predicted.overhead_j,
                 recorded_kernel_wall_ms =
                     recorded.iter().map(|k| k.total_ns).sum::<u64>() as f64 / 1e6,
-                wall_ms = (window.to_ns - window.from_ns) as f64 / 1e6,
-                "predicted kernel CPU time against the recorded spans (wall) and the measured window"
+                "predicted kernel CPU time against the recorded spans (wall)"
             );
             for k in &predicted.per_kernel {
                 let spans_ns = recorded
@@ -272,7 +370,7 @@ fn validate_trainer(
                     .find(|r| r.kind.as_str() == k.kernel)
                     .map_or(0, |r| r.total_ns);
                 tracing::debug!(
-                    network = %name,
+                    network = %m.name,
                     %phase,
                     kernel = %k.kernel,
                     predicted_cpu_ms = k.cpu_time_ns / 1e6,
@@ -281,11 +379,11 @@ fn validate_trainer(
                 );
             }
             rows.push(NetworkComparison {
-                network: name.clone(),
+                network: m.name.clone(),
                 phase,
                 predicted_j: predicted.energy_j,
-                measured_j: measured.joules,
-                provenance: predicted.provenance.combine(measured.provenance),
+                measured_j,
+                provenance: predicted.provenance.combine(provenance),
             });
         }
     }
