@@ -372,6 +372,7 @@ impl Activation {
             Activation::Selu => 5,
         }
     }
+    #[inline(always)]
     fn apply(self, x: f32) -> f32 {
         match self {
             Activation::Relu => x.max(0.0),
@@ -388,6 +389,7 @@ impl Activation {
         }
     }
     /// Derivative at input `x` with output `y`.
+    #[inline(always)]
     fn derivative(self, x: f32, y: f32) -> f32 {
         match self {
             Activation::Relu => {
@@ -416,6 +418,36 @@ impl Activation {
             }
         }
     }
+}
+
+/// Runs `$body` with `$act` bound to a compile-time constant variant, so
+/// the per-element `match` in `apply`/`derivative` folds away and the loop
+/// vectorises (a runtime match per element made ReLU ~5x slower).
+macro_rules! with_constant_activation {
+    ($activation:expr, |$act:ident| $body:expr) => {
+        match $activation {
+            Activation::Relu => {
+                let $act = Activation::Relu;
+                $body
+            }
+            Activation::Gelu => {
+                let $act = Activation::Gelu;
+                $body
+            }
+            Activation::Silu => {
+                let $act = Activation::Silu;
+                $body
+            }
+            Activation::Tanh => {
+                let $act = Activation::Tanh;
+                $body
+            }
+            Activation::Selu => {
+                let $act = Activation::Selu;
+                $body
+            }
+        }
+    };
 }
 
 /// An activation applied element-wise.
@@ -449,9 +481,10 @@ impl Layer for ActivationLayer {
     fn forward(&mut self, input: ArrayView2<f32>, _mode: Mode, ctx: &mut Ctx) {
         let t = span_start(ctx.sink);
         ensure(&mut self.out, input.nrows(), input.ncols());
-        let act = self.activation;
-        map_into(&mut self.out, input, move |x| act.apply(x));
-        span_end(ctx.sink, act.forward_kind(), t);
+        with_constant_activation!(self.activation, |act| {
+            map_into(&mut self.out, input, move |x| act.apply(x))
+        });
+        span_end(ctx.sink, self.activation.forward_kind(), t);
     }
     fn output(&self) -> ArrayView2<'_, f32> {
         self.out.view()
@@ -468,17 +501,19 @@ impl Layer for ActivationLayer {
         }
         let t = span_start(ctx.sink);
         ensure(&mut self.grad_in, input.nrows(), input.ncols());
-        let act = self.activation;
+        let par = parallel(input.len());
         let z = Zip::from(&mut self.grad_in)
             .and(&input)
             .and(&self.out)
             .and(&grad_out);
-        if parallel(input.len()) {
-            z.par_for_each(|g, &x, &y, &d| *g = d * act.derivative(x, y));
-        } else {
-            z.for_each(|g, &x, &y, &d| *g = d * act.derivative(x, y));
-        }
-        span_end(ctx.sink, act.backward_kind(), t);
+        with_constant_activation!(self.activation, |act| {
+            if par {
+                z.par_for_each(|g, &x, &y, &d| *g = d * act.derivative(x, y));
+            } else {
+                z.for_each(|g, &x, &y, &d| *g = d * act.derivative(x, y));
+            }
+        });
+        span_end(ctx.sink, self.activation.backward_kind(), t);
     }
     fn grad_input(&self) -> ArrayView2<'_, f32> {
         self.grad_in.view()
