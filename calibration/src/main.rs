@@ -393,6 +393,12 @@ fn print_models(calibration: &Calibration) {
             m.energy_j.fit.mean_abs_pct_error
         );
     }
+    for o in &calibration.overheads {
+        println!(
+            "overhead around kernels at {} thread(s): {:.3e} J per kernel call ({} network phases)",
+            o.threads, o.j_per_call, o.samples
+        );
+    }
 }
 
 fn show(path: &Path) -> anyhow::Result<()> {
