@@ -357,8 +357,51 @@ pub fn dominates(a: &[f64], b: &[f64]) -> bool {
     strictly
 }
 
-/// Fast non-dominated sort (Deb et al. 2002): fronts of indices, best first.
+/// Non-dominated sort: fronts of indices (each ascending), best first.
+///
+/// Points are visited in lexicographic order, where anything that dominates
+/// a point comes before it; a front is then peeled in one pass, a point
+/// joining it unless a member already taken dominates it (whatever dominates
+/// it is either a member or dominated by one). That costs the number of
+/// points times the front size per front instead of the all-pairs
+/// comparison of Deb et al. (2002), which NSGA-II paid on every proposal
+/// over the whole history. Non-finite coordinates break the ordering
+/// argument, so such inputs take the all-pairs path.
 pub fn non_dominated_sort(points: &[Vec<f64>]) -> Vec<Vec<usize>> {
+    if !points.iter().all(|p| p.iter().all(|x| x.is_finite())) {
+        return non_dominated_sort_all_pairs(points);
+    }
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by(|&a, &b| {
+        points[a]
+            .iter()
+            .zip(&points[b])
+            .map(|(x, y)| x.total_cmp(y))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
+    let mut fronts = Vec::new();
+    while !order.is_empty() {
+        let mut front: Vec<usize> = Vec::new();
+        let mut rest: Vec<usize> = Vec::new();
+        for &i in &order {
+            if front.iter().any(|&f| dominates(&points[f], &points[i])) {
+                rest.push(i);
+            } else {
+                front.push(i);
+            }
+        }
+        front.sort_unstable();
+        fronts.push(front);
+        order = rest;
+    }
+    fronts
+}
+
+/// Deb et al.'s all-pairs non-dominated sort, for inputs with non-finite
+/// coordinates.
+fn non_dominated_sort_all_pairs(points: &[Vec<f64>]) -> Vec<Vec<usize>> {
     let n = points.len();
     let mut dominated_by_count = vec![0usize; n];
     let mut dominates_list: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -542,6 +585,24 @@ mod tests {
 
     fn metrics(pairs: &[(&str, f64)]) -> Metrics {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn peeled_sort_matches_all_pairs_sort() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for n in [0usize, 1, 2, 7, 40, 120] {
+            for dims in [2usize, 3] {
+                // Coarse values so that ties and duplicates occur.
+                let pts: Vec<Vec<f64>> = (0..n)
+                    .map(|_| (0..dims).map(|_| rng.gen_range(0..6) as f64).collect())
+                    .collect();
+                assert_eq!(
+                    non_dominated_sort(&pts),
+                    non_dominated_sort_all_pairs(&pts),
+                    "n={n} dims={dims}"
+                );
+            }
+        }
     }
 
     #[test]

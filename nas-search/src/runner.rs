@@ -7,7 +7,9 @@
 use crate::evaluator::{EvalError, Evaluator};
 use crate::objective::ObjectiveSet;
 use crate::strategy::{Strategy, FULL_FIDELITY};
-use crate::study::{Claim, Study, StudyError, StudySpec, TrialRecord, TrialStatus, WorkerIdentity};
+use crate::study::{
+    Claim, StatusCounts, Study, StudyError, StudySpec, TrialRecord, TrialStatus, WorkerIdentity,
+};
 use shared::MonotonicNs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -264,6 +266,14 @@ pub fn run_study(
     })
 }
 
+/// One worker: claim, evaluate, commit, report, until told to stop.
+///
+/// The overhead stored with each trial is the worker's wall time between
+/// the end of its previous evaluation (or its start) and the start of this
+/// one, minus time spent idle waiting for work: committing the previous
+/// result, refreshing the history and front for progress, and claiming and
+/// proposing this trial. Summed over trials it covers the whole loop except
+/// the commit after the last evaluation, without a separate write to store it.
 fn worker_loop(
     study: &mut Study,
     me: &WorkerIdentity,
@@ -273,16 +283,18 @@ fn worker_loop(
     progress: &(dyn Fn(&Progress) + Sync),
     evaluated: &std::sync::atomic::AtomicUsize,
 ) -> Result<StopReason, RunError> {
+    let objectives = study.spec().objectives.clone();
+    let mut failed = study.counts()?.failed;
+    let mut engine_since = MonotonicNs::now();
+    let mut idle_ns = 0u64;
     loop {
         if options.stop.load(Ordering::Relaxed) {
             return Ok(StopReason::Stopped);
         }
-        let counts = study.counts()?;
-        if counts.failed >= options.max_failures {
-            tracing::error!(failed = counts.failed, "too many failed trials; stopping");
+        if failed >= options.max_failures {
+            tracing::error!(failed, "too many failed trials; stopping");
             return Ok(StopReason::TooManyFailures);
         }
-        let claim_start = MonotonicNs::now();
         let claim = {
             let mut s = match strategy.lock() {
                 Ok(s) => s,
@@ -290,13 +302,16 @@ fn worker_loop(
             };
             study.claim(me, options.budget, s.as_mut(), options.stale_after)?
         };
-        let claim_ns = MonotonicNs::now().saturating_sub(claim_start);
         let trial = match claim {
             Claim::Trial(t) => t,
             Claim::BudgetReached => return Ok(StopReason::Budget),
             Claim::Exhausted => return Ok(StopReason::Exhausted),
             Claim::Wait => {
-                std::thread::sleep(Duration::from_millis(20));
+                let wait = Duration::from_millis(20);
+                std::thread::sleep(wait);
+                idle_ns += wait.as_nanos() as u64;
+                // Other processes may be failing trials meanwhile.
+                failed = study.counts()?.failed;
                 continue;
             }
         };
@@ -304,10 +319,16 @@ fn worker_loop(
             tracing::info!(trial = trial.number, "re-running a trial whose worker died");
         }
         let eval_start = MonotonicNs::now();
+        let overhead_ns = eval_start
+            .saturating_sub(engine_since)
+            .saturating_sub(idle_ns);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             evaluator.evaluate(&trial.config, trial.fidelity, trial.seed)
         }));
-        let eval_ns = MonotonicNs::now().saturating_sub(eval_start);
+        let eval_end = MonotonicNs::now();
+        let eval_ns = eval_end.saturating_sub(eval_start);
+        engine_since = eval_end;
+        idle_ns = 0;
         let outcome = match outcome {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(describe(&e)),
@@ -316,12 +337,7 @@ fn worker_loop(
         if let Err(e) = &outcome {
             tracing::warn!(trial = trial.number, error = %e, "trial failed");
         }
-        let commit_start = MonotonicNs::now();
-        // The overhead recorded includes the claim and an estimate of the
-        // commit (the commit's own duration is only known after it).
-        let stored = study.finish(trial.id, &outcome, eval_ns, claim_ns)?;
-        let commit_ns = MonotonicNs::now().saturating_sub(commit_start);
-        study.record_overhead(trial.id, claim_ns + commit_ns)?;
+        let stored = study.finish(trial.id, &outcome, eval_ns, overhead_ns)?;
         if !stored {
             tracing::warn!(
                 trial = trial.number,
@@ -330,36 +346,47 @@ fn worker_loop(
             continue;
         }
         evaluated.fetch_add(1, Ordering::Relaxed);
-        let trials = study.trials()?;
-        let counts = study.counts()?;
-        if let Some(last) = trials.iter().find(|t| t.number == trial.number).cloned() {
-            if let Ok(mut s) = strategy.lock() {
-                s.tell(&last);
+        // The history borrowed in place (only rows changed since the last
+        // look are read): no copy of every trial per trial.
+        let trials = study.trials_view()?;
+        let mut counts = StatusCounts::default();
+        for t in trials {
+            match t.status {
+                TrialStatus::Queued => counts.queued += 1,
+                TrialStatus::Running => counts.running += 1,
+                TrialStatus::Finished => counts.finished += 1,
+                TrialStatus::Failed => counts.failed += 1,
             }
-            let objectives = &study.spec().objectives;
-            let front = front_indices(&trials, objectives)
-                .into_iter()
-                .filter_map(|i| {
-                    let t = &trials[i];
-                    let m = t.metrics.as_ref()?;
-                    Some(FrontPoint {
-                        number: t.number,
-                        values: objectives
-                            .objectives
-                            .iter()
-                            .map(|o| m.get(&o.name).copied().unwrap_or(f64::NAN))
-                            .collect(),
-                    })
-                })
-                .collect();
-            progress(&Progress {
-                finished: counts.finished,
-                failed: counts.failed,
-                budget: options.budget,
-                last,
-                front,
-            });
         }
+        failed = counts.failed;
+        let Some(last) = trials.iter().find(|t| t.number == trial.number) else {
+            continue;
+        };
+        if let Ok(mut s) = strategy.lock() {
+            s.tell(last);
+        }
+        let front = front_indices(trials, &objectives)
+            .into_iter()
+            .filter_map(|i| {
+                let t = &trials[i];
+                let m = t.metrics.as_ref()?;
+                Some(FrontPoint {
+                    number: t.number,
+                    values: objectives
+                        .objectives
+                        .iter()
+                        .map(|o| m.get(&o.name).copied().unwrap_or(f64::NAN))
+                        .collect(),
+                })
+            })
+            .collect();
+        progress(&Progress {
+            finished: counts.finished,
+            failed: counts.failed,
+            budget: options.budget,
+            last: last.clone(),
+            front,
+        });
     }
 }
 

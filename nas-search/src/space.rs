@@ -13,8 +13,10 @@
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -248,9 +250,14 @@ pub struct SearchSpace {
     allowed: Option<Arc<AllowedSet>>,
 }
 
+/// The allowed configurations of a finite space with their canonical keys,
+/// encoded once here: proposals test every allowed configuration against
+/// the seen set, and encoding them on each proposal dominated its cost.
 #[derive(Debug)]
 struct AllowedSet {
     configs: Vec<Config>,
+    /// `configs[i].key()`, same order.
+    config_keys: Vec<String>,
     keys: HashSet<String>,
 }
 
@@ -365,14 +372,18 @@ impl SearchSpace {
         }
         let mut keys = HashSet::new();
         let mut unique = Vec::new();
+        let mut config_keys = Vec::new();
         for c in configs {
             self.validate(&c)?;
-            if keys.insert(c.key()) {
+            let key = c.key();
+            if keys.insert(key.clone()) {
                 unique.push(c);
+                config_keys.push(key);
             }
         }
         self.allowed = Some(Arc::new(AllowedSet {
             configs: unique,
+            config_keys,
             keys,
         }));
         Ok(self)
@@ -480,22 +491,24 @@ impl SearchSpace {
     /// Samples a configuration whose key is not in `seen`, or `None` when the
     /// space looks exhausted (finite space: all allowed seen; otherwise 100
     /// consecutive draws were all seen).
-    pub fn sample_unseen<R: Rng + ?Sized>(
+    pub fn sample_unseen<R: Rng + ?Sized, K: Borrow<str> + Hash + Eq>(
         &self,
         rng: &mut R,
-        seen: &HashSet<String>,
+        seen: &HashSet<K>,
     ) -> Option<Config> {
         if let Some(allowed) = &self.allowed {
             let fresh: Vec<&Config> = allowed
                 .configs
                 .iter()
-                .filter(|c| !seen.contains(&c.key()))
+                .zip(&allowed.config_keys)
+                .filter(|(_, key)| !seen.contains(key.as_str()))
+                .map(|(c, _)| c)
                 .collect();
             return fresh.choose(rng).map(|c| (*c).clone());
         }
         (0..100)
             .map(|_| self.sample(rng))
-            .find(|c| !seen.contains(&c.key()))
+            .find(|c| !seen.contains(c.key().as_str()))
     }
 
     /// Mutates a configuration: each active parameter changes with
@@ -555,19 +568,19 @@ impl SearchSpace {
     /// itself unless already seen; for a finite space, the nearest allowed
     /// configuration not yet seen (ties broken at random). `None` when
     /// nothing unseen remains.
-    pub fn project_unseen<R: Rng + ?Sized>(
+    pub fn project_unseen<R: Rng + ?Sized, K: Borrow<str> + Hash + Eq>(
         &self,
         candidate: &Config,
-        seen: &HashSet<String>,
+        seen: &HashSet<K>,
         rng: &mut R,
     ) -> Option<Config> {
         let Some(allowed) = &self.allowed else {
-            return (!seen.contains(&candidate.key())).then(|| candidate.clone());
+            return (!seen.contains(candidate.key().as_str())).then(|| candidate.clone());
         };
         let mut best: Vec<&Config> = Vec::new();
         let mut best_d = f64::INFINITY;
-        for c in &allowed.configs {
-            if seen.contains(&c.key()) {
+        for (c, key) in allowed.configs.iter().zip(&allowed.config_keys) {
+            if seen.contains(key.as_str()) {
                 continue;
             }
             let d = self.distance(candidate, c);

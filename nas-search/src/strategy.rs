@@ -34,17 +34,18 @@ pub struct History<'a> {
 
 impl History<'_> {
     /// Keys of configurations proposed at this fidelity (any status).
-    pub fn seen_at(&self, fidelity: f64) -> HashSet<String> {
+    pub fn seen_at(&self, fidelity: f64) -> HashSet<&str> {
         self.trials
             .iter()
             .filter(|t| same_fidelity(t.fidelity, fidelity))
-            .map(|t| t.config_key.clone())
+            .map(|t| t.config_key.as_str())
             .collect()
     }
 
-    /// Keys of configurations proposed at any fidelity.
-    pub fn seen_anywhere(&self) -> HashSet<String> {
-        self.trials.iter().map(|t| t.config_key.clone()).collect()
+    /// Keys of configurations proposed at any fidelity (borrowed from the
+    /// history: no copies on the proposal path).
+    pub fn seen_anywhere(&self) -> HashSet<&str> {
+        self.trials.iter().map(|t| t.config_key.as_str()).collect()
     }
 
     /// Finished trials at a fidelity whose objectives can be read, with their
@@ -348,7 +349,7 @@ impl Strategy for Nsga2 {
                 p1.config.clone()
             };
             let key = child.key();
-            if key == p1.config.key() || key == p2.config.key() || rng.gen_bool(0.5) {
+            if key == p1.config_key || key == p2.config_key || rng.gen_bool(0.5) {
                 child = history.space.mutate(&child, 1.0 / n_params, rng);
             }
             if let Some(config) = history.space.project_unseen(&child, &seen, rng) {

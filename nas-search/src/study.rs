@@ -32,7 +32,6 @@ use rand::SeedableRng;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use shared::{MonotonicNs, Provenance};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -333,10 +332,34 @@ pub struct Study {
     file: PathBuf,
     conn: Connection,
     spec: StudySpec,
-    /// Trials read so far, by row id, and the change counter they reflect:
-    /// each claim only reads rows changed since.
-    cache: BTreeMap<i64, TrialRecord>,
+    /// Trials read so far, in row-id (= proposal) order, with their row ids
+    /// alongside, and the change counter they reflect: each claim only reads
+    /// rows changed since, and strategies borrow this history in place
+    /// rather than a copy of it.
+    cache: TrialCache,
     cache_version: i64,
+}
+
+/// Trials by row id, kept as a slice (strategies take `&[TrialRecord]`).
+#[derive(Default)]
+struct TrialCache {
+    /// Row ids, ascending; `ids[i]` is the row of `trials[i]`.
+    ids: Vec<i64>,
+    trials: Vec<TrialRecord>,
+}
+
+impl TrialCache {
+    /// Inserts or replaces the trial of row `id`. Rows arrive almost always
+    /// in ascending order (new proposals), so this is an append.
+    fn upsert(&mut self, id: i64, trial: TrialRecord) {
+        match self.ids.binary_search(&id) {
+            Ok(i) => self.trials[i] = trial,
+            Err(i) => {
+                self.ids.insert(i, id);
+                self.trials.insert(i, trial);
+            }
+        }
+    }
 }
 
 const SCHEMA: &str = "
@@ -465,7 +488,7 @@ impl Study {
             file: file.into(),
             conn,
             spec,
-            cache: BTreeMap::new(),
+            cache: TrialCache::default(),
             cache_version: -1,
         })
     }
@@ -512,7 +535,7 @@ impl Study {
                 strategy: stored.strategy,
                 seed: stored.seed,
             },
-            cache: BTreeMap::new(),
+            cache: TrialCache::default(),
             cache_version: -1,
         })
     }
@@ -523,7 +546,7 @@ impl Study {
             file: self.file.clone(),
             conn: open_connection(&self.file)?,
             spec: self.spec.clone(),
-            cache: BTreeMap::new(),
+            cache: TrialCache::default(),
             cache_version: -1,
         })
     }
@@ -545,22 +568,22 @@ impl Study {
 
     /// Every trial, in proposal order.
     pub fn trials(&mut self) -> Result<Vec<TrialRecord>, StudyError> {
-        self.refresh()?;
-        Ok(self.cache.values().cloned().collect())
+        Ok(self.trials_view()?.to_vec())
     }
 
-    fn refresh(&mut self) -> Result<(), StudyError> {
-        let file = self.file.clone();
-        let version = current_version(&self.conn).map_err(sql(&file))?;
-        if version == self.cache_version {
-            return Ok(());
+    /// Every trial, in proposal order, borrowed from this connection's
+    /// cache after bringing it up to date (reads only rows changed since the
+    /// last call): the cheap form of [`Study::trials`] for callers that look
+    /// at the history after every trial.
+    pub fn trials_view(&mut self) -> Result<&[TrialRecord], StudyError> {
+        let version = current_version(&self.conn).map_err(sql(&self.file))?;
+        if version != self.cache_version {
+            for (id, rec) in load_trials(&self.conn, &self.file, self.cache_version)? {
+                self.cache.upsert(id, rec);
+            }
+            self.cache_version = version;
         }
-        let rows = load_trials(&self.conn, &file, self.cache_version)?;
-        for (id, rec) in rows {
-            self.cache.insert(id, rec);
-        }
-        self.cache_version = version;
-        Ok(())
+        Ok(&self.cache.trials)
     }
 
     /// Re-queues `running` trials whose worker is gone or whose heartbeat is
@@ -607,11 +630,12 @@ impl Study {
             return Ok(Claim::BudgetReached);
         }
         let queued: Option<(i64, u64, String, f64, i64)> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT id, number, config_json, fidelity, seed FROM trials
                  WHERE status = 'queued' ORDER BY number LIMIT 1",
-                [],
-                |r| {
+            )
+            .and_then(|mut st| {
+                st.query_row([], |r| {
                     Ok((
                         r.get(0)?,
                         r.get::<_, i64>(1)? as u64,
@@ -619,17 +643,17 @@ impl Study {
                         r.get(3)?,
                         r.get(4)?,
                     ))
-                },
-            )
-            .optional()
+                })
+                .optional()
+            })
             .map_err(sql(&file))?;
         if let Some((id, number, config_json, fidelity, seed)) = queued {
             let version = bump_version(&tx).map_err(sql(&file))?;
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE trials SET status = 'running', worker_id = ?2, heartbeat_ns = ?3,
                  started_ns = ?3, attempts = attempts + 1, version = ?4 WHERE id = ?1",
-                params![id, label, now, version],
             )
+            .and_then(|mut st| st.execute(params![id, label, now, version]))
             .map_err(sql(&file))?;
             tx.commit().map_err(sql(&file))?;
             let config = Config::from_json(&config_json).map_err(|e| StudyError::Corrupt {
@@ -655,18 +679,16 @@ impl Study {
         let version = current_version(&tx).map_err(sql(&file))?;
         if version != self.cache_version {
             for (id, rec) in load_trials(&tx, &file, self.cache_version)? {
-                self.cache.insert(id, rec);
+                self.cache.upsert(id, rec);
             }
             self.cache_version = version;
         }
-        let history_vec: Vec<TrialRecord> = self.cache.values().cloned().collect();
         let number: u64 = tx
-            .query_row("SELECT COALESCE(MAX(number) + 1, 0) FROM trials", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .prepare_cached("SELECT COALESCE(MAX(number) + 1, 0) FROM trials")
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
             .map_err(sql(&file))? as u64;
         let history = History {
-            trials: &history_vec,
+            trials: &self.cache.trials,
             space: &self.spec.space,
             objectives: &self.spec.objectives,
         };
@@ -690,23 +712,27 @@ impl Study {
         let config_json = proposal.config.key();
         let version = bump_version(&tx).map_err(sql(&file))?;
         let id = tx
-            .query_row(
+            .prepare_cached(
                 "INSERT INTO trials (number, config_json, config_key, fidelity, tag, status,
                      worker_id, heartbeat_ns, seed, created_ns, started_ns, attempts, version)
                  VALUES (?1, ?2, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?6, ?6, 1, ?8)
                  RETURNING id",
-                params![
-                    number as i64,
-                    config_json,
-                    proposal.fidelity,
-                    proposal.tag.clone().unwrap_or_default(),
-                    label,
-                    now,
-                    seed as i64,
-                    version
-                ],
-                |r| r.get::<_, i64>(0),
             )
+            .and_then(|mut st| {
+                st.query_row(
+                    params![
+                        number as i64,
+                        config_json,
+                        proposal.fidelity,
+                        proposal.tag.clone().unwrap_or_default(),
+                        label,
+                        now,
+                        seed as i64,
+                        version
+                    ],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
             .map_err(sql(&file))?;
         tx.commit().map_err(sql(&file))?;
         Ok(Claim::Trial(ClaimedTrial {
@@ -741,13 +767,15 @@ impl Study {
                 let metrics = serde_json::to_string(&r.metrics).unwrap_or_default();
                 let kernels = serde_json::to_string(&r.kernel_energy).unwrap_or_default();
                 let notes = serde_json::to_string(&r.notes).unwrap_or_default();
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE trials SET status = 'finished', metrics_json = ?2, kernel_energy_json = ?3,
                          provenance = ?4, energy_spent_j = ?5, notes_json = ?6, finished_ns = ?7,
                          finish_seq = (SELECT COALESCE(MAX(finish_seq) + 1, 0) FROM trials),
                          eval_ns = ?8, overhead_ns = ?9, version = ?10, error = NULL
                      WHERE id = ?1 AND status IN ('running', 'queued')",
-                    params![
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
                         trial_id,
                         metrics,
                         kernels,
@@ -758,24 +786,26 @@ impl Study {
                         eval_ns as i64,
                         overhead_ns as i64,
                         version
-                    ],
-                )
+                    ])
+                })
                 .map_err(sql(&file))?
             }
             Err(message) => tx
-                .execute(
+                .prepare_cached(
                     "UPDATE trials SET status = 'failed', error = ?2, finished_ns = ?3,
                          eval_ns = ?4, overhead_ns = ?5, version = ?6
                      WHERE id = ?1 AND status IN ('running', 'queued')",
-                    params![
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
                         trial_id,
                         message,
                         now,
                         eval_ns as i64,
                         overhead_ns as i64,
                         version
-                    ],
-                )
+                    ])
+                })
                 .map_err(sql(&file))?,
         };
         tx.commit().map_err(sql(&file))?;
@@ -868,20 +898,20 @@ fn counts(conn: &Connection) -> rusqlite::Result<StatusCounts> {
     Ok(c)
 }
 
+// Statements on the per-trial path are prepared once per connection
+// (`prepare_cached`): parsing them anew on every call cost more than running
+// them.
+
 fn current_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(
-        "SELECT CAST(value AS INTEGER) FROM study_meta WHERE key = 'version'",
-        [],
-        |r| r.get(0),
-    )
+    conn.prepare_cached("SELECT CAST(value AS INTEGER) FROM study_meta WHERE key = 'version'")?
+        .query_row([], |r| r.get(0))
 }
 
 fn bump_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(
+    conn.prepare_cached(
         "UPDATE study_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version' RETURNING CAST(value AS INTEGER)",
-        [],
-        |r| r.get(0),
-    )
+    )?
+    .query_row([], |r| r.get(0))
 }
 
 fn requeue_stale_in(
