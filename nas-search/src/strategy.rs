@@ -369,7 +369,9 @@ impl Strategy for Nsga2 {
 /// up to 1. When asked, the highest rung with a candidate in the top
 /// `1/eta` of its finished trials (by constrained Pareto rank, then
 /// crowding) that was not yet promoted gets it promoted; otherwise a new
-/// random configuration starts at the bottom rung. Poor candidates thus
+/// random configuration starts at the bottom rung (once the space is
+/// exhausted, a rung's non-dominated candidates count as its top as well).
+/// Poor candidates thus
 /// cost only a fraction of a full training. While new configurations can be
 /// started, a rung never holds more than `1/eta` of the rung below (see
 /// `ask`). Hyperband runs brackets that start at successively higher rungs
@@ -437,8 +439,12 @@ impl Strategy for SuccessiveHalving {
         // and the energy saving would melt away. While new configurations can
         // still be started, a rung therefore holds at most 1/eta of the rung
         // below; once the space is exhausted, the current top of every rung
-        // is completed (as synchronous successive halving would), so no
-        // candidate that ends in the top is left behind.
+        // is completed (as synchronous successive halving would), and so
+        // are the rung's non-dominated candidates, so no candidate that
+        // ends in the top or on a rung's front is left behind. (With
+        // rank-preserving fidelities that finds the exact front; which
+        // bracket a configuration lands in depends on worker timing, so
+        // without it an unlucky split could leave a front member behind.)
         let space_exhausted = history
             .space
             .size_hint()
@@ -450,7 +456,14 @@ impl Strategy for SuccessiveHalving {
                 let mut ranked = history.ranked_finished(|t| {
                     t.tag.as_deref() == Some(tag.as_str()) && same_fidelity(t.fidelity, fid)
                 });
-                let top = (ranked.len() as f64 / self.eta).floor() as usize;
+                let mut top = (ranked.len() as f64 / self.eta).floor() as usize;
+                if space_exhausted {
+                    // Nothing new can be started: the remaining budget is
+                    // best spent completing every non-dominated candidate
+                    // of the rung, which the top 1/eta can leave out when
+                    // a rung holds many mutually non-dominated ones.
+                    top = top.max(ranked.iter().filter(|r| r.rank.0 == 0).count());
+                }
                 if top == 0 {
                     continue;
                 }
