@@ -508,6 +508,33 @@ mod tests {
         out
     }
 
+    /// nas-client builds the descriptions of its calibrated searches
+    /// itself (it cannot link this crate): what it sends must decode as a
+    /// description, field for field.
+    #[test]
+    fn nas_client_queries_decode_as_descriptions() {
+        use nas_client::search::calibrated::{DatasetShape, NetworkQuery};
+        let dir = tempfile::tempdir().unwrap();
+        let ds = dataset(dir.path(), false);
+        let config = TrainConfig {
+            model: ModelSpec {
+                backbone: Backbone::parse("resnet", "16-32").unwrap(),
+                activation: Activation::Gelu,
+                dropout: 0.1,
+                norm: Norm::Layer,
+            },
+            optimizer: OptimizerKind::Sgd,
+            batch_size: 48,
+            eval_batch_size: 100,
+            threads: 2,
+            ..TrainConfig::default()
+        };
+        let query = NetworkQuery::new(&config, &DatasetShape::of(&ds), 7);
+        let json = serde_json::to_string(&query).unwrap();
+        let decoded: NetworkDescription = serde_json::from_str(&json).unwrap();
+        assert_eq!(decoded, description(&ds, &config, 7));
+    }
+
     /// A small seeded classification table with 3 classes.
     fn dataset(dir: &std::path::Path, regression: bool) -> Dataset {
         let path = dir.join("toy.csv");

@@ -289,7 +289,13 @@ fn train_measured(
     };
     let phases = [
         measure(Phase::Training, &energy.train)?,
-        measure(Phase::Inference, &energy.inference)?,
+        measure(
+            Phase::Inference,
+            energy
+                .inference
+                .as_ref()
+                .with_context(|| format!("the inference phase of {name} was not measured"))?,
+        )?,
     ];
     let description = describe(report.epochs_run);
     Ok(MeasuredNetwork {

@@ -15,6 +15,8 @@
 //!   by calibration);
 //! - [`energy`]: the energyd session (spans out, breakdowns in);
 //! - [`threads`]: the `--threads` setting;
+//! - [`train_cli`]: the flags of `nas-client train` and the configuration
+//!   they build (shared by the binary and the search's trial children);
 //! - [`search`]: the `search`, `report` and `compare` commands.
 //!
 //! Invariant: the library never prints; the binary (`src/main.rs`) does.
@@ -29,6 +31,7 @@ pub mod model;
 pub mod search;
 pub mod threads;
 pub mod train;
+pub mod train_cli;
 
 pub use data::Dataset;
 pub use model::{Backbone, ModelSpec};

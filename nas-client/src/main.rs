@@ -3,17 +3,16 @@
 //! lists the bundled data, `search`/`report`/`compare` run the
 //! architecture search.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use nas_client::baselines::run_baselines;
-use nas_client::data::{bundled, ColumnKind, Dataset, LoadOptions, Task};
+use nas_client::data::bundled;
 use nas_client::energy::EnergySession;
 use nas_client::kernels::KernelTime;
 use nas_client::metrics::Metrics;
-use nas_client::model::layers::{Activation, Norm};
-use nas_client::model::{Backbone, ModelSpec};
-use nas_client::train::{train_and_evaluate, OptimizerKind, Schedule, TrainConfig, TrainReport};
+use nas_client::train::{train_and_evaluate, TrainReport};
+use nas_client::train_cli::{config_from, load_dataset, TrainArgs};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -57,97 +56,6 @@ struct ExportArgs {
     /// Output directory (created).
     #[arg(long)]
     out: PathBuf,
-}
-
-#[derive(Args, Debug)]
-struct TrainArgs {
-    /// Bundled dataset (see `nas-client datasets`).
-    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
-    dataset: Option<String>,
-    /// A CSV or TSV file, gzipped or not, with a header row.
-    #[arg(long, requires = "target")]
-    data: Option<PathBuf>,
-    /// Target column of --data (by name).
-    #[arg(long)]
-    target: Option<String>,
-    /// Task: auto, binary, multiclass, regression.
-    #[arg(long, default_value = "auto")]
-    task: String,
-    /// Columns to treat as categorical (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    categorical: Vec<String>,
-    /// Columns to treat as numeric (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    numeric: Vec<String>,
-    /// Seed of the train/validation/test split.
-    #[arg(long, default_value_t = 0)]
-    split_seed: u64,
-    /// Backbone: mlp or resnet.
-    #[arg(long, default_value = "mlp")]
-    backbone: String,
-    /// Widths: MLP hidden widths ('256-256'); ResNet 'D_MAIN-D_HIDDEN[-D_HIDDEN..]' (one per block).
-    #[arg(long, default_value = "256-256")]
-    arch: String,
-    /// Activation: relu, gelu, silu, tanh, selu.
-    #[arg(long, default_value = "relu")]
-    activation: String,
-    /// Dropout probability.
-    #[arg(long, default_value_t = 0.1)]
-    dropout: f32,
-    /// Normalisation: none, batch, layer.
-    #[arg(long, default_value = "none")]
-    norm: String,
-    /// Optimizer: adamw or sgd.
-    #[arg(long, default_value = "adamw")]
-    optimizer: String,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
-    /// Weight decay.
-    #[arg(long, default_value_t = 1e-5)]
-    weight_decay: f32,
-    /// AdamW β₁ or SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f32,
-    /// Mini-batch size.
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
-    /// Maximum epochs.
-    #[arg(long, default_value_t = 40)]
-    epochs: usize,
-    /// Warm-up epochs (fractional allowed).
-    #[arg(long, default_value_t = 1.0)]
-    warmup: f32,
-    /// Learning-rate schedule: cosine or constant.
-    #[arg(long, default_value = "cosine")]
-    schedule: String,
-    /// Early-stopping patience in epochs; 0 trains every epoch.
-    #[arg(long, default_value_t = 8)]
-    patience: usize,
-    /// Seed of initialisation, shuffling and dropout.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Threads for every heavy op (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Rows per forward pass in evaluation and inference.
-    #[arg(long, default_value_t = 4096)]
-    eval_batch_size: usize,
-    /// Minimum inference timing window, ms.
-    #[arg(long, default_value_t = 300)]
-    inference_ms: u64,
-    /// energyd socket (default: the user socket if it exists, else the system one).
-    #[arg(long)]
-    socket: Option<PathBuf>,
-    /// Do not contact energyd.
-    #[arg(long)]
-    no_energy: bool,
-    /// Also fit linfa baselines (logistic regression, decision tree / linear regression).
-    #[arg(long)]
-    baselines: bool,
-    /// Print one JSON object instead of tables.
-    #[arg(long)]
-    json: bool,
 }
 
 fn main() {
@@ -207,90 +115,6 @@ fn export(args: &ExportArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("writing {}/meta.json", args.out.display()))?;
     Ok(())
-}
-
-fn load_dataset(args: &TrainArgs) -> anyhow::Result<Dataset> {
-    let task = Task::parse(&args.task).with_context(|| {
-        format!(
-            "--task {:?}: expected auto, binary, multiclass or regression",
-            args.task
-        )
-    })?;
-    let apply = |opts: &mut LoadOptions| {
-        opts.task = task;
-        opts.seed = args.split_seed;
-        for c in &args.categorical {
-            opts.column_kinds.insert(c.clone(), ColumnKind::Categorical);
-        }
-        for c in &args.numeric {
-            opts.column_kinds.insert(c.clone(), ColumnKind::Numeric);
-        }
-    };
-    match (&args.dataset, &args.data) {
-        (Some(name), _) => {
-            let d = bundled::find(name)?;
-            let mut opts = d.options();
-            if let Some(t) = &args.target {
-                opts.target = t.clone();
-            }
-            apply(&mut opts);
-            Ok(d.load_with(&opts)?)
-        }
-        (None, Some(path)) => {
-            let target = args
-                .target
-                .as_deref()
-                .context("--data needs --target COLUMN")?;
-            let mut opts = LoadOptions::new(target);
-            apply(&mut opts);
-            Ok(Dataset::from_file(path, &opts)?)
-        }
-        (None, None) => bail!("give --dataset NAME or --data FILE --target COLUMN"),
-    }
-}
-
-fn config_from(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
-    let backbone = Backbone::parse(&args.backbone, &args.arch)?;
-    let activation = Activation::parse(&args.activation).with_context(|| {
-        format!(
-            "--activation {:?}: expected relu, gelu, silu, tanh or selu",
-            args.activation
-        )
-    })?;
-    let norm = Norm::parse(&args.norm)
-        .with_context(|| format!("--norm {:?}: expected none, batch or layer", args.norm))?;
-    let optimizer = OptimizerKind::parse(&args.optimizer)
-        .with_context(|| format!("--optimizer {:?}: expected adamw or sgd", args.optimizer))?;
-    let schedule = Schedule::parse(&args.schedule).with_context(|| {
-        format!(
-            "--schedule {:?}: expected cosine or constant",
-            args.schedule
-        )
-    })?;
-    if args.threads == Some(0) {
-        bail!("--threads must be at least 1");
-    }
-    Ok(TrainConfig {
-        model: ModelSpec {
-            backbone,
-            activation,
-            dropout: args.dropout,
-            norm,
-        },
-        optimizer,
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        momentum: args.momentum,
-        batch_size: args.batch_size,
-        epochs: args.epochs,
-        warmup_epochs: args.warmup,
-        schedule,
-        patience: (args.patience > 0).then_some(args.patience),
-        seed: args.seed,
-        threads: args.threads.unwrap_or_else(nas_client::threads::available),
-        eval_batch_size: args.eval_batch_size,
-        inference_min_ns: args.inference_ms.saturating_mul(1_000_000),
-    })
 }
 
 fn train(args: TrainArgs) -> anyhow::Result<()> {
@@ -489,12 +313,14 @@ fn print_report(r: &TrainReport) {
     match &r.energy {
         Some(e) => {
             println!(
-                "energy       training {:.3} J ± {:.3} ({}), inference {:.5} J per 1000 rows ({})",
+                "energy       training {:.3} J ± {:.3} ({}), inference {}",
                 e.train.process_j,
                 e.train.uncertainty_j,
                 e.train.provenance,
-                e.inference_j_per_1000_rows,
-                e.inference.provenance
+                match (&e.inference, e.inference_j_per_1000_rows) {
+                    (Some(i), Some(j)) => format!("{j:.5} J per 1000 rows ({})", i.provenance),
+                    _ => "not measured (--no-inference-energy)".to_owned(),
+                }
             );
             println!(
                 "             spans accepted by energyd {}, rejected {}",
@@ -520,6 +346,6 @@ fn print_report(r: &TrainReport) {
     print_kernels(
         "inference kernels",
         &r.inference_kernels,
-        energy.map(|e| &e.inference),
+        energy.and_then(|e| e.inference.as_ref()),
     );
 }

@@ -94,6 +94,51 @@ pub struct ReportSummary {
     pub search_energy: SearchEnergy,
     /// Mean engine time per trial outside the evaluator, milliseconds.
     pub mean_overhead_ms: Option<f64>,
+    /// Trials holding both a predicted figure (`predicted_M`) and a
+    /// measured one (`M`), side by side.
+    pub predicted_vs_measured: Vec<PredictedMeasured>,
+}
+
+/// A predicted figure next to the measurement of the same thing.
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictedMeasured {
+    /// Trial number.
+    pub number: u64,
+    /// The measured metric (`M`; the prediction is `predicted_M`).
+    pub metric: String,
+    /// Predicted value.
+    pub predicted: f64,
+    /// Measured value.
+    pub measured: f64,
+    /// (predicted − measured) / measured, percent (`None` if measured is 0).
+    pub error_pct: Option<f64>,
+}
+
+/// Prefix of a metric predicted rather than measured (by a calibration).
+pub const PREDICTED_PREFIX: &str = "predicted_";
+
+/// Every (trial, metric) where both `predicted_M` and `M` are known, in
+/// trial order.
+pub fn predicted_vs_measured(trials: &[TrialRecord]) -> Vec<PredictedMeasured> {
+    let mut out = Vec::new();
+    for t in trials.iter().filter(|t| t.status == TrialStatus::Finished) {
+        let Some(m) = &t.metrics else { continue };
+        for (name, &predicted) in m {
+            let Some(measured_name) = name.strip_prefix(PREDICTED_PREFIX) else {
+                continue;
+            };
+            if let Some(&measured) = m.get(measured_name) {
+                out.push(PredictedMeasured {
+                    number: t.number,
+                    metric: measured_name.to_owned(),
+                    predicted,
+                    measured,
+                    error_pct: (measured != 0.0).then(|| (predicted - measured) / measured * 100.0),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Summarises trials of a study.
@@ -144,6 +189,7 @@ pub fn summarize(spec: &StudySpec, trials: &[TrialRecord]) -> ReportSummary {
         },
         mean_overhead_ms: (!overheads.is_empty())
             .then(|| overheads.iter().sum::<f64>() / overheads.len() as f64),
+        predicted_vs_measured: predicted_vs_measured(trials),
     }
 }
 
@@ -790,6 +836,40 @@ fn markdown(
             e.config
         );
     }
+    if !s.predicted_vs_measured.is_empty() {
+        let _ = writeln!(md, "\n## Predicted and measured\n");
+        let _ = writeln!(
+            md,
+            "Figures predicted from the calibration next to what energyd measured for the same trial."
+        );
+        let _ = writeln!(md);
+        let _ = writeln!(md, "| trial | metric | predicted | measured | error |");
+        let _ = writeln!(md, "|---|---|---|---|---|");
+        for p in &s.predicted_vs_measured {
+            let _ = writeln!(
+                md,
+                "| {} | `{}` | {} | {} | {} |",
+                p.number,
+                p.metric,
+                fmt_metric(Some(&p.predicted)),
+                fmt_metric(Some(&p.measured)),
+                p.error_pct.map_or("-".to_owned(), |e| format!("{e:+.1}%"))
+            );
+        }
+        let errors: Vec<f64> = s
+            .predicted_vs_measured
+            .iter()
+            .filter_map(|p| p.error_pct.map(f64::abs))
+            .collect();
+        if !errors.is_empty() {
+            let _ = writeln!(
+                md,
+                "\nMean absolute error: {:.1}% over {} figures.",
+                errors.iter().sum::<f64>() / errors.len() as f64,
+                errors.len()
+            );
+        }
+    }
     let _ = writeln!(md, "\n## Files\n");
     let _ = writeln!(
         md,
@@ -844,6 +924,43 @@ mod tests {
             overhead_ns: Some(100_000),
             attempts: 1,
         }
+    }
+
+    #[test]
+    fn predicted_figures_are_shown_next_to_measured_ones() {
+        let mut a = trial(0, 0.9, 5.0);
+        let m = a.metrics.as_mut().unwrap();
+        m.insert("predicted_energy".into(), 6.0);
+        // A prediction without a measurement, and one of a metric never
+        // measured, are not paired.
+        let mut b = trial(1, 0.8, 1.0);
+        b.metrics
+            .as_mut()
+            .unwrap()
+            .insert("predicted_training_energy_j".into(), 3.0);
+        let pairs = predicted_vs_measured(&[a.clone(), b]);
+        assert_eq!(pairs.len(), 1);
+        assert_eq!((pairs[0].number, pairs[0].metric.as_str()), (0, "energy"));
+        assert!((pairs[0].error_pct.unwrap() - 20.0).abs() < 1e-12);
+        let spec = StudySpec {
+            space: SearchSpace::default_tabular(),
+            objectives: ObjectiveSet::new(vec![
+                Objective::parse("acc:max:ref=0:ideal=1").unwrap(),
+                Objective::parse("predicted_energy:min:ref=10:ideal=0").unwrap(),
+            ])
+            .unwrap(),
+            strategy: "random".into(),
+            seed: 3,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = write_report_for(&spec, &[a], Path::new("x.db"), dir.path()).unwrap();
+        assert_eq!(s.predicted_vs_measured.len(), 1);
+        let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+        assert!(md.contains("## Predicted and measured"), "{md}");
+        assert!(
+            md.contains("| 0 | `energy` |") && md.contains("+20.0%"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -812,6 +812,71 @@ impl Study {
         Ok(changed == 1)
     }
 
+    /// Adds figures to a finished trial after the fact: `metrics` are merged
+    /// into its metrics (replacing same-named ones), `energy_spent_j` is
+    /// added to what the trial spent, `note` is appended to its notes. Used
+    /// to store a later measurement of a trial next to what the search
+    /// evaluated (a calibrated search re-measuring its predicted front).
+    /// Returns `false` when no finished trial has that number.
+    pub fn add_measurement(
+        &mut self,
+        number: u64,
+        metrics: &Metrics,
+        energy_spent_j: Option<f64>,
+        note: &str,
+    ) -> Result<bool, StudyError> {
+        let file = self.file.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(&file))?;
+        let row: Option<(i64, Option<String>, Option<String>)> = tx
+            .query_row(
+                "SELECT id, metrics_json, notes_json FROM trials
+                 WHERE number = ?1 AND status = 'finished'",
+                params![number as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(sql(&file))?;
+        let Some((id, metrics_json, notes_json)) = row else {
+            return Ok(false);
+        };
+        let corrupt = |what: &str, e: serde_json::Error| StudyError::Corrupt {
+            file: file.clone(),
+            what: format!("{what} of trial {number}"),
+            message: e.to_string(),
+        };
+        let mut merged: Metrics = match metrics_json.as_deref() {
+            Some(text) => serde_json::from_str(text).map_err(|e| corrupt("metrics", e))?,
+            None => Metrics::new(),
+        };
+        merged.extend(metrics.iter().map(|(k, v)| (k.clone(), *v)));
+        let mut notes: Vec<String> = match notes_json.as_deref() {
+            Some(text) => serde_json::from_str(text).map_err(|e| corrupt("notes", e))?,
+            None => Vec::new(),
+        };
+        notes.push(note.to_owned());
+        let version = bump_version(&tx).map_err(sql(&file))?;
+        tx.execute(
+            "UPDATE trials SET metrics_json = ?2, notes_json = ?3,
+                 energy_spent_j = CASE WHEN ?4 IS NULL THEN energy_spent_j
+                                       ELSE COALESCE(energy_spent_j, 0) + ?4 END,
+                 version = ?5
+             WHERE id = ?1",
+            params![
+                id,
+                serde_json::to_string(&merged).unwrap_or_default(),
+                serde_json::to_string(&notes).unwrap_or_default(),
+                energy_spent_j,
+                version
+            ],
+        )
+        .map_err(sql(&file))?;
+        tx.commit().map_err(sql(&file))?;
+        Ok(true)
+    }
+
     /// Stores the engine time spent on a trial outside the evaluator (known
     /// only after its result is committed).
     pub fn record_overhead(&self, trial_id: i64, overhead_ns: u64) -> Result<(), StudyError> {
@@ -1141,6 +1206,51 @@ mod tests {
                 .unwrap(),
             Claim::BudgetReached
         ));
+    }
+
+    #[test]
+    fn a_later_measurement_is_merged_into_a_finished_trial() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut study = Study::open(&db, spec(), false).unwrap();
+        let me = WorkerIdentity::current(0);
+        let mut strat = strategy_from_spec("random").unwrap();
+        let Claim::Trial(t) = study
+            .claim(&me, 2, strat.as_mut(), Duration::from_secs(60))
+            .unwrap()
+        else {
+            panic!("expected a trial");
+        };
+        let result = TrialResult {
+            metrics: [("acc".to_string(), 0.9), ("e".to_string(), 1.0)]
+                .into_iter()
+                .collect(),
+            energy_spent_j: Some(10.0),
+            notes: vec!["first".into()],
+            ..Default::default()
+        };
+        assert!(study.finish(t.id, &Ok(result), 10, 5).unwrap());
+        let before = study.trials().unwrap();
+        let extra: Metrics = [("e".to_string(), 2.0), ("measured".to_string(), 3.0)]
+            .into_iter()
+            .collect();
+        assert!(study
+            .add_measurement(0, &extra, Some(4.5), "re-measured")
+            .unwrap());
+        // A cached connection sees the change (the version moved).
+        let after = study.trials().unwrap();
+        assert_ne!(before, after);
+        let m = after[0].metrics.as_ref().unwrap();
+        assert_eq!((m["acc"], m["e"], m["measured"]), (0.9, 2.0, 3.0));
+        assert_eq!(after[0].energy_spent_j, Some(14.5));
+        assert_eq!(after[0].notes, ["first", "re-measured"]);
+        // No energy given: what was spent stays.
+        assert!(study
+            .add_measurement(0, &Metrics::new(), None, "n")
+            .unwrap());
+        assert_eq!(study.trials().unwrap()[0].energy_spent_j, Some(14.5));
+        // No such finished trial.
+        assert!(!study.add_measurement(7, &extra, None, "x").unwrap());
     }
 
     #[test]

@@ -4,9 +4,15 @@
 //! evaluator that connects `nas_search` (spaces, strategies, studies) to
 //! nas-client's training loop and to energyd for per-trial energy.
 
+pub mod calibrated;
 pub mod trainer;
 
 use anyhow::{bail, Context, Result};
+use calibrated::{
+    calibration_program, measure_front, predicted_objective_name, CalibratedEvaluator,
+    CalibrationPricer, DatasetShape, NetworkQuery, Predictor, Prescreen, PrescreenCounts,
+    TrialPricer,
+};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use nas_search::evaluator::{metric_extremes, Evaluator, TableColumns, TableEvaluator};
@@ -15,6 +21,7 @@ use nas_search::report::{summarize, write_report_for, ReportSummary};
 use nas_search::runner::{run_study, Progress, RunOptions};
 use nas_search::space::SearchSpace;
 use nas_search::strategy::strategy_from_spec;
+use nas_search::strategy::Strategy;
 use nas_search::study::{Study, StudySpec, TrialRecord, TrialStatus};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,9 +75,9 @@ pub struct SearchArgs {
     /// energyd socket (default: the daemon's standard socket).
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Calibration file for estimated energy (reserved; not yet supported).
-    #[arg(long)]
-    pub calibration: Option<PathBuf>,
+    /// Calibrated search: energy predicted from a calibration file.
+    #[command(flatten)]
+    pub calibrated: CalibrationArgs,
     /// Objectives, `METRIC:min|max[:ref=X][:ideal=Y]`, comma-separated.
     #[arg(long, default_value = DEFAULT_OBJECTIVES)]
     pub objectives: String,
@@ -139,17 +146,212 @@ pub struct CompareArgs {
     /// energyd socket (default: the daemon's standard socket).
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Calibration file for estimated energy (reserved; not yet supported).
+    /// Also run a calibrated energy-aware search (predicted energy,
+    /// pre-screening, its front re-measured) and compare it with the
+    /// measured one: measured hypervolume and energy spent.
     #[arg(long)]
     pub calibration: Option<PathBuf>,
+    /// Use a calibration made on another machine.
+    #[arg(long, requires = "calibration")]
+    pub force_calibration: bool,
+    /// The `calibration` program (default: next to this executable, else PATH).
+    #[arg(long, requires = "calibration")]
+    pub calibration_bin: Option<PathBuf>,
     /// Print the comparison as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
+/// Calibrated-search flags of `nas-client search`.
+#[derive(Debug, Clone, Args)]
+pub struct CalibrationArgs {
+    /// Calibration file (`calibration run`): the energy objectives
+    /// (`inference_energy_j_per_1k`, `training_energy_j`) are predicted from
+    /// it instead of measured; energyd, when running, still measures what
+    /// each training spent.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Use a calibration made on another machine.
+    #[arg(long, requires = "calibration")]
+    pub force_calibration: bool,
+    /// The `calibration` program (default: next to this executable, else PATH).
+    #[arg(long, requires = "calibration")]
+    pub calibration_bin: Option<PathBuf>,
+    /// Price each new candidate before training it and redraw those
+    /// predicted to cost more than --prescreen-factor times the most
+    /// accurate network found so far.
+    #[arg(long, requires = "calibration")]
+    pub prescreen: bool,
+    /// Pre-screening threshold, relative to the predicted inference energy
+    /// of the most accurate trial.
+    #[arg(long, default_value_t = 1.5, requires = "prescreen")]
+    pub prescreen_factor: f64,
+    /// Trials to finish before pre-screening starts.
+    #[arg(long, default_value_t = 8, requires = "prescreen")]
+    pub prescreen_warmup: usize,
+    /// After the search, train the predicted front again with energyd
+    /// measuring, and store the measured energy next to the predicted.
+    #[arg(long, requires = "calibration")]
+    pub measure_front: bool,
+}
+
+/// A calibrated search's evaluator and the pieces its strategy and front
+/// measurement share.
+struct Calibrated {
+    predictor: Arc<Predictor>,
+    pricer: TrialPricer,
+}
+
+impl Calibrated {
+    /// Starts the predictor for the data of `trainer` and checks it prices
+    /// a small network of this search's data.
+    fn setup(
+        trainer: &TrainingEvaluator,
+        calibration: &Path,
+        force: bool,
+        program: Option<&Path>,
+    ) -> Result<Calibrated> {
+        let data_args = nas_client_train_args(&trainer.data.args())?;
+        let dataset = crate::train_cli::load_dataset(&data_args)
+            .context("loading the data to price its networks")?;
+        let shape = DatasetShape::of(&dataset);
+        let probe = NetworkQuery::new(
+            &crate::train::TrainConfig {
+                model: crate::model::ModelSpec {
+                    backbone: crate::model::Backbone::Mlp { widths: vec![8] },
+                    ..crate::model::ModelSpec::default()
+                },
+                threads: trainer.threads.max(1),
+                ..crate::train::TrainConfig::default()
+            },
+            &shape,
+            1,
+        );
+        let predictor =
+            Predictor::start(&calibration_program(program), calibration, force, &probe)?;
+        let mut trainer = trainer.clone();
+        trainer.measure_inference = false;
+        Ok(Calibrated {
+            predictor: Arc::new(predictor),
+            pricer: TrialPricer { trainer, shape },
+        })
+    }
+
+    fn evaluator(&self) -> CalibratedEvaluator {
+        CalibratedEvaluator {
+            pricer: self.pricer.clone(),
+            predictor: Arc::clone(&self.predictor),
+        }
+    }
+
+    /// The trainer that measures both phases (for the front).
+    fn measurer(&self) -> TrainingEvaluator {
+        TrainingEvaluator {
+            measure_inference: true,
+            ..self.pricer.trainer.clone()
+        }
+    }
+}
+
+fn nas_client_train_args(flags: &[String]) -> Result<crate::train_cli::TrainArgs> {
+    crate::train_cli::parse_train_flags(flags)
+}
+
+/// Renames the energy objectives of `set` to their predicted counterparts.
+fn predicted_objectives(mut set: ObjectiveSet) -> ObjectiveSet {
+    for o in &mut set.objectives {
+        o.name = predicted_objective_name(&o.name).to_owned();
+    }
+    for c in &mut set.constraints {
+        c.metric = predicted_objective_name(&c.metric).to_owned();
+    }
+    set
+}
+
+/// Runs a calibrated search to its budget: predicted energy objectives,
+/// pre-screening when asked, the front re-measured when asked. Returns the
+/// trials (after any re-measurement) and the pre-screening counts.
+#[allow(clippy::too_many_arguments)]
+fn run_calibrated(
+    cal: &Calibrated,
+    spec: StudySpec,
+    strategy: Box<dyn Strategy>,
+    prescreen: Option<(f64, usize)>,
+    measure: bool,
+    options: &RunOptions,
+    on_progress: &(dyn Fn(&Progress) + Sync),
+    quiet: bool,
+) -> Result<CalibratedRun> {
+    let (strategy, counts): (Box<dyn Strategy>, _) = match prescreen {
+        Some((factor, warmup)) => {
+            let pricer = CalibrationPricer {
+                pricer: cal.pricer.clone(),
+                predictor: Arc::clone(&cal.predictor),
+            };
+            let p = Prescreen::new(strategy, Box::new(pricer), factor, warmup);
+            let counts = p.counts();
+            (Box::new(p), Some(counts))
+        }
+        None => (strategy, None),
+    };
+    let mut spec = spec;
+    spec.strategy = strategy.spec();
+    let summary = run_study(
+        spec.clone(),
+        Arc::new(cal.evaluator()),
+        strategy,
+        options,
+        on_progress,
+    )
+    .with_context(|| format!("running study {}", options.study_file.display()))?;
+    let mut trials = summary.trials.clone();
+    if measure {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(0)
+        };
+        bar.set_prefix("measuring the predicted front");
+        if let Ok(style) =
+            ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {pos}/{len}")
+        {
+            bar.set_style(style);
+        }
+        let measurer = cal.measurer();
+        measure_front(
+            &options.study_file,
+            &spec.objectives,
+            &measurer,
+            &|done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        )?;
+        bar.finish_and_clear();
+        trials = load_study(&options.study_file)?.1;
+    }
+    Ok(CalibratedRun {
+        spec,
+        trials,
+        counts,
+        summary,
+    })
+}
+
+/// What [`run_calibrated`] returns.
+struct CalibratedRun {
+    /// The study's spec as stored (pre-screening wrapper in the strategy).
+    spec: StudySpec,
+    /// Every trial, after any re-measurement.
+    trials: Vec<TrialRecord>,
+    /// Pre-screening counts, when it ran.
+    counts: Option<Arc<PrescreenCounts>>,
+    /// The runner's summary (stop reason, trials evaluated here).
+    summary: nas_search::runner::RunSummary,
+}
+
 /// Runs `nas-client search`.
 pub fn search(args: SearchArgs) -> Result<()> {
-    refuse_calibration(args.calibration.as_deref())?;
     let evaluator = EvaluatorChoice::parse(
         &args.evaluator,
         data_source(
@@ -183,23 +385,61 @@ pub fn search(args: SearchArgs) -> Result<()> {
         bar.set_position(p.finished as u64);
         bar.set_message(front_line(&names, p));
     };
-    let summary = run_study(
-        spec.clone(),
-        evaluator.into_evaluator()?,
-        strategy,
-        &options,
-        &on_progress,
-    )
-    .with_context(|| format!("running study {}", args.study.display()))?;
+    let cal_args = &args.calibrated;
+    let (spec, trials, summary, counts) = match &cal_args.calibration {
+        None => {
+            let summary = run_study(
+                spec.clone(),
+                evaluator.into_evaluator()?,
+                strategy,
+                &options,
+                &on_progress,
+            )
+            .with_context(|| format!("running study {}", args.study.display()))?;
+            (spec, summary.trials.clone(), summary, None)
+        }
+        Some(file) => {
+            let EvaluatorChoice::Train(trainer) = &evaluator else {
+                bail!("--calibration predicts the energy of trained networks: it does not combine with --evaluator table:");
+            };
+            let cal = Calibrated::setup(
+                trainer,
+                file,
+                cal_args.force_calibration,
+                cal_args.calibration_bin.as_deref(),
+            )?;
+            let mut spec = spec;
+            spec.objectives = predicted_objectives(spec.objectives);
+            let prescreen = cal_args
+                .prescreen
+                .then_some((cal_args.prescreen_factor, cal_args.prescreen_warmup));
+            let run = run_calibrated(
+                &cal,
+                spec,
+                strategy,
+                prescreen,
+                cal_args.measure_front,
+                &options,
+                &on_progress,
+                args.json,
+            )?;
+            (run.spec, run.trials, run.summary, run.counts)
+        }
+    };
     bar.finish_and_clear();
-    let report = summarize(
-        &with_derived_references(&spec, &summary.trials),
-        &summary.trials,
-    );
+    let report = summarize(&with_derived_references(&spec, &trials), &trials);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_summary(&report, &args.study);
+        if let Some(c) = counts {
+            println!(
+                "pre-screening: {} new candidates priced, {} turned down before training ({} proposals with every draw turned down)",
+                c.priced.load(std::sync::atomic::Ordering::Relaxed),
+                c.rejected.load(std::sync::atomic::Ordering::Relaxed),
+                c.forced.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
         eprintln!(
             "stopped: {:?}; {} trials evaluated by this process",
             summary.stop_reason, summary.evaluated_here
@@ -240,7 +480,6 @@ pub fn report(args: ReportArgs) -> Result<()> {
 /// search on the same data, budget, strategy and seed (each continued if its
 /// study already exists), then compares their picks.
 pub fn compare(args: CompareArgs) -> Result<()> {
-    refuse_calibration(args.calibration.as_deref())?;
     let source = data_source(
         args.dataset.as_deref(),
         args.data.as_ref(),
@@ -296,18 +535,89 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         bar.finish_and_clear();
         studies.push((file, summary.trials));
     }
+    let calibrated = match &args.calibration {
+        None => None,
+        Some(file) => {
+            let evaluator = EvaluatorChoice::parse(
+                &args.evaluator,
+                source.clone(),
+                args.socket.clone(),
+                threads,
+            )?;
+            let EvaluatorChoice::Train(trainer) = &evaluator else {
+                bail!("--calibration predicts the energy of trained networks: it does not combine with --evaluator table:");
+            };
+            let cal = Calibrated::setup(
+                trainer,
+                file,
+                args.force_calibration,
+                args.calibration_bin.as_deref(),
+            )?;
+            let objectives = predicted_objectives(objective_set(
+                DEFAULT_OBJECTIVES,
+                DEFAULT_CONSTRAINTS,
+                &evaluator,
+            )?);
+            let space = search_space(args.space.as_deref(), &evaluator)?;
+            let strategy = strategy_from_spec(&args.strategy).context("--strategy")?;
+            let spec = StudySpec {
+                space,
+                objectives,
+                strategy: strategy.spec(),
+                seed: args.seed,
+            };
+            let file = dir.join("calibrated.db");
+            let mut options = RunOptions::new(&file, args.budget as usize);
+            options.workers = args.workers.max(1);
+            options.resume = true;
+            let bar = progress_bar(args.budget as u64, args.json);
+            bar.set_prefix("calibrated");
+            let on_progress = |p: &Progress| bar.set_position(p.finished as u64);
+            let run = run_calibrated(
+                &cal,
+                spec,
+                strategy,
+                Some((DEFAULT_PRESCREEN_FACTOR, DEFAULT_PRESCREEN_WARMUP)),
+                true,
+                &options,
+                &on_progress,
+                args.json,
+            )
+            .with_context(|| format!("the calibrated study {}", file.display()))?;
+            bar.finish_and_clear();
+            Some((file, run))
+        }
+    };
     let options = nas_search::compare::CompareOptions::default();
     let comparison = nas_search::compare::compare(&studies[0].1, &studies[1].1, &options)
         .context("comparing the two searches")?;
     let spent = |t: &[TrialRecord]| summarize_energy(t);
+    let calibration_figures = calibrated
+        .as_ref()
+        .map(|(_, run)| calibration_comparison(&studies[1].1, &run.trials));
     if args.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "conventional_study": studies[0].0,
             "energy_aware_study": studies[1].0,
             "comparison": comparison,
             "search_energy_conventional": spent(&studies[0].1),
             "search_energy_energy_aware": spent(&studies[1].1),
         });
+        if let (Some((file, run)), Some(figures), Some(obj)) =
+            (&calibrated, &calibration_figures, v.as_object_mut())
+        {
+            obj.insert("calibrated_study".into(), serde_json::json!(file));
+            obj.insert("calibrated".into(), serde_json::to_value(figures)?);
+            if let Some(c) = &run.counts {
+                obj.insert(
+                    "prescreen".into(),
+                    serde_json::json!({
+                        "priced": c.priced.load(std::sync::atomic::Ordering::Relaxed),
+                        "rejected": c.rejected.load(std::sync::atomic::Ordering::Relaxed),
+                    }),
+                );
+            }
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -354,7 +664,133 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             None => println!("energy spent by the {label} search: not measured"),
         }
     }
+    if let (Some((file, run)), Some(f)) = (&calibrated, &calibration_figures) {
+        println!(
+            "calibrated search  : {} ({} trials)",
+            file.display(),
+            run.trials.len()
+        );
+        if let Some(c) = &run.counts {
+            println!(
+                "  pre-screening    : {} new candidates priced, {} turned down before training",
+                c.priced.load(std::sync::atomic::Ordering::Relaxed),
+                c.rejected.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+        println!(
+            "  predicted front  : {} members re-measured; inference energy predicted vs measured: mean |error| {}",
+            f.front_measured,
+            f.front_mean_abs_error_pct
+                .map_or("-".to_owned(), |e| format!("{e:.1}%"))
+        );
+        match (f.hypervolume_calibrated, f.hypervolume_measured) {
+            (Some(c), Some(m)) => println!(
+                "  measured hypervolume: calibrated {c:.6} vs measured search {m:.6} (ratio {:.3}; same reference point)",
+                c / m
+            ),
+            _ => println!("  measured hypervolume: not computable (no measured front)"),
+        }
+        match (f.search_energy_calibrated_j, f.search_energy_measured_j) {
+            (Some(c), Some(m)) => println!(
+                "  search energy    : calibrated {c:.1} J vs measured search {m:.1} J (ratio {:.3}) [{}]",
+                c / m,
+                f.provenance.unwrap_or("unknown")
+            ),
+            _ => println!("  search energy    : not measured"),
+        }
+    }
     Ok(())
+}
+
+/// Default pre-screening of the calibrated search of `compare`.
+const DEFAULT_PRESCREEN_FACTOR: f64 = 1.5;
+/// Default pre-screening warm-up of the calibrated search of `compare`.
+const DEFAULT_PRESCREEN_WARMUP: usize = 8;
+
+/// A calibrated search against the measured energy-aware one, on measured
+/// figures only.
+#[derive(Debug, Clone, serde::Serialize)]
+struct CalibrationComparison {
+    /// Hypervolume of the calibrated search's measured front.
+    hypervolume_calibrated: Option<f64>,
+    /// Hypervolume of the measured search's front.
+    hypervolume_measured: Option<f64>,
+    /// `hypervolume_calibrated / hypervolume_measured`.
+    hypervolume_ratio: Option<f64>,
+    /// Energy the calibrated search spent (its front re-measurement included).
+    search_energy_calibrated_j: Option<f64>,
+    /// Energy the measured search spent.
+    search_energy_measured_j: Option<f64>,
+    /// `search_energy_calibrated_j / search_energy_measured_j`.
+    search_energy_ratio: Option<f64>,
+    /// Trials of the calibrated search with a measured inference energy.
+    front_measured: usize,
+    /// Mean |predicted − measured| / measured of those, percent.
+    front_mean_abs_error_pct: Option<f64>,
+    /// Weakest provenance of the energy figures.
+    provenance: Option<&'static str>,
+}
+
+/// Compares on measured figures: both fronts under the same objectives
+/// (validation accuracy, measured inference energy; accuracy at least 98%
+/// of each search's best) and the same reference point (accuracy 0, energy
+/// 10% above the worst measured in either search), so the hypervolumes are
+/// comparable.
+fn calibration_comparison(
+    measured: &[TrialRecord],
+    calibrated: &[TrialRecord],
+) -> CalibrationComparison {
+    let energies = measured
+        .iter()
+        .chain(calibrated)
+        .filter(|t| t.status == TrialStatus::Finished)
+        .filter_map(|t| {
+            t.metrics
+                .as_ref()?
+                .get(metric::INFERENCE_ENERGY_J_PER_1K)
+                .copied()
+        });
+    let worst = energies.fold(f64::NAN, f64::max);
+    let hv = |trials: &[TrialRecord]| -> Option<f64> {
+        if !worst.is_finite() {
+            return None;
+        }
+        let mut set = ObjectiveSet::new(vec![
+            Objective::parse("val_accuracy:max:ref=0:ideal=1").ok()?,
+            Objective {
+                reference: Some(worst * 1.1),
+                ideal: Some(0.0),
+                ..Objective::new(metric::INFERENCE_ENERGY_J_PER_1K, Direction::Minimize)
+            },
+        ])
+        .ok()?;
+        set = set.with_constraint(Constraint::parse(DEFAULT_CONSTRAINTS).ok()?);
+        nas_search::runner::trials_hypervolume(trials, &set)
+    };
+    let (hc, hm) = (hv(calibrated), hv(measured));
+    let (ec, pc) = summarize_energy(calibrated);
+    let (em, pm) = summarize_energy(measured);
+    let errors: Vec<f64> = nas_search::report::predicted_vs_measured(calibrated)
+        .into_iter()
+        .filter(|p| p.metric == metric::INFERENCE_ENERGY_J_PER_1K)
+        .filter_map(|p| p.error_pct.map(f64::abs))
+        .collect();
+    CalibrationComparison {
+        hypervolume_calibrated: hc,
+        hypervolume_measured: hm,
+        hypervolume_ratio: hc.zip(hm).filter(|(_, m)| *m > 0.0).map(|(c, m)| c / m),
+        search_energy_calibrated_j: ec,
+        search_energy_measured_j: em,
+        search_energy_ratio: ec.zip(em).filter(|(_, m)| *m > 0.0).map(|(c, m)| c / m),
+        front_measured: errors.len(),
+        front_mean_abs_error_pct: (!errors.is_empty())
+            .then(|| errors.iter().sum::<f64>() / errors.len() as f64),
+        provenance: match (pc, pm) {
+            (Some(a), Some(b)) if a == b => Some(a),
+            (Some(_), Some(_)) => Some("estimated"),
+            (a, b) => a.or(b),
+        },
+    }
 }
 
 /// Where objective values come from.
@@ -387,6 +823,7 @@ impl EvaluatorChoice {
             data,
             socket,
             threads,
+            measure_inference: true,
         }))
     }
 
@@ -430,16 +867,6 @@ impl EvaluatorChoice {
             }
         })
     }
-}
-
-fn refuse_calibration(calibration: Option<&Path>) -> Result<()> {
-    if let Some(c) = calibration {
-        bail!(
-            "--calibration {}: estimated energy from a calibration file is not yet supported by search (issue 7)",
-            c.display()
-        );
-    }
-    Ok(())
 }
 
 fn data_source(

@@ -33,6 +33,16 @@ pub mod metric {
     pub const FLOPS: &str = "flops";
     /// Training wall time, seconds.
     pub const TRAIN_TIME_S: &str = "train_time_s";
+    /// Epochs actually trained (early stopping may end before the most).
+    pub const EPOCHS_RUN: &str = "epochs_run";
+    /// Inference energy per 1000 rows predicted from a calibration, joules.
+    pub const PREDICTED_INFERENCE_ENERGY_J_PER_1K: &str = "predicted_inference_energy_j_per_1k";
+    /// Training energy predicted from a calibration, joules.
+    pub const PREDICTED_TRAINING_ENERGY_J: &str = "predicted_training_energy_j";
+    /// One-sigma uncertainty of the predicted inference energy, joules.
+    pub const PREDICTED_INFERENCE_ENERGY_SIGMA: &str = "predicted_inference_energy_sigma_j_per_1k";
+    /// One-sigma uncertainty of the predicted training energy, joules.
+    pub const PREDICTED_TRAINING_ENERGY_SIGMA: &str = "predicted_training_energy_sigma_j";
 }
 
 /// Where the training data comes from, as `nas-client train` flags.
@@ -50,7 +60,8 @@ pub enum DataSource {
 }
 
 impl DataSource {
-    fn args(&self) -> Vec<String> {
+    /// The `nas-client train` flags naming the data.
+    pub fn args(&self) -> Vec<String> {
         match self {
             DataSource::Bundled(name) => vec!["--dataset".into(), name.clone()],
             DataSource::File { path, target } => vec![
@@ -82,6 +93,9 @@ pub struct TrainingEvaluator {
     pub socket: Option<PathBuf>,
     /// Threads of each training process.
     pub threads: usize,
+    /// Measure the inference phase's energy (the measured inference-energy
+    /// objective needs it; a search on predicted energy does not).
+    pub measure_inference: bool,
 }
 
 /// Search-space parameters passed to the trainer as `--FLAG value`, by name.
@@ -104,8 +118,8 @@ fn cell(v: &ParamValue) -> String {
     }
 }
 
-/// The trainer flags for `config` at `fidelity` (a fraction of `epochs`,
-/// at least one epoch).
+/// The trainer flags (model and schedule; no data, seed or threads) for
+/// `config` at `fidelity` (a fraction of `epochs`, at least one epoch).
 pub fn train_flags(config: &Config, fidelity: f64) -> Result<Vec<String>, EvalError> {
     let num = |name: &str| config.get(name).and_then(ParamValue::as_f64);
     let n_layers = num("n_layers")
@@ -141,6 +155,26 @@ pub fn train_flags(config: &Config, fidelity: f64) -> Result<Vec<String>, EvalEr
     Ok(flags)
 }
 
+impl TrainingEvaluator {
+    /// Every flag of the `nas-client train` child of a trial, but `--json`
+    /// and `--socket`: the data, the model and schedule, the seed, threads.
+    pub fn child_flags(
+        &self,
+        config: &Config,
+        fidelity: f64,
+        seed: u64,
+    ) -> Result<Vec<String>, EvalError> {
+        let mut flags = self.data.args();
+        flags.extend(train_flags(config, fidelity)?);
+        flags.extend(["--seed".to_string(), seed.to_string()]);
+        flags.extend(["--threads".to_string(), self.threads.max(1).to_string()]);
+        if !self.measure_inference {
+            flags.push("--no-inference-energy".to_string());
+        }
+        Ok(flags)
+    }
+}
+
 impl Evaluator for TrainingEvaluator {
     fn evaluate(
         &self,
@@ -150,10 +184,7 @@ impl Evaluator for TrainingEvaluator {
     ) -> Result<TrialResult, EvalError> {
         let mut cmd = Command::new(&self.exe);
         cmd.arg("train")
-            .args(self.data.args())
-            .args(train_flags(config, fidelity)?)
-            .args(["--seed", &seed.to_string()])
-            .args(["--threads", &self.threads.max(1).to_string()])
+            .args(self.child_flags(config, fidelity, seed)?)
             .arg("--json")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -245,6 +276,7 @@ pub fn trial_result_from_train_json(v: &Value) -> Result<TrialResult, EvalError>
         metric::TRAIN_TIME_S,
         number_at(v, &["train_wall_ns"]).map(|ns| ns / 1e9),
     );
+    put(metric::EPOCHS_RUN, number_at(v, &["epochs_run"]));
     if !result.metrics.contains_key(metric::VAL_ACCURACY) {
         return Err(EvalError::Failed(
             "nas-client train --json reported no validation accuracy (regression targets need --objectives on another metric)".into(),

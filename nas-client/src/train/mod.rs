@@ -63,6 +63,12 @@ pub struct TrainConfig {
     /// Inference is repeated over the test split until it has run this
     /// long (for a stable timing, and an energy window energyd can resolve).
     pub inference_min_ns: u64,
+    /// Ask energyd for the inference phase's energy (training energy is
+    /// always asked for when energyd is used). With energyd, measuring
+    /// stretches the inference phase to four policy windows (400 ms by
+    /// default); a search whose energy objective is predicted from a
+    /// calibration skips it.
+    pub measure_inference_energy: bool,
 }
 
 impl Default for TrainConfig {
@@ -85,6 +91,7 @@ impl Default for TrainConfig {
             threads: crate::threads::available(),
             eval_batch_size: 4096,
             inference_min_ns: 300_000_000,
+            measure_inference_energy: true,
         }
     }
 }
@@ -151,10 +158,11 @@ pub struct InferenceTiming {
 pub struct RunEnergy {
     /// The training phase (all epochs, validation included).
     pub train: PhaseEnergy,
-    /// The inference phase (see [`InferenceTiming`]).
-    pub inference: PhaseEnergy,
-    /// Inference energy per 1000 rows, joules.
-    pub inference_j_per_1000_rows: f64,
+    /// The inference phase (see [`InferenceTiming`]); `None` when not
+    /// measured ([`TrainConfig::measure_inference_energy`]).
+    pub inference: Option<PhaseEnergy>,
+    /// Inference energy per 1000 rows, joules (`None` when not measured).
+    pub inference_j_per_1000_rows: Option<f64>,
     /// Spans energyd stored / refused.
     pub spans_accepted: u64,
     /// Spans energyd refused.
@@ -396,10 +404,10 @@ fn run(
         SpanRecorder::new(DEFAULT_SPAN_CAPACITY, energy.as_ref().map(|e| e.uploader()));
     let min_ns = match &energy {
         // Long enough for the daemon's minimum window, with margin.
-        Some(s) => config
+        Some(s) if config.measure_inference_energy => config
             .inference_min_ns
             .max(s.min_window_ns().saturating_mul(4)),
-        None => config.inference_min_ns,
+        _ => config.inference_min_ns,
     };
     let infer_start = MonotonicNs::now();
     let mut passes = 0u32;
@@ -428,9 +436,14 @@ fn run(
         None => (None, Some("energyd not used".to_owned())),
         Some(session) => {
             submit(session);
-            match measure_phases(session, (train_start, train_end), (infer_start, infer_end)) {
+            let infer = config
+                .measure_inference_energy
+                .then_some((infer_start, infer_end));
+            match measure_phases(session, (train_start, train_end), infer) {
                 Ok((train_e, infer_e)) => {
-                    let per_1000 = infer_e.process_j / infer_rows.max(1) as f64 * 1000.0;
+                    let per_1000 = infer_e
+                        .as_ref()
+                        .map(|e| e.process_j / infer_rows.max(1) as f64 * 1000.0);
                     (
                         Some(RunEnergy {
                             train: train_e,
@@ -497,12 +510,14 @@ fn submit(session: &mut EnergySession) {
 fn measure_phases(
     session: &mut EnergySession,
     train: (MonotonicNs, MonotonicNs),
-    infer: (MonotonicNs, MonotonicNs),
-) -> Result<(PhaseEnergy, PhaseEnergy), EnergyError> {
-    Ok((
-        session.phase(train.0, train.1)?,
-        session.phase(infer.0, infer.1)?,
-    ))
+    infer: Option<(MonotonicNs, MonotonicNs)>,
+) -> Result<(PhaseEnergy, Option<PhaseEnergy>), EnergyError> {
+    let train = session.phase(train.0, train.1)?;
+    let infer = match infer {
+        Some((from, to)) => Some(session.phase(from, to)?),
+        None => None,
+    };
+    Ok((train, infer))
 }
 
 /// The kernels of one training step of `net` on a mini-batch of `batch`

@@ -1,0 +1,258 @@
+//! A calibrated search end to end, with real processes: `nas-client search
+//! --calibration` runs `calibration predict` as its co-process, trains each
+//! trial in a `nas-client train` child under a real energyd, pre-screens
+//! candidates, re-measures the predicted front, and the report shows the
+//! predicted and measured energy side by side. A calibration of another
+//! machine is refused before anything is trained.
+//!
+//! The calibration is synthetic (made with the calibration crate's own
+//! types and fit, for this machine's fingerprint), so the test checks the
+//! wiring, not the accuracy of a real calibration (`bench/calibration`).
+
+use calibration::model::{KernelModel, KernelShape, Observation};
+use calibration::predict::OverheadModel;
+use calibration::{Calibration, MachineFingerprint, FORMAT_VERSION};
+use integration_tests::{workspace_bin, Daemon, SIMULATED_CONFIG};
+use nas_client::kernels::KernelKind;
+use serde_json::Value;
+use shared::Provenance;
+use std::path::Path;
+use std::process::Command;
+
+/// Every kernel kind at one thread, energy linear in the work of a call.
+fn synthetic_calibration(machine: MachineFingerprint) -> Calibration {
+    let mut kernels = Vec::new();
+    for kind in KernelKind::ALL {
+        let mut observations = Vec::new();
+        for batch in [16u64, 64, 256, 1024] {
+            for (i, o) in [(8u64, 128u64), (128, 16), (64, 64), (256, 512)] {
+                let work = (batch * i * o) as f64;
+                observations.push(Observation {
+                    kernel: kind.as_str().to_owned(),
+                    shape: KernelShape {
+                        batch,
+                        in_width: i,
+                        out_width: o,
+                    },
+                    threads: 1,
+                    calls: 100,
+                    wall_time_per_call_ns: 2000.0 + 0.5 * work,
+                    cpu_time_per_call_ns: 2000.0 + 0.5 * work,
+                    power_w: 8.0,
+                });
+            }
+        }
+        kernels.push(KernelModel::fit(kind.as_str(), 1, &observations).expect("fit"));
+    }
+    Calibration {
+        format_version: FORMAT_VERSION,
+        created_by: "calibrated_search test".into(),
+        created_at_unix_s: 1,
+        provenance: Provenance::Estimated,
+        notes: vec!["synthetic".into()],
+        machine,
+        kernels,
+        overheads: vec![OverheadModel {
+            threads: 1,
+            j_per_call: 1e-7,
+            samples: 1,
+        }],
+    }
+}
+
+/// A small space: few, small, short trainings.
+const SPACE: &str = r#"
+[[param]]
+name = "n_layers"
+type = "int"
+low = 1
+high = 2
+[[param]]
+name = "width_1"
+type = "categorical"
+choices = [4, 8, 16, 32, 64]
+[[param]]
+name = "width_2"
+type = "categorical"
+choices = [4, 8, 16, 32, 64]
+when = { param = "n_layers", at_least = 2 }
+[[param]]
+name = "activation"
+type = "categorical"
+choices = ["relu", "tanh"]
+[[param]]
+name = "epochs"
+type = "int"
+low = 2
+high = 3
+"#;
+
+fn search(d: &Daemon, dir: &Path, calibration: &Path, study: &str) -> std::process::Output {
+    Command::new(workspace_bin("nas-client", "nas-client"))
+        .args([
+            "search",
+            "--dataset",
+            "credit_g",
+            "--budget",
+            "6",
+            "--threads",
+            "1",
+        ])
+        .args(["--strategy", "random", "--seed", "3"])
+        .arg("--space")
+        .arg(dir.join("space.toml"))
+        .arg("--study")
+        .arg(dir.join(study))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("--calibration")
+        .arg(calibration)
+        .arg("--calibration-bin")
+        .arg(workspace_bin("calibration", "calibration"))
+        .args([
+            "--prescreen",
+            "--prescreen-warmup",
+            "2",
+            "--measure-front",
+            "--json",
+        ])
+        .output()
+        .expect("run nas-client search")
+}
+
+#[test]
+fn calibrated_search_predicts_prescreens_and_remeasures_its_front() {
+    let d = Daemon::start(SIMULATED_CONFIG, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("space.toml"), SPACE).unwrap();
+    let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");
+
+    // Another machine's calibration is refused, with the reason, before
+    // any trial is trained.
+    let mut other = here.clone();
+    other.cpu_model = format!("{} (another one)", other.cpu_model);
+    let foreign = dir.path().join("foreign.toml");
+    synthetic_calibration(other).save(&foreign).unwrap();
+    let out = search(&d, dir.path(), &foreign, "foreign.db");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a foreign calibration was used");
+    assert!(stderr.contains("cpu") || stderr.contains("CPU"), "{stderr}");
+    assert!(
+        stderr.contains("force"),
+        "the refusal says how to override: {stderr}"
+    );
+
+    let cal = dir.path().join("calibration.toml");
+    synthetic_calibration(here).save(&cal).unwrap();
+    let out = search(&d, dir.path(), &cal, "study.db");
+    assert!(
+        out.status.success(),
+        "search failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("search --json prints JSON");
+    assert_eq!(summary["finished_trials"], 6, "{summary}");
+    let objectives: Vec<&str> = summary["objectives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        objectives
+            .iter()
+            .any(|o| o.starts_with("predicted_inference_energy_j_per_1k:min")),
+        "{objectives:?}"
+    );
+    assert!(summary["strategy"]
+        .as_str()
+        .unwrap()
+        .starts_with("prescreen:"));
+
+    // Every trial carries predictions and its measured training energy;
+    // only the front was measured for inference, and it is shown next to
+    // the prediction.
+    let report = dir.path().join("report");
+    let status = Command::new(workspace_bin("nas-client", "nas-client"))
+        .args(["report", "--study"])
+        .arg(dir.path().join("study.db"))
+        .arg("--out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let trials: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("trials.json")).unwrap())
+            .unwrap();
+    let front: Vec<u64> = summary["front"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["number"].as_u64().unwrap())
+        .collect();
+    assert!(!front.is_empty());
+    for t in trials.as_array().unwrap() {
+        let m = &t["metrics"];
+        let number = t["number"].as_u64().unwrap();
+        assert!(m["predicted_inference_energy_j_per_1k"].as_f64().unwrap() > 0.0);
+        assert!(m["predicted_training_energy_j"].as_f64().unwrap() > 0.0);
+        assert!(m["training_energy_j"].as_f64().unwrap() > 0.0, "{t}");
+        // Predicted (estimated) combined with a simulated source's
+        // measurement of the training: the weaker label, never "measured".
+        assert_eq!(t["provenance"], "Simulated", "{t}");
+        let measured = m["inference_energy_j_per_1k"].as_f64();
+        assert_eq!(measured.is_some(), front.contains(&number), "{t}");
+        if let Some(j) = measured {
+            assert!(j > 0.0);
+        }
+    }
+    let md = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(md.contains("## Predicted and measured"), "{md}");
+    let pairs = summary["predicted_vs_measured"].as_array().unwrap();
+    assert!(pairs
+        .iter()
+        .any(|p| p["metric"] == "inference_energy_j_per_1k"));
+
+    // Resuming measures nothing again (the front is already measured).
+    let spent: f64 = trials
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["energy_spent_j"].as_f64())
+        .sum();
+    let again = Command::new(workspace_bin("nas-client", "nas-client"))
+        .args([
+            "search",
+            "--dataset",
+            "credit_g",
+            "--budget",
+            "6",
+            "--threads",
+            "1",
+        ])
+        .args(["--strategy", "random", "--seed", "3", "--resume", "--json"])
+        .arg("--space")
+        .arg(dir.path().join("space.toml"))
+        .arg("--study")
+        .arg(dir.path().join("study.db"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("--calibration")
+        .arg(&cal)
+        .arg("--calibration-bin")
+        .arg(workspace_bin("calibration", "calibration"))
+        .args(["--prescreen", "--prescreen-warmup", "2", "--measure-front"])
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&again.stdout).unwrap();
+    let spent_again = summary["search_energy"]["energy_j"].as_f64().unwrap();
+    assert!(
+        (spent_again - spent).abs() < 1e-9,
+        "{spent} J then {spent_again} J"
+    );
+}
