@@ -384,11 +384,33 @@ pub fn run_isolated(
         return Err(IsolatedError::EmptyShape(shape));
     }
     crate::threads::set_gemm_threads(threads);
+    let pool = isolated_pool(threads)?;
+    pool.install(|| isolated_inner(kind, shape, iters.max(1)))
+}
+
+/// The pool `run_isolated` runs on, one per thread count, kept for the
+/// life of the process: training builds its pool once and keeps it, and a
+/// fresh pool per call would run every measured window on threads born at
+/// its start, which an energy meter sampling a process's threads (energyd)
+/// discovers only after they have already worked.
+fn isolated_pool(threads: usize) -> Result<std::sync::Arc<rayon::ThreadPool>, IsolatedError> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(pool) = pools.get(&threads) {
+        return Ok(Arc::clone(pool));
+    }
     let pool = crate::threads::build_pool(threads).map_err(|e| IsolatedError::ThreadPool {
         threads,
         message: e.to_string(),
     })?;
-    pool.install(|| isolated_inner(kind, shape, iters.max(1)))
+    let pool = Arc::new(pool);
+    pools.insert(threads, Arc::clone(&pool));
+    Ok(pool)
 }
 
 fn isolated_inner(

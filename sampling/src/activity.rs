@@ -179,7 +179,8 @@ fn read_status(proc_root: &Path, pid: u32) -> Result<ProcStatus, TrackError> {
 /// listing, no path lookup. A thread that exits and another that starts
 /// between two samples leave the count unchanged; the newcomer is then
 /// counted from the next listing, so up to this many periods of its CPU
-/// time can be missed.
+/// time are missed by the counters — and recovered at that listing, whose
+/// `stat` read (all threads, to the tick) raises the clock to it.
 const THREAD_RELIST_SAMPLES: u32 = 10;
 
 /// Opens a pidfd for `pid` (Linux 5.3+): it becomes readable when the
@@ -373,9 +374,21 @@ impl Member {
         {
             self.list_threads(proc_root, pid, include_children, &stat);
         }
+        let ticks_ns = stat.cpu_ticks * ns_per_tick();
         let cpu_ns = match self.clocks.as_mut() {
-            Some(clocks) => clocks.read_threads(&self.threads),
-            None => stat.cpu_ticks * ns_per_tick(),
+            Some(clocks) => {
+                // procfs counts every thread the process ever had, rounded
+                // down to the tick, so it never exceeds the true CPU time;
+                // the counters miss threads that worked before they were
+                // listed (a pool started for one job and gone after it).
+                // Behind procfs means missed time: the clock catches up.
+                let fine = clocks.read_threads(&self.threads);
+                if ticks_ns > fine {
+                    clocks.raise_to(ticks_ns, fine);
+                }
+                fine.max(ticks_ns)
+            }
+            None => ticks_ns,
         };
         // CPU time never goes back (a thread counter that vanished is kept by ThreadClocks).
         self.cpu_ns = self.cpu_ns.max(cpu_ns);

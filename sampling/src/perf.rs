@@ -319,6 +319,15 @@ impl ThreadClocks {
     pub fn read_threads(&mut self, tids: &[u32]) -> u64 {
         self.baseline_ns + self.set.read_threads(tids)
     }
+
+    /// Raises the clock to at least `floor_ns` (the process's whole CPU
+    /// time from procfs), given `current_ns` as last read: CPU time of
+    /// threads that ran before their counter was opened (or started and
+    /// ended between two listings) is in procfs but in no counter. Later
+    /// reads continue from the raised value.
+    pub fn raise_to(&mut self, floor_ns: u64, current_ns: u64) {
+        self.baseline_ns += floor_ns.saturating_sub(current_ns);
+    }
 }
 
 #[cfg(test)]

@@ -82,3 +82,56 @@ fn children_that_exit_mid_run_stay_counted() {
     assert!(tracker.untrack(pid));
     tracker.shutdown();
 }
+
+/// `utime + stime` of this process (all its threads, live and gone), ns.
+fn own_cpu_ns() -> u64 {
+    let stat = procfs::process::Process::myself()
+        .and_then(|p| p.stat())
+        .expect("own stat");
+    (stat.utime + stat.stime) * (1_000_000_000 / procfs::ticks_per_second())
+}
+
+/// Work done on threads that live shorter than a sample period (a thread
+/// pool built for one job and dropped after it) is never seen by a
+/// per-thread counter; the tracker must still count it, from procfs.
+#[test]
+fn short_lived_threads_are_counted() {
+    let tracker = ActivityTracker::start(ActivityConfig {
+        history_window_ns: 30_000_000_000,
+        ..ActivityConfig::default()
+    });
+    let pid = std::process::id();
+    tracker.track(pid, false).expect("track this process");
+    std::thread::sleep(Duration::from_millis(200));
+    let (t0, cpu0) = (MonotonicNs::now(), own_cpu_ns());
+    for _ in 0..60 {
+        std::thread::spawn(|| {
+            let start = MonotonicNs::now();
+            let mut x = 1u64;
+            while MonotonicNs::now().saturating_sub(start) < 8_000_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            std::hint::black_box(x);
+        })
+        .join()
+        .expect("worker");
+    }
+    // Past the next full refresh (every 10 samples of 10 ms).
+    std::thread::sleep(Duration::from_millis(250));
+    let (t1, cpu1) = (MonotonicNs::now(), own_cpu_ns());
+    let samples = tracker.cpu_samples(pid, t0, t1);
+    let (first, last) = (
+        samples.first().expect("samples").1,
+        samples.last().unwrap().1,
+    );
+    let tracked = last.saturating_sub(first);
+    let kernel = cpu1.saturating_sub(cpu0);
+    assert!(kernel > 400_000_000, "the workers burnt {kernel} ns");
+    // Ticks at both ends, and other tests of this binary running meanwhile
+    // on threads the tracker also counts.
+    let tolerance = kernel / 10 + 30_000_000;
+    assert!(
+        tracked.abs_diff(kernel) <= tolerance,
+        "tracked {tracked} ns of CPU, procfs says {kernel} ns"
+    );
+}
