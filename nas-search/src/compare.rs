@@ -51,12 +51,18 @@ pub struct Pick {
 pub struct Comparison {
     /// Most accurate trial of the conventional search.
     pub conventional_pick: Pick,
-    /// Least inference energy among energy-aware trials reaching the floor.
-    pub energy_aware_pick: Pick,
+    /// Least inference energy among energy-aware trials reaching the floor
+    /// (`None` when none reaches it: the energy-aware search found nothing
+    /// accurate enough, a result in itself).
+    pub energy_aware_pick: Option<Pick>,
+    /// Most accurate energy-aware trial (to say how far it fell short when
+    /// none reaches the floor).
+    pub energy_aware_best: Pick,
     /// `accuracy_fraction × conventional accuracy`.
     pub accuracy_floor: f64,
-    /// `1 - energy_aware / conventional` inference energy (0.4 = 40% less).
-    pub inference_energy_reduction: f64,
+    /// `1 - energy_aware / conventional` inference energy (0.4 = 40% less);
+    /// `None` without an energy-aware pick.
+    pub inference_energy_reduction: Option<f64>,
     /// Weakest provenance of the two energy figures compared.
     pub energy_provenance: Option<Provenance>,
     /// Spearman rank correlation between FLOPs and measured inference
@@ -80,18 +86,6 @@ pub enum CompareError {
         accuracy: String,
         /// Energy metric.
         energy: String,
-    },
-    /// No energy-aware trial reaches the accuracy floor.
-    #[error(
-        "no energy-aware trial reaches {floor:.4} {metric} ({fraction} × the conventional pick)"
-    )]
-    NoneAccurateEnough {
-        /// The floor.
-        floor: f64,
-        /// Accuracy metric.
-        metric: String,
-        /// Fraction.
-        fraction: f64,
     },
 }
 
@@ -137,26 +131,26 @@ pub fn compare(
         .copied()
         .max_by(|a, b| a.1.total_cmp(&b.1).then(b.2.total_cmp(&a.2)))
         .ok_or_else(|| no_trials("conventional"))?;
-    if aware.is_empty() {
-        return Err(no_trials("energy-aware"));
-    }
+    let aware_best = aware
+        .iter()
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1).then(b.2.total_cmp(&a.2)))
+        .ok_or_else(|| no_trials("energy-aware"))?;
     let floor = options.accuracy_fraction * best.1;
     let chosen = aware
         .iter()
         .copied()
         .filter(|x| x.1 >= floor)
-        .min_by(|a, b| a.2.total_cmp(&b.2).then(b.1.total_cmp(&a.1)))
-        .ok_or_else(|| CompareError::NoneAccurateEnough {
-            floor,
-            metric: options.accuracy_metric.clone(),
-            fraction: options.accuracy_fraction,
-        })?;
-    let reduction = if best.2 > 0.0 {
-        1.0 - chosen.2 / best.2
-    } else {
-        0.0
-    };
-    let provenance = match (best.0.provenance, chosen.0.provenance) {
+        .min_by(|a, b| a.2.total_cmp(&b.2).then(b.1.total_cmp(&a.1)));
+    let reduction = chosen.map(|c| {
+        if best.2 > 0.0 {
+            1.0 - c.2 / best.2
+        } else {
+            0.0
+        }
+    });
+    let compared = chosen.unwrap_or(aware_best);
+    let provenance = match (best.0.provenance, compared.0.provenance) {
         (Some(a), Some(b)) => Some(a.combine(b)),
         (a, b) => a.or(b),
     };
@@ -176,7 +170,8 @@ pub fn compare(
     }
     Ok(Comparison {
         conventional_pick: pick(best),
-        energy_aware_pick: pick(chosen),
+        energy_aware_pick: chosen.map(pick),
+        energy_aware_best: pick(aware_best),
         accuracy_floor: floor,
         inference_energy_reduction: reduction,
         energy_provenance: provenance,
@@ -288,11 +283,16 @@ mod tests {
         assert_eq!(c.conventional_pick.number, 0);
         assert!((c.accuracy_floor - 0.882).abs() < 1e-12);
         // 0.80 is below the floor; 0.885 at 3.0 J beats 0.95 at 9.0 J.
-        assert_eq!(c.energy_aware_pick.number, 0);
-        assert!((c.inference_energy_reduction - 0.7).abs() < 1e-12);
+        assert_eq!(c.energy_aware_pick.as_ref().unwrap().number, 0);
+        assert_eq!(c.energy_aware_best.number, 2);
+        assert!((c.inference_energy_reduction.unwrap() - 0.7).abs() < 1e-12);
         assert_eq!(c.spearman_flops_energy, Some(1.0));
         assert_eq!(c.correlated_trials, 5);
-        let none = compare(&conv, &aware[1..2], &CompareOptions::default());
-        assert!(matches!(none, Err(CompareError::NoneAccurateEnough { .. })));
+        // Nothing accurate enough: no pick and no reduction, but the best
+        // energy-aware trial says how far it fell short.
+        let none = compare(&conv, &aware[1..2], &CompareOptions::default()).unwrap();
+        assert!(none.energy_aware_pick.is_none() && none.inference_energy_reduction.is_none());
+        assert_eq!(none.energy_aware_best.accuracy, 0.80);
+        assert!(compare(&conv, &[], &CompareOptions::default()).is_err());
     }
 }

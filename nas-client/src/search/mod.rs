@@ -626,24 +626,35 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         .map(|p| p.label().to_string())
         .unwrap_or_else(|| "unknown".into());
     let c = &comparison.conventional_pick;
-    let e = &comparison.energy_aware_pick;
     println!(
         "conventional pick  : trial {} accuracy {:.4} inference {:.6} J/1k rows ({})",
         c.number, c.accuracy, c.energy, c.config
     );
-    println!(
-        "energy-aware pick  : trial {} accuracy {:.4} inference {:.6} J/1k rows ({})",
-        e.number, e.accuracy, e.energy, e.config
-    );
+    match &comparison.energy_aware_pick {
+        Some(e) => println!(
+            "energy-aware pick  : trial {} accuracy {:.4} inference {:.6} J/1k rows ({})",
+            e.number, e.accuracy, e.energy, e.config
+        ),
+        None => println!(
+            "energy-aware pick  : none (its most accurate trial, {}, reached {:.4})",
+            comparison.energy_aware_best.number, comparison.energy_aware_best.accuracy
+        ),
+    }
     println!(
         "accuracy floor     : {:.4} ({} x conventional)",
         comparison.accuracy_floor, options.accuracy_fraction
     );
-    println!(
-        "inference energy reduction at >= {:.0}% accuracy: {:.1}% [{prov}]",
-        options.accuracy_fraction * 100.0,
-        comparison.inference_energy_reduction * 100.0
-    );
+    match comparison.inference_energy_reduction {
+        Some(r) => println!(
+            "inference energy reduction at >= {:.0}% accuracy: {:.1}% [{prov}]",
+            options.accuracy_fraction * 100.0,
+            r * 100.0
+        ),
+        None => println!(
+            "inference energy reduction at >= {:.0}% accuracy: not defined: no energy-aware trial is accurate enough",
+            options.accuracy_fraction * 100.0
+        ),
+    }
     match comparison.spearman_flops_energy {
         Some(r) => println!(
             "Spearman rank correlation FLOPs vs measured inference energy: {r:.3} over {} trials",
