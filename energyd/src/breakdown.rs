@@ -65,25 +65,28 @@ pub fn compute(
         machine.iter().map(|&(t, b, _)| (t, b as f64)).collect();
     let machine_capacity: Vec<(MonotonicNs, f64)> =
         machine.iter().map(|&(t, _, c)| (t, c as f64)).collect();
-    let activity = match (
-        ActivitySeries::new("process CPU time", &process_cpu),
-        ActivitySeries::new("machine busy CPU time", &machine_busy),
-        ActivitySeries::new("machine CPU capacity", &machine_capacity),
-    ) {
-        (Ok(p), Ok(busy), Ok(capacity)) if process_cpu.len() >= 2 && machine.len() >= 2 => {
-            Some((p, MachineActivity { busy, capacity }))
-        }
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            notes.push(format!("activity history unusable: {e}"));
-            None
-        }
-        _ => {
-            notes.push(
-                "not enough CPU activity samples for this process in the interval \
-                 (tracked too briefly?): no energy attributed"
-                    .to_owned(),
-            );
-            None
+    let activity = if process_cpu.len() < 2 || machine.len() < 2 {
+        notes.push(format!(
+            "not enough CPU activity samples in the {:.1} ms interval ({} of the process, {} of \
+             the machine; the tracker samples every {} ms): a process tracked this briefly gets \
+             no energy attributed",
+            to.saturating_sub(from) as f64 * 1e-6,
+            process_cpu.len(),
+            machine.len(),
+            state.config.activity.period_ns / 1_000_000
+        ));
+        None
+    } else {
+        match (
+            ActivitySeries::new("process CPU time", &process_cpu),
+            ActivitySeries::new("machine busy CPU time", &machine_busy),
+            ActivitySeries::new("machine CPU capacity", &machine_capacity),
+        ) {
+            (Ok(p), Ok(busy), Ok(capacity)) => Some((p, MachineActivity { busy, capacity })),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                notes.push(format!("activity history unusable: {e}"));
+                None
+            }
         }
     };
     let share_config = ProcessShareConfig {

@@ -109,3 +109,27 @@ fn raw_csv_trains_and_prints_json() {
         .contains("--no-energy"));
     assert!(report["train_kernels"].as_array().expect("kernels").len() >= 8);
 }
+
+#[test]
+fn an_unknown_dataset_stops_a_search_before_any_trial() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let study = dir.path().join("s.db");
+    for command in ["search", "compare"] {
+        let mut args = vec![command, "--dataset", "spambase", "--budget", "3"];
+        let study_arg = study.display().to_string();
+        if command == "search" {
+            args.extend(["--study", &study_arg]);
+        } else {
+            args.extend(["--dir", &study_arg]);
+        }
+        let out = nas_client(&args);
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("spambase") && err.contains("phoneme"),
+            "{command}: {err}"
+        );
+        assert!(!err.contains("trial failed"), "{command}: {err}");
+    }
+    assert!(!study.exists(), "no study was created");
+}

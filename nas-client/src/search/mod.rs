@@ -683,7 +683,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         );
         if let Some(c) = &run.counts {
             println!(
-                "  pre-screening    : {} new candidates priced, {} turned down before training",
+                "  pre-screening    : {} new candidates priced, {} turned down before training (by this run)",
                 c.priced.load(std::sync::atomic::Ordering::Relaxed),
                 c.rejected.load(std::sync::atomic::Ordering::Relaxed)
             );
@@ -886,7 +886,11 @@ fn data_source(
     target: Option<&str>,
 ) -> Result<Option<DataSource>> {
     Ok(match (dataset, data, target) {
-        (Some(name), None, _) => Some(DataSource::Bundled(name.to_string())),
+        (Some(name), None, _) => {
+            // Refused here, not by every trial's child.
+            crate::data::bundled::find(name).context("--dataset")?;
+            Some(DataSource::Bundled(name.to_string()))
+        }
         (None, Some(path), Some(target)) => Some(DataSource::File {
             path: path.clone(),
             target: target.to_string(),
