@@ -87,7 +87,13 @@ low = 2
 high = 3
 "#;
 
-fn search(d: &Daemon, dir: &Path, calibration: &Path, study: &str) -> std::process::Output {
+fn search(
+    d: &Daemon,
+    dir: &Path,
+    calibration: &Path,
+    study: &str,
+    extra: &[&str],
+) -> std::process::Output {
     Command::new(workspace_bin("nas-client", "nas-client"))
         .args([
             "search",
@@ -116,6 +122,7 @@ fn search(d: &Daemon, dir: &Path, calibration: &Path, study: &str) -> std::proce
             "--measure-front",
             "--json",
         ])
+        .args(extra)
         .output()
         .expect("run nas-client search")
 }
@@ -133,7 +140,7 @@ fn calibrated_search_predicts_prescreens_and_remeasures_its_front() {
     other.cpu_model = format!("{} (another one)", other.cpu_model);
     let foreign = dir.path().join("foreign.toml");
     synthetic_calibration(other).save(&foreign).unwrap();
-    let out = search(&d, dir.path(), &foreign, "foreign.db");
+    let out = search(&d, dir.path(), &foreign, "foreign.db", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a foreign calibration was used");
     assert!(stderr.contains("cpu") || stderr.contains("CPU"), "{stderr}");
@@ -144,7 +151,7 @@ fn calibrated_search_predicts_prescreens_and_remeasures_its_front() {
 
     let cal = dir.path().join("calibration.toml");
     synthetic_calibration(here).save(&cal).unwrap();
-    let out = search(&d, dir.path(), &cal, "study.db");
+    let out = search(&d, dir.path(), &cal, "study.db", &[]);
     assert!(
         out.status.success(),
         "search failed: {}",
@@ -220,30 +227,7 @@ fn calibrated_search_predicts_prescreens_and_remeasures_its_front() {
         .iter()
         .filter_map(|t| t["energy_spent_j"].as_f64())
         .sum();
-    let again = Command::new(workspace_bin("nas-client", "nas-client"))
-        .args([
-            "search",
-            "--dataset",
-            "credit_g",
-            "--budget",
-            "6",
-            "--threads",
-            "1",
-        ])
-        .args(["--strategy", "random", "--seed", "3", "--resume", "--json"])
-        .arg("--space")
-        .arg(dir.path().join("space.toml"))
-        .arg("--study")
-        .arg(dir.path().join("study.db"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .arg("--calibration")
-        .arg(&cal)
-        .arg("--calibration-bin")
-        .arg(workspace_bin("calibration", "calibration"))
-        .args(["--prescreen", "--prescreen-warmup", "2", "--measure-front"])
-        .output()
-        .unwrap();
+    let again = search(&d, dir.path(), &cal, "study.db", &["--resume"]);
     assert!(
         again.status.success(),
         "{}",

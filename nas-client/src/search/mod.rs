@@ -203,14 +203,17 @@ struct Calibrated {
 }
 
 impl Calibrated {
-    /// Starts the predictor for the data of `trainer` and checks it prices
-    /// a small network of this search's data.
+    /// Starts the predictor for the data of the training `evaluator` and
+    /// checks it prices a small network of this search's data.
     fn setup(
-        trainer: &TrainingEvaluator,
+        evaluator: &EvaluatorChoice,
         calibration: &Path,
         force: bool,
         program: Option<&Path>,
     ) -> Result<Calibrated> {
+        let EvaluatorChoice::Train(trainer) = evaluator else {
+            bail!("--calibration predicts the energy of trained networks: it does not combine with --evaluator table:");
+        };
         let data_args = nas_client_train_args(&trainer.data.args())?;
         let dataset = crate::train_cli::load_dataset(&data_args)
             .context("loading the data to price its networks")?;
@@ -399,11 +402,8 @@ pub fn search(args: SearchArgs) -> Result<()> {
             (spec, summary.trials.clone(), summary, None)
         }
         Some(file) => {
-            let EvaluatorChoice::Train(trainer) = &evaluator else {
-                bail!("--calibration predicts the energy of trained networks: it does not combine with --evaluator table:");
-            };
             let cal = Calibrated::setup(
-                trainer,
+                &evaluator,
                 file,
                 cal_args.force_calibration,
                 cal_args.calibration_bin.as_deref(),
@@ -544,11 +544,8 @@ pub fn compare(args: CompareArgs) -> Result<()> {
                 args.socket.clone(),
                 threads,
             )?;
-            let EvaluatorChoice::Train(trainer) = &evaluator else {
-                bail!("--calibration predicts the energy of trained networks: it does not combine with --evaluator table:");
-            };
             let cal = Calibrated::setup(
-                trainer,
+                &evaluator,
                 file,
                 args.force_calibration,
                 args.calibration_bin.as_deref(),
