@@ -214,7 +214,7 @@ impl Calibrated {
         let EvaluatorChoice::Train(trainer) = evaluator else {
             bail!("--calibration predicts the energy of trained networks: it does not combine with --evaluator table:");
         };
-        let data_args = nas_client_train_args(&trainer.data.args())?;
+        let data_args = crate::train_cli::parse_train_flags(&trainer.data.args())?;
         let dataset = crate::train_cli::load_dataset(&data_args)
             .context("loading the data to price its networks")?;
         let shape = DatasetShape::of(&dataset);
@@ -254,10 +254,6 @@ impl Calibrated {
             ..self.pricer.trainer.clone()
         }
     }
-}
-
-fn nas_client_train_args(flags: &[String]) -> Result<crate::train_cli::TrainArgs> {
-    crate::train_cli::parse_train_flags(flags)
 }
 
 /// Renames the energy objectives of `set` to their predicted counterparts.
