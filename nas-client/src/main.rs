@@ -41,7 +41,8 @@ enum Command {
     Search(nas_client::search::SearchArgs),
     /// Report on a search study.
     Report(nas_client::search::ReportArgs),
-    /// Compare energy-aware and accuracy-only searches.
+    /// Compare energy-aware and accuracy-only searches; with --calibration,
+    /// also a calibrated search against the measured one.
     Compare(nas_client::search::CompareArgs),
 }
 

@@ -153,17 +153,6 @@ pub fn summarize(spec: &StudySpec, trials: &[TrialRecord]) -> ReportSummary {
     };
     let front: Vec<FrontEntry> = front_idx.iter().map(|&i| entry(&trials[i])).collect();
     let count = |s: TrialStatus| trials.iter().filter(|t| t.status == s).count();
-    let mut energy_j = None;
-    let mut provenance: Option<Provenance> = None;
-    let mut with_energy = 0;
-    for t in trials {
-        if let Some(e) = t.energy_spent_j {
-            *energy_j.get_or_insert(0.0) += e;
-            with_energy += 1;
-            let p = t.provenance.unwrap_or(Provenance::Estimated);
-            provenance = Some(provenance.map_or(p, |q| q.combine(p)));
-        }
-    }
     let overheads: Vec<f64> = trials
         .iter()
         .filter_map(|t| t.overhead_ns)
@@ -182,15 +171,30 @@ pub fn summarize(spec: &StudySpec, trials: &[TrialRecord]) -> ReportSummary {
         chosen: choose(&front, objectives),
         front,
         hypervolume: trials_hypervolume(trials, objectives),
-        search_energy: SearchEnergy {
-            energy_j,
-            provenance,
-            trials_with_energy: with_energy,
-        },
+        search_energy: search_energy(trials),
         mean_overhead_ms: (!overheads.is_empty())
             .then(|| overheads.iter().sum::<f64>() / overheads.len() as f64),
         predicted_vs_measured: predicted_vs_measured(trials),
     }
+}
+
+/// Energy the trials spent, with the weakest provenance among them (a
+/// trial that reports energy without a provenance counts as estimated).
+pub fn search_energy(trials: &[TrialRecord]) -> SearchEnergy {
+    let mut out = SearchEnergy {
+        energy_j: None,
+        provenance: None,
+        trials_with_energy: 0,
+    };
+    for t in trials {
+        if let Some(e) = t.energy_spent_j {
+            *out.energy_j.get_or_insert(0.0) += e;
+            out.trials_with_energy += 1;
+            let p = t.provenance.unwrap_or(Provenance::Estimated);
+            out.provenance = Some(out.provenance.map_or(p, |q| q.combine(p)));
+        }
+    }
+    out
 }
 
 /// Picks the best front member for each objective, and the balanced one

@@ -146,25 +146,19 @@ pub struct CompareArgs {
     /// energyd socket (default: the daemon's standard socket).
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Also run a calibrated energy-aware search (predicted energy,
-    /// pre-screening, its front re-measured) and compare it with the
-    /// measured one: measured hypervolume and energy spent.
-    #[arg(long)]
-    pub calibration: Option<PathBuf>,
-    /// Use a calibration made on another machine.
-    #[arg(long, requires = "calibration")]
-    pub force_calibration: bool,
-    /// The `calibration` program (default: next to this executable, else PATH).
-    #[arg(long, requires = "calibration")]
-    pub calibration_bin: Option<PathBuf>,
+    /// With a calibration, also a calibrated energy-aware search
+    /// (predicted energy, pre-screening, its front re-measured), compared
+    /// with the measured one on measured hypervolume and energy spent.
+    #[command(flatten)]
+    pub calibration: CalibrationFileArgs,
     /// Print the comparison as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Calibrated-search flags of `nas-client search`.
+/// Which calibration to predict energy with (`search` and `compare`).
 #[derive(Debug, Clone, Args)]
-pub struct CalibrationArgs {
+pub struct CalibrationFileArgs {
     /// Calibration file (`calibration run`): the energy objectives
     /// (`inference_energy_j_per_1k`, `training_energy_j`) are predicted from
     /// it instead of measured; energyd, when running, still measures what
@@ -177,6 +171,14 @@ pub struct CalibrationArgs {
     /// The `calibration` program (default: next to this executable, else PATH).
     #[arg(long, requires = "calibration")]
     pub calibration_bin: Option<PathBuf>,
+}
+
+/// Calibrated-search flags of `nas-client search`.
+#[derive(Debug, Clone, Args)]
+pub struct CalibrationArgs {
+    /// The calibration.
+    #[command(flatten)]
+    pub file: CalibrationFileArgs,
     /// Price each new candidate before training it and redraw those
     /// predicted to cost more than --prescreen-factor times the most
     /// accurate network found so far.
@@ -208,8 +210,7 @@ impl Calibrated {
     fn setup(
         evaluator: &EvaluatorChoice,
         calibration: &Path,
-        force: bool,
-        program: Option<&Path>,
+        flags: &CalibrationFileArgs,
     ) -> Result<Calibrated> {
         let EvaluatorChoice::Train(trainer) = evaluator else {
             bail!("--calibration predicts the energy of trained networks: it does not combine with --evaluator table:");
@@ -230,8 +231,12 @@ impl Calibrated {
             &shape,
             1,
         );
-        let predictor =
-            Predictor::start(&calibration_program(program), calibration, force, &probe)?;
+        let predictor = Predictor::start(
+            &calibration_program(flags.calibration_bin.as_deref()),
+            calibration,
+            flags.force_calibration,
+            &probe,
+        )?;
         let mut trainer = trainer.clone();
         trainer.measure_inference = false;
         Ok(Calibrated {
@@ -385,7 +390,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
         bar.set_message(front_line(&names, p));
     };
     let cal_args = &args.calibrated;
-    let (spec, trials, summary, counts) = match &cal_args.calibration {
+    let (spec, trials, summary, counts) = match &cal_args.file.calibration {
         None => {
             let summary = run_study(
                 spec.clone(),
@@ -398,12 +403,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
             (spec, summary.trials.clone(), summary, None)
         }
         Some(file) => {
-            let cal = Calibrated::setup(
-                &evaluator,
-                file,
-                cal_args.force_calibration,
-                cal_args.calibration_bin.as_deref(),
-            )?;
+            let cal = Calibrated::setup(&evaluator, file, &cal_args.file)?;
             let mut spec = spec;
             spec.objectives = predicted_objectives(spec.objectives);
             let prescreen = cal_args
@@ -531,7 +531,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         bar.finish_and_clear();
         studies.push((file, summary.trials));
     }
-    let calibrated = match &args.calibration {
+    let calibrated = match &args.calibration.calibration {
         None => None,
         Some(file) => {
             let evaluator = EvaluatorChoice::parse(
@@ -540,12 +540,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
                 args.socket.clone(),
                 threads,
             )?;
-            let cal = Calibrated::setup(
-                &evaluator,
-                file,
-                args.force_calibration,
-                args.calibration_bin.as_deref(),
-            )?;
+            let cal = Calibrated::setup(&evaluator, file, &args.calibration)?;
             let objectives = predicted_objectives(objective_set(
                 DEFAULT_OBJECTIVES,
                 DEFAULT_CONSTRAINTS,
@@ -584,7 +579,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     let options = nas_search::compare::CompareOptions::default();
     let comparison = nas_search::compare::compare(&studies[0].1, &studies[1].1, &options)
         .context("comparing the two searches")?;
-    let spent = |t: &[TrialRecord]| summarize_energy(t);
+    let spent = nas_search::report::search_energy;
     let calibration_figures = calibrated
         .as_ref()
         .map(|(_, run)| calibration_comparison(&studies[1].1, &run.trials));
@@ -659,11 +654,11 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         ("conventional", &studies[0].1),
         ("energy-aware", &studies[1].1),
     ] {
-        let (j, p) = spent(trials);
-        match j {
+        let e = spent(trials);
+        match e.energy_j {
             Some(j) => println!(
                 "energy spent by the {label} search: {j:.1} J [{}]",
-                p.unwrap_or("unknown")
+                e.provenance.map_or("unknown", |p| p.label())
             ),
             None => println!("energy spent by the {label} search: not measured"),
         }
@@ -772,8 +767,11 @@ fn calibration_comparison(
         nas_search::runner::trials_hypervolume(trials, &set)
     };
     let (hc, hm) = (hv(calibrated), hv(measured));
-    let (ec, pc) = summarize_energy(calibrated);
-    let (em, pm) = summarize_energy(measured);
+    let (c, m) = (
+        nas_search::report::search_energy(calibrated),
+        nas_search::report::search_energy(measured),
+    );
+    let (ec, em) = (c.energy_j, m.energy_j);
     let errors: Vec<f64> = nas_search::report::predicted_vs_measured(calibrated)
         .into_iter()
         .filter(|p| p.metric == metric::INFERENCE_ENERGY_J_PER_1K)
@@ -789,10 +787,9 @@ fn calibration_comparison(
         front_measured: errors.len(),
         front_mean_abs_error_pct: (!errors.is_empty())
             .then(|| errors.iter().sum::<f64>() / errors.len() as f64),
-        provenance: match (pc, pm) {
-            (Some(a), Some(b)) if a == b => Some(a),
-            (Some(_), Some(_)) => Some("estimated"),
-            (a, b) => a.or(b),
+        provenance: match (c.provenance, m.provenance) {
+            (Some(a), Some(b)) => Some(a.combine(b).label()),
+            (a, b) => a.or(b).map(|p| p.label()),
         },
     }
 }
@@ -1047,19 +1044,6 @@ fn front_line(names: &[String], p: &Progress) -> String {
             String::new()
         }
     )
-}
-
-fn summarize_energy(trials: &[TrialRecord]) -> (Option<f64>, Option<&'static str>) {
-    let mut total = None;
-    let mut provenance: Option<shared::Provenance> = None;
-    for t in trials {
-        if let Some(e) = t.energy_spent_j {
-            *total.get_or_insert(0.0) += e;
-            let p = t.provenance.unwrap_or(shared::Provenance::Estimated);
-            provenance = Some(provenance.map_or(p, |q| q.combine(p)));
-        }
-    }
-    (total, provenance.map(|p| p.label()))
 }
 
 fn print_summary(summary: &ReportSummary, study: &Path) {
