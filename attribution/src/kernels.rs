@@ -483,7 +483,9 @@ pub fn attribute_spans(
         let st = &mut stats[s.name as usize];
         st.count += 1;
         let clipped = s.end.min(to).saturating_sub(s.start.max(from));
-        st.total_time_ns += clipped;
+        // Hostile or corrupt spans can cover the whole clock many times
+        // over: saturate rather than wrap (or panic) on the sum.
+        st.total_time_ns = st.total_time_ns.saturating_add(clipped);
         st.durations_ns.push(s.end.0 - s.start.0);
     }
     let present: Vec<usize> = (0..type_count).filter(|&j| stats[j].count > 0).collect();
@@ -774,7 +776,7 @@ fn fit_short_types(
         k += stride;
         // The model needs the activity of [a - W, b] to be known.
         if a.saturating_sub_ns(w_ns) < interval.spans_complete_from
-            || (w_ns > 0 && a.0 < interval.spans_complete_from.0 + w_ns)
+            || (w_ns > 0 && a.0 < interval.spans_complete_from.0.saturating_add(w_ns))
         {
             continue;
         }
@@ -955,7 +957,7 @@ fn fit_short_types(
         windows.iter().map(|w| w.end.0 - w.start.0).sum::<u64>() / windows.len() as u64;
     let baseline: Vec<BaselineBlock> = (0..n_blocks)
         .map(|k| BaselineBlock {
-            start: MonotonicNs(origin_ns + k as u64 * block_ns),
+            start: MonotonicNs(origin_ns.saturating_add(k as u64 * block_ns)),
             power_w: solution.x[n_types + k],
             uncertainty_w: se[n_types + k],
         })
@@ -1145,7 +1147,7 @@ fn integrate_long_spans(
             if o == 0 || long_overlap_ns[k] == 0 {
                 continue;
             }
-            covered_ns[j] += o;
+            covered_ns[j] = covered_ns[j].saturating_add(o);
             let dt_s = p.len_ns() as f64 * 1e-9;
             let (piece_baseline_w, piece_baseline_se_w) = piece_baseline[k];
             let above = ((p.energy_j - piece_baseline_w * dt_s).max(0.0) * process_factor
@@ -1601,6 +1603,48 @@ mod tests {
             ..process
         };
         assert!(attribute_spans(&series, &[span], 1, &interval, &negative, &cfg).is_err());
+    }
+
+    /// Spans and intervals at the ends of the clock (a hostile or corrupt
+    /// client's) give an answer whose parts add up, not an overflow.
+    #[test]
+    fn spans_covering_the_whole_clock_do_not_overflow() {
+        let history: Vec<(MonotonicNs, f64)> = (0..50u64)
+            .map(|k| (MonotonicNs(BASE + k * 10_000_000), k as f64 * 0.1))
+            .collect();
+        let series =
+            EnergySeries::new(&history, meta(ReadingKind::CumulativeEnergy, 1_000_000)).unwrap();
+        let process = process_of(&series, 0.0);
+        let whole = KernelSpan {
+            name: 0,
+            start: MonotonicNs(0),
+            end: MonotonicNs(u64::MAX),
+            tid: 1,
+        };
+        let late = KernelSpan {
+            name: 1,
+            start: MonotonicNs(u64::MAX - 1),
+            end: MonotonicNs(u64::MAX),
+            tid: 2,
+        };
+        let spans: Vec<KernelSpan> = (0..8).map(|_| whole).chain([late; 3]).collect();
+        for interval in [
+            AttributionInterval::new(MonotonicNs(0), MonotonicNs(u64::MAX)),
+            AttributionInterval::new(MonotonicNs(BASE), MonotonicNs(u64::MAX)),
+            AttributionInterval::new(MonotonicNs(BASE), MonotonicNs(BASE + 490_000_000)),
+        ] {
+            let a = attribute_spans(
+                &series,
+                &spans,
+                2,
+                &interval,
+                &process,
+                &KernelConfig::default(),
+            )
+            .unwrap();
+            assert_parts_add_up(&a);
+            assert_eq!(a.types[0].count, 8);
+        }
     }
 }
 

@@ -116,7 +116,7 @@ impl DaemonState {
             Request::UnregisterProcess { pid } => self.unregister(caller, pid),
             Request::SubmitSpans(batch) => {
                 let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-                let (accepted, rejected) = self.spans.insert(&batch, |pid| {
+                let (accepted, rejected) = self.spans.insert(&batch, now, |pid| {
                     registry
                         .get(&pid)
                         .is_some_and(|t| caller.privileged || t.owner_uid == caller.uid)
@@ -127,7 +127,9 @@ impl DaemonState {
                 Err(resp) => resp,
                 Ok(tracked) => {
                     let from = from.unwrap_or(tracked.since);
-                    let to = to.unwrap_or(now);
+                    // Nothing is known after now: a later end would only
+                    // stretch the interval over history that does not exist.
+                    let to = to.map_or(now, |to| to.min(now));
                     if from > to {
                         return error(
                             ErrorCode::InvalidArgument,

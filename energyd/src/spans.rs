@@ -56,6 +56,10 @@ pub enum SpanRejection {
     NameLimit,
     /// The caller may not report spans for that process.
     NotPermitted,
+    /// The span ends after the daemon's clock at submission: clients
+    /// report spans once they ended, on the same CLOCK_MONOTONIC, so such
+    /// a span is corrupt (or hostile) and would distort every later query.
+    InFuture,
 }
 
 /// All stored spans.
@@ -74,9 +78,14 @@ impl SpanStore {
         }
     }
 
-    /// Stores the spans of `batch` for which `permitted(pid)` holds.
-    /// Returns (accepted, rejected).
-    pub fn insert(&self, batch: &SpanBatch, mut permitted: impl FnMut(u32) -> bool) -> (u32, u32) {
+    /// Stores the spans of `batch` for which `permitted(pid)` holds and
+    /// that ended by `now`. Returns (accepted, rejected).
+    pub fn insert(
+        &self,
+        batch: &SpanBatch,
+        now: MonotonicNs,
+        mut permitted: impl FnMut(u32) -> bool,
+    ) -> (u32, u32) {
         let mut accepted = 0u32;
         let mut rejected = 0u32;
         let mut verdicts: HashMap<u32, bool> = HashMap::new();
@@ -86,7 +95,7 @@ impl SpanStore {
                 .entry(span.pid)
                 .or_insert_with(|| permitted(span.pid));
             let result = if ok {
-                self.insert_one(by_pid.entry(span.pid).or_default(), batch, span)
+                self.insert_one(by_pid.entry(span.pid).or_default(), batch, span, now)
             } else {
                 Err(SpanRejection::NotPermitted)
             };
@@ -103,9 +112,13 @@ impl SpanStore {
         proc_spans: &mut ProcessSpans,
         batch: &SpanBatch,
         span: &SpanRecord,
+        now: MonotonicNs,
     ) -> Result<(), SpanRejection> {
         if span.end < span.start {
             return Err(SpanRejection::Malformed);
+        }
+        if span.end > now {
+            return Err(SpanRejection::InFuture);
         }
         let name = batch.name_of(span).ok_or(SpanRejection::Malformed)?;
         if name.len() > MAX_NAME_LEN {
@@ -177,6 +190,8 @@ impl SpanStore {
 mod tests {
     use super::*;
 
+    const NOW: MonotonicNs = MonotonicNs(1_000);
+
     fn batch() -> SpanBatch {
         let mut b = SpanBatch::default();
         b.push("gemm", MonotonicNs(10), MonotonicNs(20), 1, 1);
@@ -188,7 +203,7 @@ mod tests {
     #[test]
     fn stores_permitted_spans_and_refuses_others() {
         let store = SpanStore::new(100);
-        let (acc, rej) = store.insert(&batch(), |pid| pid == 1);
+        let (acc, rej) = store.insert(&batch(), NOW, |pid| pid == 1);
         assert_eq!((acc, rej), (2, 1));
         let s = store.slice(1, MonotonicNs(0), MonotonicNs(100));
         assert_eq!(s.spans.len(), 2);
@@ -222,16 +237,33 @@ mod tests {
             1,
             1,
         );
-        assert_eq!(store.insert(&b, |_| true), (0, 3));
+        assert_eq!(store.insert(&b, NOW, |_| true), (0, 3));
+    }
+
+    #[test]
+    fn spans_ending_after_now_are_refused() {
+        let store = SpanStore::new(100);
+        let mut b = SpanBatch::default();
+        b.push("ok", MonotonicNs(10), NOW, 1, 1);
+        b.push("late", MonotonicNs(10), MonotonicNs(NOW.0 + 1), 1, 1);
+        b.push("clock_end", MonotonicNs(0), MonotonicNs(u64::MAX), 1, 1);
+        assert_eq!(store.insert(&b, NOW, |_| true), (1, 2));
+        assert_eq!(
+            store
+                .slice(1, MonotonicNs(0), MonotonicNs(u64::MAX))
+                .spans
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn oldest_spans_are_dropped_at_capacity() {
         let store = SpanStore::new(2);
-        store.insert(&batch(), |_| true);
+        store.insert(&batch(), NOW, |_| true);
         let mut b = SpanBatch::default();
         b.push("late", MonotonicNs(50), MonotonicNs(60), 1, 1);
-        store.insert(&b, |_| true);
+        store.insert(&b, NOW, |_| true);
         let s = store.slice(1, MonotonicNs(0), MonotonicNs(100));
         assert_eq!(s.spans.len(), 2);
         assert_eq!(s.dropped, 1);

@@ -185,6 +185,54 @@ fn arbitrary_frames_never_panic() {
     );
 }
 
+/// The case CI's fuzzing found (a breakdown over spans that cover the
+/// whole clock overflowed a sum): a privileged caller tracks a process,
+/// reports spans at the ends of the clock, and asks for a breakdown up to
+/// the end of time. The spans are refused and the breakdown answered.
+#[test]
+fn spans_at_the_ends_of_the_clock_are_refused_and_breakdowns_answered() {
+    let state = state();
+    // A process of its own: the other tests track this one.
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    let pid = child.id();
+    assert!(matches!(
+        state.handle(
+            &ROOT,
+            Request::RegisterProcess {
+                pid,
+                include_children: false,
+            },
+        ),
+        Response::Registered { tracked: true, .. }
+    ));
+    let mut batch = SpanBatch::default();
+    for _ in 0..4 {
+        batch.push("whole_clock", MonotonicNs(0), MonotonicNs(u64::MAX), pid, 1);
+    }
+    batch.push("ok", MonotonicNs(0), MonotonicNs(1), pid, 1);
+    match state.handle(&ROOT, Request::SubmitSpans(batch)) {
+        Response::SpansAccepted { accepted, rejected } => assert_eq!((accepted, rejected), (1, 4)),
+        other => panic!("unexpected answer {other:?}"),
+    }
+    for (from, to) in [
+        (None, Some(MonotonicNs(u64::MAX))),
+        (Some(MonotonicNs(0)), None),
+    ] {
+        match state.handle(&ROOT, Request::Breakdown { pid, from, to }) {
+            Response::Breakdown(b) => {
+                assert_eq!(b.pid, pid);
+                assert!(b.to <= MonotonicNs::now(), "the interval ends by now");
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 5_000, failure_persistence: None, ..ProptestConfig::default() })]
 

@@ -106,7 +106,8 @@ pub enum Response {
     SpansAccepted {
         /// Spans stored.
         accepted: u32,
-        /// Spans refused (malformed, or of a process the caller may not report).
+        /// Spans refused (malformed, ending after the daemon's clock at
+        /// submission, or of a process the caller may not report).
         rejected: u32,
     },
     /// Answer to [`Request::Breakdown`].
