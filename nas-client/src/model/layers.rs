@@ -420,30 +420,65 @@ impl Activation {
     }
 }
 
-/// Runs `$body` with `$act` bound to a compile-time constant variant, so
-/// the per-element `match` in `apply`/`derivative` folds away and the loop
-/// vectorises (a runtime match per element made ReLU ~5x slower).
+/// An activation fixed by its type: `Fixed<A>` is a zero-sized value, so a
+/// closure that captures it carries no runtime state and, once inlined,
+/// `apply`/`derivative` are a single variant's arithmetic and the loop
+/// vectorises. (Binding a `let act = Activation::Relu` instead is not
+/// enough: the closure then holds the enum as a field and rustc kept a
+/// per-element jump table, measured here as a scalar ReLU at ~0.7 ns per
+/// element, several times slower than the vectorised loop.)
+#[derive(Clone, Copy)]
+struct Fixed<const A: u8>;
+
+impl Activation {
+    const fn from_index(index: u8) -> Activation {
+        match index {
+            0 => Activation::Relu,
+            1 => Activation::Gelu,
+            2 => Activation::Silu,
+            3 => Activation::Tanh,
+            _ => Activation::Selu,
+        }
+    }
+}
+
+impl<const A: u8> Fixed<A> {
+    const ACTIVATION: Activation = Activation::from_index(A);
+
+    #[inline(always)]
+    fn apply(self, x: f32) -> f32 {
+        Self::ACTIVATION.apply(x)
+    }
+
+    #[inline(always)]
+    fn derivative(self, x: f32, y: f32) -> f32 {
+        Self::ACTIVATION.derivative(x, y)
+    }
+}
+
+/// Runs `$body` with `$act` bound to the [`Fixed`] activation of
+/// `$activation`: `$body` is compiled once per variant.
 macro_rules! with_constant_activation {
     ($activation:expr, |$act:ident| $body:expr) => {
         match $activation {
             Activation::Relu => {
-                let $act = Activation::Relu;
+                let $act = Fixed::<{ Activation::Relu as u8 }>;
                 $body
             }
             Activation::Gelu => {
-                let $act = Activation::Gelu;
+                let $act = Fixed::<{ Activation::Gelu as u8 }>;
                 $body
             }
             Activation::Silu => {
-                let $act = Activation::Silu;
+                let $act = Fixed::<{ Activation::Silu as u8 }>;
                 $body
             }
             Activation::Tanh => {
-                let $act = Activation::Tanh;
+                let $act = Fixed::<{ Activation::Tanh as u8 }>;
                 $body
             }
             Activation::Selu => {
-                let $act = Activation::Selu;
+                let $act = Fixed::<{ Activation::Selu as u8 }>;
                 $body
             }
         }
@@ -1262,4 +1297,34 @@ pub fn parameter_count(layer: &mut dyn Layer) -> usize {
     let mut n = 0;
     layer.visit_parameters(&mut |p| n += p.value.len());
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `with_constant_activation` maps each variant to `Fixed<variant as
+    /// u8>`, and `Fixed` maps the index back: the two orders must agree.
+    #[test]
+    fn fixed_activations_are_the_variants_they_stand_for() {
+        for a in [
+            Activation::Relu,
+            Activation::Gelu,
+            Activation::Silu,
+            Activation::Tanh,
+            Activation::Selu,
+        ] {
+            assert_eq!(Activation::from_index(a as u8), a);
+            let xs = [-2.0f32, -0.5, 0.0, 0.5, 2.0];
+            let fixed: Vec<(f32, f32)> = with_constant_activation!(a, |act| xs
+                .iter()
+                .map(|&x| (act.apply(x), act.derivative(x, act.apply(x))))
+                .collect());
+            let direct: Vec<(f32, f32)> = xs
+                .iter()
+                .map(|&x| (a.apply(x), a.derivative(x, a.apply(x))))
+                .collect();
+            assert_eq!(fixed, direct, "{a:?}");
+        }
+    }
 }
