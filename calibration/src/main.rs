@@ -1,18 +1,18 @@
 //! `calibration`: measure what each kernel type costs on this machine
 //! (`run`), check the predictions on whole networks (`validate`), predict
-//! networks for another program (`predict`), and show a calibration file
+//! networks from the command line (`predict`), and show a calibration file
 //! (`show`). Argument parsing and wiring only; the logic lives in the
 //! library.
 
 mod trainer;
 
 use anyhow::{bail, Context};
-use calibration::fingerprint::DifferenceWeight;
 use calibration::meter::DaemonMeter;
 use calibration::microbench::{measure_point, Grid, RunCheckpoint};
-use calibration::validate::{summarize, NetworkComparison};
-use calibration::{Calibration, MachineFingerprint};
 use clap::{Parser, Subcommand};
+use energy_model::fingerprint::DifferenceWeight;
+use energy_model::validate::{summarize, NetworkComparison};
+use energy_model::{Calibration, MachineFingerprint};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -88,9 +88,11 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "trainer")]
         runner: RunnerKind,
     },
-    /// Predict networks without running them: reads one JSON network
-    /// description per line on stdin (or `--network`), writes one JSON
-    /// prediction per line (`{"error": "..."}` for a line that fails).
+    /// Predict networks without running them: reads one JSON network run
+    /// (`{"model": …, "data": …, "run": …}`, energy_model::NetworkRun) per
+    /// line on stdin (or `--network`), writes one JSON prediction per line
+    /// (`{"error": "..."}` for a line that fails). Searches do not use
+    /// this: nas-client links the energy model.
     Predict {
         /// Calibration file.
         #[arg(long)]
@@ -98,7 +100,7 @@ enum Cmd {
         /// Use a calibration made on another machine.
         #[arg(long)]
         force_calibration: bool,
-        /// One network description (JSON) instead of stdin.
+        /// One network run (JSON) instead of stdin.
         #[arg(long)]
         network: Option<String>,
     },
@@ -187,7 +189,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("--threads needs thread counts of at least 1");
     }
     let sources = DaemonMeter::connect(&socket, "calibration")
-        .and_then(|mut m| m.sources())
+        .and_then(|mut m| m.session().sources())
         .with_context(|| format!("asking energyd at {} for its sources", socket.display()))?;
     let machine = MachineFingerprint::probe(&sources).context("describing this machine")?;
     let checkpoint_path = RunCheckpoint::path_for(out);
@@ -310,12 +312,25 @@ fn measure_worker(
         .with_context(|| format!("connecting to energyd at {}", socket.display()))?
         .with_settle(std::time::Duration::from_millis(settle_ms));
     let mut checkpoint = RunCheckpoint::load(checkpoint_path)?;
-    let points: Vec<_> = checkpoint
+    let points: Vec<calibration::microbench::GridPoint> = checkpoint
         .grid
         .points()
         .into_iter()
         .filter(|p| p.threads == threads)
-        .collect();
+        // Grid shapes are dense-block coordinates; each point is measured
+        // (and recorded) at the fit coordinates of the call it runs.
+        .map(|p| calibration::microbench::GridPoint {
+            shape: runner.fit_shape(&p.kernel, p.shape),
+            ..p
+        })
+        .fold(Vec::new(), |mut unique, p| {
+            // Optimizer steps depend on the parameter count only: the
+            // grid's batch sizes give the same point several times.
+            if !unique.contains(&p) {
+                unique.push(p);
+            }
+            unique
+        });
     let done = points.iter().filter(|p| checkpoint.is_done(p)).count();
     let bar = ProgressBar::new(points.len() as u64);
     bar.set_style(
@@ -357,10 +372,10 @@ fn measure_worker(
         && !checkpoint
             .networks
             .iter()
-            .any(|n| n.description.threads == threads)
+            .any(|n| n.description.run.threads == threads)
     {
         eprintln!("{threads} thread(s): training the calibration networks");
-        trainer::measure_calibration_networks(&mut checkpoint, &mut meter, socket, threads)?;
+        trainer::measure_calibration_networks(&mut checkpoint, &mut meter, threads)?;
         checkpoint.save(checkpoint_path)?;
     }
     Ok(())
@@ -376,7 +391,7 @@ fn print_models(calibration: &Calibration) {
         "kernel", "thr", "n", "cpu_r2", "cpu_mape", "w_per_cpu", "energy_r2", "energy_mape"
     );
     for m in &calibration.kernels {
-        let mean_power: f64 = m.power_w.predict(calibration::KernelShape {
+        let mean_power: f64 = m.power_w.predict(energy_model::FitShape {
             batch: 64,
             in_width: 64,
             out_width: 64,
@@ -441,13 +456,16 @@ fn validate(
     let calibration = Calibration::load_unchecked(path)?;
     let mut meter = DaemonMeter::connect(&socket, "calibration-validate")
         .with_context(|| format!("connecting to energyd at {}", socket.display()))?;
-    let sources = meter.sources().context("asking energyd for its sources")?;
+    let sources = meter
+        .session()
+        .sources()
+        .context("asking energyd for its sources")?;
     let here = MachineFingerprint::probe(&sources).context("describing this machine")?;
     for d in calibration.check_machine(path, &here, force)? {
         eprintln!("warning: machine differs: {d}");
     }
     let rows: Vec<NetworkComparison> =
-        trainer::validate_networks(runner, &calibration, &mut meter, &socket, dataset, threads)?;
+        trainer::validate_networks(runner, &calibration, &mut meter, dataset, threads)?;
     println!(
         "{:<36} {:<9} {:>12} {:>12} {:>8}  provenance",
         "network", "phase", "predicted_j", "measured_j", "error"
@@ -478,12 +496,12 @@ fn validate(
 }
 
 fn predict(path: &Path, force: bool, network: Option<String>) -> anyhow::Result<()> {
-    use calibration::NetworkDescription;
+    use energy_model::NetworkRun;
     use std::io::{BufRead, Write};
     let calibration = Calibration::load(path, force)?;
     let answer = |line: &str| -> serde_json::Value {
-        let result = serde_json::from_str::<NetworkDescription>(line)
-            .map_err(|e| format!("network description: {e}"))
+        let result = serde_json::from_str::<NetworkRun>(line)
+            .map_err(|e| format!("network run: {e}"))
             .and_then(|d| calibration.predict_network(&d).map_err(|e| e.to_string()));
         match result {
             Ok(p) => serde_json::to_value(p)
@@ -503,7 +521,6 @@ fn predict(path: &Path, force: bool, network: Option<String>) -> anyhow::Result<
             continue;
         }
         writeln!(out, "{}", answer(&line)).context("writing a prediction")?;
-        // A search reads predictions one at a time, as a co-process.
         out.flush().context("writing a prediction")?;
     }
     Ok(())

@@ -22,23 +22,31 @@
 //! stretches with the competition while its CPU time and the energy
 //! charged for it do not. Energy per call = CPU time per call × power.
 
-use crate::file::{write_atomically, Calibration, CalibrationError, FORMAT_VERSION};
-use crate::fingerprint::MachineFingerprint;
-use crate::model::{FitError, KernelModel, KernelShape, Observation};
-use crate::network::NetworkDescription;
-use crate::predict::OverheadModel;
+use energy_model::file::{write_atomically, Calibration, CalibrationError, FORMAT_VERSION};
+use energy_model::fingerprint::MachineFingerprint;
+use energy_model::model::{FitError, FitShape, KernelModel, Observation};
+use energy_model::predict::{NetworkPlan, OverheadModel};
+use energy_model::NetworkRun;
 use serde::{Deserialize, Serialize};
 use shared::{MonotonicNs, Provenance};
 use std::path::{Path, PathBuf};
 
 /// Runs one kernel type in isolation.
 pub trait KernelRunner {
+    /// The fit coordinates a call of `kernel` at grid shape `grid` runs
+    /// at, which its observation records (the grid's shapes are dense-block
+    /// coordinates: batch, inputs, outputs). The default is the grid shape
+    /// itself (the reference kernels); the trainer's runner projects
+    /// through `nn_plan::KernelShape::in_dense_block` and `FitShape::of`.
+    fn fit_shape(&self, _kernel: &str, grid: FitShape) -> FitShape {
+        grid
+    }
     /// Runs `kernel` `iters` times at `shape` with `threads` threads and
     /// returns the mean time of one call in nanoseconds.
     fn run(
         &mut self,
         kernel: &str,
-        shape: KernelShape,
+        shape: FitShape,
         threads: u32,
         iters: u32,
     ) -> Result<f64, String>;
@@ -73,7 +81,7 @@ pub struct GridPoint {
     /// Kernel type.
     pub kernel: String,
     /// Shape.
-    pub shape: KernelShape,
+    pub shape: FitShape,
     /// Threads.
     pub threads: u32,
 }
@@ -85,7 +93,7 @@ pub struct Grid {
     /// Kernel types (the trainer's span names).
     pub kernels: Vec<String>,
     /// Shapes every kernel type is run at.
-    pub shapes: Vec<KernelShape>,
+    pub shapes: Vec<FitShape>,
     /// Thread counts.
     pub threads: Vec<u32>,
     /// Length of the measured window of one point, milliseconds.
@@ -98,12 +106,12 @@ impl Grid {
     /// product vary independently (16 shapes, enough for the 6 time
     /// features), spanning the batch sizes and layer widths of the search
     /// spaces (batch 16 to 1024, widths 8 to 512).
-    pub fn default_shapes() -> Vec<KernelShape> {
+    pub fn default_shapes() -> Vec<FitShape> {
         let pairs = [(8, 128), (128, 16), (64, 64), (256, 512)];
         let mut shapes = Vec::new();
         for batch in [16, 64, 256, 1024] {
             for (in_width, out_width) in pairs {
-                shapes.push(KernelShape {
+                shapes.push(FitShape {
                     batch,
                     in_width,
                     out_width,
@@ -142,7 +150,7 @@ pub enum MicrobenchError {
         /// Kernel type.
         kernel: String,
         /// Shape.
-        shape: KernelShape,
+        shape: FitShape,
         /// Threads.
         threads: u32,
         /// Cause.
@@ -154,7 +162,7 @@ pub enum MicrobenchError {
         /// Kernel type.
         kernel: String,
         /// Shape.
-        shape: KernelShape,
+        shape: FitShape,
         /// Cause.
         message: String,
     },
@@ -258,7 +266,7 @@ pub struct RunCheckpoint {
     /// The grid being measured.
     pub grid: Grid,
     /// Weakest provenance of the measurements so far.
-    #[serde(with = "crate::fingerprint::provenance_label")]
+    #[serde(with = "energy_model::fingerprint::provenance_label")]
     pub provenance: Provenance,
     /// Points measured.
     pub observations: Vec<Observation>,
@@ -277,7 +285,7 @@ pub struct RunCheckpoint {
 #[serde(deny_unknown_fields)]
 pub struct NetworkObservation {
     /// What ran (epochs = the epochs actually run).
-    pub description: NetworkDescription,
+    pub description: NetworkRun,
     /// Inference passes over the test split.
     pub inference_passes: u32,
     /// Measured energy of the training phase.
@@ -294,16 +302,17 @@ pub fn fit_overheads(
     calibration: &Calibration,
     networks: &[NetworkObservation],
 ) -> Vec<OverheadModel> {
-    let mut threads: Vec<u32> = networks.iter().map(|n| n.description.threads).collect();
+    let mut threads: Vec<u32> = networks.iter().map(|n| n.description.run.threads).collect();
     threads.sort_unstable();
     threads.dedup();
     let mut out = Vec::new();
     for t in threads {
         let (mut num, mut den, mut samples) = (0.0, 0.0, 0u32);
-        for n in networks.iter().filter(|n| n.description.threads == t) {
+        for n in networks.iter().filter(|n| n.description.run.threads == t) {
             let Ok(plan) = n.description.plan() else {
                 continue;
             };
+            let plan = NetworkPlan::of(&plan);
             let phases = [
                 (plan.training, n.training_j),
                 (
@@ -466,7 +475,7 @@ impl RunCheckpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Feature;
+    use energy_model::model::Feature;
 
     /// A kernel whose call costs `2 µs + 0.5 ns × batch·in·out` and a meter
     /// that sees a constant 3 W: the fitted model must recover both.
@@ -477,7 +486,7 @@ mod tests {
         fn run(
             &mut self,
             kernel: &str,
-            shape: KernelShape,
+            shape: FitShape,
             _: u32,
             iters: u32,
         ) -> Result<f64, String> {
@@ -566,7 +575,7 @@ mod tests {
         assert!(failures.is_empty());
         assert_eq!(cal.provenance, Provenance::Estimated);
         let model = cal.model("linear_fwd", 1).unwrap();
-        let shape = KernelShape {
+        let shape = FitShape {
             batch: 100,
             in_width: 30,
             out_width: 40,
@@ -585,9 +594,9 @@ mod tests {
     /// known energy per call: the fit recovers it.
     #[test]
     fn overhead_per_call_is_recovered() {
-        use nas_client::model::layers::{Activation, Norm};
-        use nas_client::model::{Backbone, ModelSpec};
-        use nas_client::train::OptimizerKind;
+        use nn_plan::{
+            Activation, Backbone, DatasetShape, ModelSpec, Norm, OptimizerKind, RunShape,
+        };
         let kinds = [
             "batch_gather",
             "linear_fwd",
@@ -628,27 +637,31 @@ mod tests {
         assert!(kernels_only.overheads.is_empty());
         let per_call_j = 2e-7;
         for (widths, batch) in [(vec![32, 16], 64), (vec![100], 200)] {
-            let description = NetworkDescription {
+            let description = NetworkRun {
                 model: ModelSpec {
                     backbone: Backbone::Mlp { widths },
                     activation: Activation::Relu,
                     dropout: 0.0,
                     norm: Norm::None,
                 },
-                inputs: 7,
-                outputs: 2,
-                regression: false,
-                optimizer: OptimizerKind::AdamW,
-                batch_size: batch,
-                eval_batch_size: 512,
-                epochs: 3,
-                train_rows: 900,
-                val_rows: 200,
-                test_rows: 300,
-                threads: 1,
+                data: DatasetShape {
+                    inputs: 7,
+                    outputs: 2,
+                    regression: false,
+                    train_rows: 900,
+                    val_rows: 200,
+                    test_rows: 300,
+                },
+                run: RunShape {
+                    optimizer: OptimizerKind::AdamW,
+                    batch_size: batch,
+                    eval_batch_size: 512,
+                    epochs: 3,
+                    threads: 1,
+                },
             };
-            let plan = description.plan().unwrap();
-            let priced = |k: &crate::predict::KernelPlan| {
+            let plan = NetworkPlan::of(&description.plan().unwrap());
+            let priced = |k: &energy_model::predict::KernelPlan| {
                 let calls = k.kernels.iter().map(|c| c.calls).sum::<u64>() as f64;
                 kernels_only.predict_plan(k).unwrap().energy_j + per_call_j * calls
             };

@@ -11,8 +11,8 @@
 //! "no model of kernel".
 
 use crate::microbench::KernelRunner;
-use crate::model::KernelShape;
-use crate::predict::KernelPlan;
+use energy_model::model::FitShape;
+use energy_model::predict::KernelPlan;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, Zip};
 use shared::MonotonicNs;
@@ -70,7 +70,7 @@ impl KernelRunner for ReferenceKernels {
     fn run(
         &mut self,
         kernel: &str,
-        shape: KernelShape,
+        shape: FitShape,
         _threads: u32,
         iters: u32,
     ) -> Result<f64, String> {
@@ -137,8 +137,8 @@ impl ReferenceMlp {
         format!("mlp {}", w.join("-"))
     }
 
-    fn shape(&self, batch: usize, layer: usize) -> KernelShape {
-        KernelShape {
+    fn shape(&self, batch: usize, layer: usize) -> FitShape {
+        FitShape {
             batch: batch as u64,
             in_width: self.widths[layer] as u64,
             out_width: self.widths[layer + 1] as u64,
@@ -155,7 +155,7 @@ impl ReferenceMlp {
                 let s = self.shape(batch, l);
                 plan.add(
                     RELU_FWD,
-                    KernelShape {
+                    FitShape {
                         in_width: s.out_width,
                         ..s
                     },
@@ -163,7 +163,7 @@ impl ReferenceMlp {
                 );
                 plan.add(
                     RELU_BWD,
-                    KernelShape {
+                    FitShape {
                         in_width: s.out_width,
                         ..s
                     },
@@ -188,7 +188,7 @@ impl ReferenceMlp {
                 let s = self.shape(batch, l);
                 plan.add(
                     RELU_FWD,
-                    KernelShape {
+                    FitShape {
                         in_width: s.out_width,
                         ..s
                     },
@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn every_reference_kernel_runs_and_unknown_is_refused() {
         let mut k = ReferenceKernels;
-        let shape = KernelShape {
+        let shape = FitShape {
             batch: 8,
             in_width: 5,
             out_width: 3,
@@ -282,7 +282,7 @@ mod tests {
         }
         assert!(k.run("linear_fwd", shape, 1, 1).is_err());
         assert!(k
-            .run(LINEAR_FWD, KernelShape { batch: 0, ..shape }, 1, 1)
+            .run(LINEAR_FWD, FitShape { batch: 0, ..shape }, 1, 1)
             .is_err());
     }
 

@@ -1,27 +1,26 @@
-//! What the binary benchmarks and validates: nas-client's kernels and
+//! What the binary benchmarks and validates: tabular-nn's kernels and
 //! training loop (the default), or the reference kernels of
 //! [`calibration::reference`] (a check of the method on its own).
 
 use anyhow::{bail, Context};
-use calibration::meter::{process_energy, DaemonMeter, SETTLE};
+use calibration::meter::{metered, DaemonMeter, SETTLE};
 use calibration::microbench::{EnergyMeter, KernelRunner, NetworkObservation, RunCheckpoint};
-use calibration::network::NetworkDescription;
 use calibration::reference::{self, ReferenceKernels, ReferenceMlp};
-use calibration::validate::{NetworkComparison, Phase};
-use calibration::Calibration;
 use clap::ValueEnum;
-use nas_client::energy::EnergySession;
-use nas_client::kernels::KernelKind;
-use nas_client::model::layers::{Activation, Norm};
-use nas_client::model::{Backbone, ModelSpec};
-use nas_client::train::{train_and_evaluate, OptimizerKind, TrainConfig};
+use energy_model::predict::NetworkPlan;
+use energy_model::validate::{NetworkComparison, Phase};
+use energy_model::{Calibration, FitShape, NetworkRun};
+use nn_plan::{
+    Activation, Backbone, KernelKind, KernelShape, ModelSpec, Norm, OptimizerKind, RunShape,
+};
 use shared::MonotonicNs;
-use std::path::Path;
+use tabular_nn::meter::PhaseEnergy;
+use tabular_nn::train::{train_and_evaluate, TrainConfig};
 
 /// Which kernels to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RunnerKind {
-    /// nas-client's kernels, run with the training code (`run_isolated`).
+    /// tabular-nn's kernels, run with the training code (`run_isolated`).
     Trainer,
     /// The reference dense/ReLU kernels of this crate (checks the method).
     Reference,
@@ -41,10 +40,10 @@ impl RunnerKind {
 /// `MATMUL_NUM_THREADS` once, at the first GEMM, so this must run before
 /// any kernel; it is why `run` uses one worker process per thread count.
 pub fn set_gemm_threads(threads: u32) {
-    nas_client::threads::set_gemm_threads(threads.max(1) as usize);
+    tabular_nn::threads::set_gemm_threads(threads.max(1) as usize);
 }
 
-/// Kernel types of a runner: for the trainer, every kind nas-client emits.
+/// Kernel types of a runner: for the trainer, every kind it records.
 pub fn kernel_names(kind: RunnerKind) -> Vec<String> {
     match kind {
         RunnerKind::Reference => reference::KERNELS.iter().map(|s| s.to_string()).collect(),
@@ -55,26 +54,33 @@ pub fn kernel_names(kind: RunnerKind) -> Vec<String> {
     }
 }
 
-/// nas-client's `run_isolated`: the same code the training loop runs.
+/// tabular-nn's `run_isolated`: the same code the training loop runs.
 struct TrainerKernels;
 
 impl KernelRunner for TrainerKernels {
+    fn fit_shape(&self, kernel: &str, grid: FitShape) -> FitShape {
+        match KernelKind::from_name(kernel) {
+            Some(kind) => FitShape::of(&KernelShape::in_dense_block(
+                kind,
+                grid.batch,
+                grid.in_width,
+                grid.out_width,
+            )),
+            None => grid,
+        }
+    }
+
     fn run(
         &mut self,
         kernel: &str,
-        shape: calibration::KernelShape,
+        shape: FitShape,
         threads: u32,
         iters: u32,
     ) -> Result<f64, String> {
-        use nas_client::kernels::{run_isolated, KernelShape};
         let kind = KernelKind::from_name(kernel)
             .ok_or_else(|| format!("{kernel:?} is not a kernel of this trainer"))?;
-        let shape = KernelShape {
-            batch: shape.batch as usize,
-            inputs: shape.in_width as usize,
-            outputs: shape.out_width as usize,
-        };
-        run_isolated(kind, shape, threads as usize, iters)
+        let shape = shape.call_shape(kind.shape_class());
+        tabular_nn::bench::run_isolated(kind, shape, threads as usize, iters)
             .map(|t| t.mean_ns)
             .map_err(|e| e.to_string())
     }
@@ -195,21 +201,20 @@ pub fn validate_networks(
     kind: RunnerKind,
     calibration: &Calibration,
     meter: &mut DaemonMeter,
-    socket: &Path,
     dataset: &str,
     threads: u32,
 ) -> anyhow::Result<Vec<NetworkComparison>> {
     match kind {
         RunnerKind::Reference => validate_reference(calibration, meter, threads),
-        RunnerKind::Trainer => validate_trainer(calibration, meter, socket, dataset, threads),
+        RunnerKind::Trainer => validate_trainer(calibration, meter, dataset, threads),
     }
 }
 
 /// One network trained and run for inference while energyd measured it.
 struct MeasuredNetwork {
     name: String,
-    description: NetworkDescription,
-    report: nas_client::train::TrainReport,
+    description: NetworkRun,
+    report: tabular_nn::train::TrainReport,
     /// (phase, measured J, provenance)
     phases: [(Phase, f64, shared::Provenance); 2],
 }
@@ -219,9 +224,8 @@ struct MeasuredNetwork {
 /// both phases.
 fn train_measured(
     spec: (&str, &str, Activation, f32, Norm, usize, OptimizerKind),
-    dataset: &nas_client::Dataset,
+    dataset: &tabular_nn::Dataset,
     calibration: &Calibration,
-    session: &mut EnergySession,
     meter: &mut DaemonMeter,
     threads: u32,
 ) -> anyhow::Result<MeasuredNetwork> {
@@ -241,22 +245,19 @@ fn train_measured(
         inference_min_ns: INFER_WINDOW_NS,
         ..TrainConfig::default()
     };
-    let describe = |epochs: usize| NetworkDescription {
+    let describe = |epochs: usize| NetworkRun {
         model: config.model.clone(),
-        inputs: dataset.n_features(),
-        outputs: dataset.n_outputs(),
-        regression: !dataset.task.is_classification(),
-        optimizer,
-        batch_size,
-        eval_batch_size: config.eval_batch_size,
-        epochs,
-        train_rows: dataset.train.rows(),
-        val_rows: dataset.val.rows(),
-        test_rows: dataset.test.rows(),
-        threads,
+        data: dataset.shape(),
+        run: RunShape {
+            optimizer,
+            batch_size,
+            eval_batch_size: config.eval_batch_size,
+            epochs,
+            threads,
+        },
     };
     // Size the run from the prediction, so training lasts about its window.
-    let one_epoch = calibration.predict_plan(&describe(1).plan()?.training)?;
+    let one_epoch = calibration.predict_plan(&NetworkPlan::of(&describe(1).plan()?).training)?;
     // At most 5000 epochs: a small dataset (credit_g) needs many to fill
     // the window.
     config.epochs =
@@ -266,7 +267,7 @@ fn train_measured(
         dataset.name,
         config.model.describe()
     );
-    let report = train_and_evaluate(dataset, &config, Some(session), &mut |_| {})
+    let report = train_and_evaluate(dataset, &config, Some(meter.session()), &mut |_| {})
         .with_context(|| format!("training {name}"))?;
     let energy = report.energy.as_ref().with_context(|| {
         format!(
@@ -279,12 +280,12 @@ fn train_measured(
     })?;
     // Re-ask once the daemon has sampled past the end of each window.
     std::thread::sleep(SETTLE);
-    let mut measure = |phase: Phase, window: &nas_client::energy::PhaseEnergy| {
-        let breakdown = meter
-            .breakdown(MonotonicNs(window.from_ns), MonotonicNs(window.to_ns))
+    let mut measure = |phase: Phase, window: &PhaseEnergy| {
+        let measured = meter
+            .session()
+            .energy(MonotonicNs(window.from_ns), MonotonicNs(window.to_ns))
+            .map(|p| metered(&p))
             .with_context(|| format!("asking energyd for the {phase} of {name}"))?;
-        let measured = process_energy(&breakdown)
-            .with_context(|| format!("energyd attributed no energy to the {phase} of {name}"))?;
         anyhow::Ok((phase, measured.joules, measured.provenance))
     };
     let phases = [
@@ -311,17 +312,14 @@ fn train_measured(
 pub fn measure_calibration_networks(
     checkpoint: &mut RunCheckpoint,
     meter: &mut DaemonMeter,
-    socket: &Path,
     threads: u32,
 ) -> anyhow::Result<()> {
     // Models of the points measured so far size the runs.
     let (partial, _) = checkpoint.fit("calibration (partial)");
-    let dataset = nas_client::data::bundled::load(CALIBRATION_DATASET, 0)
+    let dataset = tabular_nn::data::bundled::load(CALIBRATION_DATASET, 0)
         .with_context(|| format!("loading bundled dataset {CALIBRATION_DATASET}"))?;
-    let mut session = EnergySession::connect(socket)
-        .with_context(|| format!("connecting the trainer to energyd at {}", socket.display()))?;
     for spec in CALIBRATION_NETWORKS {
-        let m = train_measured(spec, &dataset, &partial, &mut session, meter, threads)?;
+        let m = train_measured(spec, &dataset, &partial, meter, threads)?;
         checkpoint.record_network(
             NetworkObservation {
                 description: m.description,
@@ -332,25 +330,21 @@ pub fn measure_calibration_networks(
             m.phases[0].2.combine(m.phases[1].2),
         );
     }
-    session.close();
     Ok(())
 }
 
 fn validate_trainer(
     calibration: &Calibration,
     meter: &mut DaemonMeter,
-    socket: &Path,
     dataset_name: &str,
     threads: u32,
 ) -> anyhow::Result<Vec<NetworkComparison>> {
-    let dataset = nas_client::data::bundled::load(dataset_name, 0)
+    let dataset = tabular_nn::data::bundled::load(dataset_name, 0)
         .with_context(|| format!("loading bundled dataset {dataset_name}"))?;
-    let mut session = EnergySession::connect(socket)
-        .with_context(|| format!("connecting the trainer to energyd at {}", socket.display()))?;
     let mut rows = Vec::new();
     for spec in TRAINER_NETWORKS {
-        let m = train_measured(spec, &dataset, calibration, &mut session, meter, threads)?;
-        let plan = m.description.plan()?;
+        let m = train_measured(spec, &dataset, calibration, meter, threads)?;
+        let plan = NetworkPlan::of(&m.description.plan()?);
         let predicted_plans = [
             (plan.training, &m.report.train_kernels),
             (
@@ -395,7 +389,6 @@ fn validate_trainer(
             });
         }
     }
-    session.close();
     Ok(rows)
 }
 

@@ -47,7 +47,12 @@ use std::path::{Path, PathBuf};
 ///
 /// Version 2: `cpu_time_ns` models process CPU time per call and `power_w`
 /// energy per CPU-second (version 1 had wall time and watts).
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3: observations and models are at the fit coordinates of
+/// `FitShape::of` (row-wise kernels at `(rows, width, width)`, optimizer
+/// steps at `(1, parameters, 1)`: one step over a whole model, as the
+/// trainer records it); version 2 fitted optimizer steps per dense layer
+/// at `(batch, in, out)`, which the plan no longer lists.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// A machine's calibration: what each kernel type costs here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -355,7 +360,7 @@ fn check_linear(model: &LinearModel, field: &str) -> Result<(), (String, String)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CalibrationError> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CalibrationError> {
     let io = |source| CalibrationError::Io {
         path: path.to_owned(),
         source,
@@ -371,13 +376,13 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Calibrat
 pub(crate) mod tests {
     use super::*;
     use crate::fingerprint::EnergySourceSummary;
-    use crate::model::{FitQuality, KernelShape, Observation};
+    use crate::model::{FitQuality, FitShape, Observation};
 
     pub(crate) fn sample_calibration() -> Calibration {
         let mut observations = Vec::new();
         for &batch in &[16u64, 64, 256] {
             for &width in &[8u64, 64, 256] {
-                let shape = KernelShape {
+                let shape = FitShape {
                     batch,
                     in_width: width,
                     out_width: width / 2 + 1,

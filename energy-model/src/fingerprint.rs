@@ -243,7 +243,7 @@ fn nvml_gpu_name() -> Option<String> {
 
 /// Serializes [`Provenance`] as its lower-case label (`measured`,
 /// `estimated`, `simulated`), the form people read in the file.
-pub(crate) mod provenance_label {
+pub mod provenance_label {
     use serde::{Deserialize, Deserializer, Serializer};
     use shared::Provenance;
 

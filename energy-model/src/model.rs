@@ -37,12 +37,14 @@ use linfa_linear::LinearRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
-/// Shape of one kernel call, in the trainer's terms: a batch of rows going
-/// from `in_width` to `out_width` features. Element-wise kernels have
-/// `in_width == out_width`.
+/// The coordinates a kernel model is fitted and evaluated at: a batch of
+/// rows going from `in_width` to `out_width` features. A call's
+/// [`nn_plan::KernelShape`] maps to these by [`FitShape::of`] (one
+/// projection, used for observations and predictions alike); reference
+/// kernels outside the trainer are measured at these coordinates directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KernelShape {
+pub struct FitShape {
     /// Rows in the batch.
     pub batch: u64,
     /// Input width.
@@ -51,13 +53,61 @@ pub struct KernelShape {
     pub out_width: u64,
 }
 
-impl std::fmt::Display for KernelShape {
+impl FitShape {
+    /// The fit coordinates of a call of the trainer:
+    /// - a GEMM of `count` products (m×k)·(k×n): `(count·m, k, n)`, so
+    ///   multiply-accumulates, input and output elements come out right;
+    /// - a row-wise kernel over `rows` × `width`: `(rows, width, width)`;
+    /// - `n` independent elements (an optimizer step over n parameters):
+    ///   `(1, n, 1)`, so the weight-elements feature counts the parameters.
+    pub fn of(shape: &nn_plan::KernelShape) -> FitShape {
+        match *shape {
+            nn_plan::KernelShape::Gemm { m, n, k, count } => FitShape {
+                batch: count * m,
+                in_width: k,
+                out_width: n,
+            },
+            nn_plan::KernelShape::Rows { rows, width } => FitShape {
+                batch: rows,
+                in_width: width,
+                out_width: width,
+            },
+            nn_plan::KernelShape::Elementwise { n } => FitShape {
+                batch: 1,
+                in_width: n,
+                out_width: 1,
+            },
+        }
+    }
+}
+
+impl FitShape {
+    /// The call shape of class `class` whose fit coordinates these are
+    /// (the inverse of [`FitShape::of`], for the microbenchmarks: a point
+    /// of the grid, in fit coordinates, is run at this shape).
+    pub fn call_shape(self, class: nn_plan::ShapeClass) -> nn_plan::KernelShape {
+        match class {
+            nn_plan::ShapeClass::Gemm => {
+                nn_plan::KernelShape::dense(self.batch, self.in_width, self.out_width)
+            }
+            nn_plan::ShapeClass::Rows => nn_plan::KernelShape::Rows {
+                rows: self.batch,
+                width: self.in_width,
+            },
+            nn_plan::ShapeClass::Elementwise => {
+                nn_plan::KernelShape::Elementwise { n: self.in_width }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for FitShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}x{}->{}", self.batch, self.in_width, self.out_width)
     }
 }
 
-/// A quantity derived from a [`KernelShape`] that a model is linear in.
+/// A quantity derived from a [`FitShape`] that a model is linear in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Feature {
@@ -92,7 +142,7 @@ pub const POWER_FEATURES: [Feature; 2] = [Feature::One, Feature::Log2BatchInOut]
 
 impl Feature {
     /// Value of the feature for a shape.
-    pub fn value(self, shape: KernelShape) -> f64 {
+    pub fn value(self, shape: FitShape) -> f64 {
         let (b, i, o) = (
             shape.batch as f64,
             shape.in_width as f64,
@@ -203,7 +253,7 @@ pub struct LinearModel {
 
 impl LinearModel {
     /// Prediction for one shape.
-    pub fn predict(&self, shape: KernelShape) -> f64 {
+    pub fn predict(&self, shape: FitShape) -> f64 {
         self.features
             .iter()
             .zip(&self.coefficients)
@@ -261,7 +311,7 @@ pub enum FitError {
 /// sum of squared *relative* residuals.
 pub fn fit_linear(
     features: &[Feature],
-    shapes: &[KernelShape],
+    shapes: &[FitShape],
     targets: &[f64],
 ) -> Result<LinearModel, FitError> {
     if shapes.len() != targets.len() {
@@ -325,7 +375,7 @@ pub fn fit_linear(
 fn solve_relative(
     features: &[Feature],
     active: &[usize],
-    shapes: &[KernelShape],
+    shapes: &[FitShape],
     targets: &[f64],
 ) -> Result<Vec<(f64, f64)>, FitError> {
     let n = shapes.len();
@@ -370,7 +420,7 @@ pub struct Observation {
     /// Kernel type name (the trainer's span name).
     pub kernel: String,
     /// Shape of every call.
-    pub shape: KernelShape,
+    pub shape: FitShape,
     /// Threads the kernel ran with.
     pub threads: u32,
     /// Calls timed.
@@ -427,7 +477,7 @@ impl KernelModel {
             .iter()
             .filter(|o| o.kernel == kernel && o.threads == threads)
             .collect();
-        let shapes: Vec<KernelShape> = rows.iter().map(|o| o.shape).collect();
+        let shapes: Vec<FitShape> = rows.iter().map(|o| o.shape).collect();
         let times: Vec<f64> = rows.iter().map(|o| o.cpu_time_per_call_ns).collect();
         let powers: Vec<f64> = rows.iter().map(|o| o.power_w).collect();
         let energies: Vec<f64> = rows.iter().map(|o| o.energy_per_call_j()).collect();
@@ -441,12 +491,12 @@ impl KernelModel {
     }
 
     /// Predicted time of one call, nanoseconds.
-    pub fn cpu_time_per_call_ns(&self, shape: KernelShape) -> f64 {
+    pub fn cpu_time_per_call_ns(&self, shape: FitShape) -> f64 {
         self.cpu_time_ns.predict(shape).max(0.0)
     }
 
     /// Predicted energy of one call, joules.
-    pub fn energy_per_call_j(&self, shape: KernelShape) -> f64 {
+    pub fn energy_per_call_j(&self, shape: FitShape) -> f64 {
         self.energy_j.predict(shape).max(0.0)
     }
 }
@@ -456,12 +506,12 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    fn grid() -> Vec<KernelShape> {
+    fn grid() -> Vec<FitShape> {
         let mut shapes = Vec::new();
         for &batch in &[16, 64, 256] {
             for &in_width in &[8, 64, 256] {
                 for &out_width in &[4, 32, 512] {
-                    shapes.push(KernelShape {
+                    shapes.push(FitShape {
                         batch,
                         in_width,
                         out_width,
@@ -482,7 +532,7 @@ mod tests {
         // Batch 1 makes the weight term comparable to the dense term, so
         // every coefficient is identifiable (as in the calibration grid).
         let mut shapes = grid();
-        shapes.extend(grid().into_iter().map(|s| KernelShape { batch: 1, ..s }));
+        shapes.extend(grid().into_iter().map(|s| FitShape { batch: 1, ..s }));
         let targets: Vec<f64> = shapes
             .iter()
             .map(|s| {
@@ -505,6 +555,28 @@ mod tests {
         }
         assert!(model.fit.r2 > 0.99, "r2 {}", model.fit.r2);
         assert!(model.fit.mean_abs_pct_error < 2.5);
+    }
+
+    #[test]
+    fn fit_coordinates_invert_to_call_shapes() {
+        use nn_plan::{KernelKind, KernelShape};
+        for &kind in KernelKind::ALL {
+            let call = KernelShape::in_dense_block(kind, 16, 12, 7);
+            let fit = FitShape::of(&call);
+            assert_eq!(fit.call_shape(kind.shape_class()), call, "{kind}");
+        }
+        let step = FitShape::of(&KernelShape::Elementwise { n: 91 });
+        assert_eq!((step.batch, step.in_width, step.out_width), (1, 91, 1));
+        let batched = FitShape::of(&KernelShape::Gemm {
+            m: 4,
+            n: 5,
+            k: 6,
+            count: 3,
+        });
+        assert_eq!(
+            (batched.batch, batched.in_width, batched.out_width),
+            (12, 6, 5)
+        );
     }
 
     #[test]
@@ -568,7 +640,7 @@ mod tests {
             })
             .collect();
         let model = KernelModel::fit("dense_forward", 1, &observations).unwrap();
-        let shape = KernelShape {
+        let shape = FitShape {
             batch: 128,
             in_width: 100,
             out_width: 50,

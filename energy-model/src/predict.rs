@@ -1,11 +1,14 @@
 //! Energy of a whole network predicted from a calibration, without running it.
 //!
 //! A network is described by the kernels it emits: a [`KernelPlan`] is a
-//! list of (kernel type, shape, number of calls) at one thread count, and
-//! a [`NetworkPlan`] holds one plan for a whole training run and one for
-//! inference over a known number of rows. The trainer (nas-client) is what
-//! knows which kernels a network emits, so it builds the plans; this module
-//! only sums model predictions over them.
+//! list of (kernel type, fit coordinates, number of calls) at one thread
+//! count, and a [`NetworkPlan`] holds one plan for a whole training run and
+//! one for inference over a known number of rows. Which kernels a network
+//! emits is `nn_plan`'s answer (the plan the trainer's spans follow);
+//! [`KernelPlan::from_calls`] turns it into the calibration's names and
+//! coordinates, and this module sums model predictions over them. Kernel
+//! names are strings here because a calibration also holds reference
+//! kernels that are not the trainer's.
 //!
 //! Uncertainty: a model's error is systematic across calls of the same
 //! kernel type, so within a type the relative fit error (the mean absolute
@@ -14,7 +17,8 @@
 //! quadrature.
 
 use crate::file::Calibration;
-use crate::model::KernelShape;
+use crate::model::FitShape;
+use nn_plan::{KernelCall, KernelKind, Pass, PlannedCalls, RunPlan};
 use serde::{Deserialize, Serialize};
 use shared::Provenance;
 
@@ -39,7 +43,7 @@ pub struct PlannedKernel {
     /// Kernel type (the trainer's span name).
     pub kernel: String,
     /// Shape of each call.
-    pub shape: KernelShape,
+    pub shape: FitShape,
     /// Number of calls.
     pub calls: u64,
 }
@@ -63,7 +67,7 @@ impl KernelPlan {
     }
 
     /// Adds `calls` calls of `kernel` at `shape`.
-    pub fn add(&mut self, kernel: &str, shape: KernelShape, calls: u64) {
+    pub fn add(&mut self, kernel: &str, shape: FitShape, calls: u64) {
         match self
             .kernels
             .iter_mut()
@@ -101,6 +105,29 @@ impl KernelPlan {
     }
 }
 
+impl KernelPlan {
+    /// The calls of a trainer plan at `threads` threads, under the names
+    /// and fit coordinates the calibration file uses. One call is priced as
+    /// another kernel: an evaluation-mode `dropout_fwd` span covers only a
+    /// copy, the work of `dropout_bwd` (no random draws, about a tenth of a
+    /// training-mode forward), so it is priced as `dropout_bwd`.
+    pub fn from_calls(threads: u32, calls: &PlannedCalls) -> KernelPlan {
+        let mut plan = KernelPlan::new(threads);
+        for (call, count) in &calls.calls {
+            plan.add(priced_as(call).as_str(), FitShape::of(&call.shape), *count);
+        }
+        plan
+    }
+}
+
+/// The kernel whose model prices `call` (see [`KernelPlan::from_calls`]).
+pub fn priced_as(call: &KernelCall) -> KernelKind {
+    match (call.kind, call.pass) {
+        (KernelKind::DropoutFwd, Pass::Eval) => KernelKind::DropoutBwd,
+        (kind, _) => kind,
+    }
+}
+
 /// The kernels of a network's training run and of its inference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkPlan {
@@ -110,6 +137,17 @@ pub struct NetworkPlan {
     pub inference: KernelPlan,
     /// Rows `inference` covers.
     pub inference_rows: u64,
+}
+
+impl NetworkPlan {
+    /// The priced form of a trainer's run plan.
+    pub fn of(plan: &RunPlan) -> NetworkPlan {
+        NetworkPlan {
+            training: KernelPlan::from_calls(plan.threads, &plan.training),
+            inference: KernelPlan::from_calls(plan.threads, &plan.inference),
+            inference_rows: plan.inference_rows,
+        }
+    }
 }
 
 /// Predicted energy of one kernel type within a plan.
@@ -278,8 +316,8 @@ mod tests {
     use super::*;
     use crate::file::tests::sample_calibration;
 
-    fn shape(batch: u64, i: u64, o: u64) -> KernelShape {
-        KernelShape {
+    fn shape(batch: u64, i: u64, o: u64) -> FitShape {
+        FitShape {
             batch,
             in_width: i,
             out_width: o,

@@ -1,20 +1,23 @@
-//! `nas-client`: command-line wiring over the library. `train` trains and
+//! `nas-client`: command-line wiring over the libraries. `train` trains and
 //! evaluates one model (with energy from energyd when it runs), `datasets`
 //! lists the bundled data, `search`/`report`/`compare` run the
-//! architecture search.
+//! architecture search, and `trial` is one search trial's child process
+//! (a JSON `TrialRequest` in on stdin, a JSON `TrainReport` out).
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use nas_client::baselines::run_baselines;
-use nas_client::data::bundled;
-use nas_client::energy::EnergySession;
-use nas_client::kernels::KernelTime;
-use nas_client::metrics::Metrics;
-use nas_client::train::{train_and_evaluate, TrainReport};
+use nas_client::search::trainer::TrialRequest;
 use nas_client::train_cli::{config_from, load_dataset, TrainArgs};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use tabular_nn::baselines::run_baselines;
+use tabular_nn::data::{bundled, Dataset};
+use tabular_nn::kernels::KernelTime;
+use tabular_nn::meter::{PhaseEnergy, PhaseMeter};
+use tabular_nn::metrics::Metrics;
+use tabular_nn::session::ProcessSession;
+use tabular_nn::train::{train_and_evaluate, EpochRecord, TrainConfig, TrainReport};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +47,11 @@ enum Command {
     /// Compare energy-aware and accuracy-only searches; with --calibration,
     /// also a calibrated search against the measured one.
     Compare(nas_client::search::CompareArgs),
+    /// One search trial (the child process a search starts): reads a JSON
+    /// trial request on stdin, trains, writes the JSON training report on
+    /// stdout.
+    #[command(hide = true)]
+    Trial,
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +91,7 @@ fn main() {
         Command::Search(a) => nas_client::search::search(a),
         Command::Report(a) => nas_client::search::report(a),
         Command::Compare(a) => nas_client::search::compare(a),
+        Command::Trial => trial(),
     };
     if let Err(e) = result {
         eprintln!("nas-client: error: {e:#}");
@@ -118,19 +127,23 @@ fn export(args: &ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let config = config_from(&args)?;
-    let dataset = load_dataset(&args)?;
+/// Trains `config` on `dataset`, measured by energyd at `socket` (the
+/// default socket when `None`) unless `no_energy`; a daemon that cannot be
+/// reached is noted in the report, not an error.
+fn train_measured(
+    dataset: &Dataset,
+    config: &TrainConfig,
+    socket: Option<PathBuf>,
+    no_energy: bool,
+    on_epoch: &mut (dyn FnMut(&EpochRecord) + Send),
+) -> anyhow::Result<TrainReport> {
     let mut session = None;
     let mut energy_note = None;
-    if args.no_energy {
+    if no_energy {
         energy_note = Some("energy not measured (--no-energy)".to_owned());
     } else {
-        let socket = args
-            .socket
-            .clone()
-            .unwrap_or_else(shared::paths::client_default_socket);
-        match EnergySession::connect(&socket) {
+        let socket = socket.unwrap_or_else(shared::paths::client_default_socket);
+        match ProcessSession::connect(&socket, "nas-client", false) {
             Ok(s) => session = Some(s),
             Err(e) => {
                 energy_note = Some(format!(
@@ -142,6 +155,41 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(note) = &energy_note {
         eprintln!("nas-client: {note}");
     }
+    let meter = session.as_mut().map(|s| s as &mut dyn PhaseMeter);
+    let mut report = train_and_evaluate(dataset, config, meter, on_epoch)?;
+    if let Some(s) = session {
+        s.close();
+    }
+    if report.energy.is_none() {
+        if let Some(note) = energy_note {
+            report.energy_unavailable = Some(note);
+        }
+    }
+    Ok(report)
+}
+
+/// `nas-client trial`: one search trial, typed both ways.
+fn trial() -> anyhow::Result<()> {
+    let request: TrialRequest = serde_json::from_reader(std::io::stdin().lock())
+        .context("reading the trial request (JSON) on stdin")?;
+    let dataset = request.data.load()?;
+    let report = train_measured(
+        &dataset,
+        &request.config,
+        request.socket,
+        false,
+        &mut |_| {},
+    )?;
+    println!(
+        "{}",
+        serde_json::to_string(&report).context("writing the report")?
+    );
+    Ok(())
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let config = config_from(&args)?;
+    let dataset = load_dataset(&args)?;
     if !args.json {
         eprintln!(
             "nas-client: {} ({:?}): {} train / {} validation / {} test rows, {} features; {}; {} threads",
@@ -167,23 +215,21 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         bar.set_prefix("training");
         bar
     };
-    let mut on_epoch = |e: &nas_client::train::EpochRecord| {
+    let mut on_epoch = |e: &EpochRecord| {
         bar.set_position(e.epoch as u64);
         bar.set_message(format!(
             "train loss {:.4}  val loss {:.4}  val score {:.4}",
             e.train_loss, e.val_loss, e.val_score
         ));
     };
-    let mut report = train_and_evaluate(&dataset, &config, session.as_mut(), &mut on_epoch)?;
+    let report = train_measured(
+        &dataset,
+        &config,
+        args.socket.clone(),
+        args.no_energy,
+        &mut on_epoch,
+    )?;
     bar.finish_and_clear();
-    if let Some(s) = session {
-        s.close();
-    }
-    if report.energy.is_none() {
-        if let Some(note) = energy_note {
-            report.energy_unavailable = Some(note);
-        }
-    }
     let baselines = if args.baselines {
         run_baselines(&dataset)
     } else {
@@ -239,11 +285,7 @@ fn metrics_line(m: &Metrics) -> String {
     parts.join("  ")
 }
 
-fn print_kernels(
-    title: &str,
-    kernels: &[KernelTime],
-    energy: Option<&nas_client::energy::PhaseEnergy>,
-) {
+fn print_kernels(title: &str, kernels: &[KernelTime], energy: Option<&PhaseEnergy>) {
     let total_ns: u64 = kernels.iter().map(|k| k.total_ns).sum();
     println!("\n{title}");
     match energy {

@@ -1,17 +1,14 @@
 //! The flags of `nas-client train` and what they turn into: the dataset
-//! ([`load_dataset`]) and the [`TrainConfig`] ([`config_from`]). In the
-//! library rather than the binary so that a search, which runs each trial as
-//! a `nas-client train` child, can build exactly the configuration that
-//! child will train from the same flags ([`parse_train_flags`]) — for
-//! instance to predict its energy from a calibration before training it.
+//! ([`load_dataset`]) and the [`TrainConfig`] ([`config_from`]). A search
+//! does not go through these flags: its trial children receive their
+//! `TrainConfig` as JSON (`search::trainer::TrialRequest`).
 
-use crate::data::{bundled, ColumnKind, Dataset, LoadOptions, Task};
-use crate::model::layers::{Activation, Norm};
-use crate::model::{Backbone, ModelSpec};
-use crate::train::{OptimizerKind, Schedule, TrainConfig};
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser};
+use clap::Args;
+use nn_plan::{Activation, Backbone, ModelSpec, Norm, OptimizerKind};
 use std::path::PathBuf;
+use tabular_nn::data::{bundled, ColumnKind, Dataset, LoadOptions, Task};
+use tabular_nn::train::{Schedule, TrainConfig};
 
 /// Flags of `nas-client train`.
 #[derive(Args, Debug, Clone)]
@@ -43,18 +40,18 @@ pub struct TrainArgs {
     /// Widths: MLP hidden widths ('256-256'); ResNet 'D_MAIN-D_HIDDEN[-D_HIDDEN..]' (one per block).
     #[arg(long, default_value = "256-256")]
     pub arch: String,
-    /// Activation: relu, gelu, silu, tanh, selu.
-    #[arg(long, default_value = "relu")]
-    pub activation: String,
+    /// Activation.
+    #[arg(long, value_enum, default_value = "relu")]
+    pub activation: Activation,
     /// Dropout probability.
     #[arg(long, default_value_t = 0.1)]
     pub dropout: f32,
-    /// Normalisation: none, batch, layer.
-    #[arg(long, default_value = "none")]
-    pub norm: String,
-    /// Optimizer: adamw or sgd.
-    #[arg(long, default_value = "adamw")]
-    pub optimizer: String,
+    /// Normalisation.
+    #[arg(long, value_enum, default_value = "none")]
+    pub norm: Norm,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value = "adamw")]
+    pub optimizer: OptimizerKind,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
@@ -151,20 +148,12 @@ pub fn load_dataset(args: &TrainArgs) -> Result<Dataset> {
     }
 }
 
-/// The training configuration of the flags; unknown activations, norms,
-/// optimizers and schedules are errors naming the flag.
+/// The training configuration of the flags; an unknown schedule or a bad
+/// architecture is an error naming the flag (activations, norms and
+/// optimizers are checked by clap).
 pub fn config_from(args: &TrainArgs) -> Result<TrainConfig> {
-    let backbone = Backbone::parse(&args.backbone, &args.arch)?;
-    let activation = Activation::parse(&args.activation).with_context(|| {
-        format!(
-            "--activation {:?}: expected relu, gelu, silu, tanh or selu",
-            args.activation
-        )
-    })?;
-    let norm = Norm::parse(&args.norm)
-        .with_context(|| format!("--norm {:?}: expected none, batch or layer", args.norm))?;
-    let optimizer = OptimizerKind::parse(&args.optimizer)
-        .with_context(|| format!("--optimizer {:?}: expected adamw or sgd", args.optimizer))?;
+    let backbone = Backbone::parse(&args.backbone, &args.arch).context("--backbone/--arch")?;
+    let (activation, norm, optimizer) = (args.activation, args.norm, args.optimizer);
     let schedule = Schedule::parse(&args.schedule).with_context(|| {
         format!(
             "--schedule {:?}: expected cosine or constant",
@@ -191,44 +180,39 @@ pub fn config_from(args: &TrainArgs) -> Result<TrainConfig> {
         schedule,
         patience: (args.patience > 0).then_some(args.patience),
         seed: args.seed,
-        threads: args.threads.unwrap_or_else(crate::threads::available),
+        threads: args.threads.unwrap_or_else(tabular_nn::threads::available),
         eval_batch_size: args.eval_batch_size,
         inference_min_ns: args.inference_ms.saturating_mul(1_000_000),
         measure_inference_energy: !args.no_inference_energy,
     })
 }
 
-#[derive(Parser)]
-#[command(name = "train")]
-struct TrainCommandLine {
-    #[command(flatten)]
-    args: TrainArgs,
-}
-
-/// Parses `nas-client train` flags (without the `train` word), as the
-/// child process would.
-pub fn parse_train_flags<S: AsRef<str>>(flags: &[S]) -> Result<TrainArgs> {
-    let argv = std::iter::once("train").chain(flags.iter().map(AsRef::as_ref));
-    TrainCommandLine::try_parse_from(argv)
-        .map(|c| c.args)
-        .map_err(|e| anyhow::anyhow!("train flags: {}", e.to_string().trim()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<TrainArgs, clap::Error> {
+        Cmd::try_parse_from(std::iter::once("train").chain(flags.iter().copied())).map(|c| c.args)
+    }
 
     #[test]
-    fn flags_become_the_configuration_the_child_trains() {
-        let args = parse_train_flags(&[
+    fn flags_become_the_configuration() {
+        let args = parse(&[
             "--dataset",
             "phoneme",
             "--arch",
             "64-32",
             "--activation",
-            "gelu",
+            "swish",
             "--norm",
-            "layer",
+            "ln",
             "--batch-size",
             "128",
             "--epochs",
@@ -242,14 +226,15 @@ mod tests {
         assert_eq!(config.epochs, 7);
         assert_eq!(config.threads, 1);
         assert_eq!(config.model.norm, Norm::Layer);
-        assert_eq!(config.model.activation, Activation::Gelu);
-        // Defaults are the binary's.
-        assert_eq!(config.eval_batch_size, 4096);
-        assert_eq!(config.optimizer, OptimizerKind::AdamW);
-        assert!(parse_train_flags(&["--dataset", "phoneme", "--bogus"]).is_err());
-        assert!(
-            config_from(&parse_train_flags(&["--dataset", "x", "--norm", "group"]).unwrap())
-                .is_err()
-        );
+        assert_eq!(config.model.activation, Activation::Silu);
+        // Defaults are the trainer's.
+        let default = TrainConfig::default();
+        assert_eq!(config.eval_batch_size, default.eval_batch_size);
+        assert_eq!(config.optimizer, default.optimizer);
+        assert!(parse(&["--dataset", "phoneme", "--bogus"]).is_err());
+        // An unknown choice is refused by clap, naming the choices.
+        let e = parse(&["--dataset", "x", "--norm", "group"]).err().unwrap();
+        assert!(e.to_string().contains("batch"), "{e}");
+        assert!(config_from(&parse(&["--dataset", "x", "--arch", "0-3"]).unwrap()).is_err());
     }
 }

@@ -11,6 +11,10 @@
 //!   evaluator.
 //! - [`study`]: the SQLite study database (claims, results, recovery).
 //! - [`runner`]: worker threads running a study to its budget.
+//! - [`prescreen`]: a strategy wrapper that prices new candidates with a
+//!   cheap predictor and redraws those that cannot join the front cheaply.
+//! - [`remeasure`]: re-evaluating a predicted front with a measuring
+//!   evaluator, stored next to the predictions.
 //! - [`report`]: CSV, JSON, SVG/PNG and Markdown reports of a study.
 //! - [`compare`]: accuracy-only against energy-aware search.
 //!
@@ -21,6 +25,8 @@
 pub mod compare;
 pub mod evaluator;
 pub mod objective;
+pub mod prescreen;
+pub mod remeasure;
 pub mod report;
 pub mod runner;
 pub mod space;

@@ -194,6 +194,32 @@ pub enum ObjectiveError {
 /// Metrics of one trial, by name.
 pub type Metrics = BTreeMap<String, f64>;
 
+/// Fraction of an objective's observed range a derived reference point
+/// lies beyond its worst value.
+pub const REFERENCE_MARGIN: f64 = 0.1;
+
+impl Objective {
+    /// Gives the objective a reference point (worst observed value plus
+    /// [`REFERENCE_MARGIN`] of the range) and an ideal (best observed
+    /// value) from `observed`, keeping either when already declared, so
+    /// that hypervolumes of runs over the same figures are comparable.
+    /// `None` (nothing changed) when no metrics carry the objective.
+    pub fn derive_reference(&mut self, observed: &[Metrics]) -> Option<()> {
+        let values = observed.iter().filter_map(|m| m.get(&self.name).copied());
+        let (lo, hi) = values.fold(None, |acc: Option<(f64, f64)>, v| {
+            Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
+        })?;
+        let margin = REFERENCE_MARGIN * (hi - lo).max(1e-12);
+        let (best, worst) = match self.direction {
+            Direction::Minimize => (lo, hi + margin),
+            Direction::Maximize => (hi, lo - margin),
+        };
+        self.reference.get_or_insert(worst);
+        self.ideal.get_or_insert(best);
+        Some(())
+    }
+}
+
 /// The objectives and constraints of a study.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectiveSet {
@@ -732,5 +758,25 @@ mod tests {
         assert_eq!(r[1].0, 0);
         assert_eq!(r[2].0, 0);
         assert_eq!(r[0].0, 1);
+    }
+
+    #[test]
+    fn references_derive_from_observed_values_and_keep_declared_ones() {
+        let observed: Vec<Metrics> = [1.0, 3.0, 2.0]
+            .iter()
+            .map(|&v| [("energy".to_owned(), v)].into_iter().collect())
+            .collect();
+        let mut o = Objective::new("energy", Direction::Minimize);
+        o.derive_reference(&observed).expect("observed");
+        assert_eq!(o.ideal, Some(1.0));
+        assert!((o.reference.unwrap() - 3.2).abs() < 1e-12);
+        let mut acc = Objective::new("accuracy", Direction::Maximize);
+        assert!(acc.derive_reference(&observed).is_none());
+        assert_eq!(acc.reference, None);
+        let mut declared = Objective::new("energy", Direction::Maximize);
+        declared.reference = Some(0.0);
+        declared.derive_reference(&observed).expect("observed");
+        assert_eq!(declared.reference, Some(0.0));
+        assert_eq!(declared.ideal, Some(3.0));
     }
 }

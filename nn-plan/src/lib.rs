@@ -28,7 +28,7 @@ pub mod kernel;
 pub mod plan;
 pub mod spec;
 
-pub use kernel::{KernelCall, KernelKind, KernelShape, Pass};
+pub use kernel::{KernelCall, KernelKind, KernelShape, Pass, ShapeClass};
 pub use plan::{DatasetShape, PlanError, PlannedCalls, RunPlan, RunShape};
 pub use spec::{
     Activation, Architecture, Backbone, LayerShape, ModelSpec, Norm, OptimizerKind, SpecError,

@@ -115,7 +115,12 @@ pub fn forward(layers: &[LayerShape], batch: usize, pass: Pass, out: &mut Vec<Ke
 /// Appends the kernels of a backward pass of `layers` over `batch` rows:
 /// layer `i` computes its input gradient when `i > 0` or the caller needs
 /// it (`need_grad_input`), as the trainer's `Sequential` does.
-pub fn backward(layers: &[LayerShape], batch: usize, need_grad_input: bool, out: &mut Vec<KernelCall>) {
+pub fn backward(
+    layers: &[LayerShape],
+    batch: usize,
+    need_grad_input: bool,
+    out: &mut Vec<KernelCall>,
+) {
     for (i, layer) in layers.iter().enumerate().rev() {
         let need = i > 0 || need_grad_input;
         let mut push = |kind, shape| {
@@ -279,7 +284,11 @@ pub struct RunPlan {
 
 impl RunPlan {
     /// The plan of training `model` on data of shape `data` as `run` says.
-    pub fn new(model: &ModelSpec, data: &DatasetShape, run: &RunShape) -> Result<RunPlan, PlanError> {
+    pub fn new(
+        model: &ModelSpec,
+        data: &DatasetShape,
+        run: &RunShape,
+    ) -> Result<RunPlan, PlanError> {
         let positive = [
             ("inputs", data.inputs),
             ("outputs", data.outputs),

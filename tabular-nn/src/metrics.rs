@@ -6,7 +6,7 @@ use serde::Serialize;
 
 /// Metrics of one split. Classification fills the first four (ROC AUC for
 /// binary tasks only), regression the last three.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Metrics {
     /// Share of rows whose most probable class is the true one.
     #[serde(skip_serializing_if = "Option::is_none")]

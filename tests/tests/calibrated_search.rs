@@ -1,19 +1,19 @@
 //! A calibrated search end to end, with real processes: `nas-client search
-//! --calibration` runs `calibration predict` as its co-process, trains each
-//! trial in a `nas-client train` child under a real energyd, pre-screens
+//! --calibration` prices networks with the energy model it links, trains
+//! each trial in a `nas-client trial` child under a real energyd, pre-screens
 //! candidates, re-measures the predicted front, and the report shows the
 //! predicted and measured energy side by side. A calibration of another
 //! machine is refused before anything is trained.
 //!
-//! The calibration is synthetic (made with the calibration crate's own
+//! The calibration is synthetic (made with the energy-model crate's own
 //! types and fit, for this machine's fingerprint), so the test checks the
 //! wiring, not the accuracy of a real calibration (`bench/calibration`).
 
-use calibration::model::{KernelModel, KernelShape, Observation};
-use calibration::predict::OverheadModel;
-use calibration::{Calibration, MachineFingerprint, FORMAT_VERSION};
+use energy_model::model::{FitShape, KernelModel, Observation};
+use energy_model::predict::OverheadModel;
+use energy_model::{Calibration, MachineFingerprint, FORMAT_VERSION};
 use integration_tests::{workspace_bin, Daemon, SIMULATED_CONFIG};
-use nas_client::kernels::KernelKind;
+use nn_plan::KernelKind;
 use serde_json::Value;
 use shared::Provenance;
 use std::path::Path;
@@ -29,7 +29,7 @@ fn synthetic_calibration(machine: MachineFingerprint) -> Calibration {
                 let work = (batch * i * o) as f64;
                 observations.push(Observation {
                     kernel: kind.as_str().to_owned(),
-                    shape: KernelShape {
+                    shape: FitShape {
                         batch,
                         in_width: i,
                         out_width: o,
@@ -113,8 +113,6 @@ fn search(
         .arg(&d.socket)
         .arg("--calibration")
         .arg(calibration)
-        .arg("--calibration-bin")
-        .arg(workspace_bin("calibration", "calibration"))
         .args([
             "--prescreen",
             "--prescreen-warmup",

@@ -9,14 +9,14 @@ pub mod trainer;
 
 use anyhow::{bail, Context, Result};
 use calibrated::{
-    calibration_program, measure_front, predicted_objective_name, CalibratedEvaluator,
-    CalibrationPricer, DatasetShape, NetworkQuery, Predictor, Prescreen, PrescreenCounts,
-    TrialPricer,
+    measure_front, network_run, predicted_objective_name, prescreen_metrics, CalibratedEvaluator,
+    CalibrationPricer, EnergyModel, TrialPricer,
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use nas_search::evaluator::{metric_extremes, Evaluator, TableColumns, TableEvaluator};
+use nas_search::evaluator::{Evaluator, TableColumns, TableEvaluator};
 use nas_search::objective::{Constraint, Direction, Metrics, Objective, ObjectiveSet};
+use nas_search::prescreen::{Prescreen, PrescreenCounts};
 use nas_search::report::{summarize, write_report_for, ReportSummary};
 use nas_search::runner::{run_study, Progress, RunOptions};
 use nas_search::space::SearchSpace;
@@ -168,9 +168,6 @@ pub struct CalibrationFileArgs {
     /// Use a calibration made on another machine.
     #[arg(long, requires = "calibration")]
     pub force_calibration: bool,
-    /// The `calibration` program (default: next to this executable, else PATH).
-    #[arg(long, requires = "calibration")]
-    pub calibration_bin: Option<PathBuf>,
 }
 
 /// Calibrated-search flags of `nas-client search`.
@@ -200,12 +197,12 @@ pub struct CalibrationArgs {
 /// A calibrated search's evaluator and the pieces its strategy and front
 /// measurement share.
 struct Calibrated {
-    predictor: Arc<Predictor>,
+    model: Arc<EnergyModel>,
     pricer: TrialPricer,
 }
 
 impl Calibrated {
-    /// Starts the predictor for the data of the training `evaluator` and
+    /// Loads the calibration for the data of the training `evaluator` and
     /// checks it prices a small network of this search's data.
     fn setup(
         evaluator: &EvaluatorChoice,
@@ -215,32 +212,34 @@ impl Calibrated {
         let EvaluatorChoice::Train(trainer) = evaluator else {
             bail!("--calibration predicts the energy of trained networks: it does not combine with --evaluator table:");
         };
-        let data_args = crate::train_cli::parse_train_flags(&trainer.data.args())?;
-        let dataset = crate::train_cli::load_dataset(&data_args)
+        let dataset = trainer
+            .data
+            .load()
             .context("loading the data to price its networks")?;
-        let shape = DatasetShape::of(&dataset);
-        let probe = NetworkQuery::new(
-            &crate::train::TrainConfig {
-                model: crate::model::ModelSpec {
-                    backbone: crate::model::Backbone::Mlp { widths: vec![8] },
-                    ..crate::model::ModelSpec::default()
+        let shape = dataset.shape();
+        let probe = network_run(
+            &tabular_nn::TrainConfig {
+                model: nn_plan::ModelSpec {
+                    backbone: nn_plan::Backbone::Mlp { widths: vec![8] },
+                    ..nn_plan::ModelSpec::default()
                 },
                 threads: trainer.threads.max(1),
-                ..crate::train::TrainConfig::default()
+                ..tabular_nn::TrainConfig::default()
             },
             &shape,
             1,
         );
-        let predictor = Predictor::start(
-            &calibration_program(flags.calibration_bin.as_deref()),
-            calibration,
-            flags.force_calibration,
-            &probe,
-        )?;
+        let model = EnergyModel::load(calibration, flags.force_calibration)?;
+        // A calibration that cannot price this search's kernels (another
+        // trainer version, an uncalibrated thread count) fails here, before
+        // anything is trained.
+        model
+            .predict(&probe)
+            .with_context(|| format!("calibration {}", calibration.display()))?;
         let mut trainer = trainer.clone();
         trainer.measure_inference = false;
         Ok(Calibrated {
-            predictor: Arc::new(predictor),
+            model: Arc::new(model),
             pricer: TrialPricer { trainer, shape },
         })
     }
@@ -248,7 +247,7 @@ impl Calibrated {
     fn evaluator(&self) -> CalibratedEvaluator {
         CalibratedEvaluator {
             pricer: self.pricer.clone(),
-            predictor: Arc::clone(&self.predictor),
+            model: Arc::clone(&self.model),
         }
     }
 
@@ -290,9 +289,15 @@ fn run_calibrated(
         Some((factor, warmup)) => {
             let pricer = CalibrationPricer {
                 pricer: cal.pricer.clone(),
-                predictor: Arc::clone(&cal.predictor),
+                model: Arc::clone(&cal.model),
             };
-            let p = Prescreen::new(strategy, Box::new(pricer), factor, warmup);
+            let p = Prescreen::new(
+                strategy,
+                Box::new(pricer),
+                prescreen_metrics(),
+                factor,
+                warmup,
+            );
             let counts = p.counts();
             (Box::new(p), Some(counts))
         }
@@ -878,7 +883,7 @@ fn data_source(
     Ok(match (dataset, data, target) {
         (Some(name), None, _) => {
             // Refused here, not by every trial's child.
-            crate::data::bundled::find(name).context("--dataset")?;
+            tabular_nn::data::bundled::find(name).context("--dataset")?;
             Some(DataSource::Bundled(name.to_string()))
         }
         (None, Some(path), Some(target)) => Some(DataSource::File {
@@ -929,7 +934,7 @@ fn objective_set(
             .map(|(_, m)| m)
             .collect();
         for o in &mut list {
-            fill_reference(o, &all)
+            o.derive_reference(&all)
                 .with_context(|| format!("objective `{}` has no values in the table", o.name))?;
         }
     }
@@ -938,18 +943,6 @@ fn objective_set(
         set = set.with_constraint(Constraint::parse(&c).context("--constraints")?);
     }
     Ok(set)
-}
-
-fn fill_reference(o: &mut Objective, all: &[Metrics]) -> Option<()> {
-    let (lo, hi) = metric_extremes(all, &o.name)?;
-    let margin = 0.1 * (hi - lo).max(1e-12);
-    let (best, worst) = match o.direction {
-        Direction::Minimize => (lo, hi + margin),
-        Direction::Maximize => (hi, lo - margin),
-    };
-    o.reference.get_or_insert(worst);
-    o.ideal.get_or_insert(best);
-    Some(())
 }
 
 /// A copy of `spec` whose objectives without a reference point get one from
@@ -964,7 +957,7 @@ pub fn with_derived_references(spec: &StudySpec, trials: &[TrialRecord]) -> Stud
     let mut out = spec.clone();
     for o in &mut out.objectives.objectives {
         if o.reference.is_none() {
-            let _ = fill_reference(o, &all);
+            let _ = o.derive_reference(&all);
         }
     }
     out

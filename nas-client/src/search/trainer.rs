@@ -1,52 +1,173 @@
-//! The training evaluator: each trial trains a network with `nas-client
-//! train` in a child process of its own, so that the energy energyd reports
-//! for that process belongs to that trial alone even when several trials run
-//! at once (`--workers K`); the child registers itself with energyd and
-//! reports its kernel spans.
+//! The training evaluator: each trial trains a network in a child
+//! `nas-client trial` process of its own, so that the energy energyd
+//! reports for that process belongs to that trial alone even when several
+//! trials run at once (`--workers K`); the child registers itself with
+//! energyd and reports its kernel spans.
+//!
+//! The boundary is typed both ways: the child reads a [`TrialRequest`]
+//! (the data, the exact [`TrainConfig`], the energyd settings) as JSON on
+//! its standard input and writes the [`TrainReport`] as JSON on its
+//! standard output, which the parent deserializes. The configuration a
+//! trial trains is built once, by [`TrainingEvaluator::train_config`], and
+//! is also the one a calibrated search prices.
 //!
 //! This module owns the mapping between search-space parameters and the
-//! trainer's flags, and between the trainer's JSON and trial metrics.
+//! trainer's configuration, and between the report and trial metrics
+//! (named by the [`TrialMetric`] registry).
 
+use anyhow::Context;
 use nas_search::evaluator::{EvalError, Evaluator, KernelEnergyFigure, TrialResult};
+use nas_search::objective::Direction;
 use nas_search::space::{Config, ParamValue};
-use serde_json::Value;
+use nn_plan::{Activation, Backbone, Norm};
+use serde::{Deserialize, Serialize};
 use shared::Provenance;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use tabular_nn::data::{bundled, Dataset, LoadOptions};
+use tabular_nn::train::{TrainConfig, TrainReport};
 
-/// Metric names a training trial reports (the objectives and constraints of
-/// a search refer to these).
-pub mod metric {
-    /// Validation accuracy (classification), fraction.
-    pub const VAL_ACCURACY: &str = "val_accuracy";
-    /// Test accuracy (classification), fraction.
-    pub const TEST_ACCURACY: &str = "test_accuracy";
-    /// Measured inference energy per 1000 rows, joules.
-    pub const INFERENCE_ENERGY_J_PER_1K: &str = "inference_energy_j_per_1k";
-    /// Measured training energy, joules.
-    pub const TRAINING_ENERGY_J: &str = "training_energy_j";
-    /// Inference time per 1000 rows, milliseconds.
-    pub const LATENCY_MS_PER_1K: &str = "latency_ms_per_1k";
-    /// Trainable parameters.
-    pub const PARAMS: &str = "params";
-    /// Forward FLOPs per row.
-    pub const FLOPS: &str = "flops";
-    /// Training wall time, seconds.
-    pub const TRAIN_TIME_S: &str = "train_time_s";
-    /// Epochs actually trained (early stopping may end before the most).
-    pub const EPOCHS_RUN: &str = "epochs_run";
-    /// Inference energy per 1000 rows predicted from a calibration, joules.
-    pub const PREDICTED_INFERENCE_ENERGY_J_PER_1K: &str = "predicted_inference_energy_j_per_1k";
-    /// Training energy predicted from a calibration, joules.
-    pub const PREDICTED_TRAINING_ENERGY_J: &str = "predicted_training_energy_j";
-    /// One-sigma uncertainty of the predicted inference energy, joules.
-    pub const PREDICTED_INFERENCE_ENERGY_SIGMA: &str = "predicted_inference_energy_sigma_j_per_1k";
-    /// One-sigma uncertainty of the predicted training energy, joules.
-    pub const PREDICTED_TRAINING_ENERGY_SIGMA: &str = "predicted_training_energy_sigma_j";
+/// Where a figure comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Measured or computed from the trained network (accuracy, energy
+    /// from energyd with its own provenance, parameter counts).
+    Measured,
+    /// Predicted from a calibration, never a measurement.
+    Predicted,
 }
 
-/// Where the training data comes from, as `nas-client train` flags.
-#[derive(Debug, Clone)]
+macro_rules! trial_metrics {
+    ($($(#[doc = $doc:literal])* $variant:ident => ($name:literal, $unit:literal, $direction:ident, $origin:ident),)*) => {
+        /// Every metric a training trial reports: one registry of names,
+        /// units, the direction that is better and where the figure comes
+        /// from. Objectives and constraints of a search refer to the names.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum TrialMetric {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl TrialMetric {
+            /// Every metric, in declaration order.
+            pub const ALL: &'static [TrialMetric] = &[$(TrialMetric::$variant,)*];
+
+            /// The stable name (stored in studies, used in objectives).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(TrialMetric::$variant => $name,)*
+                }
+            }
+
+            /// Unit of the figure.
+            pub const fn unit(self) -> &'static str {
+                match self {
+                    $(TrialMetric::$variant => $unit,)*
+                }
+            }
+
+            /// Which way is better.
+            pub const fn direction(self) -> Direction {
+                match self {
+                    $(TrialMetric::$variant => Direction::$direction,)*
+                }
+            }
+
+            /// Measured or predicted.
+            pub const fn origin(self) -> Origin {
+                match self {
+                    $(TrialMetric::$variant => Origin::$origin,)*
+                }
+            }
+        }
+    };
+}
+
+trial_metrics! {
+    /// Validation accuracy (classification).
+    ValAccuracy => ("val_accuracy", "fraction", Maximize, Measured),
+    /// Test accuracy (classification).
+    TestAccuracy => ("test_accuracy", "fraction", Maximize, Measured),
+    /// Inference energy per 1000 rows, measured by energyd.
+    InferenceEnergyJPer1k => ("inference_energy_j_per_1k", "J per 1000 rows", Minimize, Measured),
+    /// Training energy, measured by energyd.
+    TrainingEnergyJ => ("training_energy_j", "J", Minimize, Measured),
+    /// Inference time per 1000 rows.
+    LatencyMsPer1k => ("latency_ms_per_1k", "ms per 1000 rows", Minimize, Measured),
+    /// Trainable parameters.
+    Params => ("params", "parameters", Minimize, Measured),
+    /// Forward FLOPs per row.
+    Flops => ("flops", "FLOP per row", Minimize, Measured),
+    /// Training wall time.
+    TrainTimeS => ("train_time_s", "s", Minimize, Measured),
+    /// Epochs actually trained (early stopping may end before the most).
+    EpochsRun => ("epochs_run", "epochs", Minimize, Measured),
+    /// Validation accuracy of a front member's re-measurement run.
+    RemeasuredValAccuracy => ("remeasured_val_accuracy", "fraction", Maximize, Measured),
+    /// Inference energy per 1000 rows predicted from a calibration.
+    PredictedInferenceEnergyJPer1k => ("predicted_inference_energy_j_per_1k", "J per 1000 rows", Minimize, Predicted),
+    /// Training energy predicted from a calibration.
+    PredictedTrainingEnergyJ => ("predicted_training_energy_j", "J", Minimize, Predicted),
+    /// One-sigma uncertainty of the predicted inference energy.
+    PredictedInferenceEnergySigma => ("predicted_inference_energy_sigma_j_per_1k", "J per 1000 rows", Minimize, Predicted),
+    /// One-sigma uncertainty of the predicted training energy.
+    PredictedTrainingEnergySigma => ("predicted_training_energy_sigma_j", "J", Minimize, Predicted),
+}
+
+impl TrialMetric {
+    /// The metric of this name.
+    pub fn from_name(name: &str) -> Option<TrialMetric> {
+        TrialMetric::ALL.iter().copied().find(|m| m.name() == name)
+    }
+
+    /// The predicted counterpart of a measured energy figure (what a
+    /// calibrated search optimises in its place).
+    pub fn predicted(self) -> Option<TrialMetric> {
+        match self {
+            TrialMetric::InferenceEnergyJPer1k => Some(TrialMetric::PredictedInferenceEnergyJPer1k),
+            TrialMetric::TrainingEnergyJ => Some(TrialMetric::PredictedTrainingEnergyJ),
+            _ => None,
+        }
+    }
+}
+
+/// Metric names, for the code that indexes trial metrics by name (the
+/// registry's names, as constants).
+pub mod metric {
+    use super::TrialMetric as M;
+    /// See [`M::ValAccuracy`].
+    pub const VAL_ACCURACY: &str = M::ValAccuracy.name();
+    /// See [`M::TestAccuracy`].
+    pub const TEST_ACCURACY: &str = M::TestAccuracy.name();
+    /// See [`M::InferenceEnergyJPer1k`].
+    pub const INFERENCE_ENERGY_J_PER_1K: &str = M::InferenceEnergyJPer1k.name();
+    /// See [`M::TrainingEnergyJ`].
+    pub const TRAINING_ENERGY_J: &str = M::TrainingEnergyJ.name();
+    /// See [`M::LatencyMsPer1k`].
+    pub const LATENCY_MS_PER_1K: &str = M::LatencyMsPer1k.name();
+    /// See [`M::Params`].
+    pub const PARAMS: &str = M::Params.name();
+    /// See [`M::Flops`].
+    pub const FLOPS: &str = M::Flops.name();
+    /// See [`M::TrainTimeS`].
+    pub const TRAIN_TIME_S: &str = M::TrainTimeS.name();
+    /// See [`M::EpochsRun`].
+    pub const EPOCHS_RUN: &str = M::EpochsRun.name();
+    /// See [`M::RemeasuredValAccuracy`].
+    pub const REMEASURED_VAL_ACCURACY: &str = M::RemeasuredValAccuracy.name();
+    /// See [`M::PredictedInferenceEnergyJPer1k`].
+    pub const PREDICTED_INFERENCE_ENERGY_J_PER_1K: &str = M::PredictedInferenceEnergyJPer1k.name();
+    /// See [`M::PredictedTrainingEnergyJ`].
+    pub const PREDICTED_TRAINING_ENERGY_J: &str = M::PredictedTrainingEnergyJ.name();
+    /// See [`M::PredictedInferenceEnergySigma`].
+    pub const PREDICTED_INFERENCE_ENERGY_SIGMA: &str = M::PredictedInferenceEnergySigma.name();
+    /// See [`M::PredictedTrainingEnergySigma`].
+    pub const PREDICTED_TRAINING_ENERGY_SIGMA: &str = M::PredictedTrainingEnergySigma.name();
+}
+
+/// Where the training data comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DataSource {
     /// A bundled dataset by name.
     Bundled(String),
@@ -60,16 +181,17 @@ pub enum DataSource {
 }
 
 impl DataSource {
-    /// The `nas-client train` flags naming the data.
-    pub fn args(&self) -> Vec<String> {
+    /// Loads the data (split seed 0, task and column kinds detected), as
+    /// `nas-client train --dataset NAME` or `--data FILE --target COLUMN`.
+    pub fn load(&self) -> anyhow::Result<Dataset> {
         match self {
-            DataSource::Bundled(name) => vec!["--dataset".into(), name.clone()],
-            DataSource::File { path, target } => vec![
-                "--data".into(),
-                path.display().to_string(),
-                "--target".into(),
-                target.clone(),
-            ],
+            DataSource::Bundled(name) => {
+                bundled::load(name, 0).with_context(|| format!("loading bundled dataset {name}"))
+            }
+            DataSource::File { path, target } => {
+                Dataset::from_file(path, &LoadOptions::new(target))
+                    .with_context(|| format!("loading {}", path.display()))
+            }
         }
     }
 
@@ -82,7 +204,19 @@ impl DataSource {
     }
 }
 
-/// Trains each trial in a child `nas-client train --json` process.
+/// What a `nas-client trial` child trains: read as JSON on its standard
+/// input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrialRequest {
+    /// The data.
+    pub data: DataSource,
+    /// The exact training configuration.
+    pub config: TrainConfig,
+    /// energyd socket (the default socket when `None`).
+    pub socket: Option<PathBuf>,
+}
+
+/// Trains each trial in a child `nas-client trial` process.
 #[derive(Debug, Clone)]
 pub struct TrainingEvaluator {
     /// The nas-client executable.
@@ -98,80 +232,81 @@ pub struct TrainingEvaluator {
     pub measure_inference: bool,
 }
 
-/// Search-space parameters passed to the trainer as `--FLAG value`, by name.
-/// `n_layers` and `width_*` become `--arch W1-W2-...`.
-const PARAM_FLAGS: &[(&str, &str)] = &[
-    ("backbone", "--backbone"),
-    ("activation", "--activation"),
-    ("dropout", "--dropout"),
-    ("normalization", "--norm"),
-    ("learning_rate", "--lr"),
-    ("batch_size", "--batch-size"),
-];
-
-fn cell(v: &ParamValue) -> String {
-    match v {
-        ParamValue::Bool(b) => b.to_string(),
-        ParamValue::Int(i) => i.to_string(),
-        ParamValue::Float(x) => x.to_string(),
-        ParamValue::Str(s) => s.clone(),
-    }
+fn bad(message: String) -> EvalError {
+    EvalError::Failed(message)
 }
 
-/// The trainer flags (model and schedule; no data, seed or threads) for
-/// `config` at `fidelity` (a fraction of `epochs`, at least one epoch).
-pub fn train_flags(config: &Config, fidelity: f64) -> Result<Vec<String>, EvalError> {
+/// The model and schedule (no seed or threads) of `config` at `fidelity`
+/// (a fraction of `epochs`, at least one epoch), over the defaults of
+/// `nas-client train`. Parameters: `backbone` (mlp, resnet), `n_layers` and
+/// `width_1..` (a ResNet's main width is its first width, one block per
+/// width), `activation`, `dropout`, `normalization`, `learning_rate`,
+/// `batch_size`, `epochs`.
+pub fn train_config(config: &Config, fidelity: f64) -> Result<TrainConfig, EvalError> {
     let num = |name: &str| config.get(name).and_then(ParamValue::as_f64);
+    let text = |name: &str| config.get(name).and_then(ParamValue::as_str);
     let n_layers = num("n_layers")
-        .ok_or_else(|| EvalError::Failed("configuration has no integer `n_layers`".into()))?
+        .ok_or_else(|| bad("configuration has no integer `n_layers`".into()))?
         as usize;
     let mut widths = Vec::with_capacity(n_layers);
     for i in 1..=n_layers {
         let w = num(&format!("width_{i}")).ok_or_else(|| {
-            EvalError::Failed(format!(
+            bad(format!(
                 "configuration has {n_layers} layers but no width_{i}"
             ))
         })?;
-        widths.push((w.round() as i64).to_string());
-    }
-    // A ResNet's arch is `D_MAIN-D_HIDDEN-...` (one hidden width per block):
-    // the first width is also the main width.
-    let backbone = config.get("backbone").and_then(ParamValue::as_str);
-    if backbone == Some("resnet") {
-        widths.insert(0, widths[0].clone());
-    }
-    let mut flags = vec!["--arch".to_string(), widths.join("-")];
-    for (param, flag) in PARAM_FLAGS {
-        if let Some(v) = config.get(param) {
-            flags.push((*flag).to_string());
-            flags.push(cell(v));
+        if w < 1.0 {
+            return Err(bad(format!("width_{i} is {w}, not a positive width")));
         }
+        widths.push(w.round() as usize);
+    }
+    let mut out = TrainConfig::default();
+    out.model.backbone = match text("backbone").unwrap_or("mlp") {
+        "mlp" => Backbone::Mlp { widths },
+        "resnet" => Backbone::Resnet {
+            d_main: *widths
+                .first()
+                .ok_or_else(|| bad("a resnet needs at least one layer".into()))?,
+            d_hidden: widths,
+        },
+        other => return Err(bad(format!("unknown backbone {other:?} (mlp, resnet)"))),
+    };
+    if let Some(a) = text("activation") {
+        out.model.activation =
+            Activation::parse(a).ok_or_else(|| bad(format!("unknown activation {a:?}")))?;
+    }
+    if let Some(n) = text("normalization") {
+        out.model.norm =
+            Norm::parse(n).ok_or_else(|| bad(format!("unknown normalization {n:?}")))?;
+    }
+    if let Some(d) = num("dropout") {
+        out.model.dropout = d as f32;
+    }
+    if let Some(lr) = num("learning_rate") {
+        out.lr = lr as f32;
+    }
+    if let Some(b) = num("batch_size") {
+        out.batch_size = b.round().max(1.0) as usize;
     }
     if let Some(epochs) = num("epochs") {
-        let scaled = (epochs * fidelity).ceil().max(1.0) as u64;
-        flags.push("--epochs".into());
-        flags.push(scaled.to_string());
+        out.epochs = (epochs * fidelity).ceil().max(1.0) as usize;
     }
-    Ok(flags)
+    Ok(out)
 }
 
 impl TrainingEvaluator {
-    /// Every flag of the `nas-client train` child of a trial, but `--json`
-    /// and `--socket`: the data, the model and schedule, the seed, threads.
-    pub fn child_flags(
+    /// The exact configuration the child of a trial trains.
+    pub fn train_config(
         &self,
         config: &Config,
         fidelity: f64,
         seed: u64,
-    ) -> Result<Vec<String>, EvalError> {
-        let mut flags = self.data.args();
-        flags.extend(train_flags(config, fidelity)?);
-        flags.extend(["--seed".to_string(), seed.to_string()]);
-        flags.extend(["--threads".to_string(), self.threads.max(1).to_string()]);
-        if !self.measure_inference {
-            flags.push("--no-inference-energy".to_string());
-        }
-        Ok(flags)
+    ) -> Result<TrainConfig, EvalError> {
+        let mut out = train_config(config, fidelity)?;
+        out.seed = seed;
+        out.threads = self.threads.max(1);
+        out.measure_inference_energy = self.measure_inference;
+        Ok(out)
     }
 }
 
@@ -182,148 +317,114 @@ impl Evaluator for TrainingEvaluator {
         fidelity: f64,
         seed: u64,
     ) -> Result<TrialResult, EvalError> {
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("train")
-            .args(self.child_flags(config, fidelity, seed)?)
-            .arg("--json")
-            .stdin(Stdio::null())
+        let request = TrialRequest {
+            data: self.data.clone(),
+            config: self.train_config(config, fidelity, seed)?,
+            socket: self.socket.clone(),
+        };
+        let input = serde_json::to_vec(&request)
+            .map_err(|e| bad(format!("encoding the trial request: {e}")))?;
+        let mut child = Command::new(&self.exe)
+            .arg("trial")
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(socket) = &self.socket {
-            cmd.arg("--socket").arg(socket);
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| bad(format!("cannot start {} trial: {e}", self.exe.display())))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A child that exits early closes the pipe; its status says why.
+            let _ = stdin.write_all(&input);
         }
-        let output = cmd.output().map_err(|e| {
-            EvalError::Failed(format!("cannot start {} train: {e}", self.exe.display()))
-        })?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
+        let output = child
+            .wait_with_output()
+            .map_err(|e| bad(format!("waiting for {} trial: {e}", self.exe.display())))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-            return Err(EvalError::Failed(format!(
-                "nas-client train exited with {}: {}",
+            return Err(bad(format!(
+                "nas-client trial exited with {}: {}",
                 output.status,
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
             )));
         }
-        let json = last_json_object(&stdout).ok_or_else(|| {
-            EvalError::Failed("nas-client train --json printed no JSON object".into())
-        })?;
-        trial_result_from_train_json(&json)
+        let report: TrainReport = serde_json::from_slice(&output.stdout)
+            .map_err(|e| bad(format!("nas-client trial: unreadable report: {e}")))?;
+        trial_result(&report)
     }
 }
 
-/// The last line of `text` that parses as a JSON object (the trainer prints
-/// one; anything before it is ignored).
-fn last_json_object(text: &str) -> Option<Value> {
-    if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(text.trim()) {
-        return Some(v);
-    }
-    text.lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
-        .find(Value::is_object)
-}
-
-/// Looks up a number at the first of `paths` (dot-separated) that holds one.
-fn number_at(v: &Value, paths: &[&str]) -> Option<f64> {
-    paths.iter().find_map(|p| {
-        p.split('.')
-            .try_fold(v, |node, key| node.get(key))
-            .and_then(Value::as_f64)
-            .filter(|x| x.is_finite())
-    })
-}
-
-fn string_at<'a>(v: &'a Value, paths: &[&str]) -> Option<&'a str> {
-    paths.iter().find_map(|p| {
-        p.split('.')
-            .try_fold(v, |node, key| node.get(key))
-            .and_then(Value::as_str)
-    })
-}
-
-/// Converts the trainer's JSON into trial metrics, per-kernel energy and
-/// provenance.
-pub fn trial_result_from_train_json(v: &Value) -> Result<TrialResult, EvalError> {
+/// The trial metrics, per-kernel energy and provenance of a training
+/// report.
+pub fn trial_result(report: &TrainReport) -> Result<TrialResult, EvalError> {
     let mut result = TrialResult::default();
-    // Field paths of `nas-client train --json` (nas_client::train::TrainReport).
-    let mut put = |name: &str, value: Option<f64>| {
+    let mut put = |m: TrialMetric, value: Option<f64>| {
         if let Some(x) = value.filter(|x| x.is_finite()) {
-            result.metrics.insert(name.to_string(), x);
+            result.metrics.insert(m.name().to_owned(), x);
         }
     };
-    put(metric::VAL_ACCURACY, number_at(v, &["val.accuracy"]));
-    put(metric::TEST_ACCURACY, number_at(v, &["test.accuracy"]));
+    let energy = report.energy.as_ref();
+    put(TrialMetric::ValAccuracy, report.val.accuracy);
+    put(TrialMetric::TestAccuracy, report.test.accuracy);
     put(
-        metric::INFERENCE_ENERGY_J_PER_1K,
-        number_at(v, &["energy.inference_j_per_1000_rows"]),
+        TrialMetric::InferenceEnergyJPer1k,
+        energy.and_then(|e| e.inference_j_per_1000_rows),
     );
     put(
-        metric::TRAINING_ENERGY_J,
-        number_at(v, &["energy.train.process_j"]),
+        TrialMetric::TrainingEnergyJ,
+        energy.map(|e| e.train.process_j),
     );
-    let inference_ns = number_at(v, &["inference.time_ns"]);
-    let inference_rows = number_at(v, &["inference.rows"]).filter(|&r| r > 0.0);
+    let inference = &report.inference;
     put(
-        metric::LATENCY_MS_PER_1K,
-        inference_ns
-            .zip(inference_rows)
-            .map(|(ns, rows)| ns / rows * 1000.0 / 1e6),
+        TrialMetric::LatencyMsPer1k,
+        (inference.rows > 0)
+            .then(|| inference.time_ns as f64 / inference.rows as f64 * 1000.0 / 1e6),
     );
-    put(metric::PARAMS, number_at(v, &["parameters"]));
-    put(metric::FLOPS, number_at(v, &["flops_per_row_inference"]));
+    put(TrialMetric::Params, Some(report.parameters as f64));
     put(
-        metric::TRAIN_TIME_S,
-        number_at(v, &["train_wall_ns"]).map(|ns| ns / 1e9),
+        TrialMetric::Flops,
+        Some(report.flops_per_row_inference as f64),
     );
-    put(metric::EPOCHS_RUN, number_at(v, &["epochs_run"]));
+    put(
+        TrialMetric::TrainTimeS,
+        Some(report.train_wall_ns as f64 / 1e9),
+    );
+    put(TrialMetric::EpochsRun, Some(report.epochs_run as f64));
     if !result.metrics.contains_key(metric::VAL_ACCURACY) {
-        return Err(EvalError::Failed(
-            "nas-client train --json reported no validation accuracy (regression targets need --objectives on another metric)".into(),
+        return Err(bad(
+            "the trial reported no validation accuracy (regression targets need --objectives on another metric)".into(),
         ));
     }
-    // The provenance of the objective (inference energy) and of the
-    // training energy: the weaker of the two phases.
-    let phase_provenance = |phase: &str| {
-        string_at(v, &[&format!("energy.{phase}.provenance")]).and_then(|p| {
-            match p.to_ascii_lowercase().as_str() {
-                "measured" => Some(Provenance::Measured),
-                "estimated" => Some(Provenance::Estimated),
-                "simulated" => Some(Provenance::Simulated),
-                _ => None,
-            }
-        })
-    };
-    result.provenance = match (phase_provenance("train"), phase_provenance("inference")) {
-        (Some(a), Some(b)) => Some(a.combine(b)),
-        (a, b) => a.or(b),
-    };
-    let kernels = ["energy.train.kernels"].iter().find_map(|p| {
-        p.split('.')
-            .try_fold(v, |node, key| node.get(key))
-            .and_then(Value::as_array)
-    });
-    if let Some(kernels) = kernels {
-        for k in kernels {
-            let Some(name) = k.get("name").and_then(Value::as_str) else {
-                continue;
-            };
-            result.kernel_energy.push(KernelEnergyFigure {
-                name: name.to_string(),
-                energy_j: number_at(k, &["energy_j"]),
-                time_ns: number_at(k, &["total_time_ns"]).unwrap_or(0.0) as u64,
-                count: number_at(k, &["count"]).unwrap_or(0.0) as u64,
-            });
-        }
+    if let Some(e) = energy {
+        // The provenance of the objective (inference energy) and of the
+        // training energy: the weaker of the two phases.
+        result.provenance = Some(e.inference.as_ref().map_or(e.train.provenance, |i| {
+            e.train.provenance.combine(i.provenance)
+        }));
+        result.kernel_energy = e
+            .train
+            .kernels
+            .iter()
+            .map(|k| KernelEnergyFigure {
+                name: k.name.clone(),
+                energy_j: k.energy_j,
+                time_ns: k.total_time_ns,
+                count: k.count,
+            })
+            .collect();
+        // What the trial cost: training plus the inference measurement.
+        result.energy_spent_j =
+            Some(e.train.process_j + e.inference.as_ref().map_or(0.0, |i| i.process_j));
     }
-    // What the trial cost: training plus the inference measurement.
-    let training = number_at(v, &["energy.train.process_j"]);
-    let measuring = number_at(v, &["energy.inference.process_j"]);
-    result.energy_spent_j = training.map(|t| t + measuring.unwrap_or(0.0));
-    if let Some(why) = string_at(v, &["energy_unavailable"]) {
+    if let Some(why) = &report.energy_unavailable {
         result.notes.push(format!("no energy: {why}"));
     }
     Ok(result)
+}
+
+/// The provenance a trial's predicted figures carry: a model's output is
+/// never a measurement, whatever the calibration was measured with.
+pub fn predicted_provenance(measured: Option<Provenance>) -> Provenance {
+    measured.map_or(Provenance::Estimated, |m| m.combine(Provenance::Estimated))
 }
 
 #[cfg(test)]
@@ -331,69 +432,90 @@ mod tests {
     use super::*;
 
     #[test]
-    fn flags_scale_epochs_and_join_widths() {
+    fn parameters_become_the_configuration() {
         let config = Config::from_json(
-            r#"{"n_layers":2,"width_1":64,"width_2":32,"activation":"relu","epochs":10,"learning_rate":0.01}"#,
+            r#"{"n_layers":2,"width_1":64,"width_2":32,"activation":"gelu","normalization":"layer","epochs":10,"learning_rate":0.01,"batch_size":128,"dropout":0.2}"#,
         )
         .unwrap();
-        let flags = train_flags(&config, 1.0 / 3.0).unwrap();
+        let c = train_config(&config, 1.0 / 3.0).unwrap();
         assert_eq!(
-            flags,
-            [
-                "--arch",
-                "64-32",
-                "--activation",
-                "relu",
-                "--lr",
-                "0.01",
-                "--epochs",
-                "4"
-            ]
+            c.model.backbone,
+            Backbone::Mlp {
+                widths: vec![64, 32]
+            }
         );
+        assert_eq!(c.model.activation, Activation::Gelu);
+        assert_eq!(c.model.norm, Norm::Layer);
+        assert_eq!(c.epochs, 4);
+        assert_eq!(c.batch_size, 128);
+        assert!((c.lr - 0.01).abs() < 1e-9 && (c.model.dropout - 0.2).abs() < 1e-7);
+        // Defaults are the trainer's.
+        assert_eq!(c.eval_batch_size, TrainConfig::default().eval_batch_size);
         let missing = Config::from_json(r#"{"n_layers":2,"width_1":64}"#).unwrap();
-        assert!(train_flags(&missing, 1.0).is_err());
+        assert!(train_config(&missing, 1.0).is_err());
+        let bad_act =
+            Config::from_json(r#"{"n_layers":1,"width_1":8,"activation":"mish"}"#).unwrap();
+        assert!(train_config(&bad_act, 1.0).is_err());
     }
 
     #[test]
-    fn resnet_arch_repeats_the_main_width() {
+    fn resnet_main_width_is_the_first_width() {
         let config =
             Config::from_json(r#"{"backbone":"resnet","n_layers":2,"width_1":64,"width_2":32}"#)
                 .unwrap();
-        let flags = train_flags(&config, 1.0).unwrap();
-        assert_eq!(flags[..2], ["--arch", "64-64-32"]);
+        let c = train_config(&config, 1.0).unwrap();
+        assert_eq!(
+            c.model.backbone,
+            Backbone::Resnet {
+                d_main: 64,
+                d_hidden: vec![64, 32]
+            }
+        );
+        let empty = Config::from_json(r#"{"backbone":"resnet","n_layers":0}"#).unwrap();
+        assert!(train_config(&empty, 1.0).is_err());
     }
 
+    /// A real (tiny) training report survives the JSON boundary and maps
+    /// to metrics.
     #[test]
-    fn train_json_maps_to_metrics_and_provenance() {
-        let v: Value = serde_json::from_str(
-            r#"{"val":{"accuracy":0.85},"test":{"accuracy":0.84},"parameters":1000,
-                "flops_per_row_inference":2000,"train_wall_ns":2000000000,
-                "inference":{"rows":4000,"passes":2,"time_ns":8000000,"rows_per_s":5e5},
-                "energy":{"train":{"process_j":12.5,"provenance":"Estimated",
-                   "kernels":[{"name":"matmul","count":2,"total_time_ns":5,"energy_j":10.0}]},
-                 "inference":{"process_j":0.5,"provenance":"Measured","kernels":[]},
-                 "inference_j_per_1000_rows":0.125}}"#,
+    fn a_report_crosses_the_boundary_and_maps_to_metrics() {
+        let ds = bundled::load("phoneme", 0).unwrap();
+        let mut config = train_config(
+            &Config::from_json(r#"{"n_layers":1,"width_1":8,"epochs":1}"#).unwrap(),
+            1.0,
         )
         .unwrap();
-        let r = trial_result_from_train_json(&v).unwrap();
-        assert_eq!(r.metrics[metric::VAL_ACCURACY], 0.85);
-        assert_eq!(r.metrics[metric::INFERENCE_ENERGY_J_PER_1K], 0.125);
-        assert_eq!(r.metrics[metric::FLOPS], 2000.0);
-        assert_eq!(r.metrics[metric::LATENCY_MS_PER_1K], 2.0);
-        assert_eq!(r.metrics[metric::TRAIN_TIME_S], 2.0);
-        // The weaker provenance of the two phases.
-        assert_eq!(r.provenance, Some(Provenance::Estimated));
-        assert_eq!(r.kernel_energy[0].energy_j, Some(10.0));
-        assert_eq!(r.energy_spent_j, Some(13.0));
-        let no_energy: Value = serde_json::from_str(
-            r#"{"val":{"accuracy":0.8},"energy":null,"energy_unavailable":"no daemon"}"#,
-        )
-        .unwrap();
-        let r = trial_result_from_train_json(&no_energy).unwrap();
+        config.threads = 1;
+        config.inference_min_ns = 0;
+        let report = tabular_nn::train_and_evaluate(&ds, &config, None, &mut |_| {}).unwrap();
+        let json = serde_json::to_string(&report).unwrap();
+        let back: TrainReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        let r = trial_result(&back).unwrap();
+        assert_eq!(
+            r.metrics[metric::VAL_ACCURACY],
+            report.val.accuracy.unwrap()
+        );
+        assert_eq!(r.metrics[metric::PARAMS], report.parameters as f64);
+        assert_eq!(r.metrics[metric::EPOCHS_RUN], 1.0);
         assert_eq!(r.provenance, None);
         assert_eq!(r.energy_spent_j, None);
         assert!(!r.metrics.contains_key(metric::INFERENCE_ENERGY_J_PER_1K));
-        let no_acc: Value = serde_json::from_str(r#"{"parameters":3}"#).unwrap();
-        assert!(trial_result_from_train_json(&no_acc).is_err());
+        assert!(r.notes.iter().any(|n| n.contains("energyd not used")));
+    }
+
+    #[test]
+    fn the_registry_names_are_unique_and_energy_has_predictions() {
+        let mut names: Vec<&str> = TrialMetric::ALL.iter().map(|m| m.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), TrialMetric::ALL.len());
+        for &m in TrialMetric::ALL {
+            assert_eq!(TrialMetric::from_name(m.name()), Some(m));
+            if let Some(p) = m.predicted() {
+                assert_eq!(p.origin(), Origin::Predicted);
+                assert_eq!((p.unit(), p.direction()), (m.unit(), m.direction()));
+            }
+        }
     }
 }

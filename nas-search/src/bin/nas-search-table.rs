@@ -13,10 +13,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use nas_search::evaluator::{
-    metric_extremes, EvalError, Evaluator, TableColumns, TableEvaluator, TrialResult,
-};
-use nas_search::objective::{Direction, Metrics, Objective, ObjectiveSet};
+use nas_search::evaluator::{EvalError, Evaluator, TableColumns, TableEvaluator, TrialResult};
+use nas_search::objective::{Metrics, Objective, ObjectiveSet};
 use nas_search::runner::{run_study, trials_hypervolume, RunOptions};
 use nas_search::space::Config;
 use nas_search::strategy::strategy_from_spec;
@@ -149,15 +147,8 @@ fn load(args: &TableArgs) -> Result<(TableEvaluator, ObjectiveSet)> {
         .map(|(_, m)| m)
         .collect();
     for o in &mut objectives {
-        let (lo, hi) = metric_extremes(&all, &o.name)
+        o.derive_reference(&all)
             .with_context(|| format!("objective `{}` has no values in the table", o.name))?;
-        let margin = 0.1 * (hi - lo).max(1e-12);
-        let (best, worst) = match o.direction {
-            Direction::Minimize => (lo, hi + margin),
-            Direction::Maximize => (hi, lo - margin),
-        };
-        o.reference.get_or_insert(worst);
-        o.ideal.get_or_insert(best);
     }
     let mut set = ObjectiveSet::new(objectives)?;
     for c in split_list(&args.constraints) {

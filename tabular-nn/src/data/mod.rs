@@ -306,6 +306,19 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The sizes that decide a network's kernels on this data (what the
+    /// kernel plan and the energy model need of it).
+    pub fn shape(&self) -> nn_plan::DatasetShape {
+        nn_plan::DatasetShape {
+            inputs: self.n_features(),
+            outputs: self.n_outputs(),
+            regression: self.task == Task::Regression,
+            train_rows: self.train.rows(),
+            val_rows: self.val.rows(),
+            test_rows: self.test.rows(),
+        }
+    }
+
     /// Encoded input width.
     pub fn n_features(&self) -> usize {
         self.feature_names.len()

@@ -3,7 +3,7 @@
 //! central differences of the scalar `L = Σ output ⊙ r` for a random `r`.
 
 use super::layers::*;
-use super::{Backbone, ModelSpec};
+use super::{Backbone, BuildNetwork, ModelSpec};
 use crate::kernels::NullSink;
 use ndarray::Array2;
 use rand::rngs::SmallRng;

@@ -8,12 +8,12 @@
 //! [`Layer::visit_parameters`], which optimizers, weight sharing and
 //! gradient-based proxies use; layer outputs through [`Layer::output`].
 
-use crate::kernels::{span_end, span_start, KernelKind, KernelShape, PlannedKernel, SpanSink};
+use crate::kernels::{span_end, span_start, KernelKind, SpanSink};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, Zip};
+pub use nn_plan::{Activation, Norm};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
-use serde::{Deserialize, Serialize};
 
 /// Below this many elements an element-wise kernel runs on one thread:
 /// splitting smaller tensors costs more in synchronisation than it saves.
@@ -88,23 +88,6 @@ pub trait Layer: Send {
     fn visit_buffers(&mut self, _f: &mut dyn FnMut(&mut [f32])) {}
     /// Floating-point operations per row: (forward, backward).
     fn flops_per_row(&self) -> (u64, u64);
-    /// Appends, in order, the kernels one forward pass over `batch` rows
-    /// runs (the spans it will record).
-    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>);
-    /// Appends, in order, the kernels one backward pass runs.
-    fn plan_backward(&self, batch: usize, need_grad_input: bool, out: &mut Vec<PlannedKernel>);
-}
-
-/// A kernel on a (batch, features) tensor that keeps its width.
-fn elementwise(kind: KernelKind, batch: usize, features: usize) -> PlannedKernel {
-    PlannedKernel {
-        kind,
-        shape: KernelShape {
-            batch,
-            inputs: features,
-            outputs: features,
-        },
-    }
 }
 
 /// Gives `buf` the shape (rows, cols), keeping its allocation when it is
@@ -281,143 +264,6 @@ impl Layer for Linear {
             4 * mac + self.weight.ncols() as u64,
         )
     }
-    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
-        out.push(PlannedKernel {
-            kind: KernelKind::LinearFwd,
-            shape: KernelShape {
-                batch,
-                inputs: self.weight.nrows(),
-                outputs: self.weight.ncols(),
-            },
-        });
-    }
-    fn plan_backward(&self, batch: usize, need: bool, out: &mut Vec<PlannedKernel>) {
-        let shape = KernelShape {
-            batch,
-            inputs: self.weight.nrows(),
-            outputs: self.weight.ncols(),
-        };
-        out.push(PlannedKernel {
-            kind: KernelKind::LinearBwdWeight,
-            shape,
-        });
-        if need {
-            out.push(PlannedKernel {
-                kind: KernelKind::LinearBwdData,
-                shape,
-            });
-        }
-    }
-}
-
-/// Element-wise non-linearities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    /// max(0, x).
-    Relu,
-    /// Gaussian error linear unit, tanh approximation.
-    Gelu,
-    /// x·sigmoid(x).
-    Silu,
-    /// Hyperbolic tangent.
-    Tanh,
-    /// Scaled exponential linear unit (Klambauer et al. 2017).
-    Selu,
-}
-
-const SELU_LAMBDA: f32 = 1.050_701;
-const SELU_ALPHA: f32 = 1.673_263_2;
-const GELU_K: f32 = 0.797_884_6; // sqrt(2/π)
-
-impl Activation {
-    /// Parses `relu`, `gelu`, `silu`, `tanh`, `selu`.
-    pub fn parse(name: &str) -> Option<Activation> {
-        match name.to_ascii_lowercase().as_str() {
-            "relu" => Some(Activation::Relu),
-            "gelu" => Some(Activation::Gelu),
-            "silu" | "swish" => Some(Activation::Silu),
-            "tanh" => Some(Activation::Tanh),
-            "selu" => Some(Activation::Selu),
-            _ => None,
-        }
-    }
-    /// Kernel kind of the forward pass.
-    pub fn forward_kind(self) -> KernelKind {
-        match self {
-            Activation::Relu => KernelKind::ReluFwd,
-            Activation::Gelu => KernelKind::GeluFwd,
-            Activation::Silu => KernelKind::SiluFwd,
-            Activation::Tanh => KernelKind::TanhFwd,
-            Activation::Selu => KernelKind::SeluFwd,
-        }
-    }
-    /// Kernel kind of the backward pass.
-    pub fn backward_kind(self) -> KernelKind {
-        match self {
-            Activation::Relu => KernelKind::ReluBwd,
-            Activation::Gelu => KernelKind::GeluBwd,
-            Activation::Silu => KernelKind::SiluBwd,
-            Activation::Tanh => KernelKind::TanhBwd,
-            Activation::Selu => KernelKind::SeluBwd,
-        }
-    }
-    /// Rough floating-point cost per element of the forward pass.
-    pub fn flops_per_element(self) -> u64 {
-        match self {
-            Activation::Relu => 1,
-            Activation::Gelu => 10,
-            Activation::Silu => 5,
-            Activation::Tanh => 5,
-            Activation::Selu => 5,
-        }
-    }
-    #[inline(always)]
-    fn apply(self, x: f32) -> f32 {
-        match self {
-            Activation::Relu => x.max(0.0),
-            Activation::Gelu => 0.5 * x * (1.0 + (GELU_K * (x + 0.044_715 * x * x * x)).tanh()),
-            Activation::Silu => x / (1.0 + (-x).exp()),
-            Activation::Tanh => x.tanh(),
-            Activation::Selu => {
-                if x > 0.0 {
-                    SELU_LAMBDA * x
-                } else {
-                    SELU_LAMBDA * SELU_ALPHA * (x.exp() - 1.0)
-                }
-            }
-        }
-    }
-    /// Derivative at input `x` with output `y`.
-    #[inline(always)]
-    fn derivative(self, x: f32, y: f32) -> f32 {
-        match self {
-            Activation::Relu => {
-                if x > 0.0 {
-                    1.0
-                } else {
-                    0.0
-                }
-            }
-            Activation::Gelu => {
-                let u = GELU_K * (x + 0.044_715 * x * x * x);
-                let t = u.tanh();
-                0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * 0.044_715 * x * x)
-            }
-            Activation::Silu => {
-                let s = 1.0 / (1.0 + (-x).exp());
-                s * (1.0 + x * (1.0 - s))
-            }
-            Activation::Tanh => 1.0 - y * y,
-            Activation::Selu => {
-                if x > 0.0 {
-                    SELU_LAMBDA
-                } else {
-                    y + SELU_LAMBDA * SELU_ALPHA
-                }
-            }
-        }
-    }
 }
 
 /// An activation fixed by its type: `Fixed<A>` is a zero-sized value, so a
@@ -429,18 +275,6 @@ impl Activation {
 /// element, several times slower than the vectorised loop.)
 #[derive(Clone, Copy)]
 struct Fixed<const A: u8>;
-
-impl Activation {
-    const fn from_index(index: u8) -> Activation {
-        match index {
-            0 => Activation::Relu,
-            1 => Activation::Gelu,
-            2 => Activation::Silu,
-            3 => Activation::Tanh,
-            _ => Activation::Selu,
-        }
-    }
-}
 
 impl<const A: u8> Fixed<A> {
     const ACTIVATION: Activation = Activation::from_index(A);
@@ -560,54 +394,6 @@ impl Layer for ActivationLayer {
             n * self.activation.flops_per_element(),
             n * (self.activation.flops_per_element() + 1),
         )
-    }
-    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
-        out.push(elementwise(
-            self.activation.forward_kind(),
-            batch,
-            self.features,
-        ));
-    }
-    fn plan_backward(&self, batch: usize, need: bool, out: &mut Vec<PlannedKernel>) {
-        if need {
-            out.push(elementwise(
-                self.activation.backward_kind(),
-                batch,
-                self.features,
-            ));
-        }
-    }
-}
-
-/// Normalisation of a hidden layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Norm {
-    /// Batch normalisation (Ioffe and Szegedy 2015).
-    Batch,
-    /// Layer normalisation (Ba et al. 2016).
-    Layer,
-    /// No normalisation.
-    None,
-}
-
-impl Norm {
-    /// Parses `batch`, `layer`, `none`.
-    pub fn parse(name: &str) -> Option<Norm> {
-        match name.to_ascii_lowercase().as_str() {
-            "batch" | "batchnorm" | "bn" => Some(Norm::Batch),
-            "layer" | "layernorm" | "ln" => Some(Norm::Layer),
-            "none" => Some(Norm::None),
-            _ => None,
-        }
-    }
-    /// The layer, or `None` for [`Norm::None`].
-    pub fn build(self, features: usize) -> Option<Box<dyn Layer>> {
-        match self {
-            Norm::Batch => Some(Box::new(BatchNorm::new(features))),
-            Norm::Layer => Some(Box::new(LayerNorm::new(features))),
-            Norm::None => None,
-        }
     }
 }
 
@@ -793,20 +579,6 @@ impl Layer for BatchNorm {
         let d = self.gamma.len() as u64;
         (6 * d, 10 * d)
     }
-    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
-        out.push(elementwise(
-            KernelKind::BatchnormFwd,
-            batch,
-            self.gamma.len(),
-        ));
-    }
-    fn plan_backward(&self, batch: usize, _need: bool, out: &mut Vec<PlannedKernel>) {
-        out.push(elementwise(
-            KernelKind::BatchnormBwd,
-            batch,
-            self.gamma.len(),
-        ));
-    }
 }
 
 /// Layer normalisation over the features of each row.
@@ -961,20 +733,6 @@ impl Layer for LayerNorm {
         let d = self.gamma.len() as u64;
         (7 * d, 10 * d)
     }
-    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
-        out.push(elementwise(
-            KernelKind::LayernormFwd,
-            batch,
-            self.gamma.len(),
-        ));
-    }
-    fn plan_backward(&self, batch: usize, _need: bool, out: &mut Vec<PlannedKernel>) {
-        out.push(elementwise(
-            KernelKind::LayernormBwd,
-            batch,
-            self.gamma.len(),
-        ));
-    }
 }
 
 /// Inverted dropout: in training, zeroes each element with probability `p`
@@ -1073,14 +831,6 @@ impl Layer for Dropout {
     fn visit_parameters(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
     fn flops_per_row(&self) -> (u64, u64) {
         (self.features as u64, self.features as u64)
-    }
-    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
-        out.push(elementwise(KernelKind::DropoutFwd, batch, self.features));
-    }
-    fn plan_backward(&self, batch: usize, need: bool, out: &mut Vec<PlannedKernel>) {
-        if need {
-            out.push(elementwise(KernelKind::DropoutBwd, batch, self.features));
-        }
     }
 }
 
@@ -1193,16 +943,6 @@ impl Layer for Sequential {
             (a + f, b + g)
         })
     }
-    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
-        for l in &self.layers {
-            l.plan_forward(batch, out);
-        }
-    }
-    fn plan_backward(&self, batch: usize, need: bool, out: &mut Vec<PlannedKernel>) {
-        for (i, l) in self.layers.iter().enumerate().rev() {
-            l.plan_backward(batch, i > 0 || need, out);
-        }
-    }
 }
 
 /// A residual block `y = x + f(x)`; `f` must keep the width.
@@ -1271,24 +1011,6 @@ impl Layer for Residual {
         let (f, b) = self.inner.flops_per_row();
         let d = self.out_dim() as u64;
         (f + d, b + d)
-    }
-    fn plan_forward(&self, batch: usize, out: &mut Vec<PlannedKernel>) {
-        self.inner.plan_forward(batch, out);
-        out.push(elementwise(
-            KernelKind::ResidualAddFwd,
-            batch,
-            self.out_dim(),
-        ));
-    }
-    fn plan_backward(&self, batch: usize, need: bool, out: &mut Vec<PlannedKernel>) {
-        self.inner.plan_backward(batch, need, out);
-        if need {
-            out.push(elementwise(
-                KernelKind::ResidualAddBwd,
-                batch,
-                self.out_dim(),
-            ));
-        }
     }
 }
 

@@ -1,217 +1,61 @@
-//! Models built from a description ([`ModelSpec`]): the backbones of the
-//! tabular deep-learning literature, assembled from the layers of
-//! [`layers`].
-//!
-//! Backbones follow Gorishniy et al., "Revisiting Deep Learning Models for
-//! Tabular Data" (NeurIPS 2021):
-//! - MLP: blocks `Linear → [Norm] → Activation → Dropout`, then a linear head;
-//! - ResNet: `Linear(d_in, d_main)`, blocks
-//!   `x + Dropout(Linear(Dropout(Act(Linear(Norm(x))))))`, then
-//!   `Norm → Activation → Linear` as the head.
-//!
-//! [`Backbone`] is an open enum: a third backbone (FT-Transformer) is a new
-//! variant plus a `build` arm.
+//! Networks built from a description ([`ModelSpec`], from [`nn_plan`]):
+//! the layers of [`layers`] assembled in the order of the description's
+//! [`Architecture`], the one expansion of a backbone that the kernel plan
+//! also walks (see `nn_plan::spec` for the backbones and their sources).
 
 #[cfg(test)]
 mod gradcheck;
 pub mod layers;
 
-use layers::{Activation, ActivationLayer, Dropout, Layer, Linear, Norm, Residual, Sequential};
+use layers::{ActivationLayer, BatchNorm, Dropout, Layer, LayerNorm, Linear, Residual, Sequential};
+pub use nn_plan::{Architecture, Backbone, LayerShape, ModelSpec, Norm, SpecError};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 
-/// The network family and its sizes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Backbone {
-    /// Multi-layer perceptron with these hidden widths (may be empty: a
-    /// linear model).
-    Mlp {
-        /// Width of each hidden layer.
-        widths: Vec<usize>,
-    },
-    /// Tabular ResNet.
-    Resnet {
-        /// Width of the residual stream.
-        d_main: usize,
-        /// Hidden width of each block (one entry per block).
-        d_hidden: Vec<usize>,
-    },
-}
-
-/// Why a description cannot be built.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SpecError {
-    /// An architecture string did not parse.
-    #[error("cannot parse architecture {0:?}: expected widths joined by '-', e.g. '256-256'")]
-    Arch(String),
-    /// A width is zero.
-    #[error("architecture {0:?} has a zero width")]
-    ZeroWidth(String),
-    /// A ResNet needs its main width and at least one block.
-    #[error("a resnet architecture is 'D_MAIN-D_HIDDEN[-D_HIDDEN...]' (one hidden width per block), got {0:?}")]
-    Resnet(String),
-    /// Dropout outside [0, 1).
-    #[error("dropout {0} is outside [0, 1)")]
-    Dropout(f32),
-}
-
-impl Backbone {
-    /// Parses `'256-256'` for `mlp` (hidden widths; `''` or `'-'` is a
-    /// linear model) or `'128-256-256'` for `resnet` (main width, then one
-    /// hidden width per block).
-    pub fn parse(kind: &str, arch: &str) -> Result<Backbone, SpecError> {
-        let trimmed = arch.trim().trim_matches('-');
-        let widths: Vec<usize> = if trimmed.is_empty() {
-            Vec::new()
-        } else {
-            trimmed
-                .split(['-', ',', 'x'])
-                .map(|w| {
-                    w.trim()
-                        .parse::<usize>()
-                        .map_err(|_| SpecError::Arch(arch.to_owned()))
-                })
-                .collect::<Result<_, _>>()?
-        };
-        if widths.contains(&0) {
-            return Err(SpecError::ZeroWidth(arch.to_owned()));
-        }
-        match kind.to_ascii_lowercase().as_str() {
-            "mlp" => Ok(Backbone::Mlp { widths }),
-            "resnet" => match widths.split_first() {
-                Some((&d_main, rest)) if !rest.is_empty() => Ok(Backbone::Resnet {
-                    d_main,
-                    d_hidden: rest.to_vec(),
-                }),
-                _ => Err(SpecError::Resnet(arch.to_owned())),
-            },
-            _ => Err(SpecError::Arch(format!(
-                "{kind}: unknown backbone (mlp, resnet)"
-            ))),
-        }
-    }
-
-    /// The architecture string [`Backbone::parse`] reads.
-    pub fn arch_string(&self) -> String {
-        let join = |w: &[usize]| w.iter().map(usize::to_string).collect::<Vec<_>>().join("-");
-        match self {
-            Backbone::Mlp { widths } => join(widths),
-            Backbone::Resnet { d_main, d_hidden } => format!("{d_main}-{}", join(d_hidden)),
-        }
-    }
-
-    /// `mlp` or `resnet`.
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            Backbone::Mlp { .. } => "mlp",
-            Backbone::Resnet { .. } => "resnet",
-        }
-    }
-}
-
-/// A model description: backbone plus the choices shared by its blocks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelSpec {
-    /// Family and sizes.
-    pub backbone: Backbone,
-    /// Non-linearity of every block.
-    pub activation: Activation,
-    /// Dropout probability after each activation (and, in a ResNet, on the
-    /// residual branch).
-    pub dropout: f32,
-    /// Normalisation of each block (MLP: after the linear layer; ResNet:
-    /// at the start of each block and in the head).
-    pub norm: Norm,
-}
-
-impl Default for ModelSpec {
-    /// The default of `nas-client train`: MLP 256-256, ReLU, dropout 0.1,
-    /// no normalisation.
-    fn default() -> ModelSpec {
-        ModelSpec {
-            backbone: Backbone::Mlp {
-                widths: vec![256, 256],
-            },
-            activation: Activation::Relu,
-            dropout: 0.1,
-            norm: Norm::None,
-        }
-    }
-}
-
-impl ModelSpec {
+/// Builds a [`Network`] from a [`ModelSpec`] (a trait because the
+/// description lives in `nn_plan`, which knows nothing of layers).
+pub trait BuildNetwork {
     /// Builds the network for `inputs` features and `outputs` outputs,
     /// initialised from `seed`.
-    pub fn build(&self, inputs: usize, outputs: usize, seed: u64) -> Result<Network, SpecError> {
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(SpecError::Dropout(self.dropout));
-        }
+    fn build(&self, inputs: usize, outputs: usize, seed: u64) -> Result<Network, SpecError>;
+}
+
+impl BuildNetwork for ModelSpec {
+    fn build(&self, inputs: usize, outputs: usize, seed: u64) -> Result<Network, SpecError> {
+        let arch = self.architecture(inputs, outputs)?;
         let mut rng = SmallRng::seed_from_u64(seed);
-        let act = self.activation;
-        let dropout = |layers: &mut Vec<Box<dyn Layer>>, width: usize| {
-            if self.dropout > 0.0 {
-                layers.push(Box::new(Dropout::new(self.dropout, width)));
-            }
-        };
-        let mut layers: Vec<Box<dyn Layer>> = Vec::new();
-        match &self.backbone {
-            Backbone::Mlp { widths } => {
-                let mut d = inputs;
-                for &w in widths {
-                    layers.push(Box::new(Linear::new(d, w, &mut rng)));
-                    if let Some(n) = self.norm.build(w) {
-                        layers.push(n);
-                    }
-                    layers.push(Box::new(ActivationLayer::new(act, w)));
-                    dropout(&mut layers, w);
-                    d = w;
-                }
-                layers.push(Box::new(Linear::new(d, outputs, &mut rng)));
-            }
-            Backbone::Resnet { d_main, d_hidden } => {
-                let d_main = *d_main;
-                layers.push(Box::new(Linear::new(inputs, d_main, &mut rng)));
-                for &h in d_hidden {
-                    let mut block: Vec<Box<dyn Layer>> = Vec::new();
-                    if let Some(n) = self.norm.build(d_main) {
-                        block.push(n);
-                    }
-                    block.push(Box::new(Linear::new(d_main, h, &mut rng)));
-                    block.push(Box::new(ActivationLayer::new(act, h)));
-                    dropout(&mut block, h);
-                    block.push(Box::new(Linear::new(h, d_main, &mut rng)));
-                    dropout(&mut block, d_main);
-                    layers.push(Box::new(Residual::new(Sequential::new(d_main, block))));
-                }
-                if let Some(n) = self.norm.build(d_main) {
-                    layers.push(n);
-                }
-                layers.push(Box::new(ActivationLayer::new(act, d_main)));
-                layers.push(Box::new(Linear::new(d_main, outputs, &mut rng)));
-            }
-        }
         Ok(Network {
-            body: Sequential::new(inputs, layers),
+            body: Sequential::new(inputs, build_layers(&arch.layers, &mut rng)),
             inputs,
             outputs,
         })
     }
+}
 
-    /// One-line description, e.g. `mlp 256-256 relu dropout 0.1 norm none`.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} {} {:?} dropout {} norm {:?}",
-            self.backbone.kind_name(),
-            self.backbone.arch_string(),
-            self.activation,
-            self.dropout,
-            self.norm
-        )
-        .to_lowercase()
-    }
+fn build_layers(shapes: &[LayerShape], rng: &mut SmallRng) -> Vec<Box<dyn Layer>> {
+    shapes
+        .iter()
+        .filter_map(|shape| -> Option<Box<dyn Layer>> {
+            Some(match shape {
+                LayerShape::Linear { inputs, outputs } => {
+                    Box::new(Linear::new(*inputs, *outputs, rng))
+                }
+                LayerShape::Norm { norm, width } => match norm {
+                    Norm::Batch => Box::new(BatchNorm::new(*width)),
+                    Norm::Layer => Box::new(LayerNorm::new(*width)),
+                    Norm::None => return None,
+                },
+                LayerShape::Activation { activation, width } => {
+                    Box::new(ActivationLayer::new(*activation, *width))
+                }
+                LayerShape::Dropout { p, width } => Box::new(Dropout::new(*p, *width)),
+                LayerShape::Residual { inner, width } => Box::new(Residual::new(Sequential::new(
+                    *width,
+                    build_layers(inner, rng),
+                ))),
+            })
+        })
+        .collect()
 }
 
 /// A built model: a sequence of layers from `inputs` features to `outputs`
@@ -265,34 +109,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_and_prints_architectures() {
-        let mlp = Backbone::parse("mlp", "256-128").expect("parses");
-        assert_eq!(
-            mlp,
-            Backbone::Mlp {
-                widths: vec![256, 128]
-            }
-        );
-        assert_eq!(mlp.arch_string(), "256-128");
-        assert_eq!(
-            Backbone::parse("mlp", "").expect("linear"),
-            Backbone::Mlp { widths: vec![] }
-        );
-        let res = Backbone::parse("resnet", "64-128-128").expect("parses");
-        assert_eq!(
-            res,
-            Backbone::Resnet {
-                d_main: 64,
-                d_hidden: vec![128, 128]
-            }
-        );
-        assert!(Backbone::parse("resnet", "64").is_err());
-        assert!(Backbone::parse("mlp", "12-x").is_err());
-        assert!(Backbone::parse("mlp", "0-3").is_err());
-        assert!(Backbone::parse("transformer", "3").is_err());
-    }
-
-    #[test]
     fn builds_with_expected_parameter_counts() {
         let mut spec = ModelSpec::default();
         let mut net = spec.build(10, 2, 0).expect("builds");
@@ -309,6 +125,10 @@ mod tests {
         // in-linear, block (bn, 8→16, 16→8), head bn, out-linear.
         let expect = (4 * 8 + 8) + (2 * 8) + (8 * 16 + 16) + (16 * 8 + 8) + (2 * 8) + (8 + 1);
         assert_eq!(net.parameter_count(), expect);
+        assert_eq!(
+            net.parameter_count(),
+            spec.architecture(4, 1).unwrap().parameters()
+        );
         spec.dropout = 1.0;
         assert!(spec.build(4, 1, 0).is_err());
     }

@@ -11,25 +11,25 @@ pub mod loss;
 pub mod optim;
 
 use crate::data::{Dataset, Split, Task};
-use crate::energy::{EnergyError, EnergySession, PhaseEnergy};
 use crate::kernels::{
-    measure_record_cost_ns, span_end, span_start, KernelKind, KernelShape, KernelTime,
-    PlannedKernel, SpanRecorder, DEFAULT_SPAN_CAPACITY,
+    measure_record_cost_ns, span_end, span_start, KernelKind, KernelTime, SpanRecorder,
+    DEFAULT_SPAN_CAPACITY,
 };
+use crate::meter::{MeterError, PhaseEnergy, PhaseMeter};
 use crate::metrics::Metrics;
 use crate::model::layers::{Ctx, Layer, Mode};
-use crate::model::{ModelSpec, Network, SpecError};
+use crate::model::{BuildNetwork, ModelSpec, Network, SpecError};
 pub use loss::{Loss, LossKind};
 use ndarray::{s, Array2, ArrayView2};
 pub use optim::{Optimizer, OptimizerKind, Schedule};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shared::MonotonicNs;
 
 /// Everything that defines a training run besides the data.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// The model.
     pub model: ModelSpec,
@@ -124,7 +124,7 @@ pub enum TrainError {
 }
 
 /// One epoch of training.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// 1-based epoch.
     pub epoch: usize,
@@ -141,7 +141,7 @@ pub struct EpochRecord {
 }
 
 /// Inference timing over the test split.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct InferenceTiming {
     /// Rows predicted in total (test rows × passes).
     pub rows: u64,
@@ -154,7 +154,7 @@ pub struct InferenceTiming {
 }
 
 /// Energy of a run, from energyd.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunEnergy {
     /// The training phase (all epochs, validation included).
     pub train: PhaseEnergy,
@@ -170,7 +170,7 @@ pub struct RunEnergy {
 }
 
 /// Everything a run produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainReport {
     /// Dataset name.
     pub dataset: String,
@@ -240,13 +240,13 @@ pub fn gather_rows(source: &Array2<f32>, idx: &[usize], dst: &mut Array2<f32>) {
 }
 
 /// Trains a model on `dataset` as `config` says, evaluates it, and times
-/// inference; with an energyd `energy` session, also measures the energy of
-/// training and inference. `on_epoch` sees each epoch as it ends (progress
+/// inference; with an energy `PhaseMeter` (energyd's session), also measures
+/// the energy of training and inference. `on_epoch` sees each epoch as it ends (progress
 /// bars, search pruning).
 pub fn train_and_evaluate(
     dataset: &Dataset,
     config: &TrainConfig,
-    energy: Option<&mut EnergySession>,
+    energy: Option<&mut dyn PhaseMeter>,
     on_epoch: &mut (dyn FnMut(&EpochRecord) + Send),
 ) -> Result<TrainReport, TrainError> {
     validate(config)?;
@@ -290,7 +290,7 @@ fn loss_kind(task: Task) -> LossKind {
 fn run(
     dataset: &Dataset,
     config: &TrainConfig,
-    mut energy: Option<&mut EnergySession>,
+    mut energy: Option<&mut dyn PhaseMeter>,
     on_epoch: &mut (dyn FnMut(&EpochRecord) + Send),
 ) -> Result<TrainReport, TrainError> {
     let mut net = config
@@ -449,8 +449,8 @@ fn run(
                             train: train_e,
                             inference: infer_e,
                             inference_j_per_1000_rows: per_1000,
-                            spans_accepted: session.spans_accepted,
-                            spans_rejected: session.spans_rejected,
+                            spans_accepted: session.span_counts().0,
+                            spans_rejected: session.span_counts().1,
                         }),
                         None,
                     )
@@ -501,82 +501,23 @@ fn run(
     })
 }
 
-fn submit(session: &mut EnergySession) {
+fn submit(session: &mut dyn PhaseMeter) {
     if let Err(e) = session.submit_pending() {
         tracing::warn!("spans not delivered: {e}");
     }
 }
 
 fn measure_phases(
-    session: &mut EnergySession,
+    session: &mut dyn PhaseMeter,
     train: (MonotonicNs, MonotonicNs),
     infer: Option<(MonotonicNs, MonotonicNs)>,
-) -> Result<(PhaseEnergy, Option<PhaseEnergy>), EnergyError> {
+) -> Result<(PhaseEnergy, Option<PhaseEnergy>), MeterError> {
     let train = session.phase(train.0, train.1)?;
     let infer = match infer {
         Some((from, to)) => Some(session.phase(from, to)?),
         None => None,
     };
     Ok((train, infer))
-}
-
-/// The kernels of one training step of `net` on a mini-batch of `batch`
-/// rows, in the order the training loop records them: batch gather,
-/// forward, loss forward and backward, backward, optimizer step. The
-/// optimizer step's shape is (1, parameters, 1): it updates every
-/// parameter once.
-pub fn step_plan(
-    net: &mut Network,
-    task: Task,
-    optimizer: OptimizerKind,
-    batch: usize,
-) -> Vec<PlannedKernel> {
-    let mut plan = vec![PlannedKernel {
-        kind: KernelKind::BatchGather,
-        shape: KernelShape {
-            batch,
-            inputs: net.inputs,
-            outputs: net.inputs,
-        },
-    }];
-    net.body.plan_forward(batch, &mut plan);
-    let (fwd, bwd) = match loss_kind(task) {
-        LossKind::SoftmaxCrossEntropy => (KernelKind::SoftmaxXentFwd, KernelKind::SoftmaxXentBwd),
-        LossKind::Mse => (KernelKind::MseFwd, KernelKind::MseBwd),
-    };
-    let loss_shape = KernelShape {
-        batch,
-        inputs: net.outputs,
-        outputs: net.outputs,
-    };
-    plan.push(PlannedKernel {
-        kind: fwd,
-        shape: loss_shape,
-    });
-    plan.push(PlannedKernel {
-        kind: bwd,
-        shape: loss_shape,
-    });
-    net.body.plan_backward(batch, false, &mut plan);
-    plan.push(PlannedKernel {
-        kind: match optimizer {
-            OptimizerKind::AdamW => KernelKind::AdamwStep,
-            OptimizerKind::Sgd => KernelKind::SgdStep,
-        },
-        shape: KernelShape {
-            batch: 1,
-            inputs: net.parameter_count(),
-            outputs: 1,
-        },
-    });
-    plan
-}
-
-/// The kernels of one inference forward pass over `batch` rows.
-pub fn inference_plan(net: &Network, batch: usize) -> Vec<PlannedKernel> {
-    let mut plan = Vec::new();
-    net.body.plan_forward(batch, &mut plan);
-    plan
 }
 
 /// Runs the network forward over `x` in chunks of `batch` rows (evaluation
@@ -853,18 +794,25 @@ mod tests {
             net.body.backward(x.view(), loss.grad(), false, &mut ctx);
             opt.step(&mut net.body, 1e-3, &mut ctx);
         }
-        let plan = step_plan(&mut net, Task::Multiclass, OptimizerKind::AdamW, 7);
+        let arch = spec.architecture(5, 3).expect("expands");
+        let data = nn_plan::DatasetShape {
+            inputs: 5,
+            outputs: 3,
+            regression: false,
+            train_rows: 7,
+            val_rows: 7,
+            test_rows: 7,
+        };
+        let plan = nn_plan::plan::step_calls(&arch, &data, OptimizerKind::AdamW, 7);
         assert_eq!(plan.iter().map(|p| p.kind).collect::<Vec<_>>(), sink.0);
+        assert_eq!(plan[1].shape, nn_plan::KernelShape::dense(7, 5, 8));
         assert_eq!(
-            plan[1].shape,
-            KernelShape {
-                batch: 7,
-                inputs: 5,
-                outputs: 8
-            }
+            plan.last().map(|p| p.shape),
+            Some(nn_plan::KernelShape::Elementwise {
+                n: net.parameter_count() as u64
+            })
         );
-        let inference = inference_plan(&net, 100);
-        assert!(inference.iter().all(|p| p.shape.batch == 100));
+        let inference = nn_plan::plan::inference_calls(&arch, 100);
         assert!(!inference
             .iter()
             .any(|p| p.kind == KernelKind::LinearBwdData));

@@ -9,28 +9,7 @@ use crate::model::layers::{Ctx, Layer};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Which optimizer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    /// Adam with decoupled weight decay (Loshchilov and Hutter 2019), as
-    /// PyTorch's `AdamW`.
-    #[serde(rename = "adamw")]
-    AdamW,
-    /// SGD with momentum and L2 weight decay, as PyTorch's `SGD`.
-    Sgd,
-}
-
-impl OptimizerKind {
-    /// Parses `adamw` or `sgd`.
-    pub fn parse(name: &str) -> Option<OptimizerKind> {
-        match name.to_ascii_lowercase().as_str() {
-            "adamw" | "adam" => Some(OptimizerKind::AdamW),
-            "sgd" => Some(OptimizerKind::Sgd),
-            _ => None,
-        }
-    }
-}
+pub use nn_plan::OptimizerKind;
 
 /// Adam's ε (PyTorch's default).
 const ADAM_EPS: f32 = 1e-8;
@@ -227,8 +206,6 @@ mod tests {
         fn flops_per_row(&self) -> (u64, u64) {
             (0, 0)
         }
-        fn plan_forward(&self, _: usize, _: &mut Vec<crate::kernels::PlannedKernel>) {}
-        fn plan_backward(&self, _: usize, _: bool, _: &mut Vec<crate::kernels::PlannedKernel>) {}
     }
 
     #[test]

@@ -1,0 +1,120 @@
+//! The one kernel plan (`nn_plan::RunPlan`) lists exactly the spans a real
+//! training run records, per kernel kind, in training and in inference,
+//! for an MLP and a ResNet with every optional layer, classification and
+//! regression, AdamW and SGD. This is what makes pricing a plan price the
+//! network that is trained.
+
+use nn_plan::{Activation, Backbone, ModelSpec, Norm, OptimizerKind, RunPlan, RunShape};
+use std::collections::BTreeMap;
+use tabular_nn::data::{Dataset, LoadOptions, Task};
+use tabular_nn::train::{train_and_evaluate, Schedule, TrainConfig};
+
+/// A small seeded table with 3 classes (or a numeric target).
+fn dataset(dir: &std::path::Path, regression: bool) -> Dataset {
+    let path = dir.join("toy.csv");
+    let mut text = String::from("a,b,c,target\n");
+    for i in 0..230u32 {
+        let a = f64::from(i % 17) / 17.0;
+        let b = f64::from((i * 7) % 13) / 13.0;
+        let c = f64::from((i * 11) % 5);
+        let y = if regression {
+            format!("{:.3}", a + 2.0 * b)
+        } else {
+            (i % 3).to_string()
+        };
+        text.push_str(&format!("{a},{b},{c},{y}\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+    let mut opts = LoadOptions::new("target");
+    if regression {
+        opts.task = Some(Task::Regression);
+    }
+    Dataset::from_file(&path, &opts).unwrap()
+}
+
+#[test]
+fn plan_counts_match_a_real_training_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "mlp",
+            "24-12",
+            Activation::Gelu,
+            0.2,
+            Norm::Batch,
+            OptimizerKind::AdamW,
+            false,
+        ),
+        (
+            "resnet",
+            "16-20-12",
+            Activation::Relu,
+            0.1,
+            Norm::Layer,
+            OptimizerKind::Sgd,
+            true,
+        ),
+        (
+            "mlp",
+            "",
+            Activation::Tanh,
+            0.0,
+            Norm::None,
+            OptimizerKind::AdamW,
+            false,
+        ),
+    ];
+    for (kind, arch, activation, dropout, norm, optimizer, regression) in cases {
+        let ds = dataset(dir.path(), regression);
+        let config = TrainConfig {
+            model: ModelSpec {
+                backbone: Backbone::parse(kind, arch).unwrap(),
+                activation,
+                dropout,
+                norm,
+            },
+            optimizer,
+            lr: 1e-3,
+            batch_size: 32,
+            epochs: 2,
+            schedule: Schedule::Cosine,
+            patience: None,
+            threads: 1,
+            eval_batch_size: 50,
+            inference_min_ns: 0,
+            ..TrainConfig::default()
+        };
+        let report = train_and_evaluate(&ds, &config, None, &mut |_| {}).unwrap();
+        let run = RunShape {
+            optimizer,
+            batch_size: config.batch_size,
+            eval_batch_size: config.eval_batch_size,
+            epochs: report.epochs_run,
+            threads: 1,
+        };
+        let plan = RunPlan::new(&config.model, &ds.shape(), &run).unwrap();
+        let per_kind = |calls: &nn_plan::PlannedCalls, times: u64| -> BTreeMap<String, u64> {
+            let mut out = BTreeMap::new();
+            for (call, n) in &calls.calls {
+                *out.entry(call.kind.as_str().to_owned()).or_default() += n * times;
+            }
+            out
+        };
+        let measured = |kernels: &[tabular_nn::kernels::KernelTime]| -> BTreeMap<String, u64> {
+            kernels
+                .iter()
+                .map(|k| (k.kind.as_str().to_owned(), k.count))
+                .collect()
+        };
+        assert_eq!(
+            per_kind(&plan.training, 1),
+            measured(&report.train_kernels),
+            "{kind} {arch} training"
+        );
+        assert_eq!(
+            per_kind(&plan.inference, u64::from(report.inference.passes)),
+            measured(&report.inference_kernels),
+            "{kind} {arch} inference"
+        );
+    }
+}
