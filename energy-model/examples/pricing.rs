@@ -69,7 +69,9 @@ fn networks(n: usize) -> Vec<NetworkRun> {
     (0..n)
         .map(|i| {
             let depth = 1 + i % 4;
-            let w: Vec<usize> = (0..depth).map(|d| widths[(i + 3 * d) % widths.len()]).collect();
+            let w: Vec<usize> = (0..depth)
+                .map(|d| widths[(i + 3 * d) % widths.len()])
+                .collect();
             let backbone = if i % 3 == 0 {
                 Backbone::Resnet {
                     d_main: w[0],
@@ -149,7 +151,9 @@ fn main() {
     drop(to);
     let _ = child.wait();
 
-    println!("networks priced: {n} (MLP and ResNet, 1-4 layers of 16-512, adult's shape, 20 epochs)");
+    println!(
+        "networks priced: {n} (MLP and ResNet, 1-4 layers of 16-512, adult's shape, 20 epochs)"
+    );
     println!("in process (plan + price): {price_us:.1} us per network");
     println!("co-process transport alone (JSON line through a pipe to `cat` and back): {echo_us:.1} us per network");
     println!("(checksum {sink:.3e})");

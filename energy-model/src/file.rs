@@ -438,7 +438,7 @@ pub(crate) mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# Energy calibration"));
         assert!(text.contains("provenance = \"estimated\""));
-        assert!(text.contains("format_version = 2"));
+        assert!(text.contains(&format!("format_version = {FORMAT_VERSION}")));
         let back = Calibration::load_unchecked(&path).unwrap();
         assert_eq!(back, cal);
     }
@@ -457,12 +457,13 @@ pub(crate) mod tests {
             matches!(err, CalibrationError::MissingVersion { .. }),
             "{err}"
         );
-        let err = parse("format_version = 3\nsomething_new = true").unwrap_err();
+        // Version 2 fitted optimizer steps per dense layer: refused.
+        let err = parse("format_version = 2\nsomething_old = true").unwrap_err();
         assert!(
-            matches!(err, CalibrationError::UnsupportedVersion { found: 3, .. }),
+            matches!(err, CalibrationError::UnsupportedVersion { found: 2, .. }),
             "{err}"
         );
-        assert!(err.to_string().contains("reads version 2"), "{err}");
+        assert!(err.to_string().contains("reads version 3"), "{err}");
         let err = parse("format_version = \"2\"").unwrap_err();
         assert!(err.to_string().contains("format_version"), "{err}");
     }

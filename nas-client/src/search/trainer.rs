@@ -490,7 +490,10 @@ mod tests {
         let report = tabular_nn::train_and_evaluate(&ds, &config, None, &mut |_| {}).unwrap();
         let json = serde_json::to_string(&report).unwrap();
         let back: TrainReport = serde_json::from_str(&json).unwrap();
-        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        assert_eq!(back.config.model, report.config.model);
+        assert_eq!(back.train_kernels, report.train_kernels);
+        assert_eq!(back.history.len(), report.history.len());
+        assert_eq!(back.val, report.val);
         let r = trial_result(&back).unwrap();
         assert_eq!(
             r.metrics[metric::VAL_ACCURACY],
