@@ -13,8 +13,15 @@
 //! variant plus a `build` arm.
 
 #[cfg(test)]
+mod api_tests;
+#[cfg(test)]
 mod gradcheck;
 pub mod layers;
+pub mod param;
+pub mod spec_of;
+pub mod tokens;
+pub mod visit;
+pub mod widths;
 
 use layers::{Activation, ActivationLayer, Dropout, Layer, Linear, Norm, Residual, Sequential};
 use rand::rngs::SmallRng;
@@ -151,50 +158,66 @@ impl ModelSpec {
         }
         let mut rng = SmallRng::seed_from_u64(seed);
         let act = self.activation;
-        let dropout = |layers: &mut Vec<Box<dyn Layer>>, width: usize| {
-            if self.dropout > 0.0 {
-                layers.push(Box::new(Dropout::new(self.dropout, width)));
-            }
+        let dropout = |width: usize| -> Option<Box<dyn Layer>> {
+            (self.dropout > 0.0)
+                .then(|| Box::new(Dropout::new(self.dropout, width)) as Box<dyn Layer>)
         };
-        let mut layers: Vec<Box<dyn Layer>> = Vec::new();
+        // Names are the layers' path segments (see `visit`).
+        let mut layers: Vec<(String, Box<dyn Layer>)> = Vec::new();
         match &self.backbone {
             Backbone::Mlp { widths } => {
                 let mut d = inputs;
-                for &w in widths {
-                    layers.push(Box::new(Linear::new(d, w, &mut rng)));
+                for (i, &w) in widths.iter().enumerate() {
+                    layers.push((format!("linear{i}"), Box::new(Linear::new(d, w, &mut rng))));
                     if let Some(n) = self.norm.build(w) {
-                        layers.push(n);
+                        layers.push((format!("norm{i}"), n));
                     }
-                    layers.push(Box::new(ActivationLayer::new(act, w)));
-                    dropout(&mut layers, w);
+                    layers.push((format!("act{i}"), Box::new(ActivationLayer::new(act, w))));
+                    if let Some(l) = dropout(w) {
+                        layers.push((format!("dropout{i}"), l));
+                    }
                     d = w;
                 }
-                layers.push(Box::new(Linear::new(d, outputs, &mut rng)));
+                layers.push(("head".into(), Box::new(Linear::new(d, outputs, &mut rng))));
             }
             Backbone::Resnet { d_main, d_hidden } => {
                 let d_main = *d_main;
-                layers.push(Box::new(Linear::new(inputs, d_main, &mut rng)));
-                for &h in d_hidden {
-                    let mut block: Vec<Box<dyn Layer>> = Vec::new();
+                layers.push((
+                    "stem".into(),
+                    Box::new(Linear::new(inputs, d_main, &mut rng)),
+                ));
+                for (i, &h) in d_hidden.iter().enumerate() {
+                    let mut block: Vec<(String, Box<dyn Layer>)> = Vec::new();
                     if let Some(n) = self.norm.build(d_main) {
-                        block.push(n);
+                        block.push(("norm".into(), n));
                     }
-                    block.push(Box::new(Linear::new(d_main, h, &mut rng)));
-                    block.push(Box::new(ActivationLayer::new(act, h)));
-                    dropout(&mut block, h);
-                    block.push(Box::new(Linear::new(h, d_main, &mut rng)));
-                    dropout(&mut block, d_main);
-                    layers.push(Box::new(Residual::new(Sequential::new(d_main, block))));
+                    block.push(("linear1".into(), Box::new(Linear::new(d_main, h, &mut rng))));
+                    block.push(("act".into(), Box::new(ActivationLayer::new(act, h))));
+                    if let Some(l) = dropout(h) {
+                        block.push(("dropout1".into(), l));
+                    }
+                    block.push(("linear2".into(), Box::new(Linear::new(h, d_main, &mut rng))));
+                    if let Some(l) = dropout(d_main) {
+                        block.push(("dropout2".into(), l));
+                    }
+                    let block = Residual::new(Sequential::named(d_main, block));
+                    layers.push((format!("block{i}"), Box::new(block)));
                 }
                 if let Some(n) = self.norm.build(d_main) {
-                    layers.push(n);
+                    layers.push(("head_norm".into(), n));
                 }
-                layers.push(Box::new(ActivationLayer::new(act, d_main)));
-                layers.push(Box::new(Linear::new(d_main, outputs, &mut rng)));
+                layers.push((
+                    "head_act".into(),
+                    Box::new(ActivationLayer::new(act, d_main)),
+                ));
+                layers.push((
+                    "head".into(),
+                    Box::new(Linear::new(d_main, outputs, &mut rng)),
+                ));
             }
         }
         Ok(Network {
-            body: Sequential::new(inputs, layers),
+            body: Sequential::named(inputs, layers),
             inputs,
             outputs,
         })
@@ -238,25 +261,33 @@ impl Network {
         (f, f + b)
     }
 
-    /// A copy of every parameter and buffer (for keeping the best epoch).
+    /// Clears the accumulated gradients of every parameter.
+    pub fn zero_grad(&mut self) {
+        self.body.zero_grad();
+    }
+
+    /// A copy of every parameter and buffer at the active widths (for
+    /// keeping the best epoch).
     pub fn snapshot(&mut self) -> Vec<Vec<f32>> {
         let mut out = Vec::new();
         self.body
-            .visit_parameters(&mut |p| out.push(p.value.to_vec()));
-        self.body.visit_buffers(&mut |b| out.push(b.to_vec()));
+            .visit_parameters(&mut |p| out.push(p.value.iter().copied().collect()));
+        self.body
+            .visit_buffers(&mut |b| out.push(b.value.iter().copied().collect()));
         out
     }
 
-    /// Restores a [`Network::snapshot`] of this network.
+    /// Restores a [`Network::snapshot`] of this network (at the same
+    /// active widths).
     pub fn restore(&mut self, snapshot: &[Vec<f32>]) {
         let mut it = snapshot.iter();
-        let mut copy = |dst: &mut [f32]| {
+        let mut copy = |mut dst: ndarray::ArrayViewMut2<f32>| {
             if let Some(src) = it.next() {
-                dst.copy_from_slice(src);
+                dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s);
             }
         };
         self.body.visit_parameters(&mut |p| copy(p.value));
-        self.body.visit_buffers(&mut |b| copy(b));
+        self.body.visit_buffers(&mut |b| copy(b.value));
     }
 }
 

@@ -340,6 +340,7 @@ fn run(
                 *y = train.y[i];
             }
             span_end(ctx.sink, KernelKind::BatchGather, t);
+            net.zero_grad();
             net.body.forward(xb.view(), Mode::Train, &mut ctx);
             loss_sum += loss.forward(net.body.output(), yb.view(), &mut ctx);
             loss.backward(net.body.output(), yb.view(), &mut ctx);
