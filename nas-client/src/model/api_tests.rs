@@ -265,6 +265,9 @@ fn gradients_accumulate_over_passes_and_widths() {
         for widths in [
             vec![max.clone(), max.clone(), max.clone()],
             vec![max.clone(), min.clone(), child.clone()],
+            // Smallest first: later, wider passes extend the live block
+            // over cells that still hold an earlier step's gradient.
+            vec![min.clone(), child.clone(), max.clone()],
         ] {
             // Single passes, each embedded at full size.
             let mut sum: HashMap<String, Array2<f32>> = HashMap::new();
