@@ -9,6 +9,7 @@
 
 pub mod loss;
 pub mod optim;
+pub mod trainer;
 
 use crate::data::{Dataset, Split, Task};
 use crate::energy::{EnergyError, EnergySession, PhaseEnergy};
