@@ -19,7 +19,7 @@
 //!   chunks of `eval_batch_size`, no loss.
 
 use crate::kernel::{KernelCall, KernelKind, KernelShape, Pass};
-use crate::spec::{Architecture, LayerShape, ModelSpec, OptimizerKind, SpecError};
+use crate::spec::{Architecture, LayerShape, ModelSpec, NamedLayer, OptimizerKind, SpecError};
 use serde::{Deserialize, Serialize};
 
 /// The sizes of a dataset that decide a network's kernels.
@@ -88,9 +88,9 @@ fn rows(rows: usize, width: usize) -> KernelShape {
 }
 
 /// Appends the kernels of a forward pass of `layers` over `batch` rows.
-pub fn forward(layers: &[LayerShape], batch: usize, pass: Pass, out: &mut Vec<KernelCall>) {
+pub fn forward(layers: &[NamedLayer], batch: usize, pass: Pass, out: &mut Vec<KernelCall>) {
     for layer in layers {
-        let (kind, shape) = match layer {
+        let (kind, shape) = match &layer.shape {
             LayerShape::Linear { inputs, outputs } => (
                 KernelKind::LinearFwd,
                 KernelShape::dense(batch as u64, *inputs as u64, *outputs as u64),
@@ -116,7 +116,7 @@ pub fn forward(layers: &[LayerShape], batch: usize, pass: Pass, out: &mut Vec<Ke
 /// layer `i` computes its input gradient when `i > 0` or the caller needs
 /// it (`need_grad_input`), as the trainer's `Sequential` does.
 pub fn backward(
-    layers: &[LayerShape],
+    layers: &[NamedLayer],
     batch: usize,
     need_grad_input: bool,
     out: &mut Vec<KernelCall>,
@@ -130,7 +130,7 @@ pub fn backward(
                 pass: Pass::Train,
             })
         };
-        match layer {
+        match &layer.shape {
             LayerShape::Linear { inputs, outputs } => {
                 let shape = KernelShape::dense(batch as u64, *inputs as u64, *outputs as u64);
                 push(KernelKind::LinearBwdWeight, shape);

@@ -120,7 +120,7 @@ impl Activation {
             }
         }
     }
-    /// Derivative at input `x` with output `y`.
+    /// σ'(x), given the output `y = σ(x)` (ReLU: 0 at the kink).
     #[inline(always)]
     pub fn derivative(self, x: f32, y: f32) -> f32 {
         match self {
@@ -150,6 +150,55 @@ impl Activation {
             }
         }
     }
+
+    /// σ''(x), for second-order methods (neuron splitting's
+    /// S = E[g·σ''(h)·x xᵀ]).
+    ///
+    /// ReLU's second derivative is zero wherever it exists, which would make
+    /// every splitting matrix zero; it is replaced by that of the softplus
+    /// surrogate `softplus(βx)/β` with β = [`RELU_SURROGATE_BETA`] (= 3, the
+    /// constant of the splitting authors' reference code), whose second
+    /// derivative is `β·s(1−s)` with `s = sigmoid(βx)`. SELU's kink at 0
+    /// takes the left-hand value. GELU is the tanh form used by
+    /// [`Activation::apply`].
+    pub fn second_derivative(self, x: f32) -> f32 {
+        match self {
+            Activation::Relu => {
+                let s = sigmoid(RELU_SURROGATE_BETA * x);
+                RELU_SURROGATE_BETA * s * (1.0 - s)
+            }
+            Activation::Gelu => {
+                let du = GELU_K * (1.0 + 3.0 * 0.044_715 * x * x);
+                let d2u = GELU_K * 6.0 * 0.044_715 * x;
+                let t = (GELU_K * (x + 0.044_715 * x * x * x)).tanh();
+                let sech2 = 1.0 - t * t;
+                sech2 * (du + 0.5 * x * (d2u - 2.0 * t * du * du))
+            }
+            Activation::Silu => {
+                let s = sigmoid(x);
+                s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
+            }
+            Activation::Tanh => {
+                let t = x.tanh();
+                -2.0 * t * (1.0 - t * t)
+            }
+            Activation::Selu => {
+                if x > 0.0 {
+                    0.0
+                } else {
+                    SELU_LAMBDA * SELU_ALPHA * x.exp()
+                }
+            }
+        }
+    }
+}
+
+/// Sharpness β of the softplus surrogate whose σ'' stands in for ReLU's
+/// (see [`Activation::second_derivative`]).
+pub const RELU_SURROGATE_BETA: f32 = 3.0;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }
 
 /// Normalisation of a hidden layer.
@@ -382,8 +431,9 @@ pub enum LayerShape {
     },
     /// `x + inner(x)` over `width` features.
     Residual {
-        /// The branch.
-        inner: Vec<LayerShape>,
+        /// The branch (its layers' names are path segments below the
+        /// block's own name).
+        inner: Vec<NamedLayer>,
         /// Features in and out.
         width: usize,
     },
@@ -408,7 +458,31 @@ impl LayerShape {
             LayerShape::Linear { inputs, outputs } => (inputs + 1) * outputs,
             LayerShape::Norm { width, .. } => 2 * width,
             LayerShape::Activation { .. } | LayerShape::Dropout { .. } => 0,
-            LayerShape::Residual { inner, .. } => inner.iter().map(LayerShape::parameters).sum(),
+            LayerShape::Residual { inner, .. } => inner.iter().map(|l| l.shape.parameters()).sum(),
+        }
+    }
+}
+
+/// A layer of an [`Architecture`] with its name.
+///
+/// The name is the layer's path segment in the trainer (`linear0`,
+/// `head`; a residual block `block0` with `block0.linear1` below it), so
+/// tools that address layers by path (visitors, hooks, the way back from a
+/// network to its spec) use the names given here, in the one expansion of
+/// a backbone. Names are unique among siblings and contain no dot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedLayer {
+    /// Path segment.
+    pub name: String,
+    /// What the layer is.
+    pub shape: LayerShape,
+}
+
+impl NamedLayer {
+    fn new(name: impl Into<String>, shape: LayerShape) -> NamedLayer {
+        NamedLayer {
+            name: name.into(),
+            shape,
         }
     }
 }
@@ -422,13 +496,13 @@ pub struct Architecture {
     /// Outputs (logits, or 1 for regression).
     pub outputs: usize,
     /// The layers, applied one after the other.
-    pub layers: Vec<LayerShape>,
+    pub layers: Vec<NamedLayer>,
 }
 
 impl Architecture {
     /// Trainable scalars of the whole network.
     pub fn parameters(&self) -> usize {
-        self.layers.iter().map(LayerShape::parameters).sum()
+        self.layers.iter().map(|l| l.shape.parameters()).sum()
     }
 }
 
@@ -443,78 +517,58 @@ impl ModelSpec {
             return Err(SpecError::Empty { inputs, outputs });
         }
         let activation = self.activation;
-        let dropout = |layers: &mut Vec<LayerShape>, width: usize| {
+        // Names are the trainer's path segments (see `NamedLayer`).
+        let dropout = |layers: &mut Vec<NamedLayer>, name: String, width: usize| {
             if self.dropout > 0.0 {
-                layers.push(LayerShape::Dropout {
-                    p: self.dropout,
-                    width,
-                });
+                let p = self.dropout;
+                layers.push(NamedLayer::new(name, LayerShape::Dropout { p, width }));
             }
         };
-        let norm = |layers: &mut Vec<LayerShape>, width: usize| {
+        let norm = |layers: &mut Vec<NamedLayer>, name: String, width: usize| {
             if self.norm != Norm::None {
-                layers.push(LayerShape::Norm {
-                    norm: self.norm,
-                    width,
-                });
+                let norm = self.norm;
+                layers.push(NamedLayer::new(name, LayerShape::Norm { norm, width }));
             }
+        };
+        let linear = |name: String, inputs: usize, outputs: usize| {
+            NamedLayer::new(name, LayerShape::Linear { inputs, outputs })
+        };
+        let act = |name: String, width: usize| {
+            NamedLayer::new(name, LayerShape::Activation { activation, width })
         };
         let mut layers = Vec::new();
         match &self.backbone {
             Backbone::Mlp { widths } => {
                 let mut d = inputs;
-                for &w in widths {
-                    layers.push(LayerShape::Linear {
-                        inputs: d,
-                        outputs: w,
-                    });
-                    norm(&mut layers, w);
-                    layers.push(LayerShape::Activation {
-                        activation,
-                        width: w,
-                    });
-                    dropout(&mut layers, w);
+                for (i, &w) in widths.iter().enumerate() {
+                    layers.push(linear(format!("linear{i}"), d, w));
+                    norm(&mut layers, format!("norm{i}"), w);
+                    layers.push(act(format!("act{i}"), w));
+                    dropout(&mut layers, format!("dropout{i}"), w);
                     d = w;
                 }
-                layers.push(LayerShape::Linear { inputs: d, outputs });
+                layers.push(linear("head".into(), d, outputs));
             }
             Backbone::Resnet { d_main, d_hidden } => {
                 let d_main = *d_main;
-                layers.push(LayerShape::Linear {
-                    inputs,
-                    outputs: d_main,
-                });
-                for &h in d_hidden {
+                layers.push(linear("stem".into(), inputs, d_main));
+                for (i, &h) in d_hidden.iter().enumerate() {
                     let mut block = Vec::new();
-                    norm(&mut block, d_main);
-                    block.push(LayerShape::Linear {
-                        inputs: d_main,
-                        outputs: h,
-                    });
-                    block.push(LayerShape::Activation {
-                        activation,
-                        width: h,
-                    });
-                    dropout(&mut block, h);
-                    block.push(LayerShape::Linear {
-                        inputs: h,
-                        outputs: d_main,
-                    });
-                    dropout(&mut block, d_main);
-                    layers.push(LayerShape::Residual {
+                    norm(&mut block, "norm".into(), d_main);
+                    block.push(linear("linear1".into(), d_main, h));
+                    block.push(act("act".into(), h));
+                    dropout(&mut block, "dropout1".into(), h);
+                    block.push(linear("linear2".into(), h, d_main));
+                    dropout(&mut block, "dropout2".into(), d_main);
+                    let shape = LayerShape::Residual {
                         inner: block,
                         width: d_main,
-                    });
+                    };
+                    layers.push(NamedLayer::new(format!("block{i}"), shape));
                 }
-                norm(&mut layers, d_main);
-                layers.push(LayerShape::Activation {
-                    activation,
-                    width: d_main,
-                });
-                layers.push(LayerShape::Linear {
-                    inputs: d_main,
-                    outputs,
-                });
+                norm(&mut layers, "head_norm".into(), d_main);
+                layers.push(act("head_act".into(), d_main));
+                layers.push(linear("head".into(), d_main, outputs));
             }
         }
         Ok(Architecture {
@@ -591,6 +645,57 @@ mod tests {
         assert_eq!(spec.architecture(4, 1), Err(SpecError::Dropout(1.0)));
         spec.dropout = 0.0;
         assert!(spec.architecture(0, 1).is_err());
+    }
+
+    /// Every layer has a path segment: unique among its siblings, without
+    /// dots, in the trainer's naming (`linear0`, `block0`, `head`).
+    #[test]
+    fn architectures_name_their_layers() {
+        fn check(layers: &[NamedLayer], paths: &mut Vec<String>, prefix: &str) {
+            let mut seen = std::collections::HashSet::new();
+            for l in layers {
+                assert!(!l.name.is_empty() && !l.name.contains('.'), "{l:?}");
+                assert!(seen.insert(l.name.clone()), "duplicate {}", l.name);
+                let path = format!("{prefix}{}", l.name);
+                if let LayerShape::Residual { inner, .. } = &l.shape {
+                    check(inner, paths, &format!("{path}."));
+                }
+                paths.push(path);
+            }
+        }
+        let mut spec = ModelSpec {
+            norm: Norm::Layer,
+            ..ModelSpec::default()
+        };
+        let mut paths = Vec::new();
+        check(&spec.architecture(3, 2).unwrap().layers, &mut paths, "");
+        assert_eq!(
+            paths,
+            [
+                "linear0", "norm0", "act0", "dropout0", "linear1", "norm1", "act1", "dropout1",
+                "head"
+            ]
+        );
+        spec.backbone = Backbone::Resnet {
+            d_main: 4,
+            d_hidden: vec![5, 6],
+        };
+        let mut paths = Vec::new();
+        check(&spec.architecture(3, 2).unwrap().layers, &mut paths, "");
+        assert_eq!(paths[0], "stem");
+        assert_eq!(
+            &paths[1..7],
+            [
+                "block0.norm",
+                "block0.linear1",
+                "block0.act",
+                "block0.dropout1",
+                "block0.linear2",
+                "block0.dropout2"
+            ]
+        );
+        assert_eq!(paths[7], "block0");
+        assert_eq!(&paths[paths.len() - 3..], ["head_norm", "head_act", "head"]);
     }
 
     #[test]

@@ -162,7 +162,12 @@ fn isolated_inner(
                 KernelKind::LinearBwdData => {
                     time_it(&mut || lin.backward_data(g_out.view(), &mut ctx))
                 }
-                _ => time_it(&mut || lin.backward_weight(x_in.view(), g_out.view(), &mut ctx)),
+                // Cleared first, as the training loop does every step, so the
+                // GEMM overwrites (β = 0) rather than accumulates.
+                _ => time_it(&mut || {
+                    lin.zero_grad();
+                    lin.backward_weight(x_in.view(), g_out.view(), &mut ctx)
+                }),
             }
         }
         KernelKind::ReluFwd

@@ -40,10 +40,11 @@ fn objective(layer: &mut dyn Layer, x: &Array2<f32>, r: &Array2<f32>, mode: Mode
 fn set_param(layer: &mut dyn Layer, tensor: usize, index: usize, value: f32) -> f32 {
     let mut k = 0;
     let mut old = 0.0;
-    layer.visit_parameters(&mut |p| {
+    layer.visit_parameters(&mut |mut p| {
         if k == tensor {
-            old = p.value[index];
-            p.value[index] = value;
+            let cell = p.value.iter_mut().nth(index).expect("index in range");
+            old = *cell;
+            *cell = value;
         }
         k += 1;
     });
@@ -60,11 +61,15 @@ fn check(name: &str, layer: &mut dyn Layer, x: Array2<f32>, mode: Mode) {
     let mut sink = NullSink;
     let mut ctx = Ctx::new(&mut sink, CTX_SEED);
     layer.forward(x.view(), mode, &mut ctx);
-    let r = random(x.nrows(), layer.out_dim(), &mut rng, false);
+    let r = random(layer.out_rows(x.nrows()), layer.out_dim(), &mut rng, false);
     layer.backward(x.view(), r.view(), true, &mut ctx);
     let grad_in = layer.grad_input().to_owned();
+    // A second pass after clearing: gradients accumulate, so this checks
+    // that `zero_grad` really clears them.
     let mut grads: Vec<Vec<f32>> = Vec::new();
-    layer.visit_parameters(&mut |p| grads.push(p.grad.to_vec()));
+    layer.zero_grad();
+    layer.backward(x.view(), r.view(), true, &mut ctx);
+    layer.visit_parameters(&mut |p| grads.push(p.grad.iter().copied().collect()));
 
     let mut x_mut = x.clone();
     for i in 0..x.len() {
@@ -140,7 +145,7 @@ fn batchnorm_gradients_with_batch_statistics() {
     let mut rng = SmallRng::seed_from_u64(3);
     let mut layer = BatchNorm::new(4);
     // Non-trivial γ and β so their gradients are exercised.
-    layer.visit_parameters(&mut |p| {
+    layer.visit_parameters(&mut |mut p| {
         for (i, v) in p.value.iter_mut().enumerate() {
             *v += 0.3 * i as f32 - 0.2;
         }
@@ -157,7 +162,7 @@ fn batchnorm_gradients_with_batch_statistics() {
 fn layernorm_gradients() {
     let mut rng = SmallRng::seed_from_u64(4);
     let mut layer = LayerNorm::new(6);
-    layer.visit_parameters(&mut |p| {
+    layer.visit_parameters(&mut |mut p| {
         for (i, v) in p.value.iter_mut().enumerate() {
             *v += 0.25 * i as f32 - 0.5;
         }
@@ -238,6 +243,66 @@ fn whole_backbones_gradients() {
         let mut net = spec.build(3, 2, 1).expect("builds");
         check(
             &spec.describe(),
+            &mut net.body,
+            random(8, 3, &mut rng, false),
+            Mode::Train,
+        );
+    }
+}
+
+#[test]
+fn linear_at_a_narrower_active_width_gradients() {
+    let mut rng = SmallRng::seed_from_u64(8);
+    let mut layer = Linear::new(6, 5, &mut rng);
+    layer.set_active(4, 3).expect("within max");
+    check(
+        "linear 4→3 of 6→5",
+        &mut layer,
+        random(5, 4, &mut rng, false),
+        Mode::Train,
+    );
+}
+
+#[test]
+fn token_selection_gradients() {
+    let mut rng = SmallRng::seed_from_u64(9);
+    let mut layer = crate::model::tokens::SelectToken::new(3, 1, 4);
+    check(
+        "select token",
+        &mut layer,
+        random(6, 4, &mut rng, false),
+        Mode::Train,
+    );
+}
+
+#[test]
+fn supernet_children_gradients() {
+    let mut rng = SmallRng::seed_from_u64(10);
+    for (backbone, norm, child) in [
+        (
+            Backbone::Mlp { widths: vec![7, 6] },
+            Norm::Batch,
+            vec![4, 3],
+        ),
+        (
+            Backbone::Resnet {
+                d_main: 6,
+                d_hidden: vec![7, 5],
+            },
+            Norm::Layer,
+            vec![4, 3, 5],
+        ),
+    ] {
+        let spec = ModelSpec {
+            backbone,
+            activation: Activation::Silu,
+            dropout: 0.2,
+            norm,
+        };
+        let mut net = spec.build(3, 2, 1).expect("builds");
+        net.set_active_widths(&child).expect("within max");
+        check(
+            &format!("{} child {child:?}", spec.describe()),
             &mut net.body,
             random(8, 3, &mut rng, false),
             Mode::Train,

@@ -2,13 +2,28 @@
 //! the layers of [`layers`] assembled in the order of the description's
 //! [`Architecture`], the one expansion of a backbone that the kernel plan
 //! also walks (see `nn_plan::spec` for the backbones and their sources).
+//! Each layer is named as the [`Architecture`] names it, so its path
+//! (`block0.linear1`) is the same in the description and in the network.
+//!
+//! The API the research features use (supernets, proxies, splitting):
+//! [`param`] (parameter identity, 2-D views, accumulated gradients),
+//! [`visit`] (layer paths, typed references, hooks), [`widths`] (active
+//! widths of supernet children, growth), [`spec_of`] (the way back from a
+//! network to its [`ModelSpec`]) and [`tokens`] (the token axis).
 
+#[cfg(test)]
+mod api_tests;
 #[cfg(test)]
 mod gradcheck;
 pub mod layers;
+pub mod param;
+pub mod spec_of;
+pub mod tokens;
+pub mod visit;
+pub mod widths;
 
 use layers::{ActivationLayer, BatchNorm, Dropout, Layer, LayerNorm, Linear, Residual, Sequential};
-pub use nn_plan::{Architecture, Backbone, LayerShape, ModelSpec, Norm, SpecError};
+pub use nn_plan::{Architecture, Backbone, LayerShape, ModelSpec, NamedLayer, Norm, SpecError};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -25,18 +40,19 @@ impl BuildNetwork for ModelSpec {
         let arch = self.architecture(inputs, outputs)?;
         let mut rng = SmallRng::seed_from_u64(seed);
         Ok(Network {
-            body: Sequential::new(inputs, build_layers(&arch.layers, &mut rng)),
+            body: Sequential::named(inputs, build_layers(&arch.layers, &mut rng)),
             inputs,
             outputs,
         })
     }
 }
 
-fn build_layers(shapes: &[LayerShape], rng: &mut SmallRng) -> Vec<Box<dyn Layer>> {
+/// The layers of `shapes`, each with its name (its path segment).
+fn build_layers(shapes: &[NamedLayer], rng: &mut SmallRng) -> Vec<(String, Box<dyn Layer>)> {
     shapes
         .iter()
-        .filter_map(|shape| -> Option<Box<dyn Layer>> {
-            Some(match shape {
+        .filter_map(|layer| -> Option<(String, Box<dyn Layer>)> {
+            let built: Box<dyn Layer> = match &layer.shape {
                 LayerShape::Linear { inputs, outputs } => {
                     Box::new(Linear::new(*inputs, *outputs, rng))
                 }
@@ -49,11 +65,11 @@ fn build_layers(shapes: &[LayerShape], rng: &mut SmallRng) -> Vec<Box<dyn Layer>
                     Box::new(ActivationLayer::new(*activation, *width))
                 }
                 LayerShape::Dropout { p, width } => Box::new(Dropout::new(*p, *width)),
-                LayerShape::Residual { inner, width } => Box::new(Residual::new(Sequential::new(
-                    *width,
-                    build_layers(inner, rng),
-                ))),
-            })
+                LayerShape::Residual { inner, width } => Box::new(Residual::new(
+                    Sequential::named(*width, build_layers(inner, rng)),
+                )),
+            };
+            Some((layer.name.clone(), built))
         })
         .collect()
 }
@@ -82,25 +98,33 @@ impl Network {
         (f, f + b)
     }
 
-    /// A copy of every parameter and buffer (for keeping the best epoch).
+    /// Clears the accumulated gradients of every parameter.
+    pub fn zero_grad(&mut self) {
+        self.body.zero_grad();
+    }
+
+    /// A copy of every parameter and buffer at the active widths (for
+    /// keeping the best epoch).
     pub fn snapshot(&mut self) -> Vec<Vec<f32>> {
         let mut out = Vec::new();
         self.body
-            .visit_parameters(&mut |p| out.push(p.value.to_vec()));
-        self.body.visit_buffers(&mut |b| out.push(b.to_vec()));
+            .visit_parameters(&mut |p| out.push(p.value.iter().copied().collect()));
+        self.body
+            .visit_buffers(&mut |b| out.push(b.value.iter().copied().collect()));
         out
     }
 
-    /// Restores a [`Network::snapshot`] of this network.
+    /// Restores a [`Network::snapshot`] of this network (at the same
+    /// active widths).
     pub fn restore(&mut self, snapshot: &[Vec<f32>]) {
         let mut it = snapshot.iter();
-        let mut copy = |dst: &mut [f32]| {
+        let mut copy = |mut dst: ndarray::ArrayViewMut2<f32>| {
             if let Some(src) = it.next() {
-                dst.copy_from_slice(src);
+                dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s);
             }
         };
         self.body.visit_parameters(&mut |p| copy(p.value));
-        self.body.visit_buffers(&mut |b| copy(b));
+        self.body.visit_buffers(&mut |b| copy(b.value));
     }
 }
 

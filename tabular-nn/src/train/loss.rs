@@ -1,5 +1,6 @@
 //! Losses: softmax cross-entropy over class logits and mean squared error,
-//! each a forward and a backward kernel.
+//! each a forward and a backward kernel, against hard targets (class
+//! indices, values) or soft ones (a teacher's probabilities or outputs).
 
 use crate::kernels::{span_end, span_start, KernelKind};
 use crate::model::layers::Ctx;
@@ -110,9 +111,96 @@ impl Loss {
         }
     }
 
-    /// Gradient of the last [`Loss::backward`].
+    /// Gradient of the last [`Loss::backward`] or [`Loss::backward_soft`].
     pub fn grad(&self) -> ArrayView2<'_, f32> {
         self.grad.view()
+    }
+
+    /// Mean loss against *soft* targets, as in-place distillation uses (a
+    /// supernet's children learn the largest child's predictions):
+    /// cross-entropy `−Σ_c p_c·log softmax(z)_c` against a probability row
+    /// per sample (`targets`: (batch, classes), rows summing to 1), or for
+    /// MSE the squared error against a (batch, 1) column of teacher outputs.
+    pub fn forward_soft(
+        &mut self,
+        outputs: ArrayView2<f32>,
+        targets: ArrayView2<f32>,
+        ctx: &mut Ctx,
+    ) -> f64 {
+        assert_eq!(outputs.dim(), targets.dim(), "targets match outputs");
+        let t = span_start(ctx.sink);
+        let (value, kind) = match self.kind {
+            LossKind::SoftmaxCrossEntropy => {
+                let sum =
+                    Zip::from(outputs.rows())
+                        .and(targets.rows())
+                        .fold(0.0f64, |acc, z, p| {
+                            let max = z.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                            let lse = z.fold(0.0f64, |s, &v| s + f64::from(v - max).exp()).ln()
+                                + f64::from(max);
+                            acc + Zip::from(&z)
+                                .and(&p)
+                                .fold(0.0f64, |a, &z, &p| a + f64::from(p) * (lse - f64::from(z)))
+                        });
+                (sum, KernelKind::SoftmaxXentFwd)
+            }
+            LossKind::Mse => {
+                let sum = Zip::from(&outputs)
+                    .and(&targets)
+                    .fold(0.0f64, |a, &p, &y| a + f64::from(p - y).powi(2));
+                (sum, KernelKind::MseFwd)
+            }
+        };
+        span_end(ctx.sink, kind, t);
+        value / outputs.nrows().max(1) as f64
+    }
+
+    /// Gradient of [`Loss::forward_soft`]'s mean loss with respect to
+    /// `outputs`, into [`Loss::grad`]: `(softmax(z) − p)/n`, or
+    /// `2(ŷ − y)/n` for MSE.
+    pub fn backward_soft(
+        &mut self,
+        outputs: ArrayView2<f32>,
+        targets: ArrayView2<f32>,
+        ctx: &mut Ctx,
+    ) {
+        assert_eq!(outputs.dim(), targets.dim(), "targets match outputs");
+        let t = span_start(ctx.sink);
+        let (n, c) = outputs.dim();
+        if self.grad.dim() != (n, c) {
+            self.grad = Array2::zeros((n, c));
+        }
+        let inv_n = 1.0 / n.max(1) as f32;
+        match self.kind {
+            LossKind::SoftmaxCrossEntropy => {
+                Zip::from(self.grad.rows_mut())
+                    .and(outputs.rows())
+                    .and(targets.rows())
+                    .for_each(|mut g, z, p| {
+                        let max = z.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                        let mut sum = 0.0f32;
+                        Zip::from(&mut g).and(&z).for_each(|g, &v| {
+                            *g = (v - max).exp();
+                            sum += *g;
+                        });
+                        let scale = 1.0 / sum;
+                        // The targets' row sum (1 for a distribution) keeps
+                        // the gradient exact for any non-negative row.
+                        let mass = p.sum();
+                        Zip::from(&mut g)
+                            .and(&p)
+                            .for_each(|g, &p| *g = inv_n * (*g * scale * mass - p));
+                    });
+                span_end(ctx.sink, KernelKind::SoftmaxXentBwd, t);
+            }
+            LossKind::Mse => {
+                Zip::from(&mut self.grad)
+                    .and(&outputs)
+                    .and(&targets)
+                    .for_each(|g, &p, &y| *g = 2.0 * (p - y) * inv_n);
+                span_end(ctx.sink, KernelKind::MseBwd, t);
+            }
+        }
     }
 }
 
@@ -183,6 +271,51 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Soft-target losses: gradients match finite differences, and one-hot
+    /// soft targets give the hard-target loss and gradient.
+    #[test]
+    fn soft_target_losses_match_finite_differences_and_hard_targets() {
+        let mut sink = NullSink;
+        let mut ctx = Ctx::new(&mut sink, 0);
+        let z = array![[0.3f32, -1.2, 0.5], [2.0, 0.1, -0.4]];
+        let p = array![[0.2f32, 0.5, 0.3], [0.7, 0.1, 0.2]];
+        let mut loss = LossKind::SoftmaxCrossEntropy.build(2, 3);
+        loss.backward_soft(z.view(), p.view(), &mut ctx);
+        let analytic = loss.grad().to_owned();
+        let eps = 1e-3f32;
+        for r in 0..2 {
+            for c in 0..3 {
+                let mut zp = z.clone();
+                zp[[r, c]] += eps;
+                let up = loss.forward_soft(zp.view(), p.view(), &mut ctx);
+                zp[[r, c]] -= 2.0 * eps;
+                let down = loss.forward_soft(zp.view(), p.view(), &mut ctx);
+                let numeric = (up - down) / (2.0 * f64::from(eps));
+                let a = f64::from(analytic[[r, c]]);
+                assert!((numeric - a).abs() < 1e-3, "[{r},{c}]: {numeric} vs {a}");
+            }
+        }
+        // One-hot soft targets are the hard targets.
+        let hard = array![2.0f32, 0.0];
+        let one_hot = array![[0.0f32, 0.0, 1.0], [1.0, 0.0, 0.0]];
+        let soft_value = loss.forward_soft(z.view(), one_hot.view(), &mut ctx);
+        loss.backward_soft(z.view(), one_hot.view(), &mut ctx);
+        let soft_grad = loss.grad().to_owned();
+        let hard_value = loss.forward(z.view(), hard.view(), &mut ctx);
+        loss.backward(z.view(), hard.view(), &mut ctx);
+        assert!((soft_value - hard_value).abs() < 1e-9);
+        for (a, b) in soft_grad.iter().zip(loss.grad().iter()) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        // MSE against a teacher's column.
+        let mut mse = LossKind::Mse.build(2, 1);
+        let (yhat, teacher) = (array![[0.5f32], [-1.0]], array![[0.0f32], [1.0]]);
+        let value = mse.forward_soft(yhat.view(), teacher.view(), &mut ctx);
+        assert!((value - (0.25 + 4.0) / 2.0).abs() < 1e-9);
+        mse.backward_soft(yhat.view(), teacher.view(), &mut ctx);
+        assert_eq!(mse.grad().to_owned(), array![[0.5f32], [-2.0]]);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod loss;
 pub mod optim;
+pub mod trainer;
 
 use crate::data::{Dataset, Split, Task};
 use crate::kernels::{
@@ -340,6 +341,7 @@ fn run(
                 *y = train.y[i];
             }
             span_end(ctx.sink, KernelKind::BatchGather, t);
+            net.zero_grad();
             net.body.forward(xb.view(), Mode::Train, &mut ctx);
             loss_sum += loss.forward(net.body.output(), yb.view(), &mut ctx);
             loss.backward(net.body.output(), yb.view(), &mut ctx);
