@@ -11,8 +11,11 @@
 //!   evaluator.
 //! - [`study`]: the SQLite study database (claims, results, recovery).
 //! - [`runner`]: worker threads running a study to its budget.
-//! - [`report`]: CSV, JSON, SVG/PNG and Markdown reports of a study.
+//! - [`report`]: the decision and its payback, CSV, JSON, Pareto and
+//!   progress plots (SVG/PNG) and Markdown reports of a study.
 //! - [`compare`]: accuracy-only against energy-aware search.
+//! - [`payback`]: whether a search pays for itself: its energy against
+//!   its pick's inference saving, in predictions, days and CO₂.
 //!
 //! Nothing here trains a model or measures energy: evaluators do, and report
 //! figures with their provenance, which studies store as given.
@@ -21,6 +24,7 @@
 pub mod compare;
 pub mod evaluator;
 pub mod objective;
+pub mod payback;
 pub mod report;
 pub mod runner;
 pub mod space;
