@@ -270,6 +270,19 @@ pub fn trial_result_from_train_json(v: &Value) -> Result<TrialResult, EvalError>
             .zip(inference_rows)
             .map(|(ns, rows)| ns / rows * 1000.0 / 1e6),
     );
+    // One-sigma uncertainties energyd gave with the two phases, so that
+    // reports can state a payback's range (nas_search::payback::metric).
+    put(
+        nas_search::payback::metric::INFERENCE_ENERGY_SIGMA_J_PER_1K,
+        number_at(v, &["energy.inference.uncertainty_j"])
+            .zip(inference_rows)
+            .map(|(s, rows)| s / rows * 1000.0),
+    );
+    put(
+        nas_search::payback::metric::ENERGY_SPENT_SIGMA_J,
+        number_at(v, &["energy.train.uncertainty_j"])
+            .map(|t| t.hypot(number_at(v, &["energy.inference.uncertainty_j"]).unwrap_or(0.0))),
+    );
     put(metric::PARAMS, number_at(v, &["parameters"]));
     put(metric::FLOPS, number_at(v, &["flops_per_row_inference"]));
     put(
@@ -369,9 +382,9 @@ mod tests {
             r#"{"val":{"accuracy":0.85},"test":{"accuracy":0.84},"parameters":1000,
                 "flops_per_row_inference":2000,"train_wall_ns":2000000000,
                 "inference":{"rows":4000,"passes":2,"time_ns":8000000,"rows_per_s":5e5},
-                "energy":{"train":{"process_j":12.5,"provenance":"Estimated",
+                "energy":{"train":{"process_j":12.5,"provenance":"Estimated","uncertainty_j":3.0,
                    "kernels":[{"name":"matmul","count":2,"total_time_ns":5,"energy_j":10.0}]},
-                 "inference":{"process_j":0.5,"provenance":"Measured","kernels":[]},
+                 "inference":{"process_j":0.5,"provenance":"Measured","uncertainty_j":4.0,"kernels":[]},
                  "inference_j_per_1000_rows":0.125}}"#,
         )
         .unwrap();
@@ -385,6 +398,17 @@ mod tests {
         assert_eq!(r.provenance, Some(Provenance::Estimated));
         assert_eq!(r.kernel_energy[0].energy_j, Some(10.0));
         assert_eq!(r.energy_spent_j, Some(13.0));
+        // energyd's uncertainties: hypot(3, 4) = 5 J spent; 4 J over 4000
+        // rows = 1 J per 1000.
+        let sigma = |m| r.metrics[m];
+        assert_eq!(
+            sigma(nas_search::payback::metric::ENERGY_SPENT_SIGMA_J),
+            5.0
+        );
+        assert_eq!(
+            sigma(nas_search::payback::metric::INFERENCE_ENERGY_SIGMA_J_PER_1K),
+            1.0
+        );
         let no_energy: Value = serde_json::from_str(
             r#"{"val":{"accuracy":0.8},"energy":null,"energy_unavailable":"no daemon"}"#,
         )
