@@ -397,8 +397,7 @@ impl CompareReport {
                 self.payback_vs_accuracy_only
                     .as_ref()
                     .map_or(format!("{} J", crate::report::tick(p.energy)), |b| {
-                        let f = b.pick.energy_j_per_1k;
-                        format!("{} J [{}]", crate::report::tick(f.value), f.provenance)
+                        crate::report::figure(b.pick.energy_j_per_1k, "J")
                     })
             ),
             None => format!(
@@ -441,8 +440,7 @@ impl CompareReport {
         match (&c.energy_aware_pick, &self.payback_vs_accuracy_only) {
             (Some(p), pb) => {
                 let energy = pb.as_ref().map_or(format!("{} J", crate::report::tick(p.energy)), |b| {
-                    let f = b.pick.energy_j_per_1k;
-                    format!("{} J [{}]", crate::report::tick(f.value), f.provenance)
+                    crate::report::figure(b.pick.energy_j_per_1k, "J")
                 });
                 md.push_str(&format!(
                     "**Deploy trial {} of the energy-aware search** (`{}`): accuracy {:.4}, {energy} per 1000 predictions.\n\n",

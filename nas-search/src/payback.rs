@@ -460,12 +460,12 @@ impl PaybackReference {
     pub fn describe(&self) -> String {
         match self {
             PaybackReference::AccuracyOnlyPick(c) => match c.trial {
-                Some(n) => format!("the accuracy-only search's pick, trial {n},"),
+                Some(n) => format!("the accuracy-only search's pick, trial {n}"),
                 None => "the accuracy-only search's pick".into(),
             },
             PaybackReference::MostAccurateInStudy(c) => match c.trial {
                 Some(n) => format!(
-                    "this study's most accurate trial, {n}, standing in for an accuracy-only pick,"
+                    "this study's most accurate trial, {n}, standing in for an accuracy-only pick"
                 ),
                 None => "this study's most accurate trial".into(),
             },

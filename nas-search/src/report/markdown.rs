@@ -59,7 +59,7 @@ pub(crate) fn payback_lines(p: &Payback) -> Vec<String> {
     let r = p.reference.candidate();
     let acc = |a: Option<f64>| a.map_or(String::new(), |a| format!("accuracy {}, ", tick(a)));
     out.push(format!(
-        "- Reference: {} ({}{} per 1000 predictions).",
+        "- Reference: {}: {}{} per 1000 predictions.",
         p.reference.describe(),
         acc(r.accuracy),
         figure(r.energy_j_per_1k, "J")
