@@ -41,7 +41,7 @@ fn caveat(p: FigureProvenance) -> Option<&'static str> {
     match p {
         FigureProvenance::Measured => None,
         FigureProvenance::Estimated => Some(
-            "energyd estimated these figures from a model of CPU activity (no hardware energy counter on this machine): use them to compare networks, not as absolute joules",
+            "energyd estimated these figures from a model of CPU activity (no hardware energy counter on this machine): use them to compare networks, not as absolute joules; their ± is energyd's own one-sigma (sampling and attribution), which does not cover the error of the estimate's power model",
         ),
         FigureProvenance::Predicted => {
             Some("some figures are predicted from a calibration, not measured")
