@@ -186,11 +186,13 @@ impl ParamCode {
     /// The code of a value (`None` if it does not fit the domain).
     pub(crate) fn encode(&self, param: &Param, v: &ParamValue) -> Option<f64> {
         match (self, &param.domain) {
-            (ParamCode::Numeric { kind, .. }, ParamDomain::Categorical { choices })
-                if matches!(kind, NumericKind::Position) =>
-            {
-                choices.iter().position(|c| c == v).map(|i| i as f64)
-            }
+            (
+                ParamCode::Numeric {
+                    kind: NumericKind::Position,
+                    ..
+                },
+                ParamDomain::Categorical { choices },
+            ) => choices.iter().position(|c| c == v).map(|i| i as f64),
             (ParamCode::Categorical { .. }, ParamDomain::Categorical { choices }) => {
                 choices.iter().position(|c| c == v).map(|i| i as f64)
             }
@@ -322,11 +324,11 @@ pub fn greedy_hssp(points: &[Vec<f64>], k: usize) -> Vec<usize> {
     let mut base = 0.0;
     while chosen.len() < k.min(points.len()) {
         let mut best: Option<(usize, f64)> = None;
-        for i in 0..points.len() {
+        for (i, p) in points.iter().enumerate() {
             if chosen.contains(&i) {
                 continue;
             }
-            chosen_pts.push(points[i].clone());
+            chosen_pts.push(p.clone());
             let gain = hypervolume(&chosen_pts, &reference) - base;
             chosen_pts.pop();
             if best.is_none_or(|(_, g)| gain > g) {
@@ -407,6 +409,8 @@ enum DimKernels {
     Numeric {
         mus: Vec<f64>,
         sigmas: Vec<f64>,
+        /// Per kernel, `ln(Φ((high-μ)/σ) - Φ((low-μ)/σ))` (truncation).
+        log_norms: Vec<f64>,
         low: f64,
         high: f64,
         discrete: bool,
@@ -423,6 +427,9 @@ pub(crate) struct Parzen {
     log_weights: Vec<f64>,
     dims: Vec<DimKernels>,
 }
+
+/// `ln(sqrt(2π))`.
+const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 
 fn std_normal_cdf(z: f64) -> f64 {
     0.5 * libm::erfc(-z / std::f64::consts::SQRT_2)
@@ -475,9 +482,20 @@ impl Parzen {
                     let min_sigma = range / (1.0 + n_kernels as f64).min(100.0);
                     let mut sigmas: Vec<f64> = vec![sigma0.clamp(min_sigma, range); n];
                     sigmas.push(range);
+                    let log_norms = mus
+                        .iter()
+                        .zip(&sigmas)
+                        .map(|(mu, sigma)| {
+                            (std_normal_cdf((high - mu) / sigma)
+                                - std_normal_cdf((low - mu) / sigma))
+                            .max(1e-300)
+                            .ln()
+                        })
+                        .collect();
                     DimKernels::Numeric {
                         mus,
                         sigmas,
+                        log_norms,
                         low: *low,
                         high: *high,
                         discrete: *discrete,
@@ -510,24 +528,18 @@ impl Parzen {
                     DimKernels::Numeric {
                         mus,
                         sigmas,
-                        low,
-                        high,
+                        log_norms,
                         discrete,
+                        ..
                     } => {
                         let (mu, sigma) = (mus[i], sigmas[i]);
-                        let norm = (std_normal_cdf((high - mu) / sigma)
-                            - std_normal_cdf((low - mu) / sigma))
-                        .max(1e-300);
                         if *discrete {
                             let a = std_normal_cdf((x[k] - 0.5 - mu) / sigma);
                             let b = std_normal_cdf((x[k] + 0.5 - mu) / sigma);
-                            ((b - a).max(1e-300) / norm).ln()
+                            (b - a).max(1e-300).ln() - log_norms[i]
                         } else {
                             let z = (x[k] - mu) / sigma;
-                            -0.5 * z * z
-                                - 0.5 * (2.0 * std::f64::consts::PI).ln()
-                                - sigma.ln()
-                                - norm.ln()
+                            -0.5 * z * z - LN_SQRT_2PI - sigma.ln() - log_norms[i]
                         }
                     }
                     DimKernels::Categorical { log_probs } => {
@@ -562,6 +574,7 @@ impl Parzen {
                     low,
                     high,
                     discrete,
+                    ..
                 } => {
                     let (mu, sigma) = (mus[kernel], sigmas[kernel]);
                     let mut x = None;
