@@ -77,7 +77,10 @@ class Client:
     def call(self, request, expect):
         """Sends one request, reads one response; returns the payload of a
         response of variant `expect`; a daemon error raises."""
-        payload = _wire.encode(_wire.REQUEST, request)
+        if isinstance(request, _wire.RawRequest):
+            payload = request.payload
+        else:
+            payload = _wire.encode(_wire.REQUEST, request)
         try:
             self._sock.sendall(_wire.frame(payload))
             header = self._read_exact(4)
@@ -141,13 +144,8 @@ class Client:
         accepted = rejected = 0
         for i in range(0, len(spans), SPANS_PER_FRAME):
             chunk = spans[i : i + SPANS_PER_FRAME]
-            batch = {
-                "names": list(names),
-                "spans": [
-                    {"name": n, "start": s, "end": e, "pid": p, "tid": t} for n, s, e, p, t in chunk
-                ],
-            }
-            answer = self.call(("SubmitSpans", batch), "SpansAccepted")
+            answer = self.call(_wire.RawRequest(_wire.submit_spans_payload(names, chunk)),
+                               "SpansAccepted")
             accepted += answer["accepted"]
             rejected += answer["rejected"]
         return accepted, rejected

@@ -139,18 +139,34 @@ class Forest:
             p = self.nodes[p].parent
         return False
 
+    def outermost_by_op(self):
+        """Per op, the nodes with no ancestor of the same op (one pass:
+        nodes are in pre-order per thread, so open ancestors are a stack)."""
+        out = [[] for _ in self.op_names]
+        open_ops = {}
+        stack = []  # (end index of subtree, op)
+        for i, n in enumerate(self.nodes):
+            while stack and stack[-1][0] < i:
+                _, op = stack.pop()
+                open_ops[op] -= 1
+            if not open_ops.get(n.op):
+                out[n.op].append(i)
+            open_ops[n.op] = open_ops.get(n.op, 0) + 1
+            stack.append((i + n.descendants, n.op))
+        return out
+
     def op_times(self):
         """Per op: {name, kind, count, self_ns, total_ns} (inclusive time of
         the outermost instances)."""
         rows = [{"name": n, "kind": "other", "count": 0, "self_ns": 0, "total_ns": 0}
                 for n in self.op_names]
-        for i, n in enumerate(self.nodes):
+        for n in self.nodes:
             r = rows[n.op]
             r["kind"] = n.kind
             r["count"] += 1
             r["self_ns"] += n.self_ns
-            if not self.has_ancestor_op(i, n.op):
-                r["total_ns"] += n.end - n.start
+        for op, roots in enumerate(self.outermost_by_op()):
+            rows[op]["total_ns"] = sum(self.nodes[i].end - self.nodes[i].start for i in roots)
         return rows
 
 
@@ -430,14 +446,13 @@ def op_rows(forest, breakdown, sources):
     comparison (see ARCHITECTURE.md for why it is not the figure)."""
     c = _Composer(forest, breakdown, sources)
     owns = [c.own(op) for op in range(len(c.times))]
+    outermost = forest.outermost_by_op()
     attributed = sum(o[0] for o in owns if o is not None)
     rows = []
     for op, t in enumerate(c.times):
         own = owns[op]
         fit = c.fits.get(t["name"])
-        roots = [i for i, n in enumerate(forest.nodes)
-                 if n.op == op and not forest.has_ancestor_op(i, op)]
-        total_j, total_sigma, unknown = c.inclusive(roots)
+        total_j, total_sigma, unknown = c.inclusive(outermost[op])
         busy = c.gpu_busy if t["kind"] == "gpu_kernel" else c.cpu_busy
         rows.append({
             "name": t["name"],

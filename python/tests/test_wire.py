@@ -52,3 +52,15 @@ def test_responses_decode_and_bad_payloads_are_refused():
         _wire.decode(_wire.RESPONSE, b"\x0a")
     with pytest.raises(_wire.WireError):
         _wire.encode(_wire.REQUEST, ("RegisterProcess", {"pid": -1, "include_children": True}))
+
+
+def test_span_batch_fast_path_gives_the_same_bytes():
+    names = ["aten::mm", "ProfilerStep#*"]
+    spans = [(0, 1, 128, 7, 8), (1, 2**40, 2**40 + 5, 2**32 - 1, 0), (0, 5, 5, 7, 8)]
+    slow = _wire.encode(_wire.REQUEST, ("SubmitSpans", {
+        "names": names,
+        "spans": [{"name": n, "start": s, "end": e, "pid": p, "tid": t} for n, s, e, p, t in spans],
+    }))
+    assert bytes(_wire.submit_spans_payload(names, spans)) == bytes(slow)
+    with pytest.raises(_wire.WireError):
+        _wire.submit_spans_payload(names, [(0, -1, 5, 7, 8)])
