@@ -663,3 +663,81 @@ pub fn cpu_kernel_domains(sources: &[SourceInfo]) -> Vec<SourceId> {
     }
     Vec::new()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calltree::CallTreeOptions;
+    use crate::spanfile::{parse_chrome_trace, SpanFileOptions};
+    use shared::protocol::DomainShare;
+    use shared::source::{ReadingKind, SourceKind};
+    use shared::MonotonicNs;
+
+    fn source(id: u32, domain: Domain) -> SourceInfo {
+        SourceInfo {
+            id: SourceId(id),
+            name: format!("s{id}"),
+            domain,
+            kind: SourceKind::Simulated,
+            provenance: Provenance::Measured,
+            reading: ReadingKind::CumulativeEnergy,
+            period_ns: 1_000_000,
+            resolution_j: 0.0,
+            update_period_ns: 1_000_000,
+        }
+    }
+
+    fn share(id: u32, dynamic: f64) -> DomainShare {
+        DomainShare {
+            source: SourceId(id),
+            machine_j: dynamic,
+            process_j: dynamic,
+            process_dynamic_j: dynamic,
+            activity_share: 1.0,
+            unattributed_j: dynamic,
+            uncertainty_j: 0.0,
+            provenance: Provenance::Measured,
+        }
+    }
+
+    #[test]
+    fn gpu_kernels_get_gpu_energy_and_count_in_their_launcher() {
+        let trace = r#"{"traceEvents": [
+  {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#7", "pid": 1, "tid": 1, "ts": 0, "dur": 100},
+  {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": 10, "dur": 20},
+  {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": 15, "dur": 5},
+  {"ph": "s", "cat": "ac2g", "name": "ac2g", "id": 42, "pid": 1, "tid": 1, "ts": 15},
+  {"ph": "X", "cat": "kernel", "name": "gemm_kernel", "pid": 0, "tid": "stream 7", "ts": 40, "dur": 30},
+  {"ph": "f", "cat": "ac2g", "name": "ac2g", "id": 42, "pid": 0, "tid": "stream 7", "ts": 40, "bp": "e"},
+  {"ph": "X", "cat": "kernel", "name": "orphan", "pid": 0, "tid": 7, "ts": 80, "dur": 5}
+]}"#;
+        let file = parse_chrome_trace(
+            trace,
+            std::path::Path::new("t.json"),
+            &SpanFileOptions::default(),
+        )
+        .unwrap();
+        let forest = CallForest::build(&file, &CallTreeOptions::default());
+        let breakdown = Breakdown {
+            pid: 1,
+            from: MonotonicNs(0),
+            to: MonotonicNs(1),
+            domains: vec![share(0, 1.0), share(1, 3.5)],
+            kernels: Vec::new(),
+            notes: Vec::new(),
+        };
+        let sources = [
+            source(0, Domain::Package { index: 0 }),
+            source(1, Domain::Gpu { index: 0 }),
+        ];
+        let table = OpTable::build(&forest, &breakdown, &sources);
+        let row = |name: &str| table.rows.iter().find(|r| r.name == name).unwrap();
+        // CPU: 1 J over 100 µs busy; GPU: 3.5 J over 35 µs of streams.
+        assert!((row("gemm_kernel").self_j.unwrap() - 3.0).abs() < 1e-12);
+        assert!((row("aten::mm").self_j.unwrap() - 0.15).abs() < 1e-12);
+        assert!((row("aten::mm").total_j - 3.2).abs() < 1e-12);
+        assert_eq!(table.linked_kernels, (1, 1));
+        assert_eq!(table.gpu_busy_ns, 35_000);
+        assert!(table.render_text(10).contains("GPU streams busy"));
+    }
+}

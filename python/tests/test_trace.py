@@ -100,3 +100,41 @@ def test_modules_roll_up_and_energy_composes(trace):
     assert seq["total_energy_j"] >= modules["nn.Module: Linear_1"]["total_energy_j"] > 0
     assert [r["name"] for r in rollups if r["kind"] == "step"] == [
         "ProfilerStep#2", "ProfilerStep#3", "ProfilerStep#4", "ProfilerStep#5"]
+
+
+def test_gpu_kernels_link_to_the_launching_op_by_flow():
+    # The shape kineto writes for a CUDA run (the Rust test has the same).
+    trace = {"traceEvents": [
+        {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#7", "pid": 1, "tid": 1,
+         "ts": 0, "dur": 100},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": 10, "dur": 20},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1,
+         "ts": 15, "dur": 5},
+        {"ph": "s", "cat": "ac2g", "name": "ac2g", "id": 42, "pid": 1, "tid": 1, "ts": 15},
+        {"ph": "X", "cat": "kernel", "name": "gemm_kernel", "pid": 0, "tid": "stream 7", "ts": 40,
+         "dur": 30},
+        {"ph": "f", "cat": "ac2g", "name": "ac2g", "id": 42, "pid": 0, "tid": "stream 7", "ts": 40,
+         "bp": "e"},
+        {"ph": "X", "cat": "kernel", "name": "orphan", "pid": 0, "tid": 7, "ts": 80, "dur": 5},
+        {"ph": "X", "cat": "Trace", "name": "PyTorch Profiler (0)", "pid": "Spans",
+         "tid": "PyTorch Profiler", "ts": 0, "dur": 200},
+    ]}
+    forest = build_forest(trace, offset_ns=0)
+    kernel = next(n for n in forest.nodes if n.name == "gemm_kernel")
+    assert forest.nodes[kernel.launched_by].name == "aten::mm"
+    assert next(n for n in forest.nodes if n.name == "orphan").launched_by is None
+    assert forest.cpu_busy_ns() == 100_000
+    assert forest.busy_ns() == 135_000
+    # The kernel's GPU energy counts in aten::mm's inclusive figure.
+    sources = [{"id": 0, "domain": ("cpu", None)}, {"id": 1, "domain": ("gpu", {"index": 0})}]
+    breakdown = {"kernels": [], "domains": [
+        {"source": 0, "process_j": 1.0, "process_dynamic_j": 1.0, "uncertainty_j": 0.0,
+         "provenance": ("measured", None)},
+        {"source": 1, "process_j": 3.5, "process_dynamic_j": 3.5, "uncertainty_j": 0.0,
+         "provenance": ("measured", None)},
+    ]}
+    rows = {r["name"]: r for r in op_rows(forest, breakdown, sources)}
+    # CPU: 1 J over 100 µs of busy time; GPU: 3.5 J over 35 µs of streams.
+    assert rows["gemm_kernel"]["self_energy_j"] == pytest.approx(3.0)
+    assert rows["aten::mm"]["self_energy_j"] == pytest.approx(0.15)
+    assert rows["aten::mm"]["total_energy_j"] == pytest.approx(0.2 + 3.0)
