@@ -14,15 +14,22 @@
 //!   per-type power for short ones, with a model of averaging sensors.
 //! - [`nnls`]: the Lawson–Hanson solver the fit uses.
 //! - [`spanfile`]: CSV and Chrome-trace (PyTorch profiler) span files.
+//! - [`calltree`]: each thread's call tree of nested spans, self times,
+//!   and the self-time segments that partition the busy time (what energyd
+//!   attributes); GPU kernels linked to their launches by flow events.
+//! - [`optable`]: per-op self and total energy with uncertainty, roll-ups
+//!   per profiler step, label and module, and their text/JSON tables.
 //! - [`convert`]: from the daemon's data (source info, CPU-time samples,
 //!   span records) to the inputs here, and from the answers here to the
 //!   protocol's `DomainShare` and `KernelEnergy`.
 #![warn(missing_docs)]
 
+pub mod calltree;
 pub mod convert;
 pub mod error;
 pub mod kernels;
 pub mod nnls;
+pub mod optable;
 pub mod process;
 pub mod series;
 pub mod spanfile;

@@ -25,11 +25,16 @@
 //! they are numbers (kineto writes negative thread ids as their absolute
 //! value; we do the same) or strings ending in a number (`"stream 7"`).
 //! Other phases (metadata, instant, flow, counter events) are skipped and
-//! counted. Which categories are taken is [`CategoryFilter`]: by default,
-//! if the trace holds GPU kernels (`cat` `kernel`, `gpu_memcpy`,
-//! `gpu_memset`) only those, because CPU operator events nest (an
-//! `aten::linear` contains its `aten::addmm`) and would be counted twice;
-//! otherwise every complete event.
+//! counted; flow events (`"ph": "s"` / `"f"`, the `ac2g` links from a
+//! CUDA launch to its kernel) are kept in [`SpanFile::flows`]. Each span
+//! keeps its category (`cat`). Which categories are taken is
+//! [`CategoryFilter`]: by default every complete event. Events nest (an
+//! `aten::linear` contains its `aten::addmm`): [`crate::calltree`] builds
+//! each thread's call tree and splits it into self-time segments, so that
+//! nothing is counted twice. The flat [`SpanFile::kernel_spans`] and
+//! [`SpanFile::to_batch`] are for files whose spans do not nest.
+//!
+//! A file whose name ends in `.gz` is decompressed first.
 //!
 //! ## Clock alignment
 //!
@@ -158,10 +163,11 @@ pub enum ClockOption {
 /// Which Chrome-trace complete events become spans.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum CategoryFilter {
-    /// GPU kernels and memory operations if the trace has any, else all.
-    #[default]
+    /// GPU kernels and memory operations if the trace has any, else all
+    /// (the flat view of a GPU trace: kernels do not nest).
     GpuKernelsIfPresent,
-    /// Every complete event.
+    /// Every complete event (nesting is resolved by [`crate::calltree`]).
+    #[default]
     All,
     /// Events whose `cat` is one of these.
     Only(Vec<String>),
@@ -235,6 +241,40 @@ pub struct FileSpan {
     pub pid: Option<u32>,
     /// Thread, if the file says.
     pub tid: Option<u32>,
+    /// Index into [`SpanFile::categories`] (Chrome trace `cat`), if any.
+    pub category: Option<u32>,
+}
+
+/// Which end of a flow arrow an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowPhase {
+    /// `"ph": "s"`: the arrow leaves the slice enclosing this point.
+    Start,
+    /// `"ph": "f"`: the arrow arrives at the slice enclosing this point
+    /// (binding point `"e"`) or at the next slice to start on its thread.
+    Finish,
+}
+
+/// One end of a flow arrow of a Chrome trace (kineto links a CUDA
+/// runtime launch to its GPU kernel with an `ac2g` flow; forward ops to
+/// their backward with `fwdbwd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// The flow's id, shared by its start and finish.
+    pub id: u64,
+    /// Index into [`SpanFile::categories`], if any.
+    pub category: Option<u32>,
+    /// Start or finish.
+    pub phase: FlowPhase,
+    /// The point, CLOCK_MONOTONIC ns.
+    pub at: MonotonicNs,
+    /// Process of the slice it binds to.
+    pub pid: Option<u32>,
+    /// Thread of the slice it binds to.
+    pub tid: Option<u32>,
+    /// `"bp": "e"`: binds to the enclosing slice (else the next one, for a
+    /// finish).
+    pub binds_enclosing: bool,
 }
 
 /// The spans of a file, aligned to CLOCK_MONOTONIC, in file order.
@@ -250,6 +290,10 @@ pub struct SpanFile {
     pub clock: ClockAlignment,
     /// Trace events not taken (other phases or categories).
     pub skipped_events: usize,
+    /// Category names referenced by [`FileSpan::category`].
+    pub categories: Vec<String>,
+    /// Flow events (Chrome trace), in file order.
+    pub flows: Vec<FlowEvent>,
 }
 
 impl SpanFile {
@@ -299,12 +343,23 @@ impl SpanFile {
 }
 
 /// Reads a span file: JSON if its first non-blank character is `{` or `[`,
-/// CSV otherwise.
+/// CSV otherwise; gzip-compressed if the name ends in `.gz`.
 pub fn read_span_file(path: &Path, options: &SpanFileOptions) -> Result<SpanFile, SpanFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SpanFileError::Io {
+    let io_err = |source| SpanFileError::Io {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let text = if path.extension().is_some_and(|e| e == "gz") {
+        use std::io::Read;
+        let file = std::fs::File::open(path).map_err(io_err)?;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .map_err(io_err)?;
+        text
+    } else {
+        std::fs::read_to_string(path).map_err(io_err)?
+    };
     match text.trim_start().chars().next() {
         Some('{') | Some('[') => parse_chrome_trace(&text, path, options),
         _ => parse_csv(&text, path, options),
@@ -473,6 +528,7 @@ pub fn parse_csv(
             end,
             pid,
             tid,
+            category: None,
         });
     }
     Ok(SpanFile {
@@ -481,6 +537,8 @@ pub fn parse_csv(
         format: SpanFileFormat::Csv,
         clock,
         skipped_events: 0,
+        categories: Vec::new(),
+        flows: Vec::new(),
     })
 }
 
@@ -515,6 +573,31 @@ fn event_id(v: Option<&serde_json::Value>) -> Option<u32> {
                 .collect();
             digits.parse().ok()
         }
+        _ => None,
+    }
+}
+
+/// A flow event, before alignment.
+struct RawFlow {
+    index: usize,
+    id: u64,
+    category: Option<String>,
+    phase: FlowPhase,
+    at_ns: u64,
+    pid: Option<u32>,
+    tid: Option<u32>,
+    binds_enclosing: bool,
+}
+
+/// A flow's id: a non-negative integer, or a string of one (decimal or
+/// `0x` hexadecimal).
+fn flow_id(v: Option<&serde_json::Value>) -> Option<u64> {
+    match v? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => match s.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => s.parse().ok(),
+        },
         _ => None,
     }
 }
@@ -570,6 +653,7 @@ pub fn parse_chrome_trace(
     };
 
     let mut raw = Vec::new();
+    let mut raw_flows = Vec::new();
     let mut skipped = 0usize;
     let mut categories: Vec<Option<String>> = Vec::new();
     for (index, event) in events.iter().enumerate() {
@@ -582,7 +666,33 @@ pub fn parse_chrome_trace(
         let Some(obj) = event.as_object() else {
             return Err(err("event", format!("{event} is not an object")));
         };
-        if obj.get("ph").and_then(|p| p.as_str()) != Some("X") {
+        let phase = obj.get("ph").and_then(|p| p.as_str());
+        if let Some(flow_phase) = match phase {
+            Some("s") => Some(FlowPhase::Start),
+            Some("f") => Some(FlowPhase::Finish),
+            _ => None,
+        } {
+            // A flow end without a usable id or time links nothing: skipped
+            // and counted, like other events we do not use.
+            let at = obj.get("ts").and_then(|t| t.as_f64());
+            match (flow_id(obj.get("id")), at) {
+                (Some(id), Some(ts_us)) if ts_us.is_finite() && ts_us >= 0.0 => {
+                    raw_flows.push(RawFlow {
+                        index,
+                        id,
+                        category: obj.get("cat").and_then(|c| c.as_str()).map(str::to_owned),
+                        phase: flow_phase,
+                        at_ns: base_ns.saturating_add((ts_us * 1000.0).round() as u64),
+                        pid: event_id(obj.get("pid")),
+                        tid: event_id(obj.get("tid")),
+                        binds_enclosing: obj.get("bp").and_then(|b| b.as_str()) == Some("e"),
+                    });
+                }
+                _ => skipped += 1,
+            }
+            continue;
+        }
+        if phase != Some("X") {
             skipped += 1;
             continue;
         }
@@ -694,8 +804,9 @@ pub fn parse_chrome_trace(
     };
 
     let mut names = Names::default();
+    let mut category_names = Names::default();
     let mut spans = Vec::new();
-    for (e, k) in raw.into_iter().zip(keep) {
+    for ((e, k), category) in raw.into_iter().zip(keep).zip(categories) {
         if !k {
             skipped += 1;
             continue;
@@ -720,6 +831,30 @@ pub fn parse_chrome_trace(
             end,
             pid: e.pid,
             tid: e.tid,
+            category: category.as_deref().map(|c| category_names.intern(c)),
+        });
+    }
+    let mut flows = Vec::with_capacity(raw_flows.len());
+    for f in raw_flows {
+        let Some(at) = apply_offset(f.at_ns, clock.offset_ns) else {
+            return Err(SpanFileError::TraceEvent {
+                path: path.to_owned(),
+                index: f.index,
+                field: "ts",
+                reason: format!(
+                    "with the offset {} ns the time falls before the clock's zero",
+                    clock.offset_ns
+                ),
+            });
+        };
+        flows.push(FlowEvent {
+            id: f.id,
+            category: f.category.as_deref().map(|c| category_names.intern(c)),
+            phase: f.phase,
+            at,
+            pid: f.pid,
+            tid: f.tid,
+            binds_enclosing: f.binds_enclosing,
         });
     }
     if spans.is_empty() && !events.is_empty() {
@@ -731,6 +866,8 @@ pub fn parse_chrome_trace(
         format: SpanFileFormat::ChromeTrace,
         clock,
         skipped_events: skipped,
+        categories: category_names.names,
+        flows,
     })
 }
 
@@ -764,7 +901,8 @@ mod tests {
                 start: MonotonicNs(100),
                 end: MonotonicNs(250),
                 pid: Some(7),
-                tid: Some(8)
+                tid: Some(8),
+                category: None,
             }
         );
         assert_eq!((f.spans[1].pid, f.spans[1].tid), (None, None));
@@ -843,6 +981,7 @@ mod tests {
         let base = 1_766_000_000_000_000_000u64;
         let o = SpanFileOptions {
             realtime_to_monotonic_ns: Some(-1_765_000_000_000_000_000),
+            categories: CategoryFilter::GpuKernelsIfPresent,
             ..opts()
         };
         let f = parse_chrome_trace(&kineto_trace(base), path(), &o).unwrap();
@@ -856,8 +995,16 @@ mod tests {
         assert_eq!(f.spans[0].end, MonotonicNs(offset + 132_375));
         assert_eq!((f.spans[0].pid, f.spans[0].tid), (Some(0), Some(7)));
         assert_eq!(f.spans[2].tid, Some(7), "\"stream 7\" reads as tid 7");
-        // metadata + flow + 2 CPU ops skipped.
-        assert_eq!(f.skipped_events, 4);
+        // metadata + 2 CPU ops skipped; the flow start is kept.
+        assert_eq!(f.skipped_events, 3);
+        assert_eq!(f.flows.len(), 1);
+        assert_eq!(f.flows[0].phase, FlowPhase::Start);
+        assert_eq!(f.flows[0].at, MonotonicNs(offset + 110_000));
+        assert_eq!(f.categories[f.flows[0].category.unwrap() as usize], "ac2g");
+        assert_eq!(
+            f.categories[f.spans[0].category.unwrap() as usize],
+            "kernel"
+        );
         assert!(f.clock.describe().contains("CLOCK_REALTIME"));
 
         let all = SpanFileOptions {

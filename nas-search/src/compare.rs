@@ -2,9 +2,19 @@
 //! inference energy the energy-aware pick saves at (nearly) the accuracy of
 //! the conventional pick, and how well FLOPs rank trials by measured energy.
 
-use crate::study::{TrialRecord, TrialStatus};
+use crate::objective::{Bound, Constraint};
+use crate::payback::{
+    payback, search_against_search, search_energy_figure, Candidate, Figure, FigureProvenance,
+    Payback, PaybackPoint, PaybackReference, PaybackSettings, SearchOutcome, SearchPayback,
+};
+use crate::report::{
+    search_progress, with_derived_references, OutDir, ParetoPlot, PickLabel, PointClass,
+    ProgressPlot, ProgressSeries, ReportError, ReportFiles, ScatterPoint, ThresholdLine,
+};
+use crate::study::{StudySpec, TrialRecord, TrialStatus};
 use serde::Serialize;
 use shared::Provenance;
+use std::path::Path;
 
 /// Which metrics to compare, and the accuracy tolerance.
 #[derive(Debug, Clone)]
@@ -213,6 +223,443 @@ pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
     let vx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum();
     let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
     (vx > 0.0 && vy > 0.0).then(|| cov / (vx * vy).sqrt())
+}
+
+/// A comparison with what the user decides on: the paybacks of the
+/// energy-aware pick, and the files that show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareReport {
+    /// The picks and the reduction.
+    pub comparison: Comparison,
+    /// Energy the accuracy-only search spent.
+    pub search_energy_conventional_j: Option<Figure>,
+    /// Energy the energy-aware search spent.
+    pub search_energy_energy_aware_j: Option<Figure>,
+    /// The energy-aware search's energy against its pick's saving over the
+    /// accuracy-only pick (`None` without an energy-aware pick or without
+    /// search energy).
+    pub payback_vs_accuracy_only: Option<Payback>,
+    /// The same against the user's baseline model, when one was given.
+    pub payback_vs_baseline: Option<Payback>,
+    /// The two searches as alternatives: the costlier one's extra energy
+    /// against its pick's saving over the other's.
+    pub search_vs_search: Option<SearchPayback>,
+    /// A calibrated (or one-shot) search against the multi-trial
+    /// energy-aware one, when one ran.
+    pub calibrated_vs_multi_trial: Option<SearchPayback>,
+    /// The settings the paybacks were computed with.
+    pub settings: PaybackSettings,
+}
+
+fn candidate_of(p: &Pick, trials: &[TrialRecord]) -> Candidate {
+    trials
+        .iter()
+        .find(|t| t.number == p.number)
+        .and_then(Candidate::of_trial)
+        .unwrap_or(Candidate {
+            trial: Some(p.number),
+            accuracy: Some(p.accuracy),
+            energy_j_per_1k: Figure::new(
+                p.energy,
+                p.provenance
+                    .map_or(FigureProvenance::Estimated, FigureProvenance::from),
+            ),
+        })
+}
+
+/// The network a search would deploy: its energy-aware pick (least energy
+/// at or above `fraction` of its own best accuracy), as a candidate.
+fn deployable(trials: &[TrialRecord], options: &CompareOptions) -> Option<Candidate> {
+    let usable = usable(trials, options);
+    let best = usable.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+    let floor = options.accuracy_fraction * best;
+    usable
+        .into_iter()
+        .filter(|x| x.1 >= floor)
+        .min_by(|a, b| a.2.total_cmp(&b.2).then(b.1.total_cmp(&a.1)))
+        .and_then(|x| Candidate::of_trial(x.0))
+}
+
+/// Compares the two searches and computes the paybacks: the energy-aware
+/// search against the accuracy-only pick (and the user's baseline), the
+/// two searches against each other, and, given a calibrated search's
+/// trials, the calibrated search against the multi-trial energy-aware one.
+pub fn compare_report(
+    conventional: &[TrialRecord],
+    energy_aware: &[TrialRecord],
+    calibrated: Option<&[TrialRecord]>,
+    options: &CompareOptions,
+    settings: &PaybackSettings,
+) -> Result<CompareReport, CompareError> {
+    let comparison = compare(conventional, energy_aware, options)?;
+    let spent_conv = search_energy_figure(conventional);
+    let spent_aware = search_energy_figure(energy_aware);
+    let conv_pick = candidate_of(&comparison.conventional_pick, conventional);
+    let aware_pick = comparison
+        .energy_aware_pick
+        .as_ref()
+        .map(|p| candidate_of(p, energy_aware));
+    let rate = settings.predictions_per_day;
+    let of = |reference: PaybackReference| {
+        Some(payback(
+            spent_aware?,
+            aware_pick.clone()?,
+            reference,
+            rate,
+            settings.carbon,
+        ))
+    };
+    let payback_vs_accuracy_only = of(PaybackReference::AccuracyOnlyPick(conv_pick.clone()));
+    let payback_vs_baseline = settings.baseline.as_ref().and_then(|b| of(b.reference()));
+    let search_vs_search = match (spent_conv, spent_aware, &aware_pick) {
+        (Some(c), Some(a), Some(p)) => Some(search_against_search(
+            SearchOutcome {
+                label: "accuracy-only".into(),
+                search_energy_j: c,
+                pick: conv_pick.clone(),
+            },
+            SearchOutcome {
+                label: "energy-aware".into(),
+                search_energy_j: a,
+                pick: p.clone(),
+            },
+            rate,
+        )),
+        _ => None,
+    };
+    let calibrated_vs_multi_trial = calibrated.and_then(|cal| {
+        let multi = SearchOutcome {
+            label: "multi-trial energy-aware".into(),
+            search_energy_j: spent_aware?,
+            pick: aware_pick.clone()?,
+        };
+        let cal = SearchOutcome {
+            label: "calibrated".into(),
+            search_energy_j: search_energy_figure(cal)?,
+            pick: deployable(cal, options)?,
+        };
+        Some(search_against_search(cal, multi, rate))
+    });
+    Ok(CompareReport {
+        comparison,
+        search_energy_conventional_j: spent_conv,
+        search_energy_energy_aware_j: spent_aware,
+        payback_vs_accuracy_only,
+        payback_vs_baseline,
+        search_vs_search,
+        calibrated_vs_multi_trial,
+        settings: settings.clone(),
+    })
+}
+
+fn energy_text(f: Option<Figure>) -> String {
+    f.map_or("not reported".into(), |f| crate::report::figure(f, "J"))
+}
+
+fn search_payback_line(s: &SearchPayback) -> String {
+    let verdict = match s.payback.central {
+        PaybackPoint::Never => format!(
+            "its pick saves nothing over the {} search's, so the {} search is better outright",
+            s.cheaper.label, s.cheaper.label
+        ),
+        PaybackPoint::Immediately => "and its pick is no worse: it is ahead from the start".into(),
+        _ => format!("repaid by its pick's saving {}", s.payback),
+    };
+    let missing = match s.figures_without_uncertainty {
+        0 => String::new(),
+        n => format!(
+            " {n} of the 4 figures came without an uncertainty (the range leaves them out)."
+        ),
+    };
+    format!(
+        "the {} search spent {} more than the {} search ({} against {}); {verdict}. Provenance: {}.{missing}",
+        s.costlier.label,
+        energy_text(Some(s.extra_search_energy_j)),
+        s.cheaper.label,
+        energy_text(Some(s.costlier.search_energy_j)),
+        energy_text(Some(s.cheaper.search_energy_j)),
+        s.provenance
+    )
+}
+
+impl CompareReport {
+    /// The decision and the paybacks, as lines to print (no Markdown
+    /// emphasis).
+    pub fn decision_text(&self) -> Vec<String> {
+        let strip = |l: String| l.replace("**", "").trim_start_matches("- ").to_owned();
+        let mut out = Vec::new();
+        out.push(match &self.comparison.energy_aware_pick {
+            Some(p) => format!(
+                "decision: deploy energy-aware trial {} ({}): accuracy {:.4}, {} per 1000 predictions",
+                p.number,
+                p.config,
+                p.accuracy,
+                self.payback_vs_accuracy_only
+                    .as_ref()
+                    .map_or(format!("{} J", crate::report::tick(p.energy)), |b| {
+                        crate::report::figure(b.pick.energy_j_per_1k, "J")
+                    })
+            ),
+            None => format!(
+                "decision: deploy the accuracy-only pick, trial {} (no energy-aware trial reached the accuracy floor {:.4})",
+                self.comparison.conventional_pick.number, self.comparison.accuracy_floor
+            ),
+        });
+        for (title, p) in [
+            (
+                "payback against the accuracy-only pick",
+                &self.payback_vs_accuracy_only,
+            ),
+            ("payback against the baseline", &self.payback_vs_baseline),
+        ] {
+            if let Some(p) = p {
+                out.push(format!("{title}:"));
+                out.extend(
+                    crate::report::payback_lines(p)
+                        .into_iter()
+                        .map(|l| format!("  {}", strip(l))),
+                );
+            }
+        }
+        if let Some(s) = &self.search_vs_search {
+            out.push(format!("searches: {}", search_payback_line(s)));
+        }
+        if let Some(s) = &self.calibrated_vs_multi_trial {
+            out.push(format!(
+                "calibrated against multi-trial: {}",
+                search_payback_line(s)
+            ));
+        }
+        out
+    }
+
+    /// `summary.md` of a comparison: the decision first, then the detail.
+    pub fn markdown(&self) -> String {
+        let c = &self.comparison;
+        let mut md = String::from("# Accuracy-only against energy-aware search\n\n## Decision\n\n");
+        match (&c.energy_aware_pick, &self.payback_vs_accuracy_only) {
+            (Some(p), pb) => {
+                let energy = pb.as_ref().map_or(format!("{} J", crate::report::tick(p.energy)), |b| {
+                    crate::report::figure(b.pick.energy_j_per_1k, "J")
+                });
+                md.push_str(&format!(
+                    "**Deploy trial {} of the energy-aware search** (`{}`): accuracy {:.4}, {energy} per 1000 predictions.\n\n",
+                    p.number, p.config, p.accuracy
+                ));
+                md.push_str(&format!(
+                    "It is the network with the least inference energy among those reaching {:.0}% of the accuracy-only pick's accuracy (floor {:.4}).\n\n",
+                    100.0 * c.accuracy_floor / c.conventional_pick.accuracy.max(f64::MIN_POSITIVE),
+                    c.accuracy_floor
+                ));
+            }
+            (None, _) => md.push_str(&format!(
+                "**Deploy the accuracy-only pick, trial {}** (`{}`): no energy-aware trial reached the accuracy floor {:.4} (its most accurate reached {:.4}).\n\n",
+                c.conventional_pick.number, c.conventional_pick.config, c.accuracy_floor, c.energy_aware_best.accuracy
+            )),
+        }
+        for (title, p) in [
+            (
+                "Does the energy-aware search pay for itself?",
+                &self.payback_vs_accuracy_only,
+            ),
+            ("Against the baseline model", &self.payback_vs_baseline),
+        ] {
+            if let Some(p) = p {
+                md.push_str(&format!("{title}\n\n"));
+                for l in crate::report::payback_lines(p) {
+                    md.push_str(&l);
+                    md.push('\n');
+                }
+                md.push('\n');
+            }
+        }
+        if c.energy_aware_pick.is_some() && self.payback_vs_accuracy_only.is_none() {
+            md.push_str("Payback: not computed: a search did not report the energy it spent.\n\n");
+        }
+        if let Some(s) = &self.search_vs_search {
+            md.push_str(&format!(
+                "The two searches as alternatives: {}\n\n",
+                search_payback_line(s)
+            ));
+        }
+        if let Some(s) = &self.calibrated_vs_multi_trial {
+            md.push_str(&format!(
+                "Calibrated against multi-trial search: {}\n\n",
+                search_payback_line(s)
+            ));
+        }
+        md.push_str("## Detail\n\n| | trial | accuracy | J / 1000 predictions | provenance | configuration |\n|---|---|---|---|---|---|\n");
+        let row = |name: &str, p: &Pick| {
+            format!(
+                "| {name} | {} | {:.4} | {} | {} | `{}` |\n",
+                p.number,
+                p.accuracy,
+                crate::report::tick(p.energy),
+                p.provenance.map_or("-", |p| p.label()),
+                p.config
+            )
+        };
+        md.push_str(&row("accuracy-only pick", &c.conventional_pick));
+        if let Some(p) = &c.energy_aware_pick {
+            md.push_str(&row("energy-aware pick", p));
+        }
+        md.push_str(&row(
+            "most accurate energy-aware trial",
+            &c.energy_aware_best,
+        ));
+        md.push_str(&format!("\n- Accuracy floor: {:.4}\n", c.accuracy_floor));
+        if let Some(r) = c.inference_energy_reduction {
+            md.push_str(&format!(
+                "- Inference energy reduction of the energy-aware pick: {:.1}% [{}]\n",
+                r * 100.0,
+                c.energy_provenance.map_or("unknown", |p| p.label())
+            ));
+        }
+        md.push_str(&format!(
+            "- Energy spent: accuracy-only search {}, energy-aware search {}\n",
+            energy_text(self.search_energy_conventional_j),
+            energy_text(self.search_energy_energy_aware_j)
+        ));
+        match c.spearman_flops_energy {
+            Some(r) => md.push_str(&format!(
+                "- Spearman rank correlation of FLOPs and inference energy: {r:.3} over {} trials\n",
+                c.correlated_trials
+            )),
+            None => md.push_str("- Spearman rank correlation of FLOPs and inference energy: not enough trials with both\n"),
+        }
+        if let Some(r) = self.settings.predictions_per_day {
+            md.push_str(&format!(
+                "- Days at {} predictions a day\n",
+                crate::payback::count(r.get())
+            ));
+        }
+        md.push_str("\n## Files\n\n- `pareto.svg`, `pareto.png`: energy-aware trials (front red, feasible blue, infeasible grey crosses), accuracy-only trials green triangles, the accuracy floor dashed orange, both picks labelled\n- `progress.svg`, `progress.png`: hypervolume (same objectives and reference point for both) and least feasible inference energy against the energy each search had spent\n- `compare.json`: this comparison\n");
+        md
+    }
+}
+
+/// Writes a comparison's `summary.md`, `compare.json`, Pareto and progress
+/// plots into `out_dir`. `energy_aware` is the energy-aware study's spec,
+/// whose objectives the plots use.
+pub fn write_compare_report(
+    report: &CompareReport,
+    energy_aware: (&StudySpec, &[TrialRecord]),
+    conventional: &[TrialRecord],
+    out_dir: &Path,
+) -> Result<ReportFiles, ReportError> {
+    let (spec, aware) = energy_aware;
+    let mut out = OutDir::create(out_dir)?;
+    out.write("compare.json", crate::report::to_json(report).as_bytes())?;
+    // One objective set for both searches: the energy-aware one, its
+    // missing reference points derived from the trials of both.
+    let all: Vec<_> = aware
+        .iter()
+        .chain(conventional)
+        .filter(|t| t.status == TrialStatus::Finished)
+        .filter_map(|t| t.metrics.as_ref())
+        .collect();
+    let mut objectives = with_derived_references(&spec.objectives, &all);
+    // Feasible means what the decision used: at or above the comparison's
+    // floor (a fraction of the accuracy-only pick), not the energy-aware
+    // study's own relative constraint.
+    if let Some(accuracy) = objectives.objectives.first().map(|o| o.name.clone()) {
+        objectives.constraints = vec![Constraint {
+            metric: accuracy,
+            bound: Bound::AtLeast(report.comparison.accuracy_floor),
+        }];
+    }
+    let spec = StudySpec {
+        objectives,
+        ..spec.clone()
+    };
+    let summary = crate::report::summarize(&spec, aware);
+    let mut png_has_text = true;
+    if let Some(mut plot) = ParetoPlot::of_study(&spec, aware, &summary) {
+        let c = &report.comparison;
+        plot.title = format!(
+            "Energy-aware search against accuracy-only search ({})",
+            plot.title.trim_start_matches("Pareto front: ")
+        );
+        plot.other_label = "accuracy-only search trial".into();
+        let y_name = spec.objectives.objectives[0].name.clone();
+        let x_name = spec
+            .objectives
+            .objectives
+            .get(1)
+            .map_or(crate::payback::metric::INFERENCE_ENERGY_J_PER_1K, |o| {
+                o.name.as_str()
+            })
+            .to_owned();
+        for t in conventional
+            .iter()
+            .filter(|t| t.status == TrialStatus::Finished && (t.fidelity - 1.0).abs() < 1e-9)
+        {
+            let get = |n: &str| {
+                t.metrics
+                    .as_ref()
+                    .and_then(|m| m.get(n).copied())
+                    .filter(|v| v.is_finite())
+            };
+            if let (Some(x), Some(y)) = (get(&x_name), get(&y_name)) {
+                plot.points.push(ScatterPoint {
+                    x,
+                    y,
+                    class: PointClass::OtherSearch,
+                    predicted: false,
+                    measured_x: None,
+                });
+            }
+        }
+        let fraction = c.accuracy_floor / c.conventional_pick.accuracy.max(f64::MIN_POSITIVE);
+        plot.lines = vec![ThresholdLine {
+            horizontal: true,
+            value: c.accuracy_floor,
+            label: format!(
+                "floor: accuracy ≥ {:.4} ({fraction:.2} × accuracy-only pick)",
+                c.accuracy_floor
+            ),
+        }];
+        plot.picks.clear();
+        if let Some(e) = &c.energy_aware_pick {
+            plot.picks.push(PickLabel {
+                x: e.energy,
+                y: e.accuracy,
+                text: format!("#{} deploy (energy-aware pick)", e.number),
+            });
+        }
+        plot.picks.push(PickLabel {
+            x: c.conventional_pick.energy,
+            y: c.conventional_pick.accuracy,
+            text: format!("#{} accuracy-only pick", c.conventional_pick.number),
+        });
+        png_has_text &= out.plot("pareto", &plot)?;
+    }
+    let series = vec![
+        ProgressSeries {
+            label: "accuracy-only search".into(),
+            points: search_progress(&spec.objectives, conventional),
+        },
+        ProgressSeries {
+            label: "energy-aware search".into(),
+            points: search_progress(&spec.objectives, aware),
+        },
+    ];
+    let provenance = [
+        report.search_energy_conventional_j,
+        report.search_energy_energy_aware_j,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|f| f.provenance)
+    .max();
+    if let Some(p) = ProgressPlot::of_progress(series, provenance) {
+        png_has_text &= out.plot("progress", &p)?;
+    }
+    out.write("summary.md", report.markdown().as_bytes())?;
+    Ok(ReportFiles {
+        files: out.files,
+        png_has_text,
+    })
 }
 
 #[cfg(test)]

@@ -15,8 +15,11 @@
 //!   cheap predictor and redraws those that cannot join the front cheaply.
 //! - [`remeasure`]: re-evaluating a predicted front with a measuring
 //!   evaluator, stored next to the predictions.
-//! - [`report`]: CSV, JSON, SVG/PNG and Markdown reports of a study.
+//! - [`report`]: the decision and its payback, CSV, JSON, Pareto and
+//!   progress plots (SVG/PNG) and Markdown reports of a study.
 //! - [`compare`]: accuracy-only against energy-aware search.
+//! - [`payback`]: whether a search pays for itself: its energy against
+//!   its pick's inference saving, in predictions, days and CO₂.
 //!
 //! Nothing here trains a model or measures energy: evaluators do, and report
 //! figures with their provenance, which studies store as given.
@@ -25,6 +28,7 @@
 pub mod compare;
 pub mod evaluator;
 pub mod objective;
+pub mod payback;
 pub mod prescreen;
 pub mod remeasure;
 pub mod report;

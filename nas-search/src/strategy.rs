@@ -19,6 +19,12 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
 
+pub mod lamoo;
+pub mod tpe;
+
+pub use lamoo::{InnerOptimizer, Lamoo};
+pub use tpe::MoTpe;
+
 /// Fidelity of a full evaluation.
 pub const FULL_FIDELITY: f64 = 1.0;
 
@@ -132,10 +138,25 @@ pub trait Strategy: Send {
     fn tell(&mut self, _trial: &TrialRecord) {}
 }
 
+/// The strategy to use when the user names none, for a study of `budget`
+/// trials: multi-objective TPE (see [`tpe`]) with `min(10, max(4,
+/// budget/4))` random start-up trials, so even a 12-trial demo spends two
+/// thirds of its trials on model-guided proposals instead of random search.
+/// Chosen by `bench/search` (see `bench/README.search.md`).
+pub fn default_spec_for_budget(budget: usize) -> String {
+    let startup = (budget / 4).clamp(4, 10);
+    MoTpe {
+        startup,
+        ..MoTpe::default()
+    }
+    .spec()
+}
+
 /// Builds a strategy from a specification: `random`, `evolution`,
-/// `nsga2`, `sha`, `hyperband`, each optionally followed by
-/// `:key=value,key=value` (e.g. `nsga2:population=16`,
-/// `evolution:population=20,sample=5`, `sha:eta=3,min_fidelity=0.111`).
+/// `nsga2`, `sha`, `hyperband`, `tpe`, `lamoo`, `lamoo-tpe`, each optionally
+/// followed by `:key=value,key=value` (e.g. `nsga2:population=16`,
+/// `evolution:population=20,sample=5`, `sha:eta=3,min_fidelity=0.111`,
+/// `tpe:startup=10,candidates=24`, `lamoo:cp=0.1,leaf_size=10`).
 pub fn strategy_from_spec(spec: &str) -> Result<Box<dyn Strategy>, StrategyError> {
     let (name, args) = spec.split_once(':').unwrap_or((spec, ""));
     let mut settings: HashMap<String, f64> = HashMap::new();
@@ -173,11 +194,34 @@ pub fn strategy_from_spec(spec: &str) -> Result<Box<dyn Strategy>, StrategyError
             take("min_fidelity", 1.0 / 9.0).clamp(1e-6, 1.0),
             true,
         )),
+        "tpe" | "motpe" => {
+            let d = MoTpe::default();
+            Box::new(MoTpe {
+                startup: take("startup", d.startup as f64).max(1.0) as usize,
+                candidates: take("candidates", d.candidates as f64).max(1.0) as usize,
+                prior_weight: take("prior_weight", d.prior_weight).max(1e-6),
+            })
+        }
+        "lamoo" | "lamoo-tpe" => {
+            let inner = if name.trim() == "lamoo" {
+                InnerOptimizer::Random
+            } else {
+                InnerOptimizer::Tpe
+            };
+            let mut l = Lamoo::new(inner);
+            l.initial = take("initial", l.initial as f64).max(2.0) as usize;
+            l.batch = take("batch", l.batch as f64).max(1.0) as usize;
+            l.leaf_size = take("leaf_size", l.leaf_size as f64).max(2.0) as usize;
+            l.max_depth = take("max_depth", l.max_depth as f64).max(0.0) as usize;
+            l.cp = take("cp", l.cp).max(0.0);
+            l.degree = take("degree", l.degree).clamp(1.0, 10.0);
+            Box::new(l)
+        }
         other => {
             return Err(StrategyError::Spec {
                 spec: spec.into(),
                 message: format!(
-                "unknown strategy `{other}`; expected random, evolution, nsga2, sha or hyperband"
+                "unknown strategy `{other}`; expected random, evolution, nsga2, sha, hyperband, tpe, lamoo or lamoo-tpe"
             ),
             })
         }

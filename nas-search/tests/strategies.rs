@@ -51,6 +51,9 @@ fn every_strategy_finds_the_known_front_of_a_small_table() {
         "random",
         "evolution",
         "nsga2",
+        "tpe",
+        "lamoo",
+        "lamoo-tpe",
         "sha:eta=2,min_fidelity=0.25",
         "hyperband:eta=2,min_fidelity=0.25",
     ] {
@@ -75,7 +78,9 @@ fn every_strategy_finds_the_known_front_of_a_small_table() {
         let full = summary.trials.iter().filter(|t| t.fidelity == 1.0).count();
         match strategy {
             // Full-fidelity strategies evaluate each configuration once.
-            "random" | "evolution" | "nsga2" => assert_eq!(full, n_configs, "{strategy}"),
+            "random" | "evolution" | "nsga2" | "tpe" | "lamoo" | "lamoo-tpe" => {
+                assert_eq!(full, n_configs, "{strategy}")
+            }
             // Multi-fidelity strategies train only the promising ones fully,
             // and spend at most a quarter more than synchronous successive
             // halving would on the same brackets (asynchronous promotion
@@ -135,7 +140,15 @@ fn synchronous_cost(trials: &[nas_search::study::TrialRecord], eta: f64) -> f64 
 fn one_worker_studies_are_reproducible_from_the_seed() {
     let dir = tempfile::tempdir().unwrap();
     let path = common::write_table(dir.path(), &[8, 16, 32], false);
-    for strategy in ["random", "evolution", "nsga2", "hyperband"] {
+    for strategy in [
+        "random",
+        "evolution",
+        "nsga2",
+        "hyperband",
+        "tpe",
+        "lamoo",
+        "lamoo-tpe",
+    ] {
         let a = run(&path, strategy, 30, 5, 1);
         let b = run(&path, strategy, 30, 5, 1);
         let keys = |s: &nas_search::runner::RunSummary| {

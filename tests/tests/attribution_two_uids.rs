@@ -1,16 +1,19 @@
-//! Two processes of two different uids run at once under the real daemon
+//! Two processes of two different uids run at once under the daemon
 //! (simulated constant-power source plus the estimated CPU source): each
 //! uid registers, reports spans for and breaks down only its own process;
 //! neither can see or feed the other's; and the processes' shares, with
 //! the rest of the machine, add up to the machine's energy, each share in
 //! proportion to the CPU the process used.
 
-use integration_tests::{probe, Daemon, NOBODY, OTHER_UID, SIMULATED_CONFIG};
+use integration_tests::{probe, skip_unless_root, Daemon, NOBODY, OTHER_UID, SIMULATED_CONFIG};
 use shared::protocol::Breakdown;
 use shared::{MonotonicNs, Provenance, SourceId};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::time::Duration;
+
+/// The one-shot client this package builds, run under other uids.
+const PROBE_CLIENT: &str = env!("CARGO_BIN_EXE_probe-client");
 
 /// A CPU-bound shell loop owned by `uid` (no child processes); killed by
 /// the test.
@@ -43,35 +46,53 @@ fn domain(b: &Breakdown, id: SourceId) -> &shared::protocol::DomainShare {
 
 #[test]
 fn two_uids_see_only_their_own_breakdown_and_shares_add_up() {
-    let d = Daemon::start(SIMULATED_CONFIG, &[]);
+    if skip_unless_root("two_uids_see_only_their_own_breakdown_and_shares_add_up") {
+        return;
+    }
+    let d = Daemon::start(SIMULATED_CONFIG);
     let mut a = busy_loop(NOBODY);
     let mut b = busy_loop(OTHER_UID);
     let (pa, pb) = (a.id().to_string(), b.id().to_string());
 
     // Each uid registers its own process, and not the other's.
-    assert_eq!(probe(&d.socket, NOBODY, &["register", &pa]), "ok");
-    assert_eq!(probe(&d.socket, OTHER_UID, &["register", &pb]), "ok");
+    assert_eq!(
+        probe(PROBE_CLIENT, &d.socket, NOBODY, &["register", &pa]),
+        "ok"
+    );
+    assert_eq!(
+        probe(PROBE_CLIENT, &d.socket, OTHER_UID, &["register", &pb]),
+        "ok"
+    );
     let from = MonotonicNs::now();
     let cpu_from = [cpu_ns(a.id()), cpu_ns(b.id())];
     std::thread::sleep(Duration::from_millis(1500));
 
     // Spans: accepted for one's own process, refused for the other's.
-    assert_eq!(probe(&d.socket, NOBODY, &["spans", &pa]), "ok 100 0");
-    assert_eq!(probe(&d.socket, OTHER_UID, &["spans", &pa]), "ok 0 100");
-    assert_eq!(probe(&d.socket, OTHER_UID, &["spans", &pb]), "ok 100 0");
+    assert_eq!(
+        probe(PROBE_CLIENT, &d.socket, NOBODY, &["spans", &pa]),
+        "ok 100 0"
+    );
+    assert_eq!(
+        probe(PROBE_CLIENT, &d.socket, OTHER_UID, &["spans", &pa]),
+        "ok 0 100"
+    );
+    assert_eq!(
+        probe(PROBE_CLIENT, &d.socket, OTHER_UID, &["spans", &pb]),
+        "ok 100 0"
+    );
     let to = MonotonicNs::now();
     let cpu_to = [cpu_ns(a.id()), cpu_ns(b.id())];
 
     // Each sees its own breakdown, with energy in it, and not the other's.
     for (uid, own, other) in [(NOBODY, &pa, &pb), (OTHER_UID, &pb, &pa)] {
-        let answer = probe(&d.socket, uid, &["breakdown", own]);
+        let answer = probe(PROBE_CLIENT, &d.socket, uid, &["breakdown", own]);
         let total: f64 = answer
             .strip_prefix("ok ")
             .unwrap_or_else(|| panic!("uid {uid} own breakdown: {answer}"))
             .parse()
             .unwrap();
         assert!(total > 0.0, "uid {uid}: own process got no energy");
-        let denied = probe(&d.socket, uid, &["breakdown", other]);
+        let denied = probe(PROBE_CLIENT, &d.socket, uid, &["breakdown", other]);
         assert!(
             denied.starts_with("error PermissionDenied"),
             "uid {uid} saw the other uid's process: {denied}"

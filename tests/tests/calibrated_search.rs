@@ -127,7 +127,7 @@ fn search(
 
 #[test]
 fn calibrated_search_predicts_prescreens_and_remeasures_its_front() {
-    let d = Daemon::start(SIMULATED_CONFIG, &[]);
+    let d = Daemon::start(SIMULATED_CONFIG);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("space.toml"), SPACE).unwrap();
     let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");

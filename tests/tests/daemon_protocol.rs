@@ -1,8 +1,9 @@
-//! The real energyd binary on a temporary socket, driven as clients would:
-//! handshake, version mismatch, uid separation, hostile frames,
-//! concurrency, clean shutdown, refusing bad socket paths, energyctl.
+//! energyd, started in-process on a temporary socket, driven as clients
+//! would: handshake, version mismatch, uid separation, hostile frames,
+//! concurrency, the live stream, a clean stop. (The daemon *process*: its
+//! signals, command line and energyctl are tested in energyd/tests.)
 
-use integration_tests::{probe, workspace_bin, Daemon, NOBODY, OTHER_UID, SIMULATED_CONFIG};
+use integration_tests::{probe, skip_unless_root, Daemon, NOBODY, OTHER_UID, SIMULATED_CONFIG};
 use shared::client::{Client, ClientError};
 use shared::frame::{self, MAX_FRAME_LEN};
 use shared::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
@@ -10,8 +11,11 @@ use shared::{MonotonicNs, Provenance};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
+
+/// The one-shot client this package builds, run under other uids.
+const PROBE_CLIENT: &str = env!("CARGO_BIN_EXE_probe-client");
 
 fn raw_hello(socket: &std::path::Path) -> UnixStream {
     let mut s = UnixStream::connect(socket).unwrap();
@@ -31,7 +35,7 @@ fn raw_hello(socket: &std::path::Path) -> UnixStream {
 
 #[test]
 fn handshake_reports_version_peer_and_simulated_source() {
-    let d = Daemon::start(SIMULATED_CONFIG, &[]);
+    let d = Daemon::start(SIMULATED_CONFIG);
     let mut c = d.client();
     assert_eq!(c.daemon_version, env!("CARGO_PKG_VERSION"));
     assert_eq!(c.peer.uid, nix::unistd::geteuid().as_raw());
@@ -57,11 +61,17 @@ fn handshake_reports_version_peer_and_simulated_source() {
     );
     assert_eq!(got.provenance, Provenance::Simulated);
     assert!(got.coverage > 0.99);
+
+    // Stopped as by SIGTERM, with a client still connected: the server
+    // ends cleanly and removes its socket file.
+    let socket = d.socket.clone();
+    d.stop().expect("the server stops cleanly");
+    assert!(!socket.exists(), "socket file removed");
 }
 
 #[test]
 fn version_mismatch_is_a_clear_error() {
-    let d = Daemon::start(SIMULATED_CONFIG, &[]);
+    let d = Daemon::start(SIMULATED_CONFIG);
     match Client::connect_with_version(&d.socket, "old", PROTOCOL_VERSION + 7) {
         Err(ClientError::Daemon {
             code: ErrorCode::VersionMismatch,
@@ -93,7 +103,10 @@ fn version_mismatch_is_a_clear_error() {
 
 #[test]
 fn a_second_uid_cannot_see_or_take_the_first_uids_process() {
-    let d = Daemon::start(SIMULATED_CONFIG, &[]);
+    if skip_unless_root("a_second_uid_cannot_see_or_take_the_first_uids_process") {
+        return;
+    }
+    let d = Daemon::start(SIMULATED_CONFIG);
     // A process of uid NOBODY, registered by a client running as NOBODY.
     let mut victim = Command::new("sleep")
         .arg("30")
@@ -102,23 +115,29 @@ fn a_second_uid_cannot_see_or_take_the_first_uids_process() {
         .spawn()
         .unwrap();
     let pid = victim.id().to_string();
-    assert_eq!(probe(&d.socket, NOBODY, &["register", &pid]), "ok");
-    assert!(probe(&d.socket, NOBODY, &["breakdown", &pid]).starts_with("ok"));
+    assert_eq!(
+        probe(PROBE_CLIENT, &d.socket, NOBODY, &["register", &pid]),
+        "ok"
+    );
+    assert!(probe(PROBE_CLIENT, &d.socket, NOBODY, &["breakdown", &pid]).starts_with("ok"));
 
     // Another unprivileged uid is refused everything about it.
     for action in ["breakdown", "register", "unregister"] {
-        let answer = probe(&d.socket, OTHER_UID, &[action, &pid]);
+        let answer = probe(PROBE_CLIENT, &d.socket, OTHER_UID, &[action, &pid]);
         assert!(
             answer.starts_with("error PermissionDenied"),
             "{action}: {answer}"
         );
     }
     // It does not even count among the other uid's tracked processes.
-    assert_eq!(probe(&d.socket, OTHER_UID, &["status"]), "ok 0");
-    assert_eq!(probe(&d.socket, NOBODY, &["status"]), "ok 1");
+    assert_eq!(
+        probe(PROBE_CLIENT, &d.socket, OTHER_UID, &["status"]),
+        "ok 0"
+    );
+    assert_eq!(probe(PROBE_CLIENT, &d.socket, NOBODY, &["status"]), "ok 1");
 
     // Unprivileged machine-wide readings are coarsened to the 100 ms grid.
-    let energy = probe(&d.socket, OTHER_UID, &["energy"]);
+    let energy = probe(PROBE_CLIENT, &d.socket, OTHER_UID, &["energy"]);
     let fields: Vec<u64> = energy
         .split_whitespace()
         .skip(1)
@@ -137,7 +156,7 @@ fn a_second_uid_cannot_see_or_take_the_first_uids_process() {
 
 #[test]
 fn oversized_and_truncated_frames_end_only_that_connection() {
-    let d = Daemon::start(SIMULATED_CONFIG, &[]);
+    let d = Daemon::start(SIMULATED_CONFIG);
     let mut bystander = d.client();
 
     // Oversized: the daemon answers FrameTooLarge without reading a payload.
@@ -193,7 +212,7 @@ fn oversized_and_truncated_frames_end_only_that_connection() {
 
 #[test]
 fn sixty_four_concurrent_clients_are_all_served() {
-    let d = Daemon::start(SIMULATED_CONFIG, &[]);
+    let d = Daemon::start(SIMULATED_CONFIG);
     let socket = d.socket.clone();
     let handles: Vec<_> = (0..64)
         .map(|_| {
@@ -217,7 +236,7 @@ fn sixty_four_concurrent_clients_are_all_served() {
 
 #[test]
 fn live_power_stream_delivers_updates() {
-    let d = Daemon::start(SIMULATED_CONFIG, &[]);
+    let d = Daemon::start(SIMULATED_CONFIG);
     let stream = d.client().subscribe(20_000_000).unwrap();
     let updates: Vec<_> = stream.take(3).map(|u| u.unwrap()).collect();
     assert_eq!(updates.len(), 3);
@@ -230,64 +249,4 @@ fn live_power_stream_delivers_updates() {
             .watts;
         assert!((w - 50.0).abs() < 1.0, "simulated 50 W, got {w}");
     }
-}
-
-#[test]
-fn sigterm_stops_cleanly_and_removes_the_socket() {
-    let d = Daemon::start(SIMULATED_CONFIG, &[]);
-    let socket = d.socket.clone();
-    let _c = d.client();
-    let (status, stderr) = d.terminate();
-    assert!(status.success(), "exit {status}: {stderr}");
-    assert!(!socket.exists(), "socket file removed");
-    assert!(stderr.contains("SIGTERM"), "{stderr}");
-}
-
-#[test]
-fn unusable_socket_paths_are_refused_with_a_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(workspace_bin("energyd", "energyd"))
-        .args(["--user", "--socket"])
-        .arg(dir.path().join("missing/energyd.sock"))
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("does not exist"), "{err}");
-
-    // A socket another daemon is serving is not taken over.
-    let d = Daemon::start(SIMULATED_CONFIG, &[]);
-    let out = Command::new(workspace_bin("energyd", "energyd"))
-        .args(["--user", "--socket"])
-        .arg(&d.socket)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("listening"));
-    assert!(d.client().status().is_ok(), "the first daemon still serves");
-}
-
-#[test]
-fn energyctl_status_json_is_one_document_with_provenance() {
-    let d = Daemon::start(SIMULATED_CONFIG, &[]);
-    let out = Command::new(workspace_bin("energyd", "energyctl"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
-    let sources = doc["sources"].as_array().unwrap();
-    assert!(sources.iter().any(|s| s["provenance"] == "simulated"));
-    assert!(sources
-        .iter()
-        .all(|s| s["provenance"].is_string() && s["rate_hz"].is_number()));
-    assert_eq!(doc["protocol_version"], PROTOCOL_VERSION);
 }

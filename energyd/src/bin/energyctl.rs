@@ -2,6 +2,8 @@
 //! through `shared::client`, and printing; no logic of its own.
 
 use anyhow::{bail, Context};
+use attribution::calltree::{CallForest, CallTreeOptions};
+use attribution::optable::OpTable;
 use attribution::spanfile::{
     read_span_file, CategoryFilter, ClockOption, SpanFile, SpanFileOptions,
 };
@@ -105,20 +107,24 @@ struct SpanArgs {
     /// `monotonic`, or a number of ns to add to every time.
     #[arg(long, default_value = "auto", value_parser = parse_clock)]
     clock: ClockOption,
-    /// Chrome trace: take every complete event (default: GPU kernels and
-    /// memory operations if the trace has any, else every event).
-    #[arg(long)]
-    all_events: bool,
+    /// Chrome trace: take only events of these categories (comma-separated,
+    /// e.g. `cpu_op,user_annotation`; default: every complete event, nested
+    /// ones attributed by self time).
+    #[arg(long, value_delimiter = ',')]
+    categories: Vec<String>,
+    /// Ops shown before the `rest` row (`--json` has them all).
+    #[arg(long, default_value_t = 15)]
+    top: usize,
 }
 
 impl SpanArgs {
     fn options(&self) -> SpanFileOptions {
         SpanFileOptions {
             clock: self.clock,
-            categories: if self.all_events {
+            categories: if self.categories.is_empty() {
                 CategoryFilter::All
             } else {
-                CategoryFilter::default()
+                CategoryFilter::Only(self.categories.clone())
             },
             realtime_to_monotonic_ns: None,
         }
@@ -292,14 +298,21 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             command,
         } => {
             let spans = spans.map(|path| (path, span_options.options()));
-            return run_command(&socket, &command, spans.as_ref(), json);
+            return run_command(&socket, &command, spans.as_ref(), span_options.top, json);
         }
         Command::Attribute {
             spans,
             pid,
             span_options,
             json,
-        } => attribute(&mut connect()?, &spans, pid, &span_options.options(), json)?,
+        } => attribute(
+            &mut connect()?,
+            &spans,
+            pid,
+            &span_options.options(),
+            span_options.top,
+            json,
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -390,6 +403,7 @@ fn run_command(
     socket: &std::path::Path,
     command: &[String],
     spans: Option<&(PathBuf, SpanFileOptions)>,
+    top: usize,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut client = Client::connect(socket, "energyctl run").with_context(|| {
@@ -413,44 +427,53 @@ fn run_command(
     // Let the tracker take its last sample of the exited process.
     std::thread::sleep(Duration::from_millis(60));
     let mut notes = Vec::new();
+    let mut forest = None;
     if let Some((path, options)) = spans {
         // The command's spans may carry the pids of its children: they are
         // all charged to the tracked tree, whose root is `pid`.
         match read_span_file(path, options) {
             Ok(file) => {
-                let (accepted, rejected) = submit_spans(&mut client, &file, Some(pid))?;
+                let tree = CallForest::build(&file, &CallTreeOptions::default());
+                let (accepted, rejected) = submit_spans(&mut client, &tree, Some(pid))?;
                 notes.push(format!(
-                    "{accepted} spans from {} ({}), {rejected} refused",
+                    "{accepted} self-time segments of {} spans from {} ({}), {rejected} refused",
+                    file.spans.len(),
                     path.display(),
                     file.clock.describe()
                 ));
+                forest = Some(tree);
             }
             Err(e) => notes.push(format!("spans not attributed: {e}")),
         }
     }
     let mut breakdown = client.breakdown(pid, Some(start), Some(end))?;
     breakdown.notes.extend(notes);
+    let table = forest.map(|f| OpTable::build(&f, &breakdown, &sources));
     let title = format!("'{}' (pid {pid})", command.join(" "));
-    print_breakdown(&sources, &breakdown, &title, Some(code), json)?;
+    print_breakdown(
+        &sources,
+        &breakdown,
+        table.as_ref(),
+        top,
+        &title,
+        Some(code),
+        json,
+    )?;
     Ok(ExitCode::from(code))
 }
 
 /// Spans sent per request: far below the frame limit.
 const SPANS_PER_BATCH: usize = 20_000;
 
-/// Sends the file's spans, all as `pid`'s when given; returns (accepted,
-/// rejected).
+/// Sends the self-time segments of the file's call trees (each op's own
+/// time, so nested spans are not counted twice), all as `pid`'s when
+/// given; returns (accepted, rejected).
 fn submit_spans(
     client: &mut Client,
-    file: &SpanFile,
+    forest: &CallForest,
     pid: Option<u32>,
 ) -> anyhow::Result<(u64, u64)> {
-    let mut all = file.to_batch(pid.unwrap_or(0));
-    if let Some(pid) = pid {
-        for s in &mut all.spans {
-            s.pid = pid;
-        }
-    }
+    let all = forest.segments_batch(pid, 0);
     let (mut accepted, mut rejected) = (0, 0);
     for chunk in all.spans.chunks(SPANS_PER_BATCH) {
         let batch = SpanBatch {
@@ -471,6 +494,7 @@ fn attribute(
     path: &std::path::Path,
     pid: Option<u32>,
     options: &SpanFileOptions,
+    top: usize,
     json: bool,
 ) -> anyhow::Result<()> {
     let file = read_span_file(path, options)?;
@@ -493,7 +517,8 @@ fn attribute(
         }
     };
     let sources = client.sources()?;
-    let (accepted, rejected) = submit_spans(client, &file, pid)?;
+    let forest = CallForest::build(&file, &CallTreeOptions::default());
+    let (accepted, rejected) = submit_spans(client, &forest, pid)?;
     if accepted == 0 {
         bail!(
             "energyd refused all {rejected} spans: process(es) {pids:?} are not tracked for \
@@ -507,13 +532,38 @@ fn attribute(
             .breakdown(p, Some(from), Some(to))
             .with_context(|| format!("breakdown of process {p}"))?;
         b.notes.push(format!(
-            "{accepted} spans accepted, {rejected} refused; {}",
+            "{accepted} self-time segments accepted, {rejected} refused; {}",
             file.clock.describe()
         ));
+        // The ops of this process: its spans, and those without a pid.
+        let own = SpanFile {
+            spans: file
+                .spans
+                .iter()
+                .filter(|s| pid.is_some() || s.pid.is_none_or(|sp| sp == p))
+                .copied()
+                .collect(),
+            ..file.clone()
+        };
+        let table = OpTable::build(
+            &CallForest::build(&own, &CallTreeOptions::default()),
+            &b,
+            &sources,
+        );
         if json {
-            docs.push(breakdown_json(&sources, &b, None));
+            let mut doc = breakdown_json(&sources, &b, None);
+            doc["op_table"] = table.to_json();
+            docs.push(doc);
         } else {
-            print_breakdown(&sources, &b, &format!("process {p}"), None, false)?;
+            print_breakdown(
+                &sources,
+                &b,
+                Some(&table),
+                top,
+                &format!("process {p}"),
+                None,
+                false,
+            )?;
         }
     }
     if json {
@@ -607,6 +657,8 @@ fn breakdown_json(sources: &[SourceInfo], b: &Breakdown, code: Option<u8>) -> se
 fn print_breakdown(
     sources: &[SourceInfo],
     b: &Breakdown,
+    table: Option<&OpTable>,
+    top: usize,
     title: &str,
     code: Option<u8>,
     json: bool,
@@ -615,6 +667,9 @@ fn print_breakdown(
     if json {
         if let Some(code) = code {
             doc["exit_code"] = json!(code);
+        }
+        if let Some(table) = table {
+            doc["op_table"] = table.to_json();
         }
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -654,7 +709,10 @@ fn print_breakdown(
         Some(code) => eprintln!("  {secs:>12.3} s  elapsed, exit code {code}"),
         None => eprintln!("  {secs:>12.3} s  interval"),
     }
-    if !b.kernels.is_empty() {
+    if let Some(table) = table {
+        eprintln!();
+        eprint!("{}", table.render_text(top));
+    } else if !b.kernels.is_empty() {
         eprintln!();
         eprintln!(
             "  {:<32} {:>9} {:>11} {:>12} {:>11} {:>7} {:>6}  method",

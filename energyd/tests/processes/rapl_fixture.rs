@@ -9,7 +9,7 @@
 //! `policy.energy_quantum_j` (Platypus mitigation), and the 1 % check would
 //! have to allow for that coarsening.
 
-use integration_tests::{workspace_bin, Daemon};
+use crate::support::{Daemon, ENERGYCTL};
 use shared::MonotonicNs;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -120,7 +120,7 @@ impl Drop for CounterDriver {
 }
 
 fn energyctl_json(socket: &Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(workspace_bin("energyd", "energyctl"))
+    let out = Command::new(ENERGYCTL)
         .arg("--socket")
         .arg(socket)
         .args(args)

@@ -1,19 +1,14 @@
 //! `energyctl run` and `energyctl attribute` against the real daemon, as a
 //! user would call them.
 
-use integration_tests::{workspace_bin, Daemon, SIMULATED_CONFIG};
+use crate::support::{Daemon, SIMULATED_CONFIG};
 use std::process::Command;
-
-fn energyctl(d: &Daemon) -> Command {
-    let mut c = Command::new(workspace_bin("energyd", "energyctl"));
-    c.arg("--socket").arg(&d.socket);
-    c
-}
 
 #[test]
 fn run_reports_labelled_energy_and_passes_the_exit_code() {
     let d = Daemon::start(SIMULATED_CONFIG, &[]);
-    let out = energyctl(&d)
+    let out = d
+        .energyctl()
         .args([
             "run",
             "--json",
@@ -69,7 +64,8 @@ fn attribute_reads_a_csv_span_file_for_a_tracked_process() {
     }
     let path = d.dir.path().join("spans.csv");
     std::fs::write(&path, csv).unwrap();
-    let out = energyctl(&d)
+    let out = d
+        .energyctl()
         .args(["attribute", "--json", "--spans"])
         .arg(&path)
         .output()
@@ -112,7 +108,8 @@ fn attribute_reads_a_csv_span_file_for_a_tracked_process() {
     // A file whose spans belong to an untracked process is refused clearly.
     let stray = d.dir.path().join("stray.csv");
     std::fs::write(&stray, format!("k,{},{},1,1\n", now - 1000, now)).unwrap();
-    let out = energyctl(&d)
+    let out = d
+        .energyctl()
         .args(["attribute", "--spans"])
         .arg(&stray)
         .output()
@@ -123,7 +120,8 @@ fn attribute_reads_a_csv_span_file_for_a_tracked_process() {
     // A malformed file names the file, line and field.
     let bad = d.dir.path().join("bad.csv");
     std::fs::write(&bad, "name,start_ns,end_ns\nk,10,x\n").unwrap();
-    let out = energyctl(&d)
+    let out = d
+        .energyctl()
         .args(["attribute", "--pid", &pid.to_string(), "--spans"])
         .arg(&bad)
         .output()

@@ -2,7 +2,7 @@
 //! fd 3 with LISTEN_PID/LISTEN_FDS, and leaves the socket file (systemd's)
 //! in place when it stops.
 
-use integration_tests::workspace_bin;
+use crate::support::ENERGYD;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
@@ -21,7 +21,7 @@ fn serves_the_socket_passed_by_systemd() {
         "[sources]\npowercap_root = \"/nonexistent\"\nnvml = false\n[sources.simulated]\ncurve = { shape = \"constant\", watts = 20.0 }\n",
     )
     .unwrap();
-    let energyd = workspace_bin("energyd", "energyd");
+    let energyd = ENERGYD;
     // LISTEN_PID must be the daemon's own pid: the shell exports its pid
     // and execs the daemon, which keeps it.
     let mut cmd = Command::new("sh");
