@@ -21,13 +21,12 @@ fn serves_the_socket_passed_by_systemd() {
         "[sources]\npowercap_root = \"/nonexistent\"\nnvml = false\n[sources.simulated]\ncurve = { shape = \"constant\", watts = 20.0 }\n",
     )
     .unwrap();
-    let energyd = ENERGYD;
     // LISTEN_PID must be the daemon's own pid: the shell exports its pid
     // and execs the daemon, which keeps it.
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg("export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" --user --config \"$1\"")
-        .arg(&energyd)
+        .arg(ENERGYD)
         .arg(&config)
         .stderr(Stdio::piped());
     // SAFETY: between fork and exec we only call dup2 / fcntl, which are
