@@ -21,7 +21,7 @@
 //! is attributed to their own process and spans stays at full resolution.
 
 use crate::policy::{Caller, Coarsening};
-use crate::service::DaemonState;
+use crate::service::{DaemonState, TrackedProcess};
 use attribution::{
     attribute_spans, process_share, ActivitySeries, AttributionInterval, EnergySeries, IdlePower,
     KernelConfig, KernelSpan, MachineActivity, ProcessEnergy, ProcessShareConfig, SeriesMeta,
@@ -45,10 +45,11 @@ const GPU_ACTIVITY_RESOLUTION_NS: f64 = 2_000_000.0;
 pub fn compute(
     state: &DaemonState,
     caller: &Caller,
-    pid: u32,
+    tracked: &TrackedProcess,
     from: MonotonicNs,
     to: MonotonicNs,
 ) -> Breakdown {
+    let pid = tracked.pid;
     let mut notes = Vec::new();
     let sources = state.engine.sources();
     let lookback_from = MonotonicNs(from.0.saturating_sub(IDLE_LOOKBACK_NS));
@@ -56,7 +57,7 @@ pub fn compute(
     // Activity: the process and the whole machine, cumulative CPU ns.
     let process_cpu: Vec<(MonotonicNs, f64)> = state
         .tracker
-        .cpu_samples(pid, from, to)
+        .cpu_samples(tracked.key, from, to)
         .into_iter()
         .map(|(t, ns)| (t, ns as f64))
         .collect();
@@ -100,13 +101,27 @@ pub fn compute(
     };
 
     let kernel_domains = kernel_domains(&sources);
-    let include_children = state
-        .registry
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&pid)
-        .is_none_or(|t| t.include_children);
-    let slice = state.spans.slice(pid, from, to);
+    let include_children = tracked.include_children;
+    let mut slice = state.spans.slice(tracked.key, from, to);
+    if !caller.privileged {
+        // Spans are whatever a client says. For an unprivileged caller a
+        // span counts only where its process was on CPU during it, so that
+        // made-up spans on idle processes cannot sample machine power
+        // (issue 12, item 1).
+        let before = slice.spans.len();
+        slice
+            .spans
+            .retain(|s| on_cpu_during(&process_cpu, s.start, s.end));
+        let refused = before - slice.spans.len();
+        if refused > 0 {
+            notes.push(format!(
+                "{refused} spans lie where the process was not on CPU for at least {}% of \
+                 the span (by its activity samples): not attributed (policy for \
+                 unprivileged callers)",
+                (MIN_ON_CPU_FRACTION * 100.0).round()
+            ));
+        }
+    }
     if slice.dropped > 0 {
         notes.push(format!(
             "{} spans of this process were dropped (store full, limit {} per process): \
@@ -132,6 +147,22 @@ pub fn compute(
         let machine_fine = state.engine.energy(info.id, from, to);
         let machine_j = visible_machine_energy(state, info, &coarsening, from, to)
             .unwrap_or_else(|| machine_fine.as_ref().map_or(0.0, |e| e.joules));
+        let health = state.engine.health(info.id, lookback_from, to);
+        if health.stuck {
+            notes.push(format!(
+                "{}: the counter has not moved for over {} s: stuck or unsupported, its figures \
+                 are not measurements",
+                info.name,
+                sampling::engine::STUCK_AFTER_NS / 1_000_000_000
+            ));
+        }
+        if health.glitches > 0 {
+            notes.push(format!(
+                "{}: {} counter glitch(es) in the interval were re-based (replaced by the power \
+                 before them)",
+                info.name, health.glitches
+            ));
+        }
         let mut share = DomainShare {
             source: info.id,
             machine_j,
@@ -140,7 +171,7 @@ pub fn compute(
             activity_share: 0.0,
             unattributed_j: 0.0,
             uncertainty_j: 0.0,
-            provenance: info.provenance,
+            provenance: health.provenance(info.provenance),
         };
         // CPU domains share the process's CPU time; a GPU its GPU time.
         let gpu_series = match info.domain {
@@ -218,7 +249,7 @@ pub fn compute(
         share.uncertainty_j = ps.uncertainty_j;
         share.unattributed_j = ps.process_j;
         for n in &ps.notes {
-            notes.push(format!("{}: {n}", info.name));
+            notes.push(format!("{}: {}", info.name, diagnostic(caller, n)));
         }
 
         if kernel_domains.contains(&info.id) && !spans.is_empty() {
@@ -234,12 +265,16 @@ pub fn compute(
                 Ok(ka) => {
                     share.unattributed_j = ka.unattributed_j;
                     for n in &ka.notes {
-                        notes.push(format!("{} kernels: {n}", info.name));
+                        notes.push(format!("{} kernels: {}", info.name, diagnostic(caller, n)));
                     }
                     for t in &ka.types {
                         if let Some(reason) = &t.reason {
                             let name = slice.names.get(t.name as usize).map_or("?", |n| n);
-                            notes.push(format!("{} kernel `{name}`: {reason}", info.name));
+                            notes.push(format!(
+                                "{} kernel `{name}`: {}",
+                                info.name,
+                                diagnostic(caller, reason)
+                            ));
                         }
                         kernels.entry(t.name).or_default().add(t);
                     }
@@ -278,6 +313,65 @@ pub fn compute(
         kernels,
         notes,
     }
+}
+
+/// Least fraction of a span's duration its process must have been on CPU
+/// (its CPU time over the span, interpolated from the activity samples)
+/// for the span to be attributed to an unprivileged caller. A process
+/// that runs its kernels is on CPU for all of them (or more, with threads);
+/// a quarter leaves room for the 10 ms sampling of CPU time.
+pub const MIN_ON_CPU_FRACTION: f64 = 0.25;
+
+/// Whether the process's CPU time over `[start, end]`, interpolated in
+/// its cumulative CPU series, is at least [`MIN_ON_CPU_FRACTION`] of the
+/// span. A span of zero length counts as on CPU when the process ran in
+/// the sample interval around it.
+fn on_cpu_during(cpu: &[(MonotonicNs, f64)], start: MonotonicNs, end: MonotonicNs) -> bool {
+    let at = |t: MonotonicNs| -> Option<f64> {
+        let i = cpu.partition_point(|(ts, _)| *ts <= t);
+        if i == 0 || i == cpu.len() {
+            return None; // outside the activity history: nothing vouches
+        }
+        let (t0, c0) = cpu[i - 1];
+        let (t1, c1) = cpu[i];
+        let f = t.saturating_sub(t0) as f64 / t1.saturating_sub(t0).max(1) as f64;
+        Some(c0 + f * (c1 - c0))
+    };
+    let duration = end.saturating_sub(start) as f64;
+    let (Some(a), Some(b)) = (at(start), at(end)) else {
+        return false;
+    };
+    if duration <= 0.0 {
+        let i = cpu.partition_point(|(ts, _)| *ts <= start);
+        return cpu[i].1 > cpu[i - 1].1;
+    }
+    b - a >= MIN_ON_CPU_FRACTION * duration
+}
+
+/// A diagnostic note from attribution as `caller` may read it. Notes name
+/// figures of the fit (baseline power to 0.1 mW, fitted power ± W, how far
+/// kernel estimates exceeded the process's energy) that, read across many
+/// spans, are a fine-grained view of machine power; unprivileged callers
+/// get the words with every number withheld (`#`).
+fn diagnostic(caller: &Caller, note: &str) -> String {
+    if caller.privileged {
+        return note.to_owned();
+    }
+    let mut out = String::with_capacity(note.len());
+    let mut in_number = false;
+    for c in note.chars() {
+        let numeric = c.is_ascii_digit() || (in_number && matches!(c, '.' | 'e' | 'E'));
+        if numeric {
+            if !in_number {
+                out.push('#');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The machine energy an unprivileged caller may see: over the coarse

@@ -19,6 +19,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// History kept per source.
     pub history: HistoryConfig,
+    /// Adaptive sampling rate.
+    pub sampling: SamplingConfig,
     /// Process activity tracking.
     pub activity: ActivityConfig,
     /// Which energy sources to open (see [`SourcesConfig`] for every key
@@ -41,13 +43,31 @@ pub struct ServerConfig {
     pub socket_mode: Option<String>,
     /// Members of this group are privileged like root (see `policy`).
     pub privileged_group: Option<String>,
-    /// Connections served at once; further ones wait in the kernel's
-    /// backlog. 256 covers a search with many workers plus tools, and bounds
-    /// memory at 256 × the maximal frame.
+    /// Connections served at once. 256 covers a search with many workers
+    /// plus tools, and bounds memory at 256 × the maximal frame. A peer
+    /// beyond it is answered `ResourceExhausted` and closed at once (never
+    /// left waiting in the backlog, where one uid's idle connections made
+    /// everyone, root included, time out).
     pub max_connections: usize,
+    /// Connections one unprivileged uid may hold at once. Default 32: a
+    /// search with 16 workers, each with a trainer connection and a probe,
+    /// still fits; one uid can take at most an eighth of the slots.
+    pub max_connections_per_uid: usize,
+    /// Slots of `max_connections` only privileged peers may take. Default
+    /// 16: root (and the privileged group) can always connect to look at,
+    /// or stop, a daemon under attack.
+    pub reserved_privileged_connections: usize,
     /// A peer must complete the handshake within this time, so idle
     /// connections cannot pin connection slots.
     pub handshake_timeout_ms: u64,
+    /// An unprivileged connection with no request for this long is closed.
+    /// Default 60 s: a trainer flushes spans every few seconds (the shared
+    /// client's uploader flushes at least every 5 s) and clients reconnect
+    /// on their own, while abandoned or hostile idle connections free their
+    /// slot within a minute.
+    pub idle_timeout_ms: u64,
+    /// The same for privileged peers. Default 15 min: operators' tools.
+    pub privileged_idle_timeout_ms: u64,
     /// Largest accepted frame payload (at most the protocol's 1 MiB).
     pub max_frame_bytes: usize,
 }
@@ -59,7 +79,11 @@ impl Default for ServerConfig {
             socket_mode: None,
             privileged_group: None,
             max_connections: 256,
+            max_connections_per_uid: 32,
+            reserved_privileged_connections: 16,
             handshake_timeout_ms: 5_000,
+            idle_timeout_ms: 60_000,
+            privileged_idle_timeout_ms: 15 * 60_000,
             max_frame_bytes: shared::frame::MAX_FRAME_LEN,
         }
     }
@@ -91,6 +115,31 @@ pub struct PolicyConfig {
     /// 1 M spans of 32 bytes is 32 MiB, about 15 minutes of a trainer
     /// emitting 1 000 kernels a second.
     pub max_spans_per_process: usize,
+    /// Spans kept for one uid over all its processes, privileged uids
+    /// included; further spans are refused (and counted in the answer).
+    /// Default 2 M (~64 MiB): two trainers' worth of a full history window
+    /// (issue 12: one uid held 1.6 GiB through 64 processes).
+    pub max_spans_per_uid: usize,
+    /// Spans kept in all. Default 8 M (~256 MiB): the daemon's span memory
+    /// whatever the number of uids.
+    pub max_spans_total: usize,
+    /// Breakdowns running at once for unprivileged callers, all uids
+    /// together. Default 2 (one per core of a small machine): a breakdown
+    /// over 1 M spans takes seconds of CPU and hundreds of MiB.
+    pub max_concurrent_breakdowns: usize,
+    /// Of those, for one uid. Default 1.
+    pub max_concurrent_breakdowns_per_uid: usize,
+    /// A breakdown costs one request token plus one per this many spans it
+    /// considers, from the uid's token bucket, so the rate limit counts
+    /// work, not requests. Default 10 000: a breakdown over a full process
+    /// (1 M spans, ~2.5 s of CPU) costs 100 tokens, 2 s of the sustained
+    /// rate.
+    pub breakdown_spans_per_token: u64,
+    /// Span-batch ids remembered per uid for idempotent submission
+    /// (`SubmitSpansOnce`): a retried batch whose answer was lost is
+    /// answered again, not stored twice. Default 1 024 (a trainer retries
+    /// within seconds; 16 bytes each).
+    pub remembered_batches_per_uid: usize,
 }
 
 impl Default for PolicyConfig {
@@ -102,6 +151,12 @@ impl Default for PolicyConfig {
             burst: 200.0,
             max_tracked_per_uid: 64,
             max_spans_per_process: 1_000_000,
+            max_spans_per_uid: 2_000_000,
+            max_spans_total: 8_000_000,
+            max_concurrent_breakdowns: 2,
+            max_concurrent_breakdowns_per_uid: 1,
+            breakdown_spans_per_token: 10_000,
+            remembered_batches_per_uid: 1_024,
         }
     }
 }
@@ -118,6 +173,35 @@ pub struct HistoryConfig {
 impl Default for HistoryConfig {
     fn default() -> Self {
         HistoryConfig { window_s: 600 }
+    }
+}
+
+/// Adaptive sampling: full rate while someone needs it, a low rate
+/// otherwise (issue 12, item 10: the sampler cost 5.7 % of a core at 1 kHz
+/// whether or not anyone measured anything).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingConfig {
+    /// Period at which every source is read while no process is tracked,
+    /// no client is subscribed and no query came in the last
+    /// `full_rate_hold_ms`. Default 100 ms (10 Hz): an idle daemon costs
+    /// about the machine's wake-up floor, and the history still covers
+    /// every moment (at a coarser step, with the uncertainty that follows).
+    /// 0 disables adaptation (always the sources' own periods).
+    pub idle_period_ms: u64,
+    /// After a query, the full rate is kept this long. Default 10 s: a
+    /// dashboard polling every few seconds, or an `energyctl` session,
+    /// keeps full resolution throughout, while a one-off query lets the
+    /// daemon fall back soon after.
+    pub full_rate_hold_ms: u64,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            idle_period_ms: 100,
+            full_rate_hold_ms: 10_000,
+        }
     }
 }
 
@@ -152,6 +236,26 @@ impl Config {
         anyhow::ensure!(
             self.server.max_connections > 0,
             "server.max_connections must be > 0"
+        );
+        anyhow::ensure!(
+            self.server.max_connections_per_uid > 0,
+            "server.max_connections_per_uid must be > 0"
+        );
+        anyhow::ensure!(
+            self.server.reserved_privileged_connections < self.server.max_connections,
+            "server.reserved_privileged_connections must be below server.max_connections"
+        );
+        anyhow::ensure!(
+            self.server.idle_timeout_ms > 0 && self.server.privileged_idle_timeout_ms > 0,
+            "server idle timeouts must be > 0"
+        );
+        anyhow::ensure!(
+            p.max_concurrent_breakdowns > 0 && p.max_concurrent_breakdowns_per_uid > 0,
+            "policy.max_concurrent_breakdowns and _per_uid must be > 0"
+        );
+        anyhow::ensure!(
+            p.breakdown_spans_per_token > 0,
+            "policy.breakdown_spans_per_token must be > 0"
         );
         anyhow::ensure!(
             self.server.max_frame_bytes > 0

@@ -3,9 +3,9 @@
 
 use crate::config::Config;
 use crate::listener::{self, BoundSocket};
-use crate::policy::{PrivilegeRule, RateLimiter};
+use crate::policy::{BreakdownGate, ConnectionSlots, PrivilegeRule, RateLimiter};
 use crate::service::DaemonState;
-use crate::spans::SpanStore;
+use crate::spans::{SpanLimits, SpanStore};
 use anyhow::Context;
 use sampling::activity::{ActivityConfig, ActivityTracker};
 use sampling::discovery;
@@ -39,6 +39,8 @@ pub fn build_state(config: Config, user_mode: bool) -> anyhow::Result<Arc<Daemon
         found.sources,
         EngineConfig {
             history_window_ns: config.history.window_s.saturating_mul(1_000_000_000),
+            idle_period_ns: (config.sampling.idle_period_ms > 0)
+                .then(|| config.sampling.idle_period_ms.saturating_mul(1_000_000)),
             ..EngineConfig::default()
         },
     );
@@ -100,7 +102,23 @@ pub fn build_state(config: Config, user_mode: bool) -> anyhow::Result<Arc<Daemon
     };
     Ok(Arc::new(DaemonState {
         rate: RateLimiter::new(config.policy.requests_per_sec, config.policy.burst),
-        spans: SpanStore::new(config.policy.max_spans_per_process),
+        spans: SpanStore::with_limits(SpanLimits {
+            per_process: config.policy.max_spans_per_process,
+            per_uid: config.policy.max_spans_per_uid,
+            total: config.policy.max_spans_total,
+        }),
+        breakdowns: BreakdownGate::new(
+            config.policy.max_concurrent_breakdowns,
+            config.policy.max_concurrent_breakdowns_per_uid,
+        ),
+        connections: Arc::new(ConnectionSlots::new(
+            config.server.max_connections,
+            config.server.max_connections_per_uid,
+            config.server.reserved_privileged_connections,
+        )),
+        batches: crate::service::BatchMemory::new(config.policy.remembered_batches_per_uid),
+        next_record_key: std::sync::atomic::AtomicU64::new(1),
+        tracking_demand: Mutex::new(None),
         privilege: PrivilegeRule {
             group_gid,
             proc_root: config.activity.proc_root.clone(),

@@ -201,15 +201,181 @@ impl RateLimiter {
 
     /// Takes one token for `uid` at `now`; `false` when the bucket is empty.
     pub fn allow(&self, uid: u32, now: MonotonicNs) -> bool {
+        self.take(uid, now, 1.0)
+    }
+
+    /// Takes `cost` tokens for `uid` at `now` (work that costs more than a
+    /// request, such as a breakdown over many spans); `false`, taking
+    /// nothing, when the bucket holds fewer. A cost above the burst is
+    /// capped at the burst, so any request can eventually run.
+    pub fn take(&self, uid: u32, now: MonotonicNs, cost: f64) -> bool {
+        let cost = cost.clamp(0.0, self.burst);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let (tokens, last) = buckets.entry(uid).or_insert((self.burst, now));
         *tokens = (*tokens + now.saturating_sub(*last) as f64 * self.rate_per_ns).min(self.burst);
         *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        if *tokens >= cost {
+            *tokens -= cost;
             true
         } else {
             false
+        }
+    }
+}
+
+/// Breakdowns running at once: a breakdown over a million spans takes
+/// seconds of CPU and hundreds of MiB, so unprivileged callers may run only
+/// a few at a time (issue 12: 16 at once took 27 s each and +1.6 GiB within
+/// the request rate). Privileged callers are not counted.
+#[derive(Debug)]
+pub struct BreakdownGate {
+    max_total: usize,
+    max_per_uid: usize,
+    running: Mutex<(usize, HashMap<u32, usize>)>,
+}
+
+/// A running breakdown's place in the [`BreakdownGate`]; freed on drop.
+#[derive(Debug)]
+pub struct BreakdownPermit<'a> {
+    gate: &'a BreakdownGate,
+    uid: Option<u32>,
+}
+
+impl BreakdownGate {
+    /// At most `max_total` unprivileged breakdowns at once, `max_per_uid`
+    /// of them for one uid.
+    pub fn new(max_total: usize, max_per_uid: usize) -> BreakdownGate {
+        BreakdownGate {
+            max_total,
+            max_per_uid,
+            running: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    /// A place for `caller`'s breakdown, or `None` when the limits are
+    /// reached (the caller is told to retry).
+    pub fn enter(&self, caller: &Caller) -> Option<BreakdownPermit<'_>> {
+        if caller.privileged {
+            return Some(BreakdownPermit {
+                gate: self,
+                uid: None,
+            });
+        }
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = running.1.get(&caller.uid).copied().unwrap_or(0);
+        if running.0 >= self.max_total || mine >= self.max_per_uid {
+            return None;
+        }
+        running.0 += 1;
+        *running.1.entry(caller.uid).or_default() += 1;
+        Some(BreakdownPermit {
+            gate: self,
+            uid: Some(caller.uid),
+        })
+    }
+}
+
+impl Drop for BreakdownPermit<'_> {
+    fn drop(&mut self) {
+        let Some(uid) = self.uid else { return };
+        let mut running = self.gate.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.0 = running.0.saturating_sub(1);
+        if let Some(n) = running.1.get_mut(&uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                running.1.remove(&uid);
+            }
+        }
+    }
+}
+
+/// Connections held at once, per uid and in all, with slots kept for
+/// privileged peers (issue 12: 256 idle connections of one uid locked
+/// everyone out, root included). A peer over a limit is answered
+/// `ResourceExhausted` and closed at once instead of waiting in the
+/// backlog.
+#[derive(Debug)]
+pub struct ConnectionSlots {
+    max_total: usize,
+    max_per_uid: usize,
+    reserved_privileged: usize,
+    held: Mutex<(usize, HashMap<u32, usize>)>,
+}
+
+/// One held connection slot; freed on drop.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    slots: std::sync::Arc<ConnectionSlots>,
+    uid: u32,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRefusal {
+    /// The uid holds its maximum.
+    PerUid(usize),
+    /// Every slot open to this peer is taken.
+    Total(usize),
+}
+
+impl ConnectionSlots {
+    /// `max_total` connections, `max_per_uid` per unprivileged uid, the
+    /// last `reserved_privileged` of the total for privileged peers only.
+    pub fn new(
+        max_total: usize,
+        max_per_uid: usize,
+        reserved_privileged: usize,
+    ) -> ConnectionSlots {
+        ConnectionSlots {
+            max_total,
+            max_per_uid,
+            reserved_privileged: reserved_privileged.min(max_total.saturating_sub(1)),
+            held: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    /// A slot for `caller`, or why not.
+    pub fn acquire(
+        self: &std::sync::Arc<Self>,
+        caller: &Caller,
+    ) -> Result<ConnectionSlot, SlotRefusal> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if caller.privileged {
+            if held.0 >= self.max_total {
+                return Err(SlotRefusal::Total(self.max_total));
+            }
+        } else {
+            let open = self.max_total - self.reserved_privileged;
+            if held.0 >= open {
+                return Err(SlotRefusal::Total(open));
+            }
+            if held.1.get(&caller.uid).copied().unwrap_or(0) >= self.max_per_uid {
+                return Err(SlotRefusal::PerUid(self.max_per_uid));
+            }
+        }
+        held.0 += 1;
+        *held.1.entry(caller.uid).or_default() += 1;
+        Ok(ConnectionSlot {
+            slots: self.clone(),
+            uid: caller.uid,
+        })
+    }
+
+    /// Connections held now, in all.
+    pub fn held(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.0 = held.0.saturating_sub(1);
+        if let Some(n) = held.1.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.1.remove(&self.uid);
+            }
         }
     }
 }

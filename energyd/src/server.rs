@@ -7,7 +7,7 @@
 //! be sent); other connections and the daemon carry on. No input path
 //! panics (the fuzz tests in `tests/` hold us to it).
 
-use crate::policy::{Caller, Coarsening};
+use crate::policy::{Caller, Coarsening, SlotRefusal};
 use crate::service::{error, DaemonState};
 use shared::frame::{self, FrameError, HEADER_LEN};
 use shared::protocol::{ErrorCode, Request, Response};
@@ -18,49 +18,81 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{watch, Semaphore};
-
-/// A connection with no request for this long is closed, so abandoned
-/// clients do not hold connection slots forever. A trainer flushes spans
-/// far more often.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+use tokio::sync::watch;
 
 /// Fastest live power stream for privileged peers.
 pub const MIN_STREAM_INTERVAL_NS: u64 = 10_000_000;
 
+/// How long a refused peer is given to take its `ResourceExhausted` answer.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// Serves `listener` until `shutdown` completes, then stops accepting,
 /// tells every connection to finish, and returns.
+///
+/// Every connection is accepted at once and given a slot by the peer's
+/// uid (`ConnectionSlots`): a peer over its uid's cap, or finding every
+/// slot open to it taken, is answered `ResourceExhausted` and closed, so
+/// nobody waits in the kernel's backlog behind another uid's idle
+/// connections, and privileged peers keep slots of their own.
 pub async fn run(
     listener: UnixListener,
     state: Arc<DaemonState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    // Caps concurrent connections; further peers wait in the backlog.
-    let slots = Arc::new(Semaphore::new(state.config.server.max_connections));
     // Broadcasts shutdown to every connection task.
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, _)) => {
-                let state = state.clone();
-                let stop = stop_rx.clone();
-                tasks.spawn(async move {
-                    serve_connection(stream, state, stop).await;
-                    drop(permit);
-                });
+                let caller = match stream.peer_cred() {
+                    Ok(cred) => state.privilege.caller(
+                        cred.pid().map_or(0, |p| p as u32),
+                        cred.uid(),
+                        cred.gid(),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read peer credentials; closing");
+                        continue;
+                    }
+                };
+                match state.connections.acquire(&caller) {
+                    Ok(slot) => {
+                        let state = state.clone();
+                        let stop = stop_rx.clone();
+                        tasks.spawn(async move {
+                            serve_connection(stream, caller, state, stop).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(refusal) => {
+                        let message = match refusal {
+                            SlotRefusal::PerUid(n) => {
+                                format!("uid {} already holds {n} connections", caller.uid)
+                            }
+                            SlotRefusal::Total(n) => {
+                                format!("all {n} connections open to this peer are taken")
+                            }
+                        };
+                        tracing::debug!(uid = caller.uid, %message, "connection refused");
+                        // Answered off the accept loop, with a deadline: a
+                        // peer that does not read cannot stall accepting.
+                        tasks.spawn(async move {
+                            let (_, mut writer) = stream.into_split();
+                            let answer = error(ErrorCode::ResourceExhausted, message);
+                            let _ = tokio::time::timeout(
+                                REFUSAL_WRITE_TIMEOUT,
+                                send(&mut writer, &answer),
+                            )
+                            .await;
+                        });
+                    }
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -94,20 +126,16 @@ enum Ended {
 
 async fn serve_connection(
     stream: UnixStream,
+    caller: Caller,
     state: Arc<DaemonState>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let caller = match stream.peer_cred() {
-        Ok(cred) => {
-            state
-                .privilege
-                .caller(cred.pid().map_or(0, |p| p as u32), cred.uid(), cred.gid())
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read peer credentials; closing");
-            return;
-        }
-    };
+    // Unprivileged connections that stay silent free their slot soon.
+    let idle_timeout = Duration::from_millis(if caller.privileged {
+        state.config.server.privileged_idle_timeout_ms
+    } else {
+        state.config.server.idle_timeout_ms
+    });
     let (mut reader, mut writer) = stream.into_split();
     let max = state.config.server.max_frame_bytes;
     let ended = async {
@@ -137,7 +165,7 @@ async fn serve_connection(
         loop {
             let next = tokio::select! {
                 _ = stop.changed() => return Ended::Shutdown,
-                r = tokio::time::timeout(IDLE_TIMEOUT, read_request(&mut reader, max)) => r,
+                r = tokio::time::timeout(idle_timeout, read_request(&mut reader, max)) => r,
             };
             let req = match next {
                 Err(_) => return Ended::Broken("idle timeout".into()),
@@ -156,7 +184,12 @@ async fn serve_connection(
                 )
                 .await;
             }
-            let resp = if matches!(req, Request::Breakdown { .. } | Request::SubmitSpans(_)) {
+            let resp = if matches!(
+                req,
+                Request::Breakdown { .. }
+                    | Request::SubmitSpans(_)
+                    | Request::SubmitSpansOnce { .. }
+            ) {
                 // These can take milliseconds (regression over many spans):
                 // keep them off the async workers.
                 let state = state.clone();
@@ -254,6 +287,8 @@ async fn stream_power(
         .await;
         return Ended::Broken("rate limited".into());
     }
+    // A live stream wants full-rate samples for as long as it lasts.
+    let _demand = state.engine.demand().hold();
     let coarse = Coarsening::for_caller(caller, &state.config.policy);
     let interval = Duration::from_nanos(
         interval_ns

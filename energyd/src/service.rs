@@ -4,31 +4,65 @@
 
 use crate::breakdown;
 use crate::config::Config;
-use crate::policy::{process_owner, Caller, Coarsening, PrivilegeRule, RateLimiter};
+use crate::policy::{
+    process_owner, BreakdownGate, Caller, Coarsening, ConnectionSlots, PrivilegeRule, RateLimiter,
+};
 use crate::spans::SpanStore;
 use sampling::activity::ActivityTracker;
-use sampling::engine::SamplingEngine;
+use sampling::engine::{DemandGuard, SamplingEngine};
 use shared::protocol::{
     DaemonStatus, EnergyReport, ErrorCode, PowerReading, PowerSnapshot, Request, Response,
-    SourceEnergy, SourceStatus, PROTOCOL_VERSION,
+    SourceEnergy, SourceStatus, SpanBatch, PROTOCOL_VERSION,
 };
 use shared::{MonotonicNs, SourceId};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Window over which "current power" is averaged for privileged callers
 /// (unprivileged ones get their policy window).
 pub const CURRENT_POWER_WINDOW_NS: u64 = 100_000_000;
 
-/// A process some client asked the daemon to track.
+/// A process some client asked the daemon to track: one process
+/// *instance*, identified by pid and start time, so that a pid reused by
+/// another process (of another uid, after ~32 k forks) is another record
+/// and never touches this one (issue 12, item 7).
 #[derive(Debug, Clone, Copy)]
 pub struct TrackedProcess {
+    /// Key of this record in the activity tracker and the span store.
+    pub key: u64,
+    /// The process id.
+    pub pid: u32,
+    /// Its start time (clock ticks since boot, `stat` field 22).
+    pub start_ticks: u64,
     /// uid that owns it (checked at registration).
     pub owner_uid: u32,
     /// Its descendants are tracked too.
     pub include_children: bool,
     /// When tracking began.
     pub since: MonotonicNs,
+}
+
+/// One uid's remembered batch answers: `(batch id, (accepted, rejected))`,
+/// oldest first.
+type BatchAnswers = std::collections::VecDeque<(u64, (u32, u32))>;
+
+/// Answers to idempotent span batches, the most recent `per_uid` of each
+/// uid.
+#[derive(Debug)]
+pub struct BatchMemory {
+    per_uid: usize,
+    answers: Mutex<HashMap<u32, BatchAnswers>>,
+}
+
+impl BatchMemory {
+    /// Remembers up to `per_uid` batch answers per uid.
+    pub fn new(per_uid: usize) -> BatchMemory {
+        BatchMemory {
+            per_uid: per_uid.max(1),
+            answers: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 /// Everything the handler reads and changes.
@@ -47,12 +81,23 @@ pub struct DaemonState {
     pub gpu: Option<Arc<crate::gpu_activity::GpuActivity>>,
     /// Kernel spans per process.
     pub spans: SpanStore,
-    /// Tracked processes and their owners.
-    pub registry: Mutex<HashMap<u32, TrackedProcess>>,
+    /// Tracked process instances by pid (several when a pid was reused:
+    /// at most one of them alive).
+    pub registry: Mutex<HashMap<u32, Vec<TrackedProcess>>>,
     /// Per-uid request budget.
     pub rate: RateLimiter,
     /// Who is privileged.
     pub privilege: PrivilegeRule,
+    /// Unprivileged breakdowns running at once.
+    pub breakdowns: BreakdownGate,
+    /// Connection slots per uid and in all.
+    pub connections: Arc<ConnectionSlots>,
+    /// Answers to idempotent span batches.
+    pub batches: BatchMemory,
+    /// Next tracking record key.
+    pub next_record_key: AtomicU64,
+    /// Full sampling rate held while a live process is tracked.
+    pub tracking_demand: Mutex<Option<DemandGuard>>,
 }
 
 /// An error answer.
@@ -92,6 +137,14 @@ impl DaemonState {
     /// answered by the server (it streams); here it only checks the rate.
     pub fn handle(&self, caller: &Caller, req: Request) -> Response {
         let now = MonotonicNs::now();
+        // Someone is asking: sample at the full rate for a while.
+        self.engine.demand().touch(
+            now,
+            self.config
+                .sampling
+                .full_rate_hold_ms
+                .saturating_mul(1_000_000),
+        );
         if !caller.privileged && !self.rate.allow(caller.uid, now) {
             return error(
                 ErrorCode::RateLimited,
@@ -114,14 +167,9 @@ impl DaemonState {
                 include_children,
             } => self.register(caller, pid, include_children, now),
             Request::UnregisterProcess { pid } => self.unregister(caller, pid),
-            Request::SubmitSpans(batch) => {
-                let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-                let (accepted, rejected) = self.spans.insert(&batch, now, |pid| {
-                    registry
-                        .get(&pid)
-                        .is_some_and(|t| caller.privileged || t.owner_uid == caller.uid)
-                });
-                Response::SpansAccepted { accepted, rejected }
+            Request::SubmitSpans(batch) => self.submit_spans(caller, &batch, now),
+            Request::SubmitSpansOnce { batch_id, batch } => {
+                self.submit_spans_once(caller, batch_id, &batch, now)
             }
             Request::Breakdown { pid, from, to } => match self.visible_process(caller, pid) {
                 Err(resp) => resp,
@@ -136,7 +184,34 @@ impl DaemonState {
                             format!("from ({from}) is after to ({to})"),
                         );
                     }
-                    Response::Breakdown(breakdown::compute(self, caller, pid, from, to))
+                    let Some(_permit) = self.breakdowns.enter(caller) else {
+                        return error(
+                            ErrorCode::ResourceExhausted,
+                            format!(
+                                "too many breakdowns running (at most {} at once, {} per uid); \
+                                 retry when one has finished",
+                                self.config.policy.max_concurrent_breakdowns,
+                                self.config.policy.max_concurrent_breakdowns_per_uid
+                            ),
+                        );
+                    };
+                    if !caller.privileged {
+                        // The rate limit counts work: one token per
+                        // `breakdown_spans_per_token` spans considered.
+                        let spans = self.spans.count_in(tracked.key, from, to) as u64;
+                        let cost = spans / self.config.policy.breakdown_spans_per_token;
+                        if cost > 0 && !self.rate.take(caller.uid, now, cost as f64) {
+                            return error(
+                                ErrorCode::RateLimited,
+                                format!(
+                                    "a breakdown over {spans} spans costs {cost} request tokens; \
+                                     uid {} has fewer left (refill {}/s)",
+                                    caller.uid, self.config.policy.requests_per_sec
+                                ),
+                            );
+                        }
+                    }
+                    Response::Breakdown(breakdown::compute(self, caller, &tracked, from, to))
                 }
             },
             Request::Subscribe { .. } => error(
@@ -146,26 +221,105 @@ impl DaemonState {
         }
     }
 
+    fn submit_spans(&self, caller: &Caller, batch: &SpanBatch, now: MonotonicNs) -> Response {
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let (accepted, rejected) = self.spans.insert(batch, now, |pid| {
+            self.pick_record(&registry, caller, pid)
+                .map(|t| (t.key, t.owner_uid))
+        });
+        Response::SpansAccepted { accepted, rejected }
+    }
+
+    /// Stores a batch once per (uid, batch id); a repeat gets the first
+    /// answer again.
+    fn submit_spans_once(
+        &self,
+        caller: &Caller,
+        batch_id: u64,
+        batch: &SpanBatch,
+        now: MonotonicNs,
+    ) -> Response {
+        // Held across the insert, so two copies racing on two connections
+        // cannot both be stored.
+        let mut answers = self
+            .batches
+            .answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mine = answers.entry(caller.uid).or_default();
+        if let Some((_, (accepted, rejected))) = mine.iter().find(|(id, _)| *id == batch_id) {
+            return Response::SpansAccepted {
+                accepted: *accepted,
+                rejected: *rejected,
+            };
+        }
+        let resp = self.submit_spans(caller, batch, now);
+        if let Response::SpansAccepted { accepted, rejected } = resp {
+            if mine.len() >= self.batches.per_uid {
+                mine.pop_front();
+            }
+            mine.push_back((batch_id, (accepted, rejected)));
+        }
+        resp
+    }
+
+    /// The record of `pid` that `caller` means: among those it may see,
+    /// the live one, else the most recently registered.
+    fn pick_record(
+        &self,
+        registry: &HashMap<u32, Vec<TrackedProcess>>,
+        caller: &Caller,
+        pid: u32,
+    ) -> Option<TrackedProcess> {
+        registry
+            .get(&pid)?
+            .iter()
+            .filter(|t| caller.privileged || t.owner_uid == caller.uid)
+            .max_by_key(|t| (!self.tracker.exited(t.key), t.since))
+            .copied()
+    }
+
     /// The process `pid` if the caller may see it.
     fn visible_process(&self, caller: &Caller, pid: u32) -> Result<TrackedProcess, Response> {
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        match registry.get(&pid) {
-            Some(t) if caller.privileged || t.owner_uid == caller.uid => Ok(*t),
-            // Same answer for "not tracked" and "someone else's": an
-            // unprivileged caller must not learn which pids others track.
-            Some(_) if !caller.privileged => Err(error(
-                ErrorCode::PermissionDenied,
-                format!("process {pid} is not tracked for uid {}", caller.uid),
-            )),
+        match self.pick_record(&registry, caller, pid) {
+            Some(t) => Ok(t),
             _ if caller.privileged => Err(error(
                 ErrorCode::NotFound,
                 format!("process {pid} is not tracked"),
             )),
+            // Same answer for "not tracked" and "someone else's": an
+            // unprivileged caller must not learn which pids others track.
             _ => Err(error(
                 ErrorCode::PermissionDenied,
                 format!("process {pid} is not tracked for uid {}", caller.uid),
             )),
         }
+    }
+
+    /// Holds the full sampling rate while any tracked process is alive.
+    pub fn update_tracking_demand(&self) {
+        let live = self
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flatten()
+            .any(|t| !self.tracker.exited(t.key));
+        let mut guard = self
+            .tracking_demand
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match (live, guard.is_some()) {
+            (true, false) => *guard = Some(self.engine.demand().hold()),
+            (false, true) => *guard = None,
+            _ => {}
+        }
+    }
+
+    fn forget_record(&self, t: &TrackedProcess) {
+        self.tracker.untrack(t.key);
+        self.spans.remove(t.key);
     }
 
     fn register(
@@ -201,35 +355,47 @@ impl DaemonState {
                 ),
             );
         }
+        let Some(start_ticks) = process_start_ticks(&self.config.activity.proc_root, pid) else {
+            return error(ErrorCode::NotFound, format!("process {pid} does not exist"));
+        };
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = registry.get(&pid) {
-            if existing.owner_uid == owner && !self.tracker.exited(pid) {
-                return Response::Registered { pid, tracked: true };
-            }
-            // A stale entry whose pid was reused: start afresh.
-            registry.remove(&pid);
-            self.tracker.untrack(pid);
-            self.spans.remove(pid);
+        let records = registry.entry(pid).or_default();
+        if records.iter().any(|t| {
+            t.start_ticks == start_ticks && t.owner_uid == owner && !self.tracker.exited(t.key)
+        }) {
+            return Response::Registered { pid, tracked: true };
+        }
+        // This owner's records of earlier processes with this pid are
+        // stale: start afresh. Other owners' records stay: they are other
+        // process instances (pid + start time), and their history is
+        // theirs, not the newcomer's to delete.
+        let (stale, kept): (Vec<TrackedProcess>, Vec<TrackedProcess>) =
+            records.drain(..).partition(|t| t.owner_uid == owner);
+        *records = kept;
+        for t in &stale {
+            self.forget_record(t);
         }
         let limit = self.config.policy.max_tracked_per_uid;
         if !caller.privileged {
-            let mine: Vec<(u32, MonotonicNs)> = registry
-                .iter()
-                .filter(|(_, t)| t.owner_uid == owner)
-                .map(|(p, t)| (*p, t.since))
+            let mine: Vec<TrackedProcess> = registry
+                .values()
+                .flatten()
+                .filter(|t| t.owner_uid == owner)
+                .copied()
                 .collect();
             if mine.len() >= limit {
                 // Make room by forgetting the oldest of this uid's exited processes.
                 let oldest_exited = mine
                     .iter()
-                    .filter(|(p, _)| self.tracker.exited(*p))
-                    .min_by_key(|(_, since)| *since)
-                    .map(|(p, _)| *p);
+                    .filter(|t| self.tracker.exited(t.key))
+                    .min_by_key(|t| t.since)
+                    .copied();
                 match oldest_exited {
                     Some(old) => {
-                        registry.remove(&old);
-                        self.tracker.untrack(old);
-                        self.spans.remove(old);
+                        if let Some(list) = registry.get_mut(&old.pid) {
+                            list.retain(|t| t.key != old.key);
+                        }
+                        self.forget_record(&old);
                     }
                     None => {
                         return error(
@@ -240,20 +406,26 @@ impl DaemonState {
                 }
             }
         }
-        if let Err(e) = self.tracker.track(pid, include_children) {
+        let key = self.next_record_key.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self
+            .tracker
+            .track_process(key, pid, start_ticks, include_children)
+        {
             return error(
                 ErrorCode::NotFound,
                 format!("cannot track process {pid}: {e}"),
             );
         }
-        registry.insert(
+        registry.entry(pid).or_default().push(TrackedProcess {
+            key,
             pid,
-            TrackedProcess {
-                owner_uid: owner,
-                include_children,
-                since: now,
-            },
-        );
+            start_ticks,
+            owner_uid: owner,
+            include_children,
+            since: now,
+        });
+        drop(registry);
+        self.update_tracking_demand();
         tracing::info!(
             pid,
             owner,
@@ -265,15 +437,21 @@ impl DaemonState {
     }
 
     fn unregister(&self, caller: &Caller, pid: u32) -> Response {
-        if let Err(resp) = self.visible_process(caller, pid) {
-            return resp;
+        let record = match self.visible_process(caller, pid) {
+            Err(resp) => return resp,
+            Ok(t) => t,
+        };
+        {
+            let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(list) = registry.get_mut(&pid) {
+                list.retain(|t| t.key != record.key);
+                if list.is_empty() {
+                    registry.remove(&pid);
+                }
+            }
         }
-        self.registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid);
-        self.tracker.untrack(pid);
-        self.spans.remove(pid);
+        self.forget_record(&record);
+        self.update_tracking_demand();
         Response::Registered {
             pid,
             tracked: false,
@@ -324,12 +502,15 @@ impl DaemonState {
                 };
                 // Rounding to the quantum adds a uniform error of quantum/√12.
                 let quant_sigma = coarse.quantum_j / 12f64.sqrt();
+                // A figure over a re-based counter glitch, or from a stuck
+                // counter, is not a measurement.
+                let health = self.engine.health(info.id, from, to);
                 SourceEnergy {
                     source: info.id,
                     joules: coarse.energy(joules),
                     coverage,
                     uncertainty_j: (uncertainty_j.powi(2) + quant_sigma.powi(2)).sqrt(),
-                    provenance: info.provenance,
+                    provenance: health.provenance(info.provenance),
                     below_update_period: below,
                 }
             })
@@ -370,6 +551,7 @@ impl DaemonState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
+            .flatten()
             .filter(|t| caller.privileged || t.owner_uid == caller.uid)
             .count();
         DaemonStatus {
@@ -390,21 +572,33 @@ impl DaemonState {
         let window_ns = self.config.history.window_s.saturating_mul(1_000_000_000);
         let cutoff = now.saturating_sub_ns(window_ns);
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        registry.retain(|pid, t| {
-            let keep = !(self.tracker.exited(*pid) && t.since < cutoff);
-            if !keep {
-                self.tracker.untrack(*pid);
-                self.spans.remove(*pid);
-            }
-            keep
-        });
+        for list in registry.values_mut() {
+            list.retain(|t| {
+                let keep = !(self.tracker.exited(t.key) && t.since < cutoff);
+                if !keep {
+                    self.forget_record(t);
+                }
+                keep
+            });
+        }
+        registry.retain(|_, list| !list.is_empty());
+        drop(registry);
         self.spans.expire_before(cutoff);
+        self.update_tracking_demand();
     }
 
     /// Source ids in order.
     pub fn source_ids(&self) -> Vec<SourceId> {
         self.engine.sources().iter().map(|s| s.id).collect()
     }
+}
+
+/// Start time of `pid` (clock ticks since boot), `None` if it is gone.
+fn process_start_ticks(proc_root: &std::path::Path, pid: u32) -> Option<u64> {
+    sampling::procstat::PidStatFile::open(proc_root, pid)
+        .ok()?
+        .read()
+        .map(|s| s.start_ticks)
 }
 
 fn process_exists(proc_root: &std::path::Path, pid: u32) -> bool {

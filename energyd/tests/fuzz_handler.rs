@@ -82,7 +82,8 @@ fn any_request() -> impl Strategy<Value = Request> {
         proptest::collection::vec("[a-z_]{0,12}", 0..3),
         proptest::collection::vec(span, 0..8),
     )
-        .prop_map(|(names, spans)| SpanBatch { names, spans });
+        .prop_map(|(names, spans)| SpanBatch { names, spans })
+        .boxed();
     prop_oneof![
         (any::<u32>(), ".{0,8}").prop_map(|(v, n)| Request::Hello {
             protocol_version: v,
@@ -98,7 +99,9 @@ fn any_request() -> impl Strategy<Value = Request> {
         }),
         pid.clone()
             .prop_map(|pid| Request::UnregisterProcess { pid }),
-        batch.prop_map(Request::SubmitSpans),
+        batch.clone().prop_map(Request::SubmitSpans),
+        (any::<u64>(), batch)
+            .prop_map(|(batch_id, batch)| Request::SubmitSpansOnce { batch_id, batch }),
         (
             pid,
             proptest::option::of(any_time()),

@@ -32,7 +32,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use thiserror::Error;
 
@@ -42,14 +42,33 @@ use thiserror::Error;
 pub struct ActivityConfig {
     /// Where procfs is mounted. Default `/proc`.
     pub proc_root: PathBuf,
-    /// Sampling period. Default 10 ms (one clock tick).
+    /// Sampling period while at least one process is tracked. Default
+    /// 10 ms (one clock tick).
     pub period_ns: u64,
+    /// Sampling period of the machine's CPU time while nothing is tracked.
+    /// Default 100 ms: an idle daemon wakes 10 times a second instead of
+    /// 100 (issue 12, item 10). Breakdowns only need the machine's history
+    /// at the tracked rate while a process is tracked; before that, it
+    /// serves the 30 s idle-power look-back, where 100 ms is ample. A
+    /// `track` call wakes the thread at once, so a new process's history
+    /// starts without waiting for the idle period.
+    pub idle_period_ns: u64,
     /// How far back the CPU history reaches. Default 10 minutes.
     pub history_window_ns: u64,
     /// Use perf task-clock for per-process CPU time when perf allows it.
     /// Default true. Only meaningful with `proc_root = /proc` (perf counts
     /// real threads); with another root, procfs ticks are used.
     pub use_task_clock: bool,
+    /// Per-thread task-clock counters (one perf descriptor each) kept open
+    /// per tracked tree. Default 256: a trainer's thread pool fits many
+    /// times over, while a hostile 1 000-thread process cannot make the
+    /// daemon hold 1 000 descriptors per tree (issue 12: two 1 100-thread
+    /// processes exhausted a 1 024-descriptor limit). Members beyond it are
+    /// counted from procfs (10 ms ticks) instead.
+    pub max_perf_threads_per_tree: usize,
+    /// The same bound over all trees together. Default 8 192, well inside
+    /// the unit's `LimitNOFILE=65536` with room for connections.
+    pub max_perf_threads_total: usize,
 }
 
 impl Default for ActivityConfig {
@@ -57,8 +76,11 @@ impl Default for ActivityConfig {
         Self {
             proc_root: PathBuf::from("/proc"),
             period_ns: 10_000_000,
+            idle_period_ns: 100_000_000,
             history_window_ns: 600_000_000_000,
             use_task_clock: true,
+            max_perf_threads_per_tree: 256,
+            max_perf_threads_total: 8_192,
         }
     }
 }
@@ -96,9 +118,21 @@ pub struct ProcessCpu {
     pub coverage: f64,
 }
 
+/// Which tracked tree a query means. Trees tracked with
+/// [`ActivityTracker::track`] are keyed by their pid (`key == pid`);
+/// [`ActivityTracker::track_process`] keys a tree by the caller's own key
+/// and binds it to one process *instance* (pid and start time), so a pid
+/// reused by another process after the first exits is a different tree:
+/// its history never mixes with, or replaces, the first one's.
+pub type TreeKey = u64;
+
 /// What the readers see of one tracked tree.
 #[derive(Debug)]
 struct TrackedView {
+    /// The root process.
+    pid: u32,
+    /// Its start time (clock ticks since boot) when bound to one instance.
+    start_ticks: Option<u64>,
     include_children: bool,
     since: MonotonicNs,
     exited: bool,
@@ -108,7 +142,7 @@ struct TrackedView {
 
 #[derive(Debug)]
 struct SharedState {
-    tracked: HashMap<u32, TrackedView>,
+    tracked: HashMap<TreeKey, TrackedView>,
     /// (t, (machine busy ns, machine total ns)).
     machine: TimeRing<(u64, u64)>,
 }
@@ -119,9 +153,38 @@ struct Inner {
     ring_capacity: usize,
     stop: AtomicBool,
     state: RwLock<SharedState>,
+    /// Set (and signalled) when a tree is tracked, to end an idle sleep.
+    wake: (Mutex<bool>, Condvar),
 }
 
 impl Inner {
+    /// Ends an idle sleep of the sampling thread now.
+    fn wake_up(&self) {
+        *self.wake.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.wake.1.notify_all();
+    }
+
+    /// Sleeps until `deadline` unless woken (a tree tracked) or stopped.
+    fn idle_sleep_until(&self, deadline: MonotonicNs) {
+        let mut woken = self.wake.0.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let now = MonotonicNs::now();
+            if *woken || now >= deadline || self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // Bounded so that a stop request is seen promptly.
+            let wait =
+                std::time::Duration::from_nanos(deadline.saturating_sub(now).min(50_000_000));
+            woken = self
+                .wake
+                .1
+                .wait_timeout(woken, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        *woken = false;
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, SharedState> {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -252,6 +315,10 @@ struct Member {
     /// Thread count (from `stat`) when the threads were last listed.
     listed_num_threads: u64,
     samples_since_listing: u32,
+    /// Threads this member may hold perf counters for (set by its tree
+    /// before each refresh); past it the member drops its counters and is
+    /// counted from procfs.
+    perf_allowance: usize,
 }
 
 /// What one refresh of a member found.
@@ -265,11 +332,18 @@ enum MemberState {
 
 impl Member {
     /// Opens the member's files; `None` if it is already gone.
-    fn open(proc_root: &Path, pid: u32, use_task_clock: bool) -> Option<Member> {
+    fn open(
+        proc_root: &Path,
+        pid: u32,
+        use_task_clock: bool,
+        perf_allowance: usize,
+    ) -> Option<Member> {
         let mut stat = PidStatFile::open(proc_root, pid).ok()?;
         let first = stat.read()?;
         let cpu_ns = first.cpu_ticks * ns_per_tick();
-        let clocks = use_task_clock
+        // Checked before opening: a process with more threads than the
+        // allowance never makes the daemon open a counter per thread.
+        let clocks = (use_task_clock && first.num_threads <= perf_allowance as u64)
             .then(|| ThreadClocks::open(proc_root, pid, cpu_ns))
             .flatten();
         let pidfd = clocks.as_ref().and_then(|_| pidfd_open(pid));
@@ -286,7 +360,17 @@ impl Member {
             // Forces a listing at the first refresh.
             listed_num_threads: u64::MAX,
             samples_since_listing: 0,
+            perf_allowance,
         })
+    }
+
+    /// Perf counters this member holds (one per listed thread).
+    fn perf_threads(&self) -> usize {
+        if self.clocks.is_some() {
+            self.threads.len()
+        } else {
+            0
+        }
     }
 
     fn list_threads(&mut self, proc_root: &Path, pid: u32, include_children: bool, stat: &PidStat) {
@@ -304,6 +388,18 @@ impl Member {
         self.listed_num_threads = stat.num_threads;
         self.listed_task_links = self.task_links().unwrap_or(0);
         self.samples_since_listing = 0;
+        if self.clocks.is_some() && self.threads.len() > self.perf_allowance {
+            // Over the cap: close every counter of this member and count it
+            // from procfs from now on (its CPU time so far is kept).
+            tracing::debug!(
+                pid,
+                threads = self.threads.len(),
+                allowance = self.perf_allowance,
+                "too many threads for per-thread counters; counting from procfs"
+            );
+            self.clocks = None;
+            self.pidfd = None;
+        }
     }
 
     /// Link count of the open `task` directory (2 + threads), if known.
@@ -405,6 +501,7 @@ impl Member {
 /// Sampling-thread state of one tracked tree.
 #[derive(Debug)]
 struct TreeWork {
+    root: u32,
     include_children: bool,
     root_exited: bool,
     members: HashMap<u32, Member>,
@@ -422,13 +519,15 @@ impl TreeWork {
         root: u32,
         include_children: bool,
         use_task_clock: bool,
+        perf_allowance: usize,
     ) -> Result<Self, TrackError> {
         let status = read_status(proc_root, root)?;
-        let member = Member::open(proc_root, root, use_task_clock)
+        let member = Member::open(proc_root, root, use_task_clock, perf_allowance)
             .ok_or(TrackError::NotFound { pid: root })?;
         let mut members = HashMap::new();
         members.insert(root, member);
         Ok(TreeWork {
+            root,
             include_children,
             root_exited: status.zombie,
             members,
@@ -439,17 +538,32 @@ impl TreeWork {
 
     /// Refreshes members and returns the tree's cumulative CPU time.
     /// `exited`: pids whose pidfd was readable at this sample's poll.
+    /// Start time of the root process, as first read.
+    fn root_start_ticks(&self) -> Option<u64> {
+        self.members.get(&self.root).map(|m| m.start_ticks)
+    }
+
+    /// Perf counters the tree holds.
+    fn perf_threads(&self) -> usize {
+        self.members.values().map(Member::perf_threads).sum()
+    }
+
     fn sample(
         &mut self,
         proc_root: &Path,
         root: u32,
         use_task_clock: bool,
         exited: &HashSet<u32>,
+        perf_allowance: usize,
     ) -> u64 {
         let include_children = self.include_children;
         let mut gone = Vec::new();
         let mut frontier = Vec::new();
+        let mut used = self.perf_threads();
         for (&pid, member) in self.members.iter_mut() {
+            // What the other members leave of the tree's allowance.
+            let own = member.perf_threads();
+            member.perf_allowance = perf_allowance.saturating_sub(used - own);
             let may_have_exited = member.pidfd.is_none() || exited.contains(&pid);
             let state = member.refresh(
                 proc_root,
@@ -458,6 +572,7 @@ impl TreeWork {
                 may_have_exited,
                 &mut frontier,
             );
+            used = used - own + member.perf_threads();
             if state == MemberState::Gone {
                 gone.push(pid);
             }
@@ -479,7 +594,8 @@ impl TreeWork {
                 if self.members.contains_key(&child) {
                     continue;
                 }
-                let Some(mut member) = Member::open(proc_root, child, use_task_clock) else {
+                let left = perf_allowance.saturating_sub(used);
+                let Some(mut member) = Member::open(proc_root, child, use_task_clock, left) else {
                     continue; // reaped before we looked
                 };
                 if self.counted_exits.contains(&(child, member.start_ticks)) {
@@ -490,6 +606,7 @@ impl TreeWork {
                 listed.extend(frontier[before..].iter().copied());
                 match state {
                     MemberState::Alive => {
+                        used += member.perf_threads();
                         self.members.insert(child, member);
                     }
                     // First seen already exited: its CPU time counts once.
@@ -523,6 +640,7 @@ impl ActivityTracker {
                 tracked: HashMap::new(),
                 machine: TimeRing::new(ring_capacity),
             }),
+            wake: (Mutex::new(false), Condvar::new()),
         });
         let worker = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
@@ -540,6 +658,29 @@ impl ActivityTracker {
     /// Tracking an already tracked pid updates `include_children` and keeps
     /// its history.
     pub fn track(&self, pid: u32, include_children: bool) -> Result<(), TrackError> {
+        self.track_tree(TreeKey::from(pid), pid, None, include_children)
+    }
+
+    /// Starts tracking the process instance `pid` started at `start_ticks`
+    /// (field 22 of its `stat`) as tree `key`: if `pid` is by now another
+    /// process, the tree is born exited and never samples it.
+    pub fn track_process(
+        &self,
+        key: TreeKey,
+        pid: u32,
+        start_ticks: u64,
+        include_children: bool,
+    ) -> Result<(), TrackError> {
+        self.track_tree(key, pid, Some(start_ticks), include_children)
+    }
+
+    fn track_tree(
+        &self,
+        key: TreeKey,
+        pid: u32,
+        start_ticks: Option<u64>,
+        include_children: bool,
+    ) -> Result<(), TrackError> {
         // Checked here so the caller gets NotFound synchronously.
         let status = read_status(&self.inner.config.proc_root, pid)?;
         if status.zombie {
@@ -547,56 +688,72 @@ impl ActivityTracker {
         }
         let mut state = self.inner.write();
         let capacity = self.inner.ring_capacity;
-        let view = state.tracked.entry(pid).or_insert_with(|| TrackedView {
+        let view = state.tracked.entry(key).or_insert_with(|| TrackedView {
+            pid,
+            start_ticks,
             include_children,
             since: MonotonicNs::now(),
             exited: false,
             series: TimeRing::new(capacity),
         });
         view.include_children = include_children;
+        drop(state);
+        self.inner.wake_up();
         Ok(())
     }
 
-    /// Stops tracking `pid` and drops its history; false if it was not tracked.
-    pub fn untrack(&self, pid: u32) -> bool {
-        self.inner.write().tracked.remove(&pid).is_some()
+    /// Stops tracking tree `key` (a pid, for trees tracked by pid) and
+    /// drops its history; false if it was not tracked.
+    pub fn untrack(&self, key: impl Into<TreeKey>) -> bool {
+        self.inner.write().tracked.remove(&key.into()).is_some()
     }
 
-    /// Whether `pid` is tracked.
-    pub fn is_tracked(&self, pid: u32) -> bool {
-        self.inner.read().tracked.contains_key(&pid)
+    /// Trees tracked now (with none, the tracker samples the machine at
+    /// [`ActivityConfig::idle_period_ns`]).
+    pub fn tracked_count(&self) -> usize {
+        self.inner.read().tracked.len()
+    }
+
+    /// Whether tree `key` is tracked.
+    pub fn is_tracked(&self, key: impl Into<TreeKey>) -> bool {
+        self.inner.read().tracked.contains_key(&key.into())
     }
 
     /// Tracked root pids, sorted.
     pub fn tracked(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.inner.read().tracked.keys().copied().collect();
+        let mut pids: Vec<u32> = self.inner.read().tracked.values().map(|v| v.pid).collect();
         pids.sort_unstable();
         pids
     }
 
-    /// When tracking of `pid` started.
-    pub fn tracked_since(&self, pid: u32) -> Option<MonotonicNs> {
-        self.inner.read().tracked.get(&pid).map(|v| v.since)
+    /// When tracking of tree `key` started.
+    pub fn tracked_since(&self, key: impl Into<TreeKey>) -> Option<MonotonicNs> {
+        self.inner.read().tracked.get(&key.into()).map(|v| v.since)
     }
 
     /// Whether the tracked root process has exited (its history is kept
-    /// until [`Self::untrack`]). False for untracked pids.
-    pub fn exited(&self, pid: u32) -> bool {
+    /// until [`Self::untrack`]). False for untracked trees.
+    pub fn exited(&self, key: impl Into<TreeKey>) -> bool {
         self.inner
             .read()
             .tracked
-            .get(&pid)
+            .get(&key.into())
             .is_some_and(|v| v.exited)
     }
 
     /// CPU time of the tracked process (+ descendants if asked) and of the
     /// whole machine over `[from, to]`, interpolated between samples.
-    pub fn cpu_between(&self, pid: u32, from: MonotonicNs, to: MonotonicNs) -> Option<ProcessCpu> {
+    pub fn cpu_between(
+        &self,
+        key: impl Into<TreeKey>,
+        from: MonotonicNs,
+        to: MonotonicNs,
+    ) -> Option<ProcessCpu> {
         if to < from {
             return None;
         }
         let state = self.inner.read();
-        let view = state.tracked.get(&pid)?;
+        let view = state.tracked.get(&key.into())?;
         let (p_from, p_to, p_cov) = interval(&view.series, from, to, |v| v as f64)?;
         let (b_from, b_to, m_cov) = interval(&state.machine, from, to, |v| v.0 as f64)?;
         let (t_from, t_to, _) = interval(&state.machine, from, to, |v| v.1 as f64)?;
@@ -612,14 +769,14 @@ impl ActivityTracker {
     /// neighbours just outside.
     pub fn cpu_samples(
         &self,
-        pid: u32,
+        key: impl Into<TreeKey>,
         from: MonotonicNs,
         to: MonotonicNs,
     ) -> Vec<(MonotonicNs, u64)> {
         let state = self.inner.read();
         state
             .tracked
-            .get(&pid)
+            .get(&key.into())
             .map(|v| {
                 v.series
                     .range_with_neighbours(from.as_ns(), to.as_ns())
@@ -649,6 +806,7 @@ impl ActivityTracker {
     /// Stops and joins the sampling thread. Idempotent; also run on drop.
     pub fn shutdown(&self) {
         self.inner.stop.store(true, Ordering::SeqCst);
+        self.inner.wake_up();
         let handle = self
             .thread
             .lock()
@@ -714,18 +872,19 @@ fn run(inner: &Inner) {
             None
         }
     };
-    let mut work: HashMap<u32, TreeWork> = HashMap::new();
+    let mut work: HashMap<TreeKey, TreeWork> = HashMap::new();
     let period_ns = inner.config.period_ns;
+    let idle_period_ns = inner.config.idle_period_ns.max(period_ns);
     let mut deadline = MonotonicNs::now();
     while !inner.stop.load(Ordering::Relaxed) {
         // Which trees to sample (a short read lock).
-        let wanted: Vec<(u32, bool)> = inner
+        let wanted: Vec<(TreeKey, u32, Option<u64>, bool)> = inner
             .read()
             .tracked
             .iter()
-            .map(|(&pid, v)| (pid, v.include_children))
+            .map(|(&key, v)| (key, v.pid, v.start_ticks, v.include_children))
             .collect();
-        work.retain(|pid, _| wanted.iter().any(|(p, _)| p == pid));
+        work.retain(|key, _| wanted.iter().any(|(k, ..)| k == key));
         // One poll over every member's pidfd says which may have exited.
         let with_pidfd: Vec<(u32, RawFd)> = work
             .values()
@@ -739,23 +898,46 @@ fn run(inner: &Inner) {
             .filter_map(|(&(pid, _), exited)| exited.then_some(pid))
             .collect();
         let mut results = Vec::with_capacity(wanted.len());
-        for (pid, include_children) in wanted {
-            let tree = match work.entry(pid) {
+        let per_tree = inner.config.max_perf_threads_per_tree;
+        let mut total_used: usize = work.values().map(TreeWork::perf_threads).sum();
+        for (key, pid, start_ticks, include_children) in wanted {
+            let own = work.get(&key).map_or(0, TreeWork::perf_threads);
+            // The tree's cap, and what the other trees leave of the total.
+            let allowance = per_tree.min(
+                inner
+                    .config
+                    .max_perf_threads_total
+                    .saturating_sub(total_used - own),
+            );
+            let tree = match work.entry(key) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    match TreeWork::new(&proc_root, pid, include_children, use_task_clock) {
+                    match TreeWork::new(
+                        &proc_root,
+                        pid,
+                        include_children,
+                        use_task_clock,
+                        allowance,
+                    ) {
+                        // Another process now holds the pid: the tracked
+                        // one is gone, and the newcomer is not ours.
+                        Ok(t) if start_ticks.is_some_and(|s| t.root_start_ticks() != Some(s)) => {
+                            results.push((key, None, true));
+                            continue;
+                        }
                         Ok(t) => e.insert(t),
                         Err(_) => {
                             // Gone between track() and now: an exit with no CPU history.
-                            results.push((pid, None, true));
+                            results.push((key, None, true));
                             continue;
                         }
                     }
                 }
             };
             tree.include_children = include_children;
-            let cumulative = tree.sample(&proc_root, pid, use_task_clock, &exited);
-            results.push((pid, Some(cumulative), tree.root_exited));
+            let cumulative = tree.sample(&proc_root, pid, use_task_clock, &exited, allowance);
+            total_used = total_used - own + tree.perf_threads();
+            results.push((key, Some(cumulative), tree.root_exited));
         }
         let t = MonotonicNs::now();
         let machine_now = machine.as_mut().and_then(|m| m.read().ok());
@@ -764,8 +946,8 @@ fn run(inner: &Inner) {
             if let Some(m) = machine_now {
                 state.machine.push(t.as_ns(), (m.busy_ns, m.total_ns));
             }
-            for (pid, cumulative, exited) in results {
-                if let Some(view) = state.tracked.get_mut(&pid) {
+            for (key, cumulative, exited) in results {
+                if let Some(view) = state.tracked.get_mut(&key) {
                     if let Some(c) = cumulative {
                         view.series.push(t.as_ns(), c);
                     }
@@ -773,12 +955,22 @@ fn run(inner: &Inner) {
                 }
             }
         }
-        deadline = deadline.saturating_add_ns(period_ns);
+        // Nothing tracked: only the machine's CPU time is sampled, at the
+        // idle period, in a sleep that `track` ends.
+        let idle = work.is_empty() && inner.read().tracked.is_empty();
+        let step_ns = if idle { idle_period_ns } else { period_ns };
+        deadline = deadline.saturating_add_ns(step_ns);
         let now = MonotonicNs::now();
         if now > deadline {
             deadline =
-                deadline.saturating_add_ns((now.saturating_sub(deadline) / period_ns) * period_ns);
+                deadline.saturating_add_ns((now.saturating_sub(deadline) / step_ns) * step_ns);
         }
-        crate::engine::sleep_until(deadline, &inner.stop);
+        if idle {
+            inner.idle_sleep_until(deadline);
+            // Woken early by `track`: the next sample is now.
+            deadline = deadline.min(MonotonicNs::now());
+        } else {
+            crate::engine::sleep_until(deadline, &inner.stop);
+        }
     }
 }

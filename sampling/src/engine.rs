@@ -40,6 +40,96 @@ const MAX_SLEEP_SLICE_NS: u64 = 50_000_000;
 /// Window over which the achieved sampling rate is measured.
 const RATE_WINDOW_NS: u64 = 1_000_000_000;
 
+/// A cumulative energy counter that has not moved for this long is
+/// *stuck*: every domain we read draws power all the time (a package's
+/// idle floor is watts, RAPL refreshes every millisecond, NVML every
+/// ~100 ms), so two seconds without a single step is a broken or
+/// unsupported counter, not a quiet machine. Its figures are then not
+/// measurements (answers downgrade `Measured` to `Estimated`).
+pub const STUCK_AFTER_NS: u64 = 2_000_000_000;
+
+/// Glitch times kept per source for the answers that cover them.
+const GLITCH_TIMES_KEPT: usize = 1024;
+
+/// What the engine knows about a counter's trustworthiness over an
+/// interval (see [`SamplingEngine::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CounterHealth {
+    /// Glitches re-based within the interval.
+    pub glitches: u64,
+    /// The counter is stuck now.
+    pub stuck: bool,
+}
+
+impl CounterHealth {
+    /// The provenance an answer over the interval may claim: a measured
+    /// figure that includes a re-based glitch, or comes from a stuck
+    /// counter, is an estimate.
+    pub fn provenance(&self, base: shared::Provenance) -> shared::Provenance {
+        if self.glitches > 0 || self.stuck {
+            base.combine(shared::Provenance::Estimated)
+        } else {
+            base
+        }
+    }
+}
+
+/// Screens one source's cumulative readings for glitches (owned by its
+/// sampling thread). A step larger than [`crate::counter::MAX_PLAUSIBLE_POWER_W`]
+/// over the time since the counter last moved (plus one hardware update
+/// period), or larger than half the counter's range (the engine reads every
+/// counter at least twice per wrap, so no honest step is that large), or a
+/// step backwards, cannot be energy: it is a glitch (a counter that stepped
+/// back by a few millijoules is taken by the wrap logic for a wrap of the
+/// whole range). It is re-based: the reading is replaced by the power seen
+/// before it over the same time, and later readings are shifted by the
+/// difference, so one bad read costs at most one sample's estimate.
+#[derive(Debug, Clone, Default)]
+struct GlitchFilter {
+    range_j: Option<f64>,
+    update_period_ns: u64,
+    /// (t, raw cumulative J) of the previous reading.
+    last: Option<(u64, f64)>,
+    /// When the raw counter last moved.
+    last_change_ns: u64,
+    /// Power between the last two changes, for re-basing.
+    last_power_w: f64,
+    /// Sum of re-based steps, subtracted from raw readings.
+    offset_j: f64,
+}
+
+impl GlitchFilter {
+    /// The corrected cumulative value and whether this reading was a glitch.
+    fn screen(&mut self, t_ns: u64, raw_j: f64) -> (f64, bool) {
+        let Some((last_t, last_j)) = self.last else {
+            self.last = Some((t_ns, raw_j));
+            self.last_change_ns = t_ns;
+            return (raw_j, false);
+        };
+        let delta = raw_j - last_j;
+        let since_change_ns = t_ns.saturating_sub(self.last_change_ns) + self.update_period_ns;
+        let power_bound_j = crate::counter::MAX_PLAUSIBLE_POWER_W * since_change_ns as f64 * 1e-9;
+        let glitch = !delta.is_finite()
+            || delta < 0.0
+            || delta > power_bound_j
+            || self.range_j.is_some_and(|r| delta > r / 2.0);
+        if glitch {
+            let estimate = self.last_power_w * t_ns.saturating_sub(last_t) as f64 * 1e-9;
+            self.offset_j += if delta.is_finite() { delta } else { 0.0 } - estimate;
+            if estimate > 0.0 {
+                self.last_change_ns = t_ns;
+            }
+        } else if delta > 0.0 {
+            let dt_ns = t_ns.saturating_sub(self.last_change_ns).max(1);
+            self.last_power_w = delta / (dt_ns as f64 * 1e-9);
+            self.last_change_ns = t_ns;
+        }
+        self.last = Some((t_ns, if raw_j.is_finite() { raw_j } else { last_j }));
+        let corrected = self.last.map_or(raw_j, |(_, j)| j) - self.offset_j;
+        (corrected, glitch)
+    }
+}
+
 /// A source and the period to sample it at.
 pub struct ConfiguredSource {
     /// The source.
@@ -74,6 +164,93 @@ pub struct EngineConfig {
     /// Setting it needs root or CAP_SYS_NICE; without them the thread keeps
     /// the normal scheduler and says so in the log.
     pub fifo_priority: Option<i32>,
+    /// A cumulative counter that has not moved for this long is stuck.
+    /// Default [`STUCK_AFTER_NS`].
+    pub stuck_after_ns: u64,
+    /// Adaptive sampling: while no one needs full resolution (see
+    /// [`RateDemand`]), every source is read at this longer period instead
+    /// of its own. Default `None`: always the full rate (library users and
+    /// tests); energyd sets it from `[sampling] idle_period_ms`.
+    pub idle_period_ns: Option<u64>,
+}
+
+/// Whether anyone needs samples at the full rate now: a tracked process, a
+/// live subscription (holders), or a query in the last `hold` (touched).
+/// Shared by the daemon, which reports demand, and the sampling threads,
+/// which read at the full period while there is demand and at the idle
+/// period otherwise, waking at once when demand appears.
+///
+/// History stays correct across rate changes: every sample lands in the
+/// same cumulative series, so an interval is still the difference of the
+/// interpolated series at its ends; over stretches sampled at the idle
+/// period the interpolation gap is longer, and the answer's uncertainty
+/// (which grows with the gap around each end) says so.
+#[derive(Debug, Default)]
+pub struct RateDemand {
+    hold_until_ns: AtomicU64,
+    holders: AtomicU64,
+    wake: (Mutex<u64>, std::sync::Condvar),
+}
+
+/// One holder of [`RateDemand`]; the demand ends when the last is dropped.
+#[derive(Debug)]
+pub struct DemandGuard(Arc<RateDemand>);
+
+impl Drop for DemandGuard {
+    fn drop(&mut self) {
+        self.0.holders.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl RateDemand {
+    /// Full rate until at least `now + hold_ns`.
+    pub fn touch(&self, now: MonotonicNs, hold_ns: u64) {
+        let until = now.as_ns().saturating_add(hold_ns);
+        let before = self.hold_until_ns.fetch_max(until, Ordering::SeqCst);
+        if before < now.as_ns() && self.holders.load(Ordering::SeqCst) == 0 {
+            self.wake_all();
+        }
+    }
+
+    /// Full rate for as long as the guard lives.
+    pub fn hold(self: &Arc<Self>) -> DemandGuard {
+        if self.holders.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.wake_all();
+        }
+        DemandGuard(self.clone())
+    }
+
+    /// Whether the full rate is wanted at `now`.
+    pub fn is_full(&self, now: MonotonicNs) -> bool {
+        self.holders.load(Ordering::SeqCst) > 0
+            || self.hold_until_ns.load(Ordering::SeqCst) > now.as_ns()
+    }
+
+    fn wake_all(&self) {
+        *self.wake.0.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.wake.1.notify_all();
+    }
+
+    /// Sleeps until `deadline`, or until demand appears, or a stop.
+    fn idle_sleep_until(&self, deadline: MonotonicNs, stop: &AtomicBool) {
+        let mut generation = self.wake.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let start = *generation;
+        loop {
+            let now = MonotonicNs::now();
+            if *generation != start || now >= deadline || stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let wait = std::time::Duration::from_nanos(
+                deadline.saturating_sub(now).min(MAX_SLEEP_SLICE_NS),
+            );
+            generation = self
+                .wake
+                .1
+                .wait_timeout(generation, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -81,6 +258,8 @@ impl Default for EngineConfig {
         Self {
             history_window_ns: 600_000_000_000,
             fifo_priority: Some(1),
+            stuck_after_ns: STUCK_AFTER_NS,
+            idle_period_ns: None,
         }
     }
 }
@@ -111,18 +290,52 @@ struct SourceSlot {
     overruns: AtomicU64,
     read_errors: AtomicU64,
     wraps: AtomicU64,
+    /// Readings re-based as glitches.
+    glitches: AtomicU64,
+    /// When those glitches happened (the latest [`GLITCH_TIMES_KEPT`]).
+    glitch_times: Mutex<std::collections::VecDeque<u64>>,
+    /// When the cumulative counter last moved (ns; 0 before the first read).
+    last_change_ns: AtomicU64,
     /// Why the source stopped, once it has.
     failure: Mutex<Option<String>>,
 }
 
 impl SourceSlot {
-    fn record(&self, t: MonotonicNs, reading: Reading) {
+    fn record(&self, t: MonotonicNs, reading: Reading, filter: &mut GlitchFilter) {
+        let mut glitch = false;
         let mut history = self.history.write().unwrap_or_else(PoisonError::into_inner);
         match reading {
-            Reading::Energy(j) => history.push_energy(t, j.0),
+            Reading::Energy(j) => {
+                let (corrected, was_glitch) = filter.screen(t.as_ns(), j.0);
+                glitch = was_glitch;
+                history.push_energy(t, corrected);
+            }
             Reading::Power(w) => history.push_power(t, w.0),
         }
         drop(history);
+        if matches!(reading, Reading::Energy(_)) {
+            self.last_change_ns
+                .store(filter.last_change_ns, Ordering::Relaxed);
+        } else {
+            self.last_change_ns.store(t.as_ns(), Ordering::Relaxed);
+        }
+        if glitch {
+            let n = self.glitches.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut times = self
+                .glitch_times
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if times.len() >= GLITCH_TIMES_KEPT {
+                times.pop_front();
+            }
+            times.push_back(t.as_ns());
+            drop(times);
+            // The first glitch and then every 1000th: a broken counter at
+            // 1 kHz must not flood the log.
+            if n == 1 || n % 1000 == 0 {
+                tracing::warn!(source = %self.info.name, glitches = n, "counter glitch re-based (a step no load can draw, or backwards)");
+            }
+        }
         self.samples.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -173,13 +386,15 @@ impl SampleTiming {
 }
 
 /// A source and its slot, as owned by the sampling thread of its period.
-type GroupMember = (Box<dyn Sampler>, Arc<SourceSlot>);
+type GroupMember = (Box<dyn Sampler>, Arc<SourceSlot>, GlitchFilter);
 
 /// Runs the sampling threads and answers queries on the histories.
 /// `Send + Sync`: the daemon keeps it in an `Arc`.
 #[derive(Debug)]
 pub struct SamplingEngine {
     slots: Vec<Arc<SourceSlot>>,
+    stuck_after_ns: u64,
+    demand: Arc<RateDemand>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -229,17 +444,28 @@ impl SamplingEngine {
                 overruns: AtomicU64::new(0),
                 read_errors: AtomicU64::new(0),
                 wraps: AtomicU64::new(0),
+                glitches: AtomicU64::new(0),
+                glitch_times: Mutex::new(std::collections::VecDeque::new()),
+                last_change_ns: AtomicU64::new(0),
                 failure: Mutex::new(None),
             });
             slots.push(Arc::clone(&slot));
+            let filter = GlitchFilter {
+                range_j: source.sampler.counter_range_j(),
+                update_period_ns: d.update_period_ns,
+                ..GlitchFilter::default()
+            };
             groups
                 .entry(period_ns)
                 .or_default()
-                .push((source.sampler, slot));
+                .push((source.sampler, slot, filter));
         }
         let mut threads = Vec::new();
+        let demand = Arc::new(RateDemand::default());
         for (period_ns, members) in groups {
             let stop = Arc::clone(&stop);
+            let demand = Arc::clone(&demand);
+            let idle_period_ns = config.idle_period_ns.map(|p| p.max(period_ns));
             let fifo_priority = config.fifo_priority;
             let spawned = std::thread::Builder::new()
                 .name(format!("sampling-{period_ns}ns"))
@@ -250,7 +476,7 @@ impl SamplingEngine {
                             Err(e) => tracing::info!(period_ns, error = %e, "sampling thread keeps the normal scheduler (SCHED_FIFO refused)"),
                         }
                     }
-                    run_group(period_ns, members, &stop)
+                    run_group(period_ns, idle_period_ns, members, &stop, &demand)
                 });
             match spawned {
                 Ok(handle) => threads.push(handle),
@@ -259,6 +485,8 @@ impl SamplingEngine {
         }
         SamplingEngine {
             slots,
+            stuck_after_ns: config.stuck_after_ns,
+            demand,
             stop,
             threads: Mutex::new(threads),
         }
@@ -271,6 +499,11 @@ impl SamplingEngine {
     /// The sources, `SourceId(0..n)` in the order given to [`Self::start`].
     pub fn sources(&self) -> Vec<SourceInfo> {
         self.slots.iter().map(|s| s.info.clone()).collect()
+    }
+
+    /// Who needs the full sampling rate (see [`EngineConfig::idle_period_ns`]).
+    pub fn demand(&self) -> &Arc<RateDemand> {
+        &self.demand
     }
 
     /// Live statistics of a source.
@@ -288,7 +521,34 @@ impl SamplingEngine {
             overruns: slot.overruns.load(Ordering::Relaxed),
             read_errors: slot.read_errors.load(Ordering::Relaxed),
             wraps: slot.wraps.load(Ordering::Relaxed),
+            glitches: slot.glitches.load(Ordering::Relaxed),
+            stuck: self.stuck(slot, MonotonicNs::now()),
         })
+    }
+
+    fn stuck(&self, slot: &SourceSlot, now: MonotonicNs) -> bool {
+        let last_change = slot.last_change_ns.load(Ordering::Relaxed);
+        last_change != 0 && now.as_ns().saturating_sub(last_change) > self.stuck_after_ns
+    }
+
+    /// Glitches re-based within `[from, to]` and whether the counter is
+    /// stuck now: what an answer over that interval must say about its
+    /// provenance ([`CounterHealth::provenance`]).
+    pub fn health(&self, id: SourceId, from: MonotonicNs, to: MonotonicNs) -> CounterHealth {
+        let Some(slot) = self.slot(id) else {
+            return CounterHealth::default();
+        };
+        let glitches = slot
+            .glitch_times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|&&t| t >= from.as_ns() && t <= to.as_ns())
+            .count() as u64;
+        CounterHealth {
+            glitches,
+            stuck: self.stuck(slot, MonotonicNs::now()),
+        }
     }
 
     /// Sample-interval error of a source over the `window_ns` before its
@@ -399,20 +659,22 @@ pub fn sleep_until(deadline: MonotonicNs, stop: &AtomicBool) {
 /// Body of one sampling thread: reads every member at each deadline.
 fn run_group(
     period_ns: u64,
-    mut members: Vec<(Box<dyn Sampler>, Arc<SourceSlot>)>,
+    idle_period_ns: Option<u64>,
+    mut members: Vec<GroupMember>,
     stop: &AtomicBool,
+    demand: &RateDemand,
 ) {
     let mut deadline = MonotonicNs::now();
     while !stop.load(Ordering::Relaxed) && !members.is_empty() {
         let mut failed = Vec::new();
-        for (i, (sampler, slot)) in members.iter_mut().enumerate() {
+        for (i, (sampler, slot, filter)) in members.iter_mut().enumerate() {
             let before = MonotonicNs::now();
             let result = sampler.sample();
             let after = MonotonicNs::now();
             let t = MonotonicNs(before.as_ns() + after.saturating_sub(before) / 2);
             match result {
                 Ok(reading) => {
-                    slot.record(t, reading);
+                    slot.record(t, reading, filter);
                     slot.wraps.store(sampler.wraps(), Ordering::Relaxed);
                 }
                 Err(SampleError::Retry(why)) => {
@@ -432,19 +694,29 @@ fn run_group(
         for i in failed.into_iter().rev() {
             members.remove(i);
         }
-        deadline = deadline.saturating_add_ns(period_ns);
+        // No one needs the full rate: read at the idle period, in a sleep
+        // that demand ends at once.
+        let idle = idle_period_ns.filter(|_| !demand.is_full(MonotonicNs::now()));
+        let step_ns = idle.unwrap_or(period_ns);
+        deadline = deadline.saturating_add_ns(step_ns);
         let now = MonotonicNs::now();
         if now > deadline {
             // Deadlines already past are skipped, not caught up in a burst.
-            let missed = now.saturating_sub(deadline) / period_ns + 1;
-            if now.saturating_sub(deadline) >= period_ns {
-                for (_, slot) in &members {
+            let missed = now.saturating_sub(deadline) / step_ns + 1;
+            if now.saturating_sub(deadline) >= step_ns {
+                for (_, slot, _) in &members {
                     slot.overruns.fetch_add(missed - 1, Ordering::Relaxed);
                 }
             }
-            deadline = deadline.saturating_add_ns((missed - 1) * period_ns);
+            deadline = deadline.saturating_add_ns((missed - 1) * step_ns);
         }
-        sleep_until(deadline, stop);
+        if idle.is_some() {
+            demand.idle_sleep_until(deadline, stop);
+            // Woken by demand: the full rate starts now.
+            deadline = deadline.min(MonotonicNs::now());
+        } else {
+            sleep_until(deadline, stop);
+        }
     }
 }
 

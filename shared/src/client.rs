@@ -45,7 +45,47 @@ pub enum ClientError {
     /// The daemon answered with a response of the wrong kind.
     #[error("unexpected response from energyd: {0}")]
     Unexpected(String),
+    /// The daemon accepted the connection but did not answer in time: it
+    /// is running but busy (or stuck), which is not the same as absent.
+    #[error("energyd did not answer within {} s (busy or stuck; the connection is up)", .0.as_secs_f64())]
+    Timeout(Duration),
 }
+
+impl ClientError {
+    /// The daemon is unreachable or the connection to it is gone (not
+    /// running, restarted, crashed): reconnecting later may help, and a
+    /// request sent on this connection may or may not have been served.
+    pub fn daemon_gone(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Closed => true,
+            ClientError::Frame(FrameError::Truncated { .. }) => true,
+            ClientError::Frame(FrameError::Io(e)) => matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::NotConnected
+            ),
+            _ => false,
+        }
+    }
+
+    /// The daemon refused the request for now (rate limit, or a resource
+    /// such as connection or breakdown slots exhausted): retry later.
+    pub fn retry_later(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Daemon {
+                code: ErrorCode::RateLimited | ErrorCode::ResourceExhausted,
+                ..
+            }
+        )
+    }
+}
+
+/// How long a client waits for each answer by default.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connected, handshaken client.
 pub struct Client {
@@ -71,12 +111,31 @@ impl Client {
         client_name: &str,
         version: u32,
     ) -> Result<Client, ClientError> {
+        Self::connect_with(path, client_name, version, DEFAULT_READ_TIMEOUT)
+    }
+
+    /// Like [`Client::connect`], waiting at most `read_timeout` for each
+    /// answer ([`ClientError::Timeout`] past it).
+    pub fn connect_with_timeout(
+        path: &Path,
+        client_name: &str,
+        read_timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        Self::connect_with(path, client_name, PROTOCOL_VERSION, read_timeout)
+    }
+
+    fn connect_with(
+        path: &Path,
+        client_name: &str,
+        version: u32,
+        read_timeout: Duration,
+    ) -> Result<Client, ClientError> {
         let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
             path: path.to_owned(),
             source,
         })?;
         // A daemon that stops answering must not hang a training loop forever.
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        let _ = stream.set_read_timeout(Some(read_timeout));
         let mut client = Client {
             stream,
             daemon_version: String::new(),
@@ -114,8 +173,37 @@ impl Client {
     /// Sends one request and reads one response; a daemon error becomes
     /// [`ClientError::Daemon`].
     pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
-        frame::write_frame(&mut self.stream, req)?;
-        match frame::read_frame::<_, Response>(&mut self.stream, MAX_FRAME_LEN)? {
+        if let Err(e) = frame::write_frame(&mut self.stream, req) {
+            // A daemon that refuses a connection (ResourceExhausted) answers
+            // and closes at once, possibly before our request is written:
+            // its answer is still there to read, and says more than EPIPE.
+            if let Ok(Some(Response::Error { code, message })) =
+                frame::read_frame::<_, Response>(&mut self.stream, MAX_FRAME_LEN)
+            {
+                return Err(ClientError::Daemon { code, message });
+            }
+            return Err(e.into());
+        }
+        let answer = frame::read_frame::<_, Response>(&mut self.stream, MAX_FRAME_LEN).map_err(
+            |e| match e {
+                FrameError::Io(io)
+                    if matches!(
+                        io.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let timeout = self
+                        .stream
+                        .read_timeout()
+                        .ok()
+                        .flatten()
+                        .unwrap_or(DEFAULT_READ_TIMEOUT);
+                    ClientError::Timeout(timeout)
+                }
+                other => ClientError::Frame(other),
+            },
+        )?;
+        match answer {
             None => Err(ClientError::Closed),
             Some(Response::Error { code, message }) => Err(ClientError::Daemon { code, message }),
             Some(resp) => Ok(resp),
@@ -199,6 +287,26 @@ impl Client {
             }
         }
         Ok(totals)
+    }
+
+    /// Submits one batch idempotently (see [`Request::SubmitSpansOnce`]):
+    /// resending the same `batch_id` after a lost answer stores nothing
+    /// twice. The batch must fit one frame ([`SPANS_PER_FRAME`] spans).
+    /// Returns (accepted, rejected).
+    pub fn submit_spans_once(
+        &mut self,
+        batch_id: u64,
+        batch: &SpanBatch,
+    ) -> Result<(u64, u64), ClientError> {
+        match self.call(&Request::SubmitSpansOnce {
+            batch_id,
+            batch: batch.clone(),
+        })? {
+            Response::SpansAccepted { accepted, rejected } => {
+                Ok((u64::from(accepted), u64::from(rejected)))
+            }
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Per-domain and per-kernel energy of a tracked process.

@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod source;
 pub mod time;
 pub mod units;
+pub mod uploader;
 
 pub use protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
 pub use source::{Domain, Provenance, SourceId, SourceInfo};

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Version of this protocol. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A message from a client to the daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +70,20 @@ pub enum Request {
     Subscribe {
         /// Requested interval between updates.
         interval_ns: u64,
+    },
+    /// [`Request::SubmitSpans`], idempotent: the daemon remembers the
+    /// answer to each `batch_id` of the caller's uid (the most recent
+    /// `policy.remembered_batches_per_uid`), and answers a batch it has
+    /// already stored with that answer instead of storing it again. A
+    /// client whose answer was lost (timeout, daemon restart, broken
+    /// connection) can therefore resend the batch without duplicating it.
+    /// Ids are the client's: unique per uid (e.g. pid, start time and a
+    /// counter; see `client::SpanUploader`).
+    SubmitSpansOnce {
+        /// Unique per batch and uid.
+        batch_id: u64,
+        /// The spans.
+        batch: SpanBatch,
     },
 }
 

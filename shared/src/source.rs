@@ -182,4 +182,14 @@ pub struct SourceStats {
     pub read_errors: u64,
     /// Counter wraparounds corrected since start.
     pub wraps: u64,
+    /// Readings discarded as counter glitches since start: a step above
+    /// the plausible power bound or half the counter's range (a counter
+    /// that stepped back is otherwise taken for a wrap). Each was replaced
+    /// by the power before it over the same time (re-based), logged, and
+    /// energy answers over it carry `Estimated` provenance.
+    pub glitches: u64,
+    /// The counter has not moved for longer than any real load allows
+    /// (see `sampling::engine::STUCK_AFTER_NS`): its figures are not
+    /// measurements, and answers say `Estimated` instead of `Measured`.
+    pub stuck: bool,
 }

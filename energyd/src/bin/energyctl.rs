@@ -9,7 +9,7 @@ use attribution::spanfile::{
 };
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use shared::client::Client;
+use shared::client::{Client, ClientError};
 use shared::protocol::{Breakdown, EnergyReport, PowerSnapshot, SpanBatch};
 use shared::source::SourceInfo;
 use shared::{Domain, MonotonicNs, SourceId};
@@ -158,9 +158,15 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     let socket = args
         .socket
         .unwrap_or_else(shared::paths::client_default_socket);
+    // The hint is for an absent daemon only: one that is up but slow to
+    // answer gets its own message (ClientError::Timeout).
     let connect = || {
-        Client::connect(&socket, "energyctl")
-            .with_context(|| "is energyd running? start it with `energyd --user`")
+        Client::connect(&socket, "energyctl").map_err(|e| match e {
+            e @ ClientError::Connect { .. } => {
+                anyhow::Error::new(e).context("is energyd running? start it with `energyd --user`")
+            }
+            other => anyhow::Error::new(other),
+        })
     };
     match args.command {
         Command::Status { json } => {
@@ -424,6 +430,38 @@ fn run_command(
         eprintln!("energyctl: could not track process {pid}: {e}");
         return Ok(ExitCode::from(code));
     }
+    // From here on the command has run: whatever happens to energyd (it
+    // died, restarted, timed out), energyctl exits with the command's
+    // status and says once why there is no report.
+    if let Err(e) = report_run(
+        &mut client,
+        &sources,
+        command,
+        spans,
+        top,
+        json,
+        pid,
+        (start, end),
+        code,
+    ) {
+        eprintln!("energyctl: no energy report for process {pid}: {e:#}");
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// The report half of `energyctl run`, once the command has exited.
+#[allow(clippy::too_many_arguments)]
+fn report_run(
+    client: &mut Client,
+    sources: &[shared::SourceInfo],
+    command: &[String],
+    spans: Option<&(PathBuf, SpanFileOptions)>,
+    top: usize,
+    json: bool,
+    pid: u32,
+    (start, end): (MonotonicNs, MonotonicNs),
+    code: u8,
+) -> anyhow::Result<()> {
     // Let the tracker take its last sample of the exited process.
     std::thread::sleep(Duration::from_millis(60));
     let mut notes = Vec::new();
@@ -434,7 +472,7 @@ fn run_command(
         match read_span_file(path, options) {
             Ok(file) => {
                 let tree = CallForest::build(&file, &CallTreeOptions::default());
-                let (accepted, rejected) = submit_spans(&mut client, &tree, Some(pid))?;
+                let (accepted, rejected) = submit_spans(client, &tree, Some(pid))?;
                 notes.push(format!(
                     "{accepted} self-time segments of {} spans from {} ({}), {rejected} refused",
                     file.spans.len(),
@@ -448,10 +486,10 @@ fn run_command(
     }
     let mut breakdown = client.breakdown(pid, Some(start), Some(end))?;
     breakdown.notes.extend(notes);
-    let table = forest.map(|f| OpTable::build(&f, &breakdown, &sources));
+    let table = forest.map(|f| OpTable::build(&f, &breakdown, sources));
     let title = format!("'{}' (pid {pid})", command.join(" "));
     print_breakdown(
-        &sources,
+        sources,
         &breakdown,
         table.as_ref(),
         top,
@@ -459,7 +497,7 @@ fn run_command(
         Some(code),
         json,
     )?;
-    Ok(ExitCode::from(code))
+    Ok(())
 }
 
 /// Spans sent per request: far below the frame limit.
