@@ -26,6 +26,11 @@ const POWERCAP_ONLY: &str = r#"
 [sources]
 rapl = "powercap"
 nvml = false
+
+# Full rate from the start: the test checks wraps seen at 1 kHz, and an idle
+# daemon would sample at 10 Hz until the first query.
+[sampling]
+idle_period_ms = 0
 "#;
 
 /// Counter range of the fixture zones: 20 J, so the package counter wraps
