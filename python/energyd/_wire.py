@@ -19,7 +19,7 @@ value.
 import struct
 
 MAX_FRAME_LEN = 1 << 20
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class WireError(Exception):
@@ -90,6 +90,8 @@ SOURCE_STATS = (
         ("overruns", "u64"),
         ("read_errors", "u64"),
         ("wraps", "u64"),
+        ("glitches", "u64"),
+        ("stuck", "bool"),
     ],
 )
 PEER_INFO = (

@@ -63,9 +63,12 @@ pub struct SearchArgs {
     /// Search-space TOML (defaults to the bundled MLP space).
     #[arg(long)]
     pub space: Option<PathBuf>,
-    /// Search strategy: random, evolution, nsga2, hyperband.
-    #[arg(long, default_value = "nsga2")]
-    pub strategy: String,
+    /// Search strategy: random, evolution, nsga2, sha, hyperband, tpe,
+    /// lamoo, lamoo-tpe, optionally with `:key=value,…` settings (default:
+    /// `nas_search::strategy::default_spec_for_budget`, LaMOO sized to the
+    /// budget: a model-based strategy once a few trials exist).
+    #[arg(long)]
+    pub strategy: Option<String>,
     /// Seed of the strategy's random choices.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -134,9 +137,10 @@ pub struct CompareArgs {
     /// Seed of the strategies' random choices.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Strategy of both searches (only the objectives differ).
-    #[arg(long, default_value = "nsga2")]
-    pub strategy: String,
+    /// Strategy of both searches (only the objectives differ); the same
+    /// choices and default as `search --strategy`.
+    #[arg(long)]
+    pub strategy: Option<String>,
     /// Threads per training process (default: cores / workers).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -373,7 +377,8 @@ pub fn search(args: SearchArgs) -> Result<()> {
     )?;
     let objectives = objective_set(&args.objectives, &args.constraints, &evaluator)?;
     let space = search_space(args.space.as_deref(), &evaluator)?;
-    let strategy = strategy_from_spec(&args.strategy).context("--strategy")?;
+    let strategy = strategy_from_spec(&strategy_spec(args.strategy.as_deref(), args.budget))
+        .context("--strategy")?;
     let spec = StudySpec {
         space,
         objectives,
@@ -511,7 +516,8 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         )?;
         let objectives = objective_set(objectives, constraints, &evaluator)?;
         let space = search_space(args.space.as_deref(), &evaluator)?;
-        let strategy = strategy_from_spec(&args.strategy).context("--strategy")?;
+        let strategy = strategy_from_spec(&strategy_spec(args.strategy.as_deref(), args.budget))
+            .context("--strategy")?;
         let spec = StudySpec {
             space,
             objectives,
@@ -552,7 +558,9 @@ pub fn compare(args: CompareArgs) -> Result<()> {
                 &evaluator,
             )?);
             let space = search_space(args.space.as_deref(), &evaluator)?;
-            let strategy = strategy_from_spec(&args.strategy).context("--strategy")?;
+            let strategy =
+                strategy_from_spec(&strategy_spec(args.strategy.as_deref(), args.budget))
+                    .context("--strategy")?;
             let spec = StudySpec {
                 space,
                 objectives,
@@ -1090,4 +1098,12 @@ fn sanitize(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The strategy a user named, or the default for the budget.
+fn strategy_spec(named: Option<&str>, budget: u32) -> String {
+    named.map_or_else(
+        || nas_search::strategy::default_spec_for_budget(budget as usize),
+        str::to_owned,
+    )
 }
