@@ -16,8 +16,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use nas_search::evaluator::{Evaluator, TableColumns, TableEvaluator};
 use nas_search::objective::{Constraint, Direction, Metrics, Objective, ObjectiveSet};
+use nas_search::payback::{
+    BaselineModel, CarbonIntensities, GramsCo2PerKwh, PaybackSettings, PredictionsPerDay,
+};
 use nas_search::prescreen::{Prescreen, PrescreenCounts};
-use nas_search::report::{summarize, write_report_for, ReportSummary};
+use nas_search::report::{summarize, summarize_with, write_report_with, ReportSummary};
 use nas_search::runner::{run_study, Progress, RunOptions};
 use nas_search::space::SearchSpace;
 use nas_search::strategy::strategy_from_spec;
@@ -108,6 +111,45 @@ pub struct ReportArgs {
     /// Print a JSON summary (finished_trials, front, hypervolume) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Whether the search pays for itself: rate, baseline, carbon.
+    #[command(flatten)]
+    pub payback: PaybackArgs,
+}
+
+/// What a payback is computed against (`report` and `compare`).
+#[derive(Debug, Clone, Args)]
+pub struct PaybackArgs {
+    /// Predictions the deployed network serves per day: the payback is
+    /// also stated in days.
+    #[arg(long)]
+    pub predictions_per_day: Option<PredictionsPerDay>,
+    /// Inference energy of the model in use today, joules per 1000
+    /// predictions: the saving is also measured against it.
+    #[arg(long)]
+    pub baseline_energy_per_1000: Option<f64>,
+    /// One-sigma uncertainty of --baseline-energy-per-1000, joules.
+    #[arg(long, requires = "baseline_energy_per_1000")]
+    pub baseline_energy_sigma: Option<f64>,
+    /// Accuracy of the model in use today (fraction).
+    #[arg(long, requires = "baseline_energy_per_1000")]
+    pub baseline_accuracy: Option<f64>,
+    /// Grid carbon intensity, gCO2/kWh: the payback is also stated in CO2.
+    #[arg(long)]
+    pub carbon_intensity: Option<GramsCo2PerKwh>,
+}
+
+impl PaybackArgs {
+    fn settings(&self) -> Result<PaybackSettings> {
+        Ok(PaybackSettings {
+            baseline: self
+                .baseline_energy_per_1000
+                .map(|e| BaselineModel::new(e, self.baseline_energy_sigma, self.baseline_accuracy))
+                .transpose()
+                .context("--baseline-energy-per-1000")?,
+            predictions_per_day: self.predictions_per_day,
+            carbon: self.carbon_intensity.map(CarbonIntensities::uniform),
+        })
+    }
 }
 
 /// Arguments of `nas-client compare`.
@@ -155,6 +197,9 @@ pub struct CompareArgs {
     /// with the measured one on measured hypervolume and energy spent.
     #[command(flatten)]
     pub calibration: CalibrationFileArgs,
+    /// Whether the energy-aware search pays for itself: rate, baseline, carbon.
+    #[command(flatten)]
+    pub payback: PaybackArgs,
     /// Print the comparison as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -458,10 +503,12 @@ pub fn search(args: SearchArgs) -> Result<()> {
 pub fn report(args: ReportArgs) -> Result<()> {
     let (spec, trials) = load_study(&args.study)?;
     let spec = with_derived_references(&spec, &trials);
+    let settings = args.payback.settings()?;
     let summary = match &args.out {
         Some(out) => {
-            let (summary, files) = write_report_for(&spec, &trials, &args.study, out)
-                .with_context(|| format!("writing the report into {}", out.display()))?;
+            let (summary, files) =
+                write_report_with(&spec, &trials, &args.study, out, &settings)
+                    .with_context(|| format!("writing the report into {}", out.display()))?;
             if !args.json {
                 for f in &files.files {
                     println!("wrote {}", f.display());
@@ -472,12 +519,15 @@ pub fn report(args: ReportArgs) -> Result<()> {
             }
             summary
         }
-        None => summarize(&spec, &trials),
+        None => summarize_with(&spec, &trials, &settings),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&summary, &args.study);
+        for line in summary.decision_text() {
+            println!("{line}");
+        }
     }
     Ok(())
 }
@@ -593,6 +643,28 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     let comparison = nas_search::compare::compare(&studies[0].1, &studies[1].1, &options)
         .context("comparing the two searches")?;
     let spent = nas_search::report::search_energy;
+    let payback = nas_search::compare::compare_report(
+        &studies[0].1,
+        &studies[1].1,
+        calibrated.as_ref().map(|(_, run)| run.trials.as_slice()),
+        &options,
+        &args.payback.settings()?,
+    )
+    .context("comparing the two searches")?;
+    let energy_aware_spec = load_study(&studies[1].0)?.0;
+    let report_dir = dir.join("report");
+    let report_files = nas_search::compare::write_compare_report(
+        &payback,
+        (&energy_aware_spec, &studies[1].1),
+        &studies[0].1,
+        &report_dir,
+    )
+    .with_context(|| {
+        format!(
+            "writing the comparison report into {}",
+            report_dir.display()
+        )
+    })?;
     let calibration_figures = calibrated
         .as_ref()
         .map(|(_, run)| calibration_comparison(&studies[1].1, &run.trials));
@@ -603,6 +675,8 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             "comparison": comparison,
             "search_energy_conventional": spent(&studies[0].1),
             "search_energy_energy_aware": spent(&studies[1].1),
+            "payback": payback,
+            "report_files": report_files.files,
         });
         if let (Some((file, run)), Some(figures), Some(obj)) =
             (&calibrated, &calibration_figures, v.as_object_mut())
@@ -711,6 +785,10 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             _ => println!("  search energy    : not measured"),
         }
     }
+    for line in payback.decision_text() {
+        println!("{line}");
+    }
+    println!("report: {}", report_dir.join("summary.md").display());
     Ok(())
 }
 
