@@ -92,6 +92,12 @@ trial_metrics! {
     InferenceEnergyJPer1k => ("inference_energy_j_per_1k", "J per 1000 rows", Minimize, Measured),
     /// Training energy, measured by energyd.
     TrainingEnergyJ => ("training_energy_j", "J", Minimize, Measured),
+    /// energyd's one-sigma uncertainty of the inference energy per 1000
+    /// rows (a payback states its range from it).
+    InferenceEnergySigmaJPer1k => ("inference_energy_sigma_j_per_1k", "J per 1000 rows", Minimize, Measured),
+    /// energyd's one-sigma uncertainty of the trial's energy (training and
+    /// inference phases, independent), for the search energy's range.
+    EnergySpentSigmaJ => ("energy_spent_sigma_j", "J", Minimize, Measured),
     /// Inference time per 1000 rows.
     LatencyMsPer1k => ("latency_ms_per_1k", "ms per 1000 rows", Minimize, Measured),
     /// Trainable parameters.
@@ -374,6 +380,21 @@ pub fn trial_result(report: &TrainReport) -> Result<TrialResult, EvalError> {
         energy.map(|e| e.train.process_j),
     );
     let inference = &report.inference;
+    // Names shared with nas_search::payback::metric, which reads them.
+    put(
+        TrialMetric::InferenceEnergySigmaJPer1k,
+        energy
+            .and_then(|e| e.inference.as_ref())
+            .filter(|_| inference.rows > 0)
+            .map(|p| p.uncertainty_j / inference.rows as f64 * 1000.0),
+    );
+    put(
+        TrialMetric::EnergySpentSigmaJ,
+        energy.map(|e| {
+            let inf = e.inference.as_ref().map_or(0.0, |p| p.uncertainty_j);
+            e.train.uncertainty_j.hypot(inf)
+        }),
+    );
     put(
         TrialMetric::LatencyMsPer1k,
         (inference.rows > 0)
@@ -505,6 +526,52 @@ mod tests {
         assert_eq!(r.energy_spent_j, None);
         assert!(!r.metrics.contains_key(metric::INFERENCE_ENERGY_J_PER_1K));
         assert!(r.notes.iter().any(|n| n.contains("energyd not used")));
+    }
+
+    #[test]
+    fn energyd_uncertainties_become_the_metrics_paybacks_read() {
+        assert_eq!(
+            TrialMetric::InferenceEnergySigmaJPer1k.name(),
+            nas_search::payback::metric::INFERENCE_ENERGY_SIGMA_J_PER_1K
+        );
+        assert_eq!(
+            TrialMetric::EnergySpentSigmaJ.name(),
+            nas_search::payback::metric::ENERGY_SPENT_SIGMA_J
+        );
+        let ds = bundled::load("phoneme", 0).unwrap();
+        let mut config = train_config(
+            &Config::from_json(r#"{"n_layers":1,"width_1":8,"epochs":1}"#).unwrap(),
+            1.0,
+        )
+        .unwrap();
+        config.threads = 1;
+        config.inference_min_ns = 0;
+        let mut report = tabular_nn::train_and_evaluate(&ds, &config, None, &mut |_| {}).unwrap();
+        let phase = |j: f64, sigma: f64| tabular_nn::meter::PhaseEnergy {
+            from_ns: 0,
+            to_ns: 1,
+            process_j: j,
+            uncertainty_j: sigma,
+            provenance: shared::Provenance::Estimated,
+            domains: Vec::new(),
+            kernels: Vec::new(),
+            notes: Vec::new(),
+        };
+        let rows = report.inference.rows as f64;
+        assert!(rows > 0.0);
+        report.energy = Some(tabular_nn::train::RunEnergy {
+            train: phase(12.0, 0.3),
+            inference: Some(phase(2.0, 0.4)),
+            inference_j_per_1000_rows: Some(2.0 / rows * 1000.0),
+            spans_accepted: 0,
+            spans_rejected: 0,
+        });
+        let r = trial_result(&report).unwrap();
+        let sigma_1k = r.metrics[TrialMetric::InferenceEnergySigmaJPer1k.name()];
+        assert!((sigma_1k - 0.4 / rows * 1000.0).abs() < 1e-12, "{sigma_1k}");
+        // Independent phases: 0.3 and 0.4 in quadrature.
+        let spent = r.metrics[TrialMetric::EnergySpentSigmaJ.name()];
+        assert!((spent - 0.5).abs() < 1e-12, "{spent}");
     }
 
     #[test]
