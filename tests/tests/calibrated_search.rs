@@ -60,7 +60,9 @@ fn synthetic_calibration(machine: MachineFingerprint) -> Calibration {
     }
 }
 
-/// A small space: few, small, short trainings.
+/// A small space: few, small, short trainings — but each long enough
+/// (tens of ms) to span several of energyd's 10 ms activity samples: a
+/// 6 ms training could fall between two and measure 0 J.
 const SPACE: &str = r#"
 [[param]]
 name = "n_layers"
@@ -83,8 +85,8 @@ choices = ["relu", "tanh"]
 [[param]]
 name = "epochs"
 type = "int"
-low = 2
-high = 3
+low = 10
+high = 12
 "#;
 
 fn search(
