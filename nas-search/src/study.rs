@@ -420,8 +420,23 @@ fn open_connection(file: &Path) -> Result<Connection, StudyError> {
     // than fail; a proposal holds it for well under a millisecond.
     conn.busy_timeout(Duration::from_secs(60))
         .map_err(sql(file))?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(sql(file))?;
+    // Switching a fresh file to WAL takes an exclusive lock, and SQLite
+    // answers SQLITE_BUSY at once, without the busy handler, where waiting
+    // could deadlock: two processes opening a new study together both hold
+    // a shared lock here. Retry, bounded like the busy timeout.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => break,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(sql(file)(e)),
+        }
+    }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sql(file))?;
     Ok(conn)
