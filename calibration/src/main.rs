@@ -110,8 +110,9 @@ enum Cmd {
         #[arg(long)]
         calibration: PathBuf,
     },
-    /// One thread count of a run (the GEMM thread count is fixed per
-    /// process, so `run` starts one worker per thread count).
+    /// One thread count of a run (`run` starts one worker process per
+    /// thread count, so each count's measurements start from a fresh
+    /// process).
     #[command(hide = true)]
     MeasureWorker {
         #[arg(long)]
@@ -305,7 +306,6 @@ fn measure_worker(
     threads: u32,
     runner: RunnerKind,
 ) -> anyhow::Result<()> {
-    trainer::set_gemm_threads(threads);
     let runner_kind = runner;
     let mut runner = trainer::kernel_runner(runner);
     let mut meter = DaemonMeter::connect(socket, "calibration-worker")
@@ -451,7 +451,6 @@ fn validate(
     threads: u32,
     runner: RunnerKind,
 ) -> anyhow::Result<()> {
-    trainer::set_gemm_threads(threads);
     let socket = socket_or_default(socket);
     let calibration = Calibration::load_unchecked(path)?;
     let mut meter = DaemonMeter::connect(&socket, "calibration-validate")

@@ -36,13 +36,6 @@ impl RunnerKind {
     }
 }
 
-/// Fixes the GEMM thread count of this process. matrixmultiply reads
-/// `MATMUL_NUM_THREADS` once, at the first GEMM, so this must run before
-/// any kernel; it is why `run` uses one worker process per thread count.
-pub fn set_gemm_threads(threads: u32) {
-    tabular_nn::threads::set_gemm_threads(threads.max(1) as usize);
-}
-
 /// Kernel types of a runner: for the trainer, every kind it records.
 pub fn kernel_names(kind: RunnerKind) -> Vec<String> {
     match kind {

@@ -63,7 +63,6 @@ pub fn run_isolated(
     iters: u32,
 ) -> Result<IsolatedTiming, IsolatedError> {
     let dims = dense_dims(kind, shape)?;
-    crate::threads::set_gemm_threads(threads);
     let pool = isolated_pool(threads)?;
     pool.install(|| isolated_inner(kind, shape, dims, iters.max(1)))
 }

@@ -28,6 +28,7 @@
 pub mod baselines;
 pub mod bench;
 pub mod data;
+pub mod gemm;
 pub mod kernels;
 pub mod meter;
 pub mod metrics;

@@ -27,8 +27,8 @@
 use super::param::{grown, GradBuf};
 pub use super::param::{Buffer, Param, ParamId, WidthError};
 pub use super::visit::{LayerKind, LayerRef, Observer};
+use crate::gemm::gemm;
 use crate::kernels::{span_end, span_start, KernelKind, SpanSink};
-use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array1, Array2, ArrayView2, Axis, Zip};
 pub use nn_plan::{Activation, Norm, RELU_SURROGATE_BETA};
 use rand::rngs::SmallRng;
@@ -329,7 +329,7 @@ impl Linear {
         let t = span_start(ctx.sink);
         let (ai, ao) = (self.active_in, self.active_out);
         let (beta, mut gw) = self.grad_weight.begin(ai, ao);
-        general_mat_mul(1.0, &input.t(), &grad_out, beta, &mut gw);
+        gemm(1.0, &input.t(), &grad_out, beta, &mut gw.view_mut());
         let (beta, mut gb) = self.grad_bias.begin(1, ao);
         let mut gb = gb.row_mut(0);
         if beta == 0.0 {
@@ -346,7 +346,7 @@ impl Linear {
         let t = span_start(ctx.sink);
         ensure(&mut self.grad_in, grad_out.nrows(), self.active_in);
         let w = self.weight.slice(s![..self.active_in, ..self.active_out]);
-        general_mat_mul(1.0, &grad_out, &w.t(), 0.0, &mut self.grad_in);
+        gemm(1.0, &grad_out, &w.t(), 0.0, &mut self.grad_in.view_mut());
         span_end(ctx.sink, KernelKind::LinearBwdData, t);
     }
 }
@@ -371,7 +371,7 @@ impl Layer for Linear {
         self.out.assign(&self.bias.slice(s![..ao]));
         // At full width the slice is the whole contiguous matrix.
         let w = self.weight.slice(s![..self.active_in, ..ao]);
-        general_mat_mul(1.0, &input, &w, 1.0, &mut self.out);
+        gemm(1.0, &input, &w, 1.0, &mut self.out.view_mut());
         span_end(ctx.sink, KernelKind::LinearFwd, t);
     }
     fn output(&self) -> ArrayView2<'_, f32> {

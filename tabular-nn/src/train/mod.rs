@@ -3,8 +3,8 @@
 //! inference timing, kernel times and (with energyd) energy.
 //!
 //! Entry point: [`train_and_evaluate`]. Everything it does runs on a rayon
-//! pool of [`TrainConfig::threads`] threads and with as many GEMM threads,
-//! and every op is a kernel span recorded by a
+//! pool of [`TrainConfig::threads`] threads (its GEMMs too, see
+//! [`crate::gemm`]), and every op is a kernel span recorded by a
 //! [`SpanRecorder`](crate::kernels::SpanRecorder).
 
 pub mod loss;
@@ -251,7 +251,6 @@ pub fn train_and_evaluate(
     on_epoch: &mut (dyn FnMut(&EpochRecord) + Send),
 ) -> Result<TrainReport, TrainError> {
     validate(config)?;
-    crate::threads::set_gemm_threads(config.threads);
     let pool = crate::threads::build_pool(config.threads).map_err(|e| TrainError::ThreadPool {
         threads: config.threads,
         message: e.to_string(),
