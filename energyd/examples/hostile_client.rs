@@ -162,15 +162,15 @@ fn main() -> ExitCode {
             match c.breakdown(pid, Some(start), None) {
                 Ok(bd) => {
                     let with_energy = bd.kernels.iter().filter(|k| k.energy_j.is_some()).count();
-                    let figures = bd
-                        .notes
-                        .iter()
-                        .filter(|n| n.contains(" W") && n.chars().any(|c| c.is_ascii_digit()))
-                        .count();
+                    let figures = bd.notes.iter().filter(|n| watts_given(n)).count();
                     println!(
                         "mode=madeup spans={} kernels_with_energy={with_energy} notes_with_watts={figures}",
                         b.spans.len()
                     );
+                    // What was given back, so a reader can judge it.
+                    for n in &bd.notes {
+                        println!("  note: {n}");
+                    }
                 }
                 Err(e) => println!("mode=madeup error={e}"),
             }
@@ -214,4 +214,11 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Whether a note states a power figure: a number right before " W" (the
+/// policy withholds numbers as `#`, so "idle # W" gives nothing away).
+fn watts_given(note: &str) -> bool {
+    note.match_indices(" W")
+        .any(|(i, _)| note[..i].ends_with(|c: char| c.is_ascii_digit()))
 }
