@@ -26,6 +26,7 @@ use attribution::{
     attribute_spans, process_share, ActivitySeries, AttributionInterval, EnergySeries, IdlePower,
     KernelConfig, KernelSpan, MachineActivity, ProcessEnergy, ProcessShareConfig, SeriesMeta,
 };
+use sampling::activity::CpuTimeSource;
 use shared::protocol::{AttributionMethod, Breakdown, DomainShare, KernelEnergy};
 use shared::{Domain, MonotonicNs, SourceInfo};
 use std::collections::BTreeMap;
@@ -90,8 +91,20 @@ pub fn compute(
             }
         }
     };
+    // The precision of the process's CPU time is how it was counted, not
+    // what the configuration asked for: perf may have been refused (a
+    // sandbox, perf_event_paranoid) or the tree may be past its counter cap.
+    let cpu_time_source = state.tracker.cpu_time_source(tracked.key);
+    if state.config.activity.use_task_clock && cpu_time_source == Some(CpuTimeSource::ProcfsTicks) {
+        notes.push(
+            "the process's CPU time was counted from procfs ticks, not per-thread task-clock \
+             counters (perf refused, or the process tree past its counter cap): activity \
+             shares are at tick precision"
+                .to_owned(),
+        );
+    }
     let share_config = ProcessShareConfig {
-        activity_resolution_ns: if state.config.activity.use_task_clock {
+        activity_resolution_ns: if cpu_time_source == Some(CpuTimeSource::TaskClock) {
             TASK_CLOCK_RESOLUTION_NS
         } else {
             PROCFS_TICK_NS

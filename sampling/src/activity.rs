@@ -118,6 +118,18 @@ pub struct ProcessCpu {
     pub coverage: f64,
 }
 
+/// How a tracked tree's CPU time was counted, which bounds how finely it
+/// can be split in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuTimeSource {
+    /// Every member by per-thread perf task-clock counters (nanoseconds).
+    TaskClock,
+    /// At least one member, at some time, only by `/proc/<pid>/stat`
+    /// ticks: perf refused or not asked for, or the tree past its counter
+    /// cap.
+    ProcfsTicks,
+}
+
 /// Which tracked tree a query means. Trees tracked with
 /// [`ActivityTracker::track`] are keyed by their pid (`key == pid`);
 /// [`ActivityTracker::track_process`] keys a tree by the caller's own key
@@ -136,6 +148,8 @@ struct TrackedView {
     include_children: bool,
     since: MonotonicNs,
     exited: bool,
+    /// How its CPU time was counted so far.
+    cpu_time_source: CpuTimeSource,
     /// (t, cumulative CPU ns of the tree).
     series: TimeRing<u64>,
 }
@@ -364,6 +378,16 @@ impl Member {
         })
     }
 
+    /// Closes what an exited member no longer needs (counters, pidfd, the
+    /// task directory and children files); its last CPU time stays.
+    fn release_handles(&mut self) {
+        self.clocks = None;
+        self.pidfd = None;
+        self.task_dir = None;
+        self.threads.clear();
+        self.children_files.clear();
+    }
+
     /// Perf counters this member holds (one per listed thread).
     fn perf_threads(&self) -> usize {
         if self.clocks.is_some() {
@@ -511,6 +535,8 @@ struct TreeWork {
     /// child stays listed in its parent's `children` as a zombie until it
     /// is reaped, and must not be counted again then.
     counted_exits: HashSet<(u32, u64)>,
+    /// Whether a live member was ever counted without task-clock counters.
+    counted_by_ticks: bool,
 }
 
 impl TreeWork {
@@ -524,6 +550,7 @@ impl TreeWork {
         let status = read_status(proc_root, root)?;
         let member = Member::open(proc_root, root, use_task_clock, perf_allowance)
             .ok_or(TrackError::NotFound { pid: root })?;
+        let counted_by_ticks = member.clocks.is_none();
         let mut members = HashMap::new();
         members.insert(root, member);
         Ok(TreeWork {
@@ -533,6 +560,7 @@ impl TreeWork {
             members,
             exited_cpu_ns: 0,
             counted_exits: HashSet::new(),
+            counted_by_ticks,
         })
     }
 
@@ -546,6 +574,14 @@ impl TreeWork {
     /// Perf counters the tree holds.
     fn perf_threads(&self) -> usize {
         self.members.values().map(Member::perf_threads).sum()
+    }
+
+    fn cpu_time_source(&self) -> CpuTimeSource {
+        if self.counted_by_ticks {
+            CpuTimeSource::ProcfsTicks
+        } else {
+            CpuTimeSource::TaskClock
+        }
     }
 
     fn sample(
@@ -573,6 +609,9 @@ impl TreeWork {
                 &mut frontier,
             );
             used = used - own + member.perf_threads();
+            // An exited root has let its counters go (below): not a fallback.
+            let released = pid == root && self.root_exited;
+            self.counted_by_ticks |= member.clocks.is_none() && !released;
             if state == MemberState::Gone {
                 gone.push(pid);
             }
@@ -580,7 +619,14 @@ impl TreeWork {
         for pid in gone {
             if pid == root {
                 self.root_exited = true;
-                continue; // the root stays: its value is part of the history
+                // The root stays (its value is part of the history), but
+                // its counters, pidfd and listings can no longer tell
+                // anything: give the descriptors back now rather than when
+                // the record expires.
+                if let Some(m) = self.members.get_mut(&pid) {
+                    m.release_handles();
+                }
+                continue;
             }
             if let Some(m) = self.members.remove(&pid) {
                 self.exited_cpu_ns += m.cpu_ns;
@@ -607,6 +653,7 @@ impl TreeWork {
                 match state {
                     MemberState::Alive => {
                         used += member.perf_threads();
+                        self.counted_by_ticks |= member.clocks.is_none();
                         self.members.insert(child, member);
                     }
                     // First seen already exited: its CPU time counts once.
@@ -694,6 +741,7 @@ impl ActivityTracker {
             include_children,
             since: MonotonicNs::now(),
             exited: false,
+            cpu_time_source: CpuTimeSource::TaskClock,
             series: TimeRing::new(capacity),
         });
         view.include_children = include_children;
@@ -729,6 +777,17 @@ impl ActivityTracker {
     /// When tracking of tree `key` started.
     pub fn tracked_since(&self, key: impl Into<TreeKey>) -> Option<MonotonicNs> {
         self.inner.read().tracked.get(&key.into()).map(|v| v.since)
+    }
+
+    /// How tree `key`'s CPU time has been counted so far (`None` for an
+    /// untracked tree). A tree is [`CpuTimeSource::TaskClock`] until its
+    /// first sample; the precision of its activity shares follows this.
+    pub fn cpu_time_source(&self, key: impl Into<TreeKey>) -> Option<CpuTimeSource> {
+        self.inner
+            .read()
+            .tracked
+            .get(&key.into())
+            .map(|v| v.cpu_time_source)
     }
 
     /// Whether the tracked root process has exited (its history is kept
@@ -922,13 +981,13 @@ fn run(inner: &Inner) {
                         // Another process now holds the pid: the tracked
                         // one is gone, and the newcomer is not ours.
                         Ok(t) if start_ticks.is_some_and(|s| t.root_start_ticks() != Some(s)) => {
-                            results.push((key, None, true));
+                            results.push((key, None, true, None));
                             continue;
                         }
                         Ok(t) => e.insert(t),
                         Err(_) => {
                             // Gone between track() and now: an exit with no CPU history.
-                            results.push((key, None, true));
+                            results.push((key, None, true, None));
                             continue;
                         }
                     }
@@ -937,7 +996,12 @@ fn run(inner: &Inner) {
             tree.include_children = include_children;
             let cumulative = tree.sample(&proc_root, pid, use_task_clock, &exited, allowance);
             total_used = total_used - own + tree.perf_threads();
-            results.push((key, Some(cumulative), tree.root_exited));
+            results.push((
+                key,
+                Some(cumulative),
+                tree.root_exited,
+                Some(tree.cpu_time_source()),
+            ));
         }
         let t = MonotonicNs::now();
         let machine_now = machine.as_mut().and_then(|m| m.read().ok());
@@ -946,10 +1010,13 @@ fn run(inner: &Inner) {
             if let Some(m) = machine_now {
                 state.machine.push(t.as_ns(), (m.busy_ns, m.total_ns));
             }
-            for (key, cumulative, exited) in results {
+            for (key, cumulative, exited, source) in results {
                 if let Some(view) = state.tracked.get_mut(&key) {
                     if let Some(c) = cumulative {
                         view.series.push(t.as_ns(), c);
+                    }
+                    if let Some(source) = source {
+                        view.cpu_time_source = source;
                     }
                     view.exited = exited;
                 }

@@ -6,7 +6,7 @@
 //! This test tracks its own process (one test in this file, so nothing
 //! else opens descriptors meanwhile) with 300 parked threads.
 
-use sampling::activity::{ActivityConfig, ActivityTracker};
+use sampling::activity::{ActivityConfig, ActivityTracker, CpuTimeSource};
 use shared::MonotonicNs;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -57,6 +57,11 @@ fn a_process_with_many_threads_does_not_cost_a_descriptor_each() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let held = perf_fds();
+    // Past the cap the tree is counted from procfs, and says so.
+    assert_eq!(
+        tracker.cpu_time_source(me),
+        Some(CpuTimeSource::ProcfsTicks)
+    );
     // CPU time is still counted (from procfs beyond the cap).
     let samples = tracker.cpu_samples(me, MonotonicNs(0), MonotonicNs::now());
     assert!(samples.windows(2).all(|w| w[1].1 >= w[0].1));
