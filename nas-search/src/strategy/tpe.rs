@@ -534,14 +534,23 @@ impl Parzen {
                     let min_sigma = range / (1.0 + n_kernels as f64).min(100.0);
                     let mut sigmas: Vec<f64> = vec![sigma0.clamp(min_sigma, range); n];
                     sigmas.push(range);
+                    // Kernels with the same centre and bandwidth (all but
+                    // the prior share one) have the same truncation mass:
+                    // computed once per distinct pair.
+                    let mut norm_of: std::collections::HashMap<(u64, u64), f64> =
+                        std::collections::HashMap::new();
                     let log_norms = mus
                         .iter()
                         .zip(&sigmas)
                         .map(|(mu, sigma)| {
-                            (std_normal_cdf((high - mu) / sigma)
-                                - std_normal_cdf((low - mu) / sigma))
-                            .max(1e-300)
-                            .ln()
+                            *norm_of
+                                .entry((mu.to_bits(), sigma.to_bits()))
+                                .or_insert_with(|| {
+                                    (std_normal_cdf((high - mu) / sigma)
+                                        - std_normal_cdf((low - mu) / sigma))
+                                    .max(1e-300)
+                                    .ln()
+                                })
                         })
                         .collect::<Vec<f64>>();
                     let levels = discrete.then(|| Levels::of(&mus[..n], &log_norms[..n]));
