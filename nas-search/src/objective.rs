@@ -394,8 +394,26 @@ pub fn dominates(a: &[f64], b: &[f64]) -> bool {
 /// over the whole history. Non-finite coordinates break the ordering
 /// argument, so such inputs take the all-pairs path.
 pub fn non_dominated_sort(points: &[Vec<f64>]) -> Vec<Vec<usize>> {
+    non_dominated_sort_until(points, usize::MAX)
+}
+
+/// The first fronts of [`non_dominated_sort`], enough of them to hold at
+/// least `at_least` points (all of them if there are fewer): for callers
+/// that only need the best points (TPE's good set) and should not pay for
+/// ranking every trial of a long study.
+pub fn non_dominated_sort_until(points: &[Vec<f64>], at_least: usize) -> Vec<Vec<usize>> {
     if !points.iter().all(|p| p.iter().all(|x| x.is_finite())) {
-        return non_dominated_sort_all_pairs(points);
+        let mut fronts = non_dominated_sort_all_pairs(points);
+        let mut total = 0;
+        let keep = fronts
+            .iter()
+            .position(|f| {
+                total += f.len();
+                total >= at_least
+            })
+            .map_or(fronts.len(), |k| k + 1);
+        fronts.truncate(keep);
+        return fronts;
     }
     let mut order: Vec<usize> = (0..points.len()).collect();
     order.sort_by(|&a, &b| {
@@ -408,7 +426,8 @@ pub fn non_dominated_sort(points: &[Vec<f64>]) -> Vec<Vec<usize>> {
             .then(a.cmp(&b))
     });
     let mut fronts = Vec::new();
-    while !order.is_empty() {
+    let mut total = 0;
+    while !order.is_empty() && total < at_least {
         let mut front: Vec<usize> = Vec::new();
         let mut rest: Vec<usize> = Vec::new();
         for &i in &order {
@@ -419,6 +438,7 @@ pub fn non_dominated_sort(points: &[Vec<f64>]) -> Vec<Vec<usize>> {
             }
         }
         front.sort_unstable();
+        total += front.len();
         fronts.push(front);
         order = rest;
     }

@@ -42,7 +42,7 @@
 //! a resumed study proposes what an uninterrupted one would.
 
 use super::{random_proposal, same_fidelity, Ask, History, Proposal, Strategy, FULL_FIDELITY};
-use crate::objective::{constrained_rank, hypervolume};
+use crate::objective::{hypervolume, non_dominated_sort_until};
 use crate::space::{Condition, Config, Param, ParamDomain, ParamValue, SearchSpace};
 use crate::study::{TrialRecord, TrialStatus};
 use rand::rngs::StdRng;
@@ -265,18 +265,28 @@ pub fn split_below_above(
     violations: &[f64],
     n_below: usize,
 ) -> (Vec<usize>, Vec<usize>) {
-    let ranks = constrained_rank(points, violations);
-    let mut by_rank: Vec<usize> = (0..points.len()).collect();
-    by_rank.sort_by_key(|&i| (ranks[i].0, i));
+    // The constrained-domination ranks (as `constrained_rank`: feasible
+    // points by non-dominated front, then each infeasible one alone by
+    // increasing violation), only as many as the good set needs.
+    let feasible: Vec<usize> = (0..points.len())
+        .filter(|&i| violations[i] <= 0.0)
+        .collect();
+    let fpoints: Vec<Vec<f64>> = feasible.iter().map(|&i| points[i].clone()).collect();
+    let mut ranks: Vec<Vec<usize>> = non_dominated_sort_until(&fpoints, n_below)
+        .into_iter()
+        .map(|front| front.into_iter().map(|k| feasible[k]).collect())
+        .collect();
+    if ranks.iter().map(Vec::len).sum::<usize>() < n_below {
+        let mut infeasible: Vec<usize> =
+            (0..points.len()).filter(|&i| violations[i] > 0.0).collect();
+        infeasible.sort_by(|&a, &b| violations[a].total_cmp(&violations[b]));
+        ranks.extend(infeasible.into_iter().map(|i| vec![i]));
+    }
     let mut below: Vec<usize> = Vec::new();
-    let mut k = 0;
-    while k < by_rank.len() && below.len() < n_below {
-        let rank = ranks[by_rank[k]].0;
-        let mut end = k;
-        while end < by_rank.len() && ranks[by_rank[end]].0 == rank {
-            end += 1;
+    for members in &ranks {
+        if below.len() >= n_below {
+            break;
         }
-        let members = &by_rank[k..end];
         let room = n_below - below.len();
         if members.len() <= room {
             below.extend_from_slice(members);
@@ -286,7 +296,6 @@ pub fn split_below_above(
                 below.push(members[j]);
             }
         }
-        k = end;
     }
     below.sort_unstable();
     let above = (0..points.len())
@@ -915,6 +924,59 @@ mod tests {
         // (4,1): 0.4*3.4=1.36, so (2,3.5) joins rank 0.
         assert_eq!(below, vec![0, 1, 3]);
         assert_eq!(above, vec![2, 4, 5]);
+    }
+
+    #[test]
+    fn split_by_the_first_fronts_equals_the_split_by_full_ranks() {
+        // The split as computed from every point's constrained rank.
+        let by_full_ranks = |points: &[Vec<f64>], violations: &[f64], n_below: usize| {
+            let ranks = crate::objective::constrained_rank(points, violations);
+            let mut by_rank: Vec<usize> = (0..points.len()).collect();
+            by_rank.sort_by_key(|&i| (ranks[i].0, i));
+            let mut below: Vec<usize> = Vec::new();
+            let mut k = 0;
+            while k < by_rank.len() && below.len() < n_below {
+                let mut end = k;
+                while end < by_rank.len() && ranks[by_rank[end]].0 == ranks[by_rank[k]].0 {
+                    end += 1;
+                }
+                let members = &by_rank[k..end];
+                let room = n_below - below.len();
+                if members.len() <= room {
+                    below.extend_from_slice(members);
+                } else {
+                    let pts: Vec<Vec<f64>> = members.iter().map(|&i| points[i].clone()).collect();
+                    below.extend(greedy_hssp(&pts, room).into_iter().map(|j| members[j]));
+                }
+                k = end;
+            }
+            below.sort_unstable();
+            below
+        };
+        let mut state = 3u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % 8) as f64
+        };
+        for (n, infeasible_every) in [(40, 0), (120, 5), (30, 2), (12, 1)] {
+            let points: Vec<Vec<f64>> = (0..n).map(|_| vec![next(), next()]).collect();
+            let violations: Vec<f64> = (0..n)
+                .map(|i| {
+                    if infeasible_every > 0 && i % infeasible_every == 0 {
+                        1.0 + (i % 3) as f64
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            for n_below in [1, 4, 10, 25] {
+                let (below, above) = split_below_above(&points, &violations, n_below);
+                assert_eq!(below, by_full_ranks(&points, &violations, n_below));
+                assert_eq!(below.len() + above.len(), n);
+            }
+        }
     }
 
     #[test]
