@@ -394,8 +394,26 @@ pub fn dominates(a: &[f64], b: &[f64]) -> bool {
 /// over the whole history. Non-finite coordinates break the ordering
 /// argument, so such inputs take the all-pairs path.
 pub fn non_dominated_sort(points: &[Vec<f64>]) -> Vec<Vec<usize>> {
+    non_dominated_sort_until(points, usize::MAX)
+}
+
+/// The first fronts of [`non_dominated_sort`], enough of them to hold at
+/// least `at_least` points (all of them if there are fewer): for callers
+/// that only need the best points (TPE's good set) and should not pay for
+/// ranking every trial of a long study.
+pub fn non_dominated_sort_until(points: &[Vec<f64>], at_least: usize) -> Vec<Vec<usize>> {
     if !points.iter().all(|p| p.iter().all(|x| x.is_finite())) {
-        return non_dominated_sort_all_pairs(points);
+        let mut fronts = non_dominated_sort_all_pairs(points);
+        let mut total = 0;
+        let keep = fronts
+            .iter()
+            .position(|f| {
+                total += f.len();
+                total >= at_least
+            })
+            .map_or(fronts.len(), |k| k + 1);
+        fronts.truncate(keep);
+        return fronts;
     }
     let mut order: Vec<usize> = (0..points.len()).collect();
     order.sort_by(|&a, &b| {
@@ -408,7 +426,8 @@ pub fn non_dominated_sort(points: &[Vec<f64>]) -> Vec<Vec<usize>> {
             .then(a.cmp(&b))
     });
     let mut fronts = Vec::new();
-    while !order.is_empty() {
+    let mut total = 0;
+    while !order.is_empty() && total < at_least {
         let mut front: Vec<usize> = Vec::new();
         let mut rest: Vec<usize> = Vec::new();
         for &i in &order {
@@ -419,6 +438,7 @@ pub fn non_dominated_sort(points: &[Vec<f64>]) -> Vec<Vec<usize>> {
             }
         }
         front.sort_unstable();
+        total += front.len();
         fronts.push(front);
         order = rest;
     }
@@ -461,11 +481,40 @@ fn non_dominated_sort_all_pairs(points: &[Vec<f64>]) -> Vec<Vec<usize>> {
     fronts
 }
 
-/// Indices of the non-dominated points (the first front).
+/// Indices of the non-dominated points (the first front), ascending.
+///
+/// A point that dominates another comes before it in lexicographic order,
+/// and dominance is transitive, so one sweep in that order that checks
+/// each point against the front found so far is exact: O(n · front)
+/// rather than the all-pairs O(n²), which the runner paid after every
+/// trial over the whole history. Non-finite coordinates break the ordering
+/// argument, so such inputs take the all-pairs path.
 pub fn pareto_front(points: &[Vec<f64>]) -> Vec<usize> {
-    (0..points.len())
-        .filter(|&i| !points.iter().any(|q| dominates(q, &points[i])))
-        .collect()
+    if !points.iter().all(|p| p.iter().all(|x| x.is_finite())) {
+        return (0..points.len())
+            .filter(|&i| !points.iter().any(|q| dominates(q, &points[i])))
+            .collect();
+    }
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    // `partial_cmp` (total on finite numbers) treats -0.0 as 0.0, as
+    // `dominates` does.
+    order.sort_by(|&a, &b| {
+        points[a]
+            .iter()
+            .zip(&points[b])
+            .filter_map(|(x, y)| x.partial_cmp(y))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
+    let mut front: Vec<usize> = Vec::new();
+    for i in order {
+        if !front.iter().any(|&f| dominates(&points[f], &points[i])) {
+            front.push(i);
+        }
+    }
+    front.sort_unstable();
+    front
 }
 
 /// Crowding distance of each member of `front` (same order); boundary
@@ -551,9 +600,11 @@ fn nondominated_unique(mut pts: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     pts.dedup();
-    let keep: Vec<bool> = (0..pts.len())
-        .map(|i| !pts.iter().any(|q| dominates(q, &pts[i])))
-        .collect();
+    let front = pareto_front(&pts);
+    let mut keep = vec![false; pts.len()];
+    for i in front {
+        keep[i] = true;
+    }
     pts.into_iter()
         .zip(keep)
         .filter_map(|(p, k)| k.then_some(p))
@@ -606,6 +657,30 @@ fn sweep_2d(pts: &mut [Vec<f64>], reference: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pareto_front_sweep_matches_all_pairs() {
+        // Integer grids give ties and duplicates; a few sizes and dims.
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % 6) as f64
+        };
+        for (n, dims) in [(1, 2), (30, 2), (200, 2), (120, 3), (60, 4)] {
+            let points: Vec<Vec<f64>> = (0..n)
+                .map(|_| (0..dims).map(|_| next()).collect())
+                .collect();
+            let all_pairs: Vec<usize> = (0..n)
+                .filter(|&i| !points.iter().any(|q| dominates(q, &points[i])))
+                .collect();
+            assert_eq!(pareto_front(&points), all_pairs, "n={n} dims={dims}");
+        }
+        // Non-finite coordinates take the all-pairs path.
+        let with_nan = vec![vec![f64::NAN, 1.0], vec![0.0, 0.0], vec![1.0, 1.0]];
+        assert_eq!(pareto_front(&with_nan), vec![1]);
+    }
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 

@@ -250,15 +250,120 @@ pub struct SearchSpace {
     allowed: Option<Arc<AllowedSet>>,
 }
 
-/// The allowed configurations of a finite space with their canonical keys,
-/// encoded once here: proposals test every allowed configuration against
-/// the seen set, and encoding them on each proposal dominated its cost.
+/// The allowed configurations of a finite space with their canonical keys
+/// and distance codes, encoded once here: proposals test every allowed
+/// configuration against the seen set and measure its distance to the
+/// candidate, and encoding them on each proposal dominated its cost.
 #[derive(Debug)]
 struct AllowedSet {
     configs: Vec<Config>,
     /// `configs[i].key()`, same order.
     config_keys: Vec<String>,
     keys: HashSet<String>,
+    /// Row `i`'s distance codes, `codes[i * n_params + p]` for parameter
+    /// `p` (see [`DistanceCode`]): projection is a scan over these floats.
+    codes: Vec<f64>,
+}
+
+/// How [`SearchSpace::distance`] compares one parameter, with each value
+/// coded as one float so a table can be coded once: `NaN` for an inactive
+/// parameter, otherwise the position among the choices (`-1` for a value
+/// that is not one of them) or the (log-)value of a number.
+#[derive(Debug, Clone, Copy)]
+enum DistanceCode {
+    /// Ordered numeric choices: `|position difference| / span`.
+    Ordered { span: f64 },
+    /// Unordered choices (or a single one): 0 if the same choice, else 1.
+    Unordered,
+    /// A number on `[lo, hi]` (log scale where declared, values below `low`
+    /// taken at `low`): `min(|difference| / (hi - lo), 1)`, 0 if `hi == lo`.
+    Number {
+        low: f64,
+        lo: f64,
+        hi: f64,
+        log: bool,
+    },
+}
+
+impl DistanceCode {
+    fn of(domain: &ParamDomain) -> DistanceCode {
+        match domain {
+            ParamDomain::Categorical { choices } if ordered(choices) && choices.len() > 1 => {
+                DistanceCode::Ordered {
+                    span: (choices.len() - 1) as f64,
+                }
+            }
+            ParamDomain::Categorical { .. } => DistanceCode::Unordered,
+            ParamDomain::Int { low, high, log } => {
+                DistanceCode::number(*low as f64, *high as f64, *log)
+            }
+            ParamDomain::Float { low, high, log } => DistanceCode::number(*low, *high, *log),
+        }
+    }
+
+    fn number(low: f64, high: f64, log: bool) -> DistanceCode {
+        let (lo, hi) = if log {
+            (low.ln(), high.ln())
+        } else {
+            (low, high)
+        };
+        DistanceCode::Number { low, lo, hi, log }
+    }
+
+    /// The code of a value (`NaN` if inactive). A value that cannot be coded
+    /// (not a choice, a number domain holding a non-number) is 1 away from
+    /// every active value, which the codes `-1` (never a position) and
+    /// `+inf` (clamped to 1) give.
+    fn encode(&self, domain: &ParamDomain, v: Option<&ParamValue>) -> f64 {
+        let Some(v) = v else { return f64::NAN };
+        match (self, domain) {
+            (_, ParamDomain::Categorical { choices }) => choices
+                .iter()
+                .position(|c| c == v)
+                .map_or(-1.0, |i| i as f64),
+            (DistanceCode::Number { low, log, .. }, _) => match v.as_f64() {
+                Some(x) if *log => x.max(*low).ln(),
+                Some(x) => x,
+                None => f64::INFINITY,
+            },
+            _ => f64::INFINITY,
+        }
+    }
+
+    /// Distance between two codes, as `value_distance` between the values.
+    #[inline]
+    fn between(&self, a: f64, b: f64) -> f64 {
+        match (a.is_nan(), b.is_nan()) {
+            (true, true) => return 0.0,
+            (true, false) | (false, true) => return 1.0,
+            _ => {}
+        }
+        match *self {
+            DistanceCode::Ordered { span } => {
+                if a < 0.0 || b < 0.0 {
+                    1.0
+                } else {
+                    (a - b).abs() / span
+                }
+            }
+            DistanceCode::Unordered => {
+                if a == b && a >= 0.0 {
+                    0.0
+                } else {
+                    1.0
+                }
+            }
+            DistanceCode::Number { lo, hi, .. } => {
+                if a.is_infinite() || b.is_infinite() {
+                    1.0
+                } else if hi > lo {
+                    ((a - b) / (hi - lo)).abs().min(1.0)
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
 }
 
 /// Serialised form of a space, as stored in study metadata.
@@ -381,10 +486,25 @@ impl SearchSpace {
                 config_keys.push(key);
             }
         }
+        let coders: Vec<DistanceCode> = self
+            .params
+            .iter()
+            .map(|p| DistanceCode::of(&p.domain))
+            .collect();
+        let codes = unique
+            .iter()
+            .flat_map(|c| {
+                self.params
+                    .iter()
+                    .zip(&coders)
+                    .map(|(p, code)| code.encode(&p.domain, c.get(&p.name)))
+            })
+            .collect();
         self.allowed = Some(Arc::new(AllowedSet {
             configs: unique,
             config_keys,
             keys,
+            codes,
         }));
         Ok(self)
     }
@@ -397,6 +517,27 @@ impl SearchSpace {
     /// The allowed configurations, if the space is finite.
     pub fn allowed(&self) -> Option<&[Config]> {
         self.allowed.as_ref().map(|a| a.configs.as_slice())
+    }
+
+    /// Canonical keys of the allowed configurations (same order as
+    /// [`SearchSpace::allowed`]), if the space is finite.
+    pub fn allowed_keys(&self) -> Option<&[String]> {
+        self.allowed.as_ref().map(|a| a.config_keys.as_slice())
+    }
+
+    /// Indices (into [`SearchSpace::allowed`]) of the allowed configurations
+    /// whose key is not in `seen`; `None` for an infinite space.
+    pub fn unseen_rows<K: Borrow<str> + Hash + Eq>(&self, seen: &HashSet<K>) -> Option<Vec<usize>> {
+        let allowed = self.allowed.as_ref()?;
+        Some(
+            allowed
+                .config_keys
+                .iter()
+                .enumerate()
+                .filter(|(_, key)| !seen.contains(key.as_str()))
+                .map(|(i, _)| i)
+                .collect(),
+        )
     }
 
     /// Serialisable definition (for study metadata).
@@ -577,22 +718,56 @@ impl SearchSpace {
         let Some(allowed) = &self.allowed else {
             return (!seen.contains(candidate.key().as_str())).then(|| candidate.clone());
         };
-        let mut best: Vec<&Config> = Vec::new();
+        let rows = allowed
+            .config_keys
+            .iter()
+            .enumerate()
+            .filter(|(_, key)| !seen.contains(key.as_str()))
+            .map(|(i, _)| i);
+        self.nearest_row(candidate, rows, rng)
+            .map(|i| allowed.configs[i].clone())
+    }
+
+    /// Of the allowed configurations with these indices, the one nearest to
+    /// `candidate` by [`SearchSpace::distance`] (ties broken at random);
+    /// `None` for an infinite space or no rows. Rows are compared through
+    /// their distance codes, computed once per space: a scan over floats.
+    pub fn nearest_row<R: Rng + ?Sized>(
+        &self,
+        candidate: &Config,
+        rows: impl IntoIterator<Item = usize>,
+        rng: &mut R,
+    ) -> Option<usize> {
+        let allowed = self.allowed.as_ref()?;
+        let n = self.params.len();
+        let coders: Vec<DistanceCode> = self
+            .params
+            .iter()
+            .map(|p| DistanceCode::of(&p.domain))
+            .collect();
+        let cand: Vec<f64> = self
+            .params
+            .iter()
+            .zip(&coders)
+            .map(|(p, code)| code.encode(&p.domain, candidate.get(&p.name)))
+            .collect();
+        let mut best: Vec<usize> = Vec::new();
         let mut best_d = f64::INFINITY;
-        for (c, key) in allowed.configs.iter().zip(&allowed.config_keys) {
-            if seen.contains(key.as_str()) {
-                continue;
+        for i in rows {
+            let row = &allowed.codes[i * n..(i + 1) * n];
+            let mut d = 0.0;
+            for ((code, &a), &b) in coders.iter().zip(&cand).zip(row) {
+                d += code.between(a, b);
             }
-            let d = self.distance(candidate, c);
             if d < best_d - 1e-12 {
                 best_d = d;
                 best.clear();
-                best.push(c);
+                best.push(i);
             } else if (d - best_d).abs() <= 1e-12 {
-                best.push(c);
+                best.push(i);
             }
         }
-        best.choose(rng).map(|c| (*c).clone())
+        best.choose(rng).copied()
     }
 
     /// Number of distinct configurations if finite and known.
@@ -1181,6 +1356,101 @@ mod tests {
         seen.insert(rows_config(&[("n", 2), ("w1", 16), ("w2", 16)]).key());
         let p = space.project_unseen(&off, &seen, &mut rng).unwrap();
         assert_eq!(p, rows_config(&[("n", 2), ("w1", 8), ("w2", 8)]));
+    }
+
+    #[test]
+    fn projection_by_codes_finds_the_nearest_row_by_distance() {
+        // Every kind of parameter the distance distinguishes: ordered and
+        // unordered choices, log and linear numbers, a conditional one.
+        let space = SearchSpace::from_toml_str(
+            r#"
+[[param]]
+name = "n"
+type = "categorical"
+choices = [1, 2, 3]
+[[param]]
+name = "w2"
+type = "categorical"
+choices = [8, 32, 128, 512]
+when = { param = "n", at_least = 2 }
+[[param]]
+name = "act"
+type = "categorical"
+choices = ["relu", "tanh", "gelu"]
+[[param]]
+name = "lr"
+type = "float"
+low = 0.0001
+high = 0.1
+log = true
+[[param]]
+name = "drop"
+type = "float"
+low = 0.0
+high = 0.5
+[[param]]
+name = "units"
+type = "int"
+low = 1
+high = 64
+log = true
+"#,
+            "t",
+        )
+        .unwrap();
+        let mut rng = StdRng::seed_from_u64(11);
+        let rows: Vec<Config> = (0..300).map(|_| space.sample(&mut rng)).collect();
+        let space = space.with_allowed(rows).unwrap();
+        let allowed = space.allowed().unwrap().to_vec();
+        let mut seen: HashSet<String> = HashSet::new();
+        for round in 0..200 {
+            let candidate = if round % 2 == 0 {
+                space.resolve(&Config::default(), &mut rng)
+            } else {
+                space.mutate(&allowed[round % allowed.len()], 0.5, &mut rng)
+            };
+            // The coded distance to every row is the distance, exactly.
+            let coders: Vec<DistanceCode> = space
+                .params()
+                .iter()
+                .map(|p| DistanceCode::of(&p.domain))
+                .collect();
+            let code = |c: &Config| -> Vec<f64> {
+                space
+                    .params()
+                    .iter()
+                    .zip(&coders)
+                    .map(|(p, k)| k.encode(&p.domain, c.get(&p.name)))
+                    .collect()
+            };
+            let cand = code(&candidate);
+            for row in &allowed {
+                let coded: f64 = coders
+                    .iter()
+                    .zip(cand.iter().zip(code(row)))
+                    .map(|(k, (&a, b))| k.between(a, b))
+                    .sum();
+                assert_eq!(
+                    coded,
+                    space.distance(&candidate, row),
+                    "{candidate} / {row}"
+                );
+            }
+            let unseen: Vec<usize> = (0..allowed.len())
+                .filter(|&i| !seen.contains(&allowed[i].key()))
+                .collect();
+            let best = unseen
+                .iter()
+                .map(|&i| space.distance(&candidate, &allowed[i]))
+                .fold(f64::INFINITY, f64::min);
+            let p = space.project_unseen(&candidate, &seen, &mut rng).unwrap();
+            assert!(!seen.contains(&p.key()));
+            assert!(
+                (space.distance(&candidate, &p) - best).abs() <= 1e-12,
+                "{candidate} -> {p}"
+            );
+            seen.insert(p.key());
+        }
     }
 
     fn rows_config(pairs: &[(&str, i64)]) -> Config {

@@ -141,14 +141,13 @@ pub trait Strategy: Send {
 /// The strategy to use when the user names none, for a study of `budget`
 /// trials: LaMOO with random sampling inside the chosen region (see
 /// [`lamoo`]), its first tree after `min(10, max(4, budget/4))` random
-/// trials and nodes split from that many samples on, so at the paper's
-/// settings from 40 trials up and model-guided after a few trials in a
+/// trials and nodes split from that many samples on, so at LaMOO's
+/// defaults from 40 trials up and model-guided after a few trials in a
 /// 12-trial demo. Chosen by `bench/search` (see `bench/README.search.md`):
 /// the strategy of largest minimum hypervolume ratio to the best Optuna
 /// sampler over both of its tables and 25/50/100 trials; multi-objective
-/// TPE (`tpe`) was within 1% on the continuous table and better on the
-/// synthetic continuous problems of the tests, but 2.6% behind on the
-/// discrete grid.
+/// TPE (`tpe`) was ahead on the continuous table and on the synthetic
+/// continuous problems of the tests, but 2.6% behind on the discrete grid.
 pub fn default_spec_for_budget(budget: usize) -> String {
     let start = (budget / 4).clamp(4, 10);
     let mut l = Lamoo::new(InnerOptimizer::Random);

@@ -36,9 +36,19 @@
 //!   number (deterministic); a split that leaves a side empty is not made;
 //!   depth is capped at `max_depth` (5);
 //! - the tree of an iteration is learnt from the first
-//!   `initial + k·batch` finished trials in commit order, so it is a
-//!   function of the history: a resumed study (or another process) rebuilds
-//!   the same tree;
+//!   `initial + k·batch` finished trials in commit order (beyond 100
+//!   samples at the defaults, refit points 5% apart: [`REFIT_GROWTH`]), so
+//!   it is a function of the history: a resumed study (or another process)
+//!   rebuilds the same tree;
+//! - the SVM solver stops at tolerance 1e-3, scikit-learn's `SVC` default,
+//!   which the paper's code uses (linfa's default, 1e-7, costs many more
+//!   iterations for the same boundary; linfa's shrinking, scikit-learn's
+//!   other default, is left off: linfa-svm 0.8.1 underflows its count of
+//!   active variables with it);
+//! - a node's SVM is fitted on at most [`SVM_MAX_SAMPLES`] of its samples
+//!   (evenly spread), and its decision function is evaluated here from
+//!   the fitted weights; a tree's classification of a lookup table's rows
+//!   is computed once per node and kept with the tree;
 //! - fallback when the leaf's region holds nothing proposable (rejection
 //!   sampling found no draw inside after 256 tries, or a lookup table has
 //!   no unseen row inside): the deepest classifier of the path is dropped
@@ -57,6 +67,15 @@ use ndarray::{Array1, Array2};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
+/// Once the samples outnumber `batch / REFIT_GROWTH` (100 at the
+/// defaults), the tree is relearnt when they have grown by this fraction rather than
+/// every `batch` samples (ours; the paper's runs stop at a few hundred
+/// samples). A tree learnt from 1000 samples barely moves with 5
+/// more, and relearning it (SVM fits over every node's samples) every 5
+/// trials cost LaMOO a few hundred milliseconds per trial at 1000 trials.
+pub const REFIT_GROWTH: f64 = 0.05;
 
 /// Which optimizer samples inside the chosen region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +103,12 @@ pub struct Lamoo {
     pub degree: f64,
     /// Inner optimizer.
     pub inner: InnerOptimizer,
-    cache: Option<(usize, std::sync::Arc<Tree>)>,
+    /// The tree of the last iteration and how many samples it was learnt
+    /// from (a function of the history, so a cache only).
+    cache: Option<(usize, Arc<Tree>)>,
+    /// Feature rows of the allowed configurations of a finite space, and
+    /// the address of the space's allowed set they were computed from.
+    table: Option<(usize, Arc<Array2<f64>>)>,
 }
 
 impl std::fmt::Debug for Lamoo {
@@ -105,6 +129,7 @@ impl Lamoo {
             degree: 4.0,
             inner,
             cache: None,
+            table: None,
         }
     }
 }
@@ -230,7 +255,67 @@ pub struct Node {
     pub depth: usize,
     /// `(good child, bad child)` when split.
     pub children: Option<(usize, usize)>,
-    svm: Option<Svm<f64, bool>>,
+    boundary: Option<Boundary>,
+}
+
+/// Samples an SVM of a node is fitted on, at most (ours): beyond it, an
+/// evenly spread subset of the node's samples in commit order (every
+/// sample still gets its label from the whole node, and goes to the child
+/// the boundary puts it in). The fit's kernel matrix grows with the square
+/// of its samples: at 1000 samples it cost LaMOO ~100 ms per node and tree.
+/// No node of a study of a few hundred trials reaches it.
+pub const SVM_MAX_SAMPLES: usize = 256;
+
+/// A node's learnt boundary: the SVM's decision function
+/// `Σ αᵢ (xᵢ·x + 1)^degree − ρ` over its support vectors (good side when
+/// `>= 0`), evaluated here rather than by linfa's `predict`, which
+/// allocates a vector per kernel evaluation: classifying a table's rows
+/// cost LaMOO more than learning its tree.
+struct Boundary {
+    /// Support vectors, one feature row each, concatenated.
+    support: Vec<f64>,
+    /// Their signed weights `αᵢ`.
+    weights: Vec<f64>,
+    rho: f64,
+    degree: f64,
+    dims: usize,
+}
+
+impl Boundary {
+    /// The boundary of an SVM fitted on `rows` (linfa keeps a support
+    /// vector for every weight above 100 machine epsilons, as here).
+    fn of(svm: &Svm<f64, bool>, rows: &[&[f64]], degree: f64) -> Boundary {
+        let dims = rows.first().map_or(0, |r| r.len());
+        let mut support = Vec::new();
+        let mut weights = Vec::new();
+        for (row, &a) in rows.iter().zip(&svm.alpha) {
+            if a.abs() > 100.0 * f64::EPSILON {
+                support.extend_from_slice(row);
+                weights.push(a);
+            }
+        }
+        Boundary {
+            support,
+            weights,
+            rho: svm.rho,
+            degree,
+            dims,
+        }
+    }
+
+    /// Whether `x` lies on the good side.
+    fn good(&self, x: &[f64]) -> bool {
+        let mut sum = 0.0;
+        for (sv, w) in self
+            .support
+            .chunks_exact(self.dims.max(1))
+            .zip(&self.weights)
+        {
+            let dot: f64 = sv.iter().zip(x).map(|(a, b)| a * b).sum();
+            sum += (dot + 1.0).powf(self.degree) * w;
+        }
+        sum - self.rho >= 0.0
+    }
 }
 
 /// A learnt tree of space partitions.
@@ -238,6 +323,11 @@ pub struct Tree {
     /// Nodes; the root is 0.
     pub nodes: Vec<Node>,
     features: Features,
+    /// Per node, the side (good = `true`) its classifier puts each allowed
+    /// configuration of a finite space on, computed on first use: a tree
+    /// serves `batch` proposals, and classifying every row of a table
+    /// along the path on each of them dominated LaMOO's cost.
+    row_sides: Vec<OnceLock<Vec<bool>>>,
 }
 
 /// One step of an MCTS path: the node and whether the good side was taken.
@@ -269,14 +359,14 @@ impl Tree {
             samples: all,
             depth: 0,
             children: None,
-            svm: None,
+            boundary: None,
         }];
         let mut k = 0;
         while k < nodes.len() {
             if nodes[k].samples.len() >= settings.leaf_size.max(2)
                 && nodes[k].depth < settings.max_depth
             {
-                if let Some((svm, good, bad)) =
+                if let Some((boundary, good, bad)) =
                     split(&nodes[k].samples, x, points, violations, settings.degree)
                 {
                     let depth = nodes[k].depth + 1;
@@ -286,22 +376,53 @@ impl Tree {
                         samples: good,
                         depth,
                         children: None,
-                        svm: None,
+                        boundary: None,
                     });
                     nodes.push(Node {
                         hv: hv_of(&bad),
                         samples: bad,
                         depth,
                         children: None,
-                        svm: None,
+                        boundary: None,
                     });
                     nodes[k].children = Some((g, g + 1));
-                    nodes[k].svm = Some(svm);
+                    nodes[k].boundary = Some(boundary);
                 }
             }
             k += 1;
         }
-        Tree { nodes, features }
+        let row_sides = (0..nodes.len()).map(|_| OnceLock::new()).collect();
+        Tree {
+            nodes,
+            features,
+            row_sides,
+        }
+    }
+
+    /// Whether each row of `table` (the feature rows of a finite space's
+    /// allowed configurations, always the same for a tree) lies in the
+    /// region of `path`: every classifier on it puts the row on the path's
+    /// side. Each node classifies the table once per tree.
+    pub fn inside_table(&self, path: &[PathStep], table: &Array2<f64>) -> Vec<bool> {
+        let mut ok = vec![true; table.nrows()];
+        for &(node, want_good) in path {
+            let Some(boundary) = &self.nodes[node].boundary else {
+                continue;
+            };
+            let sides = self.row_sides[node].get_or_init(|| {
+                table
+                    .outer_iter()
+                    .map(|row| match row.as_slice() {
+                        Some(r) => boundary.good(r),
+                        None => boundary.good(&row.to_vec()),
+                    })
+                    .collect()
+            });
+            for (o, &side) in ok.iter_mut().zip(sides) {
+                *o &= side == want_good;
+            }
+        }
+        ok
     }
 
     /// UCB of a child: `hv + 2 cp sqrt(2 ln n_parent / n_child)`.
@@ -332,26 +453,13 @@ impl Tree {
     /// path's side (one answer per row).
     pub fn inside(&self, path: &[PathStep], rows: &[Vec<f64>]) -> Vec<bool> {
         let mut ok = vec![true; rows.len()];
-        if rows.is_empty() {
-            return ok;
-        }
-        let dims = rows[0].len();
         for &(node, want_good) in path {
-            let Some(svm) = &self.nodes[node].svm else {
+            let Some(boundary) = &self.nodes[node].boundary else {
                 continue;
             };
-            let idx: Vec<usize> = (0..rows.len()).filter(|&i| ok[i]).collect();
-            if idx.is_empty() {
-                break;
-            }
-            let flat: Vec<f64> = idx.iter().flat_map(|&i| rows[i].iter().copied()).collect();
-            let Ok(arr) = Array2::from_shape_vec((idx.len(), dims), flat) else {
-                continue;
-            };
-            let pred: Array1<bool> = svm.predict(&arr);
-            for (j, &i) in idx.iter().enumerate() {
-                if pred[j] != want_good {
-                    ok[i] = false;
+            for (o, row) in ok.iter_mut().zip(rows) {
+                if *o && boundary.good(row) != want_good {
+                    *o = false;
                 }
             }
         }
@@ -391,40 +499,40 @@ fn scale_objectives(points: &[Vec<f64>]) -> Vec<Vec<f64>> {
 }
 
 /// Labels a node's samples by dominance number and K-means, and learns the
-/// SVM boundary; `None` when the split would leave a side empty.
-#[allow(clippy::type_complexity)]
+/// SVM boundary (on at most [`SVM_MAX_SAMPLES`] of them); `None` when the
+/// split would leave a side empty.
 fn split(
     samples: &[usize],
     x: &[Vec<f64>],
     points: &[Vec<f64>],
     violations: &[f64],
     degree: f64,
-) -> Option<(Svm<f64, bool>, Vec<usize>, Vec<usize>)> {
+) -> Option<(Boundary, Vec<usize>, Vec<usize>)> {
     let labels = good_labels(samples, x, points, violations)?;
+    let n = samples.len();
+    let fit_on: Vec<usize> = if n <= SVM_MAX_SAMPLES {
+        (0..n).collect()
+    } else {
+        (0..SVM_MAX_SAMPLES)
+            .map(|k| k * n / SVM_MAX_SAMPLES)
+            .collect()
+    };
     let dims = x[samples[0]].len();
-    let flat: Vec<f64> = samples.iter().flat_map(|&i| x[i].iter().copied()).collect();
-    let records = Array2::from_shape_vec((samples.len(), dims), flat).ok()?;
-    let targets = Array1::from(labels);
-    let data = Dataset::new(records.clone(), targets);
+    let rows: Vec<&[f64]> = fit_on.iter().map(|&k| x[samples[k]].as_slice()).collect();
+    let flat: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    let records = Array2::from_shape_vec((rows.len(), dims), flat).ok()?;
+    let targets: Array1<bool> = fit_on.iter().map(|&k| labels[k]).collect();
+    let data = Dataset::new(records, targets);
     let svm = Svm::<f64, bool>::params()
         .pos_neg_weights(1.0, 1.0)
+        .eps(1e-3)
         .polynomial_kernel(1.0, degree)
         .fit(&data)
         .ok()?;
-    let pred: Array1<bool> = svm.predict(&records);
-    let good: Vec<usize> = samples
-        .iter()
-        .zip(pred.iter())
-        .filter(|(_, p)| **p)
-        .map(|(s, _)| *s)
-        .collect();
-    let bad: Vec<usize> = samples
-        .iter()
-        .zip(pred.iter())
-        .filter(|(_, p)| !**p)
-        .map(|(s, _)| *s)
-        .collect();
-    (!good.is_empty() && !bad.is_empty()).then_some((svm, good, bad))
+    let boundary = Boundary::of(&svm, &rows, degree);
+    let (good, bad): (Vec<usize>, Vec<usize>) =
+        samples.iter().partition(|&&i| boundary.good(&x[i]));
+    (!good.is_empty() && !bad.is_empty()).then_some((boundary, good, bad))
 }
 
 /// Good (`true`) / bad labels of a node's samples: dominance numbers within
@@ -487,9 +595,8 @@ impl Strategy for Lamoo {
         if trials.len() < self.initial.max(2) {
             return random_proposal(history, rng, FULL_FIDELITY, None);
         }
-        // The tree of this iteration: the first initial + k·batch samples.
-        let batch = self.batch.max(1);
-        let m = self.initial.max(2) + (trials.len() - self.initial.max(2)) / batch * batch;
+        // The tree of this iteration: learnt from the first m samples.
+        let m = self.tree_samples(trials.len());
         let tree = match &self.cache {
             Some((cm, t)) if *cm == m => t.clone(),
             _ => {
@@ -503,8 +610,7 @@ impl Strategy for Lamoo {
                     .collect();
                 let features = Features::of(history.space);
                 let x: Vec<Vec<f64>> = trials.iter().map(|t| features.encode(&t.config)).collect();
-                let tree =
-                    std::sync::Arc::new(Tree::learn(features, &x, &points, &violations, self));
+                let tree = Arc::new(Tree::learn(features, &x, &points, &violations, self));
                 self.cache = Some((m, tree.clone()));
                 tree
             }
@@ -521,15 +627,17 @@ impl Strategy for Lamoo {
             InnerOptimizer::Random => None,
         };
         let seen = history.seen_anywhere();
+        let unseen = history.space.unseen_rows(&seen);
+        let table = self.table_features(history.space, &tree);
         let tag = Some(format!("lamoo-depth={}", path.len()));
         // Walk up the path until the region holds something proposable.
         for depth in (0..=path.len()).rev() {
             let sub = &path[..depth];
-            let proposal = match history.space.allowed() {
-                Some(allowed) => {
-                    self.pick_in_table(history, &tree, sub, allowed, &seen, tpe.as_ref(), rng)
+            let proposal = match (&unseen, &table) {
+                (Some(unseen), Some(table)) => {
+                    self.pick_in_table(history, &tree, sub, table, unseen, tpe.as_ref(), rng)
                 }
-                None => self.pick_in_space(history, &tree, sub, &seen, tpe.as_ref(), rng),
+                _ => self.pick_in_space(history, &tree, sub, &seen, tpe.as_ref(), rng),
             };
             if let Some(config) = proposal {
                 return Ask::Propose(Proposal {
@@ -544,51 +652,69 @@ impl Strategy for Lamoo {
 }
 
 impl Lamoo {
+    /// How many samples the tree used with `n` finished samples is learnt
+    /// from: the largest refit point `m <= n`, where the points start at
+    /// `initial` and step by `max(batch, ceil(REFIT_GROWTH · m))` — every
+    /// `batch` samples (the paper's iteration) up to `batch / REFIT_GROWTH`
+    /// samples, then every 5% (see [`REFIT_GROWTH`]).
+    pub fn tree_samples(&self, n: usize) -> usize {
+        let batch = self.batch.max(1);
+        let mut m = self.initial.max(2);
+        loop {
+            let step = batch.max((m as f64 * REFIT_GROWTH).ceil() as usize);
+            if m + step > n {
+                return m;
+            }
+            m += step;
+        }
+    }
+
+    /// Feature rows of the space's allowed configurations, computed once.
+    fn table_features(&mut self, space: &SearchSpace, tree: &Tree) -> Option<Arc<Array2<f64>>> {
+        let allowed = space.allowed()?;
+        let address = allowed.as_ptr() as usize;
+        if let Some((a, t)) = &self.table {
+            if *a == address && t.nrows() == allowed.len() {
+                return Some(t.clone());
+            }
+        }
+        let dims = tree.features.dims;
+        let flat: Vec<f64> = allowed
+            .iter()
+            .flat_map(|c| tree.features.encode(c))
+            .collect();
+        let table = Arc::new(Array2::from_shape_vec((allowed.len(), dims), flat).ok()?);
+        self.table = Some((address, table.clone()));
+        Some(table)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn pick_in_table(
         &self,
         history: &History<'_>,
         tree: &Tree,
         path: &[PathStep],
-        allowed: &[Config],
-        seen: &HashSet<&str>,
+        table: &Array2<f64>,
+        unseen: &[usize],
         tpe: Option<&TpeModel>,
         rng: &mut StdRng,
     ) -> Option<Config> {
-        let fresh: Vec<&Config> = allowed
-            .iter()
-            .filter(|c| !seen.contains(c.key().as_str()))
-            .collect();
-        let rows: Vec<Vec<f64>> = fresh.iter().map(|c| tree.features.encode(c)).collect();
-        let inside = tree.inside(path, &rows);
-        let members: Vec<&Config> = fresh
-            .iter()
-            .zip(&inside)
-            .filter(|(_, ok)| **ok)
-            .map(|(c, _)| *c)
-            .collect();
+        let allowed = history.space.allowed()?;
+        let inside = tree.inside_table(path, table);
+        let members: Vec<usize> = unseen.iter().copied().filter(|&i| inside[i]).collect();
         if members.is_empty() {
             return None;
         }
         let Some(model) = tpe else {
-            return members.choose(rng).map(|c| (*c).clone());
+            return members.choose(rng).map(|&i| allowed[i].clone());
         };
         let accept: &dyn Fn(&Config) -> bool =
             &|c: &Config| tree.inside(path, &[tree.features.encode(c)])[0];
         let candidate = model.propose(history.space, rng, Some(accept));
-        let mut best: Vec<&Config> = Vec::new();
-        let mut best_d = f64::INFINITY;
-        for c in members {
-            let d = history.space.distance(&candidate, c);
-            if d < best_d - 1e-12 {
-                best_d = d;
-                best.clear();
-                best.push(c);
-            } else if (d - best_d).abs() <= 1e-12 {
-                best.push(c);
-            }
-        }
-        best.choose(rng).map(|c| (*c).clone())
+        history
+            .space
+            .nearest_row(&candidate, members, rng)
+            .map(|i| allowed[i].clone())
     }
 
     fn pick_in_space(
@@ -718,5 +844,17 @@ mod tests {
             tree.inside(&[(0, true)], &[probe(0.15), probe(0.9)]),
             vec![true, false]
         );
+        // A table's rows, classified once per node and tree, land on the
+        // same sides (both paths, twice: the second answer is the cache's).
+        let table = Array2::from_shape_vec((3, 1), vec![0.15, 0.9, 0.5]).unwrap();
+        let rows = [probe(0.15), probe(0.9), probe(0.5)];
+        for _ in 0..2 {
+            for side in [true, false] {
+                assert_eq!(
+                    tree.inside_table(&[(0, side)], &table),
+                    tree.inside(&[(0, side)], &rows)
+                );
+            }
+        }
     }
 }

@@ -42,7 +42,7 @@
 //! a resumed study proposes what an uninterrupted one would.
 
 use super::{random_proposal, same_fidelity, Ask, History, Proposal, Strategy, FULL_FIDELITY};
-use crate::objective::{constrained_rank, hypervolume};
+use crate::objective::{hypervolume, non_dominated_sort_until};
 use crate::space::{Condition, Config, Param, ParamDomain, ParamValue, SearchSpace};
 use crate::study::{TrialRecord, TrialStatus};
 use rand::rngs::StdRng;
@@ -265,18 +265,28 @@ pub fn split_below_above(
     violations: &[f64],
     n_below: usize,
 ) -> (Vec<usize>, Vec<usize>) {
-    let ranks = constrained_rank(points, violations);
-    let mut by_rank: Vec<usize> = (0..points.len()).collect();
-    by_rank.sort_by_key(|&i| (ranks[i].0, i));
+    // The constrained-domination ranks (as `constrained_rank`: feasible
+    // points by non-dominated front, then each infeasible one alone by
+    // increasing violation), only as many as the good set needs.
+    let feasible: Vec<usize> = (0..points.len())
+        .filter(|&i| violations[i] <= 0.0)
+        .collect();
+    let fpoints: Vec<Vec<f64>> = feasible.iter().map(|&i| points[i].clone()).collect();
+    let mut ranks: Vec<Vec<usize>> = non_dominated_sort_until(&fpoints, n_below)
+        .into_iter()
+        .map(|front| front.into_iter().map(|k| feasible[k]).collect())
+        .collect();
+    if ranks.iter().map(Vec::len).sum::<usize>() < n_below {
+        let mut infeasible: Vec<usize> =
+            (0..points.len()).filter(|&i| violations[i] > 0.0).collect();
+        infeasible.sort_by(|&a, &b| violations[a].total_cmp(&violations[b]));
+        ranks.extend(infeasible.into_iter().map(|i| vec![i]));
+    }
     let mut below: Vec<usize> = Vec::new();
-    let mut k = 0;
-    while k < by_rank.len() && below.len() < n_below {
-        let rank = ranks[by_rank[k]].0;
-        let mut end = k;
-        while end < by_rank.len() && ranks[by_rank[end]].0 == rank {
-            end += 1;
+    for members in &ranks {
+        if below.len() >= n_below {
+            break;
         }
-        let members = &by_rank[k..end];
         let room = n_below - below.len();
         if members.len() <= room {
             below.extend_from_slice(members);
@@ -286,7 +296,6 @@ pub fn split_below_above(
                 below.push(members[j]);
             }
         }
-        k = end;
     }
     below.sort_unstable();
     let above = (0..points.len())
@@ -411,14 +420,66 @@ enum DimKernels {
         sigmas: Vec<f64>,
         /// Per kernel, `ln(Φ((high-μ)/σ) - Φ((low-μ)/σ))` (truncation).
         log_norms: Vec<f64>,
+        /// Per kernel, `ln σ`.
+        log_sigmas: Vec<f64>,
         low: f64,
         high: f64,
         discrete: bool,
+        /// For a discrete dimension, its observations' distinct values:
+        /// their kernels share one bandwidth, so a kernel's mass at a point
+        /// depends only on its value, and a density evaluates each value's
+        /// mass once (two `erfc`) rather than once per kernel.
+        levels: Option<Levels>,
     },
     Categorical {
         /// Per kernel, log-probability of each choice.
         log_probs: Vec<Vec<f64>>,
     },
+}
+
+/// The distinct centres of a discrete dimension's observation kernels
+/// (all but the prior, which comes last and has its own bandwidth).
+#[derive(Debug, Clone)]
+struct Levels {
+    /// Distinct centres.
+    values: Vec<f64>,
+    /// `ln` of the truncation mass of a kernel at each centre.
+    log_norms: Vec<f64>,
+    /// Per observation kernel, the index of its centre in `values`.
+    of_kernel: Vec<usize>,
+}
+
+impl Levels {
+    fn of(mus: &[f64], log_norms: &[f64]) -> Levels {
+        let mut index: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+        let mut values = Vec::new();
+        let mut norms = Vec::new();
+        let of_kernel = mus
+            .iter()
+            .zip(log_norms)
+            .map(|(&mu, &norm)| {
+                *index.entry(mu.to_bits()).or_insert_with(|| {
+                    values.push(mu);
+                    norms.push(norm);
+                    values.len() - 1
+                })
+            })
+            .collect();
+        Levels {
+            values,
+            log_norms: norms,
+            of_kernel,
+        }
+    }
+}
+
+/// Log-mass of the bin `[x - 0.5, x + 0.5]` under a kernel truncated to the
+/// domain (`log_norm` its log-mass over the domain).
+#[inline]
+fn discrete_log_mass(x: f64, mu: f64, sigma: f64, log_norm: f64) -> f64 {
+    let a = std_normal_cdf((x - 0.5 - mu) / sigma);
+    let b = std_normal_cdf((x + 0.5 - mu) / sigma);
+    (b - a).max(1e-300).ln() - log_norm
 }
 
 /// A multivariate Parzen estimator over one group of parameters.
@@ -482,20 +543,33 @@ impl Parzen {
                     let min_sigma = range / (1.0 + n_kernels as f64).min(100.0);
                     let mut sigmas: Vec<f64> = vec![sigma0.clamp(min_sigma, range); n];
                     sigmas.push(range);
+                    // Kernels with the same centre and bandwidth (all but
+                    // the prior share one) have the same truncation mass:
+                    // computed once per distinct pair.
+                    let mut norm_of: std::collections::HashMap<(u64, u64), f64> =
+                        std::collections::HashMap::new();
                     let log_norms = mus
                         .iter()
                         .zip(&sigmas)
                         .map(|(mu, sigma)| {
-                            (std_normal_cdf((high - mu) / sigma)
-                                - std_normal_cdf((low - mu) / sigma))
-                            .max(1e-300)
-                            .ln()
+                            *norm_of
+                                .entry((mu.to_bits(), sigma.to_bits()))
+                                .or_insert_with(|| {
+                                    (std_normal_cdf((high - mu) / sigma)
+                                        - std_normal_cdf((low - mu) / sigma))
+                                    .max(1e-300)
+                                    .ln()
+                                })
                         })
-                        .collect();
+                        .collect::<Vec<f64>>();
+                    let levels = discrete.then(|| Levels::of(&mus[..n], &log_norms[..n]));
+                    let log_sigmas = sigmas.iter().map(|s| s.ln()).collect();
                     DimKernels::Numeric {
                         mus,
                         sigmas,
                         log_norms,
+                        log_sigmas,
+                        levels,
                         low: *low,
                         high: *high,
                         discrete: *discrete,
@@ -521,36 +595,60 @@ impl Parzen {
 
     /// Log-density (log-mass for discrete dimensions) at `x`.
     pub(crate) fn log_pdf(&self, x: &[f64]) -> f64 {
-        let per_kernel = (0..self.log_weights.len()).map(|i| {
-            let mut s = self.log_weights[i];
-            for (k, dim) in self.dims.iter().enumerate() {
-                s += match dim {
-                    DimKernels::Numeric {
-                        mus,
-                        sigmas,
-                        log_norms,
-                        discrete,
-                        ..
-                    } => {
-                        let (mu, sigma) = (mus[i], sigmas[i]);
-                        if *discrete {
-                            let a = std_normal_cdf((x[k] - 0.5 - mu) / sigma);
-                            let b = std_normal_cdf((x[k] + 0.5 - mu) / sigma);
-                            (b - a).max(1e-300).ln() - log_norms[i]
-                        } else {
-                            let z = (x[k] - mu) / sigma;
-                            -0.5 * z * z - LN_SQRT_2PI - sigma.ln() - log_norms[i]
+        // Per kernel, its log-weight plus each dimension's log-density, in
+        // dimension order.
+        let mut per_kernel = self.log_weights.clone();
+        let n = per_kernel.len();
+        for (k, dim) in self.dims.iter().enumerate() {
+            match dim {
+                DimKernels::Numeric {
+                    mus,
+                    sigmas,
+                    log_norms,
+                    discrete: true,
+                    levels,
+                    ..
+                } => match levels {
+                    Some(lv) if n > 1 => {
+                        let sigma = sigmas[0];
+                        let at_level: Vec<f64> = lv
+                            .values
+                            .iter()
+                            .zip(&lv.log_norms)
+                            .map(|(&mu, &norm)| discrete_log_mass(x[k], mu, sigma, norm))
+                            .collect();
+                        for (s, &l) in per_kernel.iter_mut().zip(&lv.of_kernel) {
+                            *s += at_level[l];
+                        }
+                        let p = n - 1;
+                        per_kernel[p] += discrete_log_mass(x[k], mus[p], sigmas[p], log_norms[p]);
+                    }
+                    _ => {
+                        for (i, s) in per_kernel.iter_mut().enumerate() {
+                            *s += discrete_log_mass(x[k], mus[i], sigmas[i], log_norms[i]);
                         }
                     }
-                    DimKernels::Categorical { log_probs } => {
-                        let p = &log_probs[i];
-                        p[(x[k].round().max(0.0) as usize).min(p.len() - 1)]
+                },
+                DimKernels::Numeric {
+                    mus,
+                    sigmas,
+                    log_norms,
+                    log_sigmas,
+                    ..
+                } => {
+                    for (i, s) in per_kernel.iter_mut().enumerate() {
+                        let z = (x[k] - mus[i]) / sigmas[i];
+                        *s += -0.5 * z * z - LN_SQRT_2PI - log_sigmas[i] - log_norms[i];
                     }
-                };
+                }
+                DimKernels::Categorical { log_probs } => {
+                    for (s, p) in per_kernel.iter_mut().zip(log_probs) {
+                        *s += p[(x[k].round().max(0.0) as usize).min(p.len() - 1)];
+                    }
+                }
             }
-            s
-        });
-        log_sum_exp(per_kernel.collect::<Vec<_>>().into_iter())
+        }
+        log_sum_exp(per_kernel.into_iter())
     }
 
     /// Draws one point: a kernel by weight, then each dimension from it.
@@ -829,6 +927,59 @@ mod tests {
     }
 
     #[test]
+    fn split_by_the_first_fronts_equals_the_split_by_full_ranks() {
+        // The split as computed from every point's constrained rank.
+        let by_full_ranks = |points: &[Vec<f64>], violations: &[f64], n_below: usize| {
+            let ranks = crate::objective::constrained_rank(points, violations);
+            let mut by_rank: Vec<usize> = (0..points.len()).collect();
+            by_rank.sort_by_key(|&i| (ranks[i].0, i));
+            let mut below: Vec<usize> = Vec::new();
+            let mut k = 0;
+            while k < by_rank.len() && below.len() < n_below {
+                let mut end = k;
+                while end < by_rank.len() && ranks[by_rank[end]].0 == ranks[by_rank[k]].0 {
+                    end += 1;
+                }
+                let members = &by_rank[k..end];
+                let room = n_below - below.len();
+                if members.len() <= room {
+                    below.extend_from_slice(members);
+                } else {
+                    let pts: Vec<Vec<f64>> = members.iter().map(|&i| points[i].clone()).collect();
+                    below.extend(greedy_hssp(&pts, room).into_iter().map(|j| members[j]));
+                }
+                k = end;
+            }
+            below.sort_unstable();
+            below
+        };
+        let mut state = 3u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % 8) as f64
+        };
+        for (n, infeasible_every) in [(40, 0), (120, 5), (30, 2), (12, 1)] {
+            let points: Vec<Vec<f64>> = (0..n).map(|_| vec![next(), next()]).collect();
+            let violations: Vec<f64> = (0..n)
+                .map(|i| {
+                    if infeasible_every > 0 && i % infeasible_every == 0 {
+                        1.0 + (i % 3) as f64
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            for n_below in [1, 4, 10, 25] {
+                let (below, above) = split_below_above(&points, &violations, n_below);
+                assert_eq!(below, by_full_ranks(&points, &violations, n_below));
+                assert_eq!(below.len() + above.len(), n);
+            }
+        }
+    }
+
+    #[test]
     fn below_weights_are_normalised_contributions() {
         let pts = vec![
             vec![0.0, 2.0],
@@ -845,6 +996,80 @@ mod tests {
             "{w:?}"
         );
         assert_eq!(w[3], EPS);
+    }
+
+    #[test]
+    fn parzen_density_by_levels_equals_the_sum_over_kernels() {
+        // Two discrete dimensions with repeated centres, one continuous,
+        // one categorical: the density evaluated per distinct centre equals
+        // the mixture summed kernel by kernel.
+        let codes = vec![
+            ParamCode::Numeric {
+                low: -0.5,
+                high: 10.5,
+                discrete: true,
+                kind: NumericKind::Position,
+            },
+            ParamCode::Numeric {
+                low: 0.5,
+                high: 6.5,
+                discrete: true,
+                kind: NumericKind::Int { log: false },
+            },
+            ParamCode::Numeric {
+                low: -3.0,
+                high: 2.0,
+                discrete: false,
+                kind: NumericKind::Float { log: true },
+            },
+            ParamCode::Categorical { n: 3 },
+        ];
+        let obs: Vec<Vec<f64>> = (0..40)
+            .map(|i| {
+                vec![
+                    (i % 11) as f64,
+                    (1 + i % 6) as f64,
+                    -3.0 + 0.1 * i as f64,
+                    (i % 3) as f64,
+                ]
+            })
+            .collect();
+        let weights: Vec<f64> = (0..40).map(|i| 0.2 + 0.02 * i as f64).collect();
+        let pz = Parzen::fit(&codes, &obs, &weights, 1.0);
+        for x in [
+            vec![0.0, 1.0, -2.5, 0.0],
+            vec![5.0, 3.0, 0.0, 2.0],
+            vec![10.0, 6.0, 1.9, 1.0],
+        ] {
+            let per_kernel: Vec<f64> = (0..pz.log_weights.len())
+                .map(|i| {
+                    let mut s = pz.log_weights[i];
+                    for (k, dim) in pz.dims.iter().enumerate() {
+                        s += match dim {
+                            DimKernels::Numeric {
+                                mus,
+                                sigmas,
+                                log_norms,
+                                discrete: true,
+                                ..
+                            } => discrete_log_mass(x[k], mus[i], sigmas[i], log_norms[i]),
+                            DimKernels::Numeric {
+                                mus,
+                                sigmas,
+                                log_norms,
+                                ..
+                            } => {
+                                let z = (x[k] - mus[i]) / sigmas[i];
+                                -0.5 * z * z - LN_SQRT_2PI - sigmas[i].ln() - log_norms[i]
+                            }
+                            DimKernels::Categorical { log_probs } => log_probs[i][x[k] as usize],
+                        };
+                    }
+                    s
+                })
+                .collect();
+            assert_eq!(pz.log_pdf(&x), log_sum_exp(per_kernel.into_iter()));
+        }
     }
 
     #[test]
