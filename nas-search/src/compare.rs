@@ -255,7 +255,7 @@ fn candidate_of(p: &Pick, trials: &[TrialRecord]) -> Candidate {
     trials
         .iter()
         .find(|t| t.number == p.number)
-        .and_then(Candidate::of_trial)
+        .and_then(Candidate::of_measured_trial)
         .unwrap_or(Candidate {
             trial: Some(p.number),
             accuracy: Some(p.accuracy),
@@ -277,7 +277,7 @@ fn deployable(trials: &[TrialRecord], options: &CompareOptions) -> Option<Candid
         .into_iter()
         .filter(|x| x.1 >= floor)
         .min_by(|a, b| a.2.total_cmp(&b.2).then(b.1.total_cmp(&a.1)))
-        .and_then(|x| Candidate::of_trial(x.0))
+        .and_then(|x| Candidate::of_measured_trial(x.0))
 }
 
 /// Compares the two searches and computes the paybacks: the energy-aware
@@ -637,11 +637,11 @@ pub fn write_compare_report(
     let series = vec![
         ProgressSeries {
             label: "accuracy-only search".into(),
-            points: search_progress(&spec.objectives, conventional),
+            points: search_progress(&spec.objectives, &spec.metrics, conventional),
         },
         ProgressSeries {
             label: "energy-aware search".into(),
-            points: search_progress(&spec.objectives, aware),
+            points: search_progress(&spec.objectives, &spec.metrics, aware),
         },
     ];
     let provenance = [

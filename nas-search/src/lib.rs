@@ -3,6 +3,9 @@
 //! Map of the crate:
 //! - [`space`]: generic parameters with conditions, TOML spaces, sampling,
 //!   mutation, crossover, canonical configuration keys.
+//! - [`metric`]: the study's metric registry (name, unit, direction,
+//!   measured or predicted, uncertainty of which metric): where reports
+//!   find "the prediction of X", never from a metric's name.
 //! - [`objective`]: objectives with directions, constraints, Pareto
 //!   dominance, non-dominated sorting, crowding, exact hypervolume.
 //! - [`strategy`]: the ask/tell [`strategy::Strategy`] trait and random
@@ -27,6 +30,7 @@
 
 pub mod compare;
 pub mod evaluator;
+pub mod metric;
 pub mod objective;
 pub mod payback;
 pub mod prescreen;

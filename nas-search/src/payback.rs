@@ -23,24 +23,21 @@
 //! full one). Where carbon intensity is known ([`CarbonIntensities`]), the
 //! same payback is stated in grams of CO₂.
 
+use crate::metric::MetricRegistry;
 use crate::study::{TrialRecord, TrialStatus};
 use serde::Serialize;
 use shared::Provenance;
 use std::fmt;
 use std::str::FromStr;
 
-/// Metric names this module reads from trials. Evaluators that report
-/// these get uncertainties and predicted figures into the payback.
+/// Names of the measured metrics this module reads from trials. Their
+/// predictions and the predictions' uncertainties are found through the
+/// study's [`MetricRegistry`], whatever they are called.
 pub mod metric {
     /// Inference energy per 1000 predictions (rows), joules.
     pub const INFERENCE_ENERGY_J_PER_1K: &str = "inference_energy_j_per_1k";
     /// One-sigma uncertainty of [`INFERENCE_ENERGY_J_PER_1K`], joules.
     pub const INFERENCE_ENERGY_SIGMA_J_PER_1K: &str = "inference_energy_sigma_j_per_1k";
-    /// Inference energy per 1000 predictions predicted from a calibration.
-    pub const PREDICTED_INFERENCE_ENERGY_J_PER_1K: &str = "predicted_inference_energy_j_per_1k";
-    /// One-sigma uncertainty of [`PREDICTED_INFERENCE_ENERGY_J_PER_1K`].
-    pub const PREDICTED_INFERENCE_ENERGY_SIGMA_J_PER_1K: &str =
-        "predicted_inference_energy_sigma_j_per_1k";
     /// One-sigma uncertainty of a trial's `energy_spent_j`, joules.
     pub const ENERGY_SPENT_SIGMA_J: &str = "energy_spent_sigma_j";
     /// Validation accuracy, fraction.
@@ -393,32 +390,59 @@ impl Candidate {
     /// The candidate of a finished trial: its accuracy and its inference
     /// energy, measured when the trial holds a measurement (with the
     /// trial's provenance; estimated when it names none, as
-    /// `report::search_energy` does), else predicted. `None` without
-    /// either figure.
-    pub fn of_trial(t: &TrialRecord) -> Option<Candidate> {
+    /// `report::search_energy` does), else the prediction `metrics`
+    /// declares of it, with the prediction's declared uncertainty. `None`
+    /// without either figure.
+    pub fn of_trial(t: &TrialRecord, metrics: &MetricRegistry) -> Option<Candidate> {
         let m = t.metrics.as_ref()?;
         let finite = |name: &str| m.get(name).copied().filter(|v| v.is_finite());
-        let energy = if let Some(e) = finite(metric::INFERENCE_ENERGY_J_PER_1K) {
-            let p = t
-                .provenance
-                .map_or(FigureProvenance::Estimated, FigureProvenance::from);
-            Figure {
-                value: e,
-                sigma: finite(metric::INFERENCE_ENERGY_SIGMA_J_PER_1K).map(f64::abs),
-                provenance: p,
-            }
-        } else {
-            let e = finite(metric::PREDICTED_INFERENCE_ENERGY_J_PER_1K)?;
-            Figure {
-                value: e,
-                sigma: finite(metric::PREDICTED_INFERENCE_ENERGY_SIGMA_J_PER_1K).map(f64::abs),
-                provenance: FigureProvenance::Predicted,
+        let energy = match Candidate::measured_energy(t) {
+            Some(figure) => figure,
+            None => {
+                let predicted = metrics.prediction_of(metric::INFERENCE_ENERGY_J_PER_1K)?;
+                Figure {
+                    value: finite(&predicted.name)?,
+                    sigma: metrics
+                        .uncertainty_of(&predicted.name)
+                        .and_then(|s| finite(&s.name))
+                        .map(f64::abs),
+                    provenance: FigureProvenance::Predicted,
+                }
             }
         };
         Some(Candidate {
             trial: Some(t.number),
             accuracy: finite(metric::VAL_ACCURACY),
             energy_j_per_1k: energy,
+        })
+    }
+
+    /// The candidate of a finished trial from measured figures only
+    /// (`None` without a measured inference energy).
+    pub fn of_measured_trial(t: &TrialRecord) -> Option<Candidate> {
+        let energy = Candidate::measured_energy(t)?;
+        let accuracy = t
+            .metrics
+            .as_ref()
+            .and_then(|m| m.get(metric::VAL_ACCURACY).copied())
+            .filter(|v| v.is_finite());
+        Some(Candidate {
+            trial: Some(t.number),
+            accuracy,
+            energy_j_per_1k: energy,
+        })
+    }
+
+    fn measured_energy(t: &TrialRecord) -> Option<Figure> {
+        let m = t.metrics.as_ref()?;
+        let finite = |name: &str| m.get(name).copied().filter(|v| v.is_finite());
+        let p = t
+            .provenance
+            .map_or(FigureProvenance::Estimated, FigureProvenance::from);
+        Some(Figure {
+            value: finite(metric::INFERENCE_ENERGY_J_PER_1K)?,
+            sigma: finite(metric::INFERENCE_ENERGY_SIGMA_J_PER_1K).map(f64::abs),
+            provenance: p,
         })
     }
 }
@@ -868,12 +892,13 @@ pub fn search_energy_figure(trials: &[TrialRecord]) -> Option<Figure> {
 }
 
 /// The most accurate finished full-fidelity trial with an inference energy
-/// (ties go to the cheaper), as a candidate.
-pub fn most_accurate(trials: &[TrialRecord]) -> Option<Candidate> {
+/// (measured, or predicted as `metrics` declares; ties go to the
+/// cheaper), as a candidate.
+pub fn most_accurate(trials: &[TrialRecord], metrics: &MetricRegistry) -> Option<Candidate> {
     trials
         .iter()
         .filter(|t| t.status == TrialStatus::Finished && (t.fidelity - 1.0).abs() < 1e-9)
-        .filter_map(Candidate::of_trial)
+        .filter_map(|t| Candidate::of_trial(t, metrics))
         .filter(|c| c.accuracy.is_some())
         .max_by(|a, b| {
             let (x, y) = (a.accuracy.unwrap_or(0.0), b.accuracy.unwrap_or(0.0));
@@ -1161,8 +1186,8 @@ mod tests {
             metrics: Some(
                 [
                     (metric::VAL_ACCURACY, 0.8),
-                    (metric::PREDICTED_INFERENCE_ENERGY_J_PER_1K, 2.0),
-                    (metric::PREDICTED_INFERENCE_ENERGY_SIGMA_J_PER_1K, 0.2),
+                    ("model_inference_j_per_1k", 2.0),
+                    ("model_inference_sd_j_per_1k", 0.2),
                     (metric::ENERGY_SPENT_SIGMA_J, 3.0),
                 ]
                 .into_iter()
@@ -1182,8 +1207,31 @@ mod tests {
             overhead_ns: None,
             attempts: 1,
         };
+        // The registry says which metric predicts the inference energy, and
+        // which holds that prediction's uncertainty (names need not say).
+        use crate::metric::{MetricInfo, MetricRegistry};
+        use crate::objective::Direction::Minimize;
+        let registry = MetricRegistry::new([
+            MetricInfo::measured(metric::INFERENCE_ENERGY_J_PER_1K, "J", Minimize),
+            MetricInfo::predicted(
+                "model_inference_j_per_1k",
+                "J",
+                Minimize,
+                metric::INFERENCE_ENERGY_J_PER_1K,
+            ),
+            MetricInfo::predicted(
+                "model_inference_sd_j_per_1k",
+                "J",
+                Minimize,
+                metric::INFERENCE_ENERGY_J_PER_1K,
+            )
+            .uncertainty_of("model_inference_j_per_1k"),
+        ])
+        .unwrap();
+        // Without the registry the prediction means nothing.
+        assert_eq!(Candidate::of_trial(&base, &MetricRegistry::default()), None);
         // Only predicted: the prediction and its sigma, provenance predicted.
-        let c = Candidate::of_trial(&base).unwrap();
+        let c = Candidate::of_trial(&base, &registry).unwrap();
         assert_eq!(
             c.energy_j_per_1k,
             Figure::with_sigma(2.0, 0.2, FigureProvenance::Predicted)
@@ -1194,7 +1242,8 @@ mod tests {
         let m = measured.metrics.as_mut().unwrap();
         m.insert(metric::INFERENCE_ENERGY_J_PER_1K.into(), 2.5);
         m.insert("val_accuracy".into(), 0.85);
-        let c = Candidate::of_trial(&measured).unwrap();
+        let c = Candidate::of_trial(&measured, &registry).unwrap();
+        assert_eq!(Candidate::of_measured_trial(&measured), Some(c.clone()));
         assert_eq!(
             c.energy_j_per_1k,
             Figure::new(2.5, FigureProvenance::Estimated)
@@ -1217,7 +1266,10 @@ mod tests {
         let total = search_energy_figure(&[base.clone(), bare]).unwrap();
         assert_eq!(total.sigma, None);
         assert_eq!(total.provenance, FigureProvenance::Estimated);
-        assert_eq!(most_accurate(&[base, measured]).unwrap().trial, Some(4));
+        assert_eq!(
+            most_accurate(&[base, measured], &registry).unwrap().trial,
+            Some(4)
+        );
         assert_eq!(search_energy_figure(&[]), None);
     }
 }

@@ -4,10 +4,12 @@
 //!
 //! Generic over what is predicted: a [`CandidatePricer`] gives a
 //! candidate's predicted cost, and [`PrescreenMetrics`] names the quality
-//! and predicted-cost metrics of finished trials. nas-client plugs in its
+//! metric and the cost metric of finished trials, whose prediction it
+//! finds in the study's metric registry. nas-client plugs in its
 //! calibrated energy model (predicted inference energy against validation
 //! accuracy).
 
+use crate::metric::{MetricError, MetricRegistry};
 use crate::space::Config;
 use crate::strategy::{Ask, History, Strategy, FULL_FIDELITY};
 use crate::study::{TrialRecord, TrialStatus};
@@ -54,8 +56,8 @@ pub struct Prescreen {
 }
 
 /// Prices a candidate before it is evaluated: its predicted cost (in the
-/// unit of [`PrescreenMetrics::predicted_cost`]), or `None` when it cannot
-/// be priced.
+/// unit of [`PrescreenMetrics::predicted_cost`]'s metric), or `None` when
+/// it cannot be priced.
 pub trait CandidatePricer: Send {
     /// Predicted cost of `config` at `fidelity`.
     fn predicted_cost(&self, config: &Config, fidelity: f64) -> Option<f64>;
@@ -63,13 +65,42 @@ pub trait CandidatePricer: Send {
 
 /// The metrics [`Prescreen`] reads from finished trials: the quality it
 /// ranks by (maximised) and the predicted cost the pricer also predicts
-/// (minimised).
+/// (minimised), found as a registry's prediction of a measured cost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrescreenMetrics {
-    /// Quality, e.g. validation accuracy.
-    pub quality: String,
-    /// Predicted cost, e.g. predicted inference energy per 1000 rows.
-    pub predicted_cost: String,
+    quality: String,
+    predicted_cost: String,
+}
+
+impl PrescreenMetrics {
+    /// Ranks by `quality` against the prediction of the measured metric
+    /// `cost` that `metrics` declares; an error naming the metric when
+    /// `quality` is undeclared or `cost` has no prediction.
+    pub fn resolve(
+        metrics: &MetricRegistry,
+        quality: &str,
+        cost: &str,
+    ) -> Result<PrescreenMetrics, MetricError> {
+        if metrics.get(quality).is_none() {
+            return Err(MetricError::Undeclared {
+                name: quality.to_owned(),
+            });
+        }
+        Ok(PrescreenMetrics {
+            quality: quality.to_owned(),
+            predicted_cost: metrics.require_prediction_of(cost)?.name.clone(),
+        })
+    }
+
+    /// The quality metric.
+    pub fn quality(&self) -> &str {
+        &self.quality
+    }
+
+    /// The predicted-cost metric.
+    pub fn predicted_cost(&self) -> &str {
+        &self.predicted_cost
+    }
 }
 
 impl Prescreen {
@@ -181,10 +212,25 @@ mod tests {
     use crate::objective::ObjectiveSet;
 
     fn metrics() -> PrescreenMetrics {
-        PrescreenMetrics {
-            quality: "val_accuracy".into(),
-            predicted_cost: "predicted_energy".into(),
-        }
+        use crate::metric::{MetricInfo, MetricRegistry};
+        use crate::objective::Direction::{Maximize, Minimize};
+        let registry = MetricRegistry::new([
+            MetricInfo::measured("val_accuracy", "fraction", Maximize),
+            MetricInfo::measured("energy", "J", Minimize),
+            MetricInfo::predicted("priced_energy", "J", Minimize, "energy"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            PrescreenMetrics::resolve(&registry, "val_accuracy", "val_accuracy"),
+            Err(MetricError::NoPrediction { .. })
+        ));
+        assert!(matches!(
+            PrescreenMetrics::resolve(&registry, "accuracy", "energy"),
+            Err(MetricError::Undeclared { .. })
+        ));
+        let m = PrescreenMetrics::resolve(&registry, "val_accuracy", "energy").unwrap();
+        assert_eq!(m.predicted_cost(), "priced_energy");
+        m
     }
 
     /// A strategy proposing fixed widths in turn.
@@ -228,7 +274,7 @@ mod tests {
             metrics: Some(
                 [
                     ("val_accuracy".to_string(), acc),
-                    ("predicted_energy".to_string(), width as f64 / 100.0),
+                    ("priced_energy".to_string(), width as f64 / 100.0),
                 ]
                 .into_iter()
                 .collect(),

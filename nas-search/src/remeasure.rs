@@ -4,11 +4,12 @@
 //! the same trials ([`Study::add_measurement`]).
 //!
 //! Generic over the figures: [`RemeasureMetrics`] names the measured metric
-//! the re-run must report, its predicted counterpart, and the metrics
-//! copied from the re-run (under a name of the caller's choosing, so a
+//! the re-run must report (its prediction is the one the study's metric
+//! registry declares) and the metrics copied from the re-run (under a name of the caller's choosing, so a
 //! re-run's accuracy does not overwrite the trial's).
 
 use crate::evaluator::Evaluator;
+use crate::metric::MetricError;
 use crate::objective::{Metrics, ObjectiveSet};
 use crate::runner::front_indices;
 use crate::study::{Study, StudyError, TrialRecord};
@@ -18,10 +19,10 @@ use std::path::Path;
 /// Which metrics a re-measurement reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemeasureMetrics {
-    /// The measured figure the re-run must report (stored under this name).
+    /// The measured figure the re-run must report (stored under this
+    /// name); its prediction in the trials, reported alongside, is the one
+    /// the study's metric registry declares.
     pub measured: String,
-    /// Its predicted counterpart in the trials (reported alongside).
-    pub predicted: String,
     /// Quality of the re-run, reported alongside (e.g. validation accuracy).
     pub quality: String,
     /// (metric of the re-run, name stored in the trial), copied when present.
@@ -50,6 +51,14 @@ pub enum RemeasureError {
     /// The study could not be read or written.
     #[error(transparent)]
     Study(#[from] StudyError),
+    /// The study's registry declares no prediction of the measured metric.
+    #[error("study {file}: {source}")]
+    Metric {
+        /// The study.
+        file: std::path::PathBuf,
+        /// What the registry lacks.
+        source: MetricError,
+    },
     /// The re-run failed.
     #[error("re-measuring trial {number}: {message}")]
     Evaluation {
@@ -83,6 +92,16 @@ pub fn remeasure_front(
     progress: &dyn Fn(usize, usize),
 ) -> Result<Vec<FrontMeasurement>, RemeasureError> {
     let mut study = Study::open_existing(study_file)?;
+    let predicted_name = study
+        .spec()
+        .metrics
+        .require_prediction_of(&names.measured)
+        .map_err(|source| RemeasureError::Metric {
+            file: study_file.to_owned(),
+            source,
+        })?
+        .name
+        .clone();
     let trials = study.trials()?;
     let front: Vec<TrialRecord> = front_indices(&trials, objectives)
         .into_iter()
@@ -96,7 +115,7 @@ pub fn remeasure_front(
     let mut out = Vec::new();
     for (k, t) in front.iter().enumerate() {
         let m = t.metrics.clone().unwrap_or_default();
-        let predicted = m.get(&names.predicted).copied();
+        let predicted = m.get(&predicted_name).copied();
         if let Some(&measured) = m.get(&names.measured) {
             out.push(FrontMeasurement {
                 number: t.number,

@@ -20,10 +20,17 @@
 //! limit goes back to `queued` and is claimed again before anything new is
 //! proposed. Its number, configuration and seed stay the same.
 //!
+//! Metrics: the study stores the evaluator's metric registry
+//! ([`crate::metric::MetricRegistry`]) under `study_meta.metrics`. Schema
+//! 1 (before registries) had none: opening such a study to resume it
+//! stores the registry given and moves it to schema 2; opening it to read
+//! gives an empty registry, which reports show as "declares no metrics".
+//!
 //! Timestamps are CLOCK_MONOTONIC nanoseconds (see `shared::MonotonicNs`);
 //! the boot they belong to is in each worker id.
 
 use crate::evaluator::{KernelEnergyFigure, TrialResult};
+use crate::metric::{MetricError, MetricRegistry};
 use crate::objective::{Metrics, ObjectiveSet};
 use crate::space::{Config, SearchSpace, SpaceDefinition};
 use crate::strategy::{Ask, History, Strategy};
@@ -35,8 +42,10 @@ use shared::{MonotonicNs, Provenance};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Version of the database layout written by this crate.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Version of the database layout written by this crate: 2 added the
+/// metric registry (`study_meta.metrics`); studies of version 1 are read,
+/// and upgraded when opened for writing.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Errors about studies.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +88,26 @@ pub enum StudyError {
         what: String,
         /// Why.
         message: String,
+    },
+    /// The study was written by a newer version of this crate.
+    #[error(
+        "study {file} has schema version {found}; this build reads versions up to {supported}"
+    )]
+    NewerSchema {
+        /// The database file.
+        file: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build reads.
+        supported: i64,
+    },
+    /// The metrics declared now contradict those the study stores.
+    #[error("study {file}: the metrics declared now disagree with the study's: {source}")]
+    Metrics {
+        /// The database file.
+        file: PathBuf,
+        /// The disagreement.
+        source: MetricError,
     },
     /// The file is not a study (or is missing when opening read-only).
     #[error("{file} is not a study database: {message}")]
@@ -184,6 +213,9 @@ pub struct StudySpec {
     pub strategy: String,
     /// Study seed: with it and one worker, a study is reproducible.
     pub seed: u64,
+    /// What the metrics its trials report are (stored with the study; a
+    /// resumed study keeps the union of what was declared).
+    pub metrics: MetricRegistry,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -449,6 +481,7 @@ impl Study {
     /// must have been created with the same space, objectives, strategy and
     /// seed.
     pub fn open(file: &Path, spec: StudySpec, resume: bool) -> Result<Study, StudyError> {
+        let mut spec = spec;
         let mut conn = open_connection(file)?;
         let stored = StoredSpec {
             space: spec.space.definition(),
@@ -478,8 +511,10 @@ impl Study {
                     params![json, SCHEMA_VERSION.to_string()],
                 )
                 .map_err(sql(file))?;
+                write_metrics(&tx, file, &spec.metrics)?;
             }
             Some(json) => {
+                check_schema(&tx, file)?;
                 let old: StoredSpec =
                     serde_json::from_str(&json).map_err(|e| StudyError::Corrupt {
                         file: file.into(),
@@ -496,6 +531,18 @@ impl Study {
                         trials: trials as usize,
                     });
                 }
+                // A study of schema 1 has no registry: it takes the one
+                // given. Otherwise the union of both, unless they disagree.
+                if let Some(stored) = read_metrics(&tx, file)? {
+                    spec.metrics =
+                        stored
+                            .merged(&spec.metrics)
+                            .map_err(|source| StudyError::Metrics {
+                                file: file.into(),
+                                source,
+                            })?;
+                }
+                write_metrics(&tx, file, &spec.metrics)?;
             }
         }
         tx.commit().map_err(sql(file))?;
@@ -541,6 +588,9 @@ impl Study {
                 what: "space".into(),
                 message: e.to_string(),
             })?;
+        check_schema(&conn, file)?;
+        // Schema 1 (before registries): nothing declared.
+        let metrics = read_metrics(&conn, file)?.unwrap_or_default();
         Ok(Study {
             file: file.into(),
             conn,
@@ -549,6 +599,7 @@ impl Study {
                 objectives: stored.objectives,
                 strategy: stored.strategy,
                 seed: stored.seed,
+                metrics,
             },
             cache: TrialCache::default(),
             cache_version: -1,
@@ -917,6 +968,75 @@ impl Study {
     }
 }
 
+/// Refuses a study written by a newer layout than this build knows.
+fn check_schema(conn: &Connection, file: &Path) -> Result<(), StudyError> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT value FROM study_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql(file))?;
+    // Studies always stored it; a missing one is read as the first layout.
+    let found = match text {
+        None => 1,
+        Some(t) => t.trim().parse::<i64>().map_err(|e| StudyError::Corrupt {
+            file: file.into(),
+            what: "schema_version".into(),
+            message: format!("{t:?}: {e}"),
+        })?,
+    };
+    if found > SCHEMA_VERSION {
+        return Err(StudyError::NewerSchema {
+            file: file.into(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// The stored metric registry; `None` for a study of schema 1.
+fn read_metrics(conn: &Connection, file: &Path) -> Result<Option<MetricRegistry>, StudyError> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT value FROM study_meta WHERE key = 'metrics'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql(file))?;
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StudyError::Corrupt {
+            file: file.into(),
+            what: "metric registry".into(),
+            message: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+/// Stores `metrics` as the study's registry, at the current schema.
+fn write_metrics(
+    conn: &Connection,
+    file: &Path,
+    metrics: &MetricRegistry,
+) -> Result<(), StudyError> {
+    let json = serde_json::to_string(metrics).map_err(|e| StudyError::Corrupt {
+        file: file.into(),
+        what: "metric registry".into(),
+        message: e.to_string(),
+    })?;
+    conn.execute(
+        "INSERT INTO study_meta (key, value) VALUES ('metrics', ?1), ('schema_version', ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![json, SCHEMA_VERSION.to_string()],
+    )
+    .map_err(sql(file))?;
+    Ok(())
+}
+
 fn check_same(file: &Path, old: &StoredSpec, new: &StoredSpec) -> Result<(), StudyError> {
     let mismatch = |what: &str, a: String, b: String| StudyError::Mismatch {
         file: file.into(),
@@ -1170,6 +1290,12 @@ mod tests {
             objectives: ObjectiveSet::new(vec![Objective::parse("acc:max").unwrap()]).unwrap(),
             strategy: "random".into(),
             seed: 1,
+            metrics: MetricRegistry::new([crate::metric::MetricInfo::measured(
+                "acc",
+                "fraction",
+                crate::objective::Direction::Maximize,
+            )])
+            .unwrap(),
         }
     }
 

@@ -190,7 +190,7 @@ fn a_user_baseline_replaces_the_study_reference() {
 
 #[test]
 fn calibrated_study_shows_predicted_and_re_measured_points() {
-    let spec = fixture::energy_aware_spec("predicted_inference_energy_j_per_1k");
+    let spec = fixture::energy_aware_spec(fixture::MODEL_ENERGY);
     let trials = fixture::calibrated_trials();
     let (_tmp, dir) = out_dirs("calibrated");
     let (summary, _) =

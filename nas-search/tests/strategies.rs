@@ -25,6 +25,7 @@ fn run(
         objectives: common::objectives(),
         strategy: strategy.spec(),
         seed,
+        metrics: Default::default(),
     };
     let dir = tempfile::tempdir().unwrap();
     let mut options = RunOptions::new(dir.path().join("study.db"), budget);

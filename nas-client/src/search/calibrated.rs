@@ -24,7 +24,7 @@
 //! Every predicted figure is labelled `estimated`, whatever the calibration
 //! was measured with: a model's output is never a measurement.
 
-use super::trainer::{predicted_provenance, TrainingEvaluator, TrialMetric};
+use super::trainer::{prediction_provenance, TrainingEvaluator, TrialMetric};
 use anyhow::{Context, Result};
 use energy_model::{Calibration, NetworkEnergyPrediction, NetworkPredictError, NetworkRun};
 use nas_search::evaluator::{EvalError, Evaluator, TrialResult};
@@ -164,7 +164,7 @@ impl Evaluator for CalibratedEvaluator {
                 result.metrics.insert(metric.name().to_owned(), value);
             }
         }
-        result.provenance = Some(predicted_provenance(result.provenance));
+        result.provenance = Some(prediction_provenance(result.provenance));
         result.notes.push(format!(
             "energy objectives predicted from calibration {} (fitted on {} energy); \
              training energy measured by energyd when it ran",
@@ -193,14 +193,13 @@ impl CandidatePricer for CalibrationPricer {
 }
 
 /// What pre-screening reads of finished trials: validation accuracy
-/// against predicted inference energy.
-pub fn prescreen_metrics() -> PrescreenMetrics {
-    PrescreenMetrics {
-        quality: TrialMetric::ValAccuracy.name().to_owned(),
-        predicted_cost: TrialMetric::PredictedInferenceEnergyJPer1k
-            .name()
-            .to_owned(),
-    }
+/// against the registry's prediction of the inference energy.
+pub fn prescreen_metrics() -> Result<PrescreenMetrics> {
+    Ok(PrescreenMetrics::resolve(
+        &TrialMetric::registry(),
+        TrialMetric::ValAccuracy.name(),
+        TrialMetric::InferenceEnergyJPer1k.name(),
+    )?)
 }
 
 /// Trains every member of the study's front under `objectives` again with
@@ -218,9 +217,6 @@ pub fn measure_front(
 ) -> Result<Vec<FrontMeasurement>> {
     let names = RemeasureMetrics {
         measured: TrialMetric::InferenceEnergyJPer1k.name().to_owned(),
-        predicted: TrialMetric::PredictedInferenceEnergyJPer1k
-            .name()
-            .to_owned(),
         quality: TrialMetric::ValAccuracy.name().to_owned(),
         copied: vec![
             (
@@ -243,8 +239,8 @@ pub fn measure_front(
 
 /// The name a calibrated search optimises in place of an objective: the
 /// measured energy objectives a user names (`inference_energy_j_per_1k`,
-/// `training_energy_j`) are read from their predicted counterparts; other
-/// objectives are unchanged.
+/// `training_energy_j`) are read from their predictions in the
+/// [`TrialMetric`] registry; other objectives are unchanged.
 pub fn predicted_objective_name(name: &str) -> &str {
     match TrialMetric::from_name(name).and_then(TrialMetric::predicted) {
         Some(predicted) => predicted.name(),
@@ -302,12 +298,12 @@ mod tests {
     #[test]
     fn energy_objectives_map_to_their_predictions() {
         assert_eq!(
-            predicted_objective_name("inference_energy_j_per_1k"),
-            "predicted_inference_energy_j_per_1k"
+            predicted_objective_name(TrialMetric::InferenceEnergyJPer1k.name()),
+            TrialMetric::PredictedInferenceEnergyJPer1k.name()
         );
         assert_eq!(
-            predicted_objective_name("training_energy_j"),
-            "predicted_training_energy_j"
+            predicted_objective_name(TrialMetric::TrainingEnergyJ.name()),
+            TrialMetric::PredictedTrainingEnergyJ.name()
         );
         assert_eq!(predicted_objective_name("val_accuracy"), "val_accuracy");
         assert_eq!(predicted_objective_name("no_such_metric"), "no_such_metric");

@@ -28,7 +28,7 @@ use nas_search::strategy::Strategy;
 use nas_search::study::{Study, StudySpec, TrialRecord, TrialStatus};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use trainer::{metric, DataSource, TrainingEvaluator};
+use trainer::{metric, DataSource, TrainingEvaluator, TrialMetric};
 
 /// The default search space (MLP / ResNet-style MLP for tabular data).
 pub const DEFAULT_SPACE_TOML: &str = include_str!("default_space.toml");
@@ -343,7 +343,7 @@ fn run_calibrated(
             let p = Prescreen::new(
                 strategy,
                 Box::new(pricer),
-                prescreen_metrics(),
+                prescreen_metrics()?,
                 factor,
                 warmup,
             );
@@ -429,6 +429,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
         objectives,
         strategy: strategy.spec(),
         seed: args.seed,
+        metrics: TrialMetric::registry(),
     };
     let mut options = RunOptions::new(&args.study, args.budget as usize);
     options.workers = args.workers.max(1);
@@ -573,6 +574,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             objectives,
             strategy: strategy.spec(),
             seed: args.seed,
+            metrics: TrialMetric::registry(),
         };
         let file = dir.join(format!("{name}.db"));
         let mut options = RunOptions::new(&file, args.budget as usize);
@@ -616,6 +618,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
                 objectives,
                 strategy: strategy.spec(),
                 seed: args.seed,
+                metrics: TrialMetric::registry(),
             };
             let file = dir.join("calibrated.db");
             let mut options = RunOptions::new(&file, args.budget as usize);
@@ -863,11 +866,12 @@ fn calibration_comparison(
         nas_search::report::search_energy(measured),
     );
     let (ec, em) = (c.energy_j, m.energy_j);
-    let errors: Vec<f64> = nas_search::report::predicted_vs_measured(calibrated)
-        .into_iter()
-        .filter(|p| p.metric == metric::INFERENCE_ENERGY_J_PER_1K)
-        .filter_map(|p| p.error_pct.map(f64::abs))
-        .collect();
+    let errors: Vec<f64> =
+        nas_search::report::predicted_vs_measured(calibrated, &TrialMetric::registry())
+            .into_iter()
+            .filter(|p| p.metric == metric::INFERENCE_ENERGY_J_PER_1K)
+            .filter_map(|p| p.error_pct.map(f64::abs))
+            .collect();
     CalibrationComparison {
         hypervolume_calibrated: hc,
         hypervolume_measured: hm,
@@ -1078,7 +1082,17 @@ fn load_study(file: &Path) -> Result<(StudySpec, Vec<TrialRecord>)> {
     let trials = study
         .trials()
         .with_context(|| format!("reading trials of {}", file.display()))?;
-    Ok((study.spec().clone(), trials))
+    let mut spec = study.spec().clone();
+    if spec.metrics.is_empty() {
+        // A study written before studies stored their metric registry:
+        // its trials were reported by this client, under these names.
+        eprintln!(
+            "nas-client: {} declares no metrics (written before metric registries); reading it with nas-client's own",
+            file.display()
+        );
+        spec.metrics = TrialMetric::registry();
+    }
+    Ok((spec, trials))
 }
 
 fn progress_bar(len: u64, quiet: bool) -> ProgressBar {

@@ -17,6 +17,7 @@
 
 use anyhow::Context;
 use nas_search::evaluator::{EvalError, Evaluator, KernelEnergyFigure, TrialResult};
+use nas_search::metric::{MetricInfo, MetricRegistry};
 use nas_search::objective::Direction;
 use nas_search::space::{Config, ParamValue};
 use nn_plan::{Activation, Backbone, Norm};
@@ -34,12 +35,13 @@ pub enum Origin {
     /// Measured or computed from the trained network (accuracy, energy
     /// from energyd with its own provenance, parameter counts).
     Measured,
-    /// Predicted from a calibration, never a measurement.
-    Predicted,
+    /// Predicted from a calibration, never a measurement: a prediction of
+    /// the measured metric it names (or, for an uncertainty, about it).
+    Predicted(TrialMetric),
 }
 
 macro_rules! trial_metrics {
-    ($($(#[doc = $doc:literal])* $variant:ident => ($name:literal, $unit:literal, $direction:ident, $origin:ident),)*) => {
+    ($($(#[doc = $doc:literal])* $variant:ident => ($name:literal, $unit:literal, $direction:ident, $origin:expr),)*) => {
         /// Every metric a training trial reports: one registry of names,
         /// units, the direction that is better and where the figure comes
         /// from. Objectives and constraints of a search refer to the names.
@@ -73,10 +75,12 @@ macro_rules! trial_metrics {
                 }
             }
 
-            /// Measured or predicted.
+            /// Measured or predicted (and then of which measured metric).
             pub const fn origin(self) -> Origin {
+                #[allow(unused_imports)]
+                use {Origin::*, TrialMetric::*};
                 match self {
-                    $(TrialMetric::$variant => Origin::$origin,)*
+                    $(TrialMetric::$variant => $origin,)*
                 }
             }
         }
@@ -111,13 +115,13 @@ trial_metrics! {
     /// Validation accuracy of a front member's re-measurement run.
     RemeasuredValAccuracy => ("remeasured_val_accuracy", "fraction", Maximize, Measured),
     /// Inference energy per 1000 rows predicted from a calibration.
-    PredictedInferenceEnergyJPer1k => ("predicted_inference_energy_j_per_1k", "J per 1000 rows", Minimize, Predicted),
+    PredictedInferenceEnergyJPer1k => ("predicted_inference_energy_j_per_1k", "J per 1000 rows", Minimize, Predicted(InferenceEnergyJPer1k)),
     /// Training energy predicted from a calibration.
-    PredictedTrainingEnergyJ => ("predicted_training_energy_j", "J", Minimize, Predicted),
+    PredictedTrainingEnergyJ => ("predicted_training_energy_j", "J", Minimize, Predicted(TrainingEnergyJ)),
     /// One-sigma uncertainty of the predicted inference energy.
-    PredictedInferenceEnergySigma => ("predicted_inference_energy_sigma_j_per_1k", "J per 1000 rows", Minimize, Predicted),
+    PredictedInferenceEnergySigma => ("predicted_inference_energy_sigma_j_per_1k", "J per 1000 rows", Minimize, Predicted(InferenceEnergyJPer1k)),
     /// One-sigma uncertainty of the predicted training energy.
-    PredictedTrainingEnergySigma => ("predicted_training_energy_sigma_j", "J", Minimize, Predicted),
+    PredictedTrainingEnergySigma => ("predicted_training_energy_sigma_j", "J", Minimize, Predicted(TrainingEnergyJ)),
 }
 
 impl TrialMetric {
@@ -126,14 +130,50 @@ impl TrialMetric {
         TrialMetric::ALL.iter().copied().find(|m| m.name() == name)
     }
 
-    /// The predicted counterpart of a measured energy figure (what a
-    /// calibrated search optimises in its place).
-    pub fn predicted(self) -> Option<TrialMetric> {
+    /// The metric whose one-sigma uncertainty this is. (The uncertainty
+    /// of a trial's energy spent, [`TrialMetric::EnergySpentSigmaJ`],
+    /// belongs to the study's energy column, not to a metric.)
+    pub const fn uncertainty_of(self) -> Option<TrialMetric> {
         match self {
-            TrialMetric::InferenceEnergyJPer1k => Some(TrialMetric::PredictedInferenceEnergyJPer1k),
-            TrialMetric::TrainingEnergyJ => Some(TrialMetric::PredictedTrainingEnergyJ),
+            TrialMetric::InferenceEnergySigmaJPer1k => Some(TrialMetric::InferenceEnergyJPer1k),
+            TrialMetric::PredictedInferenceEnergySigma => {
+                Some(TrialMetric::PredictedInferenceEnergyJPer1k)
+            }
+            TrialMetric::PredictedTrainingEnergySigma => {
+                Some(TrialMetric::PredictedTrainingEnergyJ)
+            }
             _ => None,
         }
+    }
+
+    /// The predicted counterpart of a measured figure (what a calibrated
+    /// search optimises in its place): the registry's prediction of it.
+    pub fn predicted(self) -> Option<TrialMetric> {
+        TrialMetric::ALL.iter().copied().find(|p| {
+            p.uncertainty_of().is_none()
+                && matches!(p.origin(), Origin::Predicted(of) if of == self)
+        })
+    }
+
+    /// This metric as the study's registry stores it.
+    pub fn info(self) -> MetricInfo {
+        let info = match self.origin() {
+            Origin::Measured => MetricInfo::measured(self.name(), self.unit(), self.direction()),
+            Origin::Predicted(of) => {
+                MetricInfo::predicted(self.name(), self.unit(), self.direction(), of.name())
+            }
+        };
+        match self.uncertainty_of() {
+            Some(of) => info.uncertainty_of(of.name()),
+            None => info,
+        }
+    }
+
+    /// Every metric a training trial reports, as the registry a study
+    /// declares (nas-search finds predictions and uncertainties here).
+    pub fn registry() -> MetricRegistry {
+        // The declarations above are consistent (a unit test checks it).
+        MetricRegistry::new(TrialMetric::ALL.iter().map(|m| m.info())).unwrap_or_default()
     }
 }
 
@@ -161,14 +201,6 @@ pub mod metric {
     pub const EPOCHS_RUN: &str = M::EpochsRun.name();
     /// See [`M::RemeasuredValAccuracy`].
     pub const REMEASURED_VAL_ACCURACY: &str = M::RemeasuredValAccuracy.name();
-    /// See [`M::PredictedInferenceEnergyJPer1k`].
-    pub const PREDICTED_INFERENCE_ENERGY_J_PER_1K: &str = M::PredictedInferenceEnergyJPer1k.name();
-    /// See [`M::PredictedTrainingEnergyJ`].
-    pub const PREDICTED_TRAINING_ENERGY_J: &str = M::PredictedTrainingEnergyJ.name();
-    /// See [`M::PredictedInferenceEnergySigma`].
-    pub const PREDICTED_INFERENCE_ENERGY_SIGMA: &str = M::PredictedInferenceEnergySigma.name();
-    /// See [`M::PredictedTrainingEnergySigma`].
-    pub const PREDICTED_TRAINING_ENERGY_SIGMA: &str = M::PredictedTrainingEnergySigma.name();
 }
 
 /// Where the training data comes from.
@@ -444,7 +476,7 @@ pub fn trial_result(report: &TrainReport) -> Result<TrialResult, EvalError> {
 
 /// The provenance a trial's predicted figures carry: a model's output is
 /// never a measurement, whatever the calibration was measured with.
-pub fn predicted_provenance(measured: Option<Provenance>) -> Provenance {
+pub fn prediction_provenance(measured: Option<Provenance>) -> Provenance {
     measured.map_or(Provenance::Estimated, |m| m.combine(Provenance::Estimated))
 }
 
@@ -583,9 +615,53 @@ mod tests {
         for &m in TrialMetric::ALL {
             assert_eq!(TrialMetric::from_name(m.name()), Some(m));
             if let Some(p) = m.predicted() {
-                assert_eq!(p.origin(), Origin::Predicted);
+                assert_eq!(p.origin(), Origin::Predicted(m));
                 assert_eq!((p.unit(), p.direction()), (m.unit(), m.direction()));
             }
+        }
+        assert_eq!(
+            TrialMetric::InferenceEnergyJPer1k.predicted(),
+            Some(TrialMetric::PredictedInferenceEnergyJPer1k)
+        );
+        assert_eq!(
+            TrialMetric::TrainingEnergyJ.predicted(),
+            Some(TrialMetric::PredictedTrainingEnergyJ)
+        );
+        assert_eq!(TrialMetric::ValAccuracy.predicted(), None);
+    }
+
+    /// The registry a study stores is the checked one (not the empty
+    /// fallback), and nas-search finds through it what the trainer means.
+    #[test]
+    fn the_registry_declares_every_metric_with_its_relations() {
+        let declared = MetricRegistry::new(TrialMetric::ALL.iter().map(|m| m.info()))
+            .expect("the declarations are consistent");
+        let r = TrialMetric::registry();
+        assert_eq!(r, declared);
+        assert_eq!(r.iter().count(), TrialMetric::ALL.len());
+        let name = |m: TrialMetric| m.name();
+        assert_eq!(
+            r.prediction_of(name(TrialMetric::InferenceEnergyJPer1k))
+                .map(|m| m.name.as_str()),
+            Some(name(TrialMetric::PredictedInferenceEnergyJPer1k))
+        );
+        assert_eq!(
+            r.uncertainty_of(name(TrialMetric::PredictedInferenceEnergyJPer1k))
+                .map(|m| m.name.as_str()),
+            Some(name(TrialMetric::PredictedInferenceEnergySigma))
+        );
+        assert_eq!(
+            r.uncertainty_of(name(TrialMetric::InferenceEnergyJPer1k))
+                .map(|m| m.name.as_str()),
+            Some(name(TrialMetric::InferenceEnergySigmaJPer1k))
+        );
+        for &m in TrialMetric::ALL {
+            let info = r.get(m.name()).expect("declared");
+            assert_eq!(info.is_predicted(), m.origin() != Origin::Measured);
+            assert_eq!(
+                (info.unit.as_str(), info.direction),
+                (m.unit(), m.direction())
+            );
         }
     }
 }

@@ -14,6 +14,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use nas_search::evaluator::{EvalError, Evaluator, TableColumns, TableEvaluator, TrialResult};
+use nas_search::metric::{MetricInfo, MetricRegistry};
 use nas_search::objective::{Metrics, Objective, ObjectiveSet};
 use nas_search::runner::{run_study, trials_hypervolume, RunOptions};
 use nas_search::space::Config;
@@ -160,11 +161,20 @@ fn load(args: &TableArgs) -> Result<(TableEvaluator, ObjectiveSet)> {
 fn run(args: RunArgs) -> Result<()> {
     let (table, objectives) = load(&args.table)?;
     let strategy = strategy_from_spec(&args.strategy)?;
+    // A table's columns are measured figures; only the objectives' have
+    // a known direction (other columns are reported as undeclared).
+    let metrics = MetricRegistry::new(
+        objectives
+            .objectives
+            .iter()
+            .map(|o| MetricInfo::measured(&o.name, "as in the table", o.direction)),
+    )?;
     let spec = StudySpec {
         space: table.space().clone(),
         objectives,
         strategy: strategy.spec(),
         seed: args.seed,
+        metrics,
     };
     let mut options = RunOptions::new(&args.study, args.budget);
     options.workers = args.workers;

@@ -4,8 +4,9 @@
 
 use super::{
     ChosenArchitecture, ConstraintLine, Decision, DecisionRule, FrontEntry, PaybackMissing,
-    PredictedMeasured, ProgressPoint, ReportSummary, SearchEnergy, PREDICTED_PREFIX,
+    PredictedMeasured, ProgressPoint, ReportSummary, SearchEnergy,
 };
+use crate::metric::MetricRegistry;
 use crate::objective::{Bound, Direction, Metrics, ObjectiveSet};
 use crate::payback::{
     metric, most_accurate, payback, search_energy_figure, Candidate, PaybackReference,
@@ -22,20 +23,27 @@ pub(crate) fn full_and_finished(t: &TrialRecord) -> bool {
     t.status == TrialStatus::Finished && (t.fidelity - FULL_FIDELITY).abs() < 1e-9
 }
 
-/// Every (trial, metric) where both `predicted_M` and `M` are known, in
-/// trial order.
-pub fn predicted_vs_measured(trials: &[TrialRecord]) -> Vec<PredictedMeasured> {
+/// Every (trial, metric) where a measured metric and its prediction (as
+/// `metrics` declares it) are both known, in trial order.
+pub fn predicted_vs_measured(
+    trials: &[TrialRecord],
+    metrics: &MetricRegistry,
+) -> Vec<PredictedMeasured> {
     let mut out = Vec::new();
     for t in trials.iter().filter(|t| t.status == TrialStatus::Finished) {
         let Some(m) = &t.metrics else { continue };
         for (name, &predicted) in m {
-            let Some(measured_name) = name.strip_prefix(PREDICTED_PREFIX) else {
+            let Some(info) = metrics.get(name).filter(|i| i.is_value()) else {
+                continue;
+            };
+            let Some(measured_name) = info.predicts() else {
                 continue;
             };
             if let Some(&measured) = m.get(measured_name) {
                 out.push(PredictedMeasured {
                     number: t.number,
                     metric: measured_name.to_owned(),
+                    predicted_metric: name.clone(),
                     predicted,
                     measured,
                     error_pct: (measured != 0.0).then(|| (predicted - measured) / measured * 100.0),
@@ -80,7 +88,7 @@ pub fn summarize_with(
         finished_trials: count(TrialStatus::Finished),
         failed_trials: count(TrialStatus::Failed),
         unfinished_trials: count(TrialStatus::Queued) + count(TrialStatus::Running),
-        decision: decide(objectives, trials, &front_idx, settings),
+        decision: decide(objectives, &spec.metrics, trials, &front_idx, settings),
         floors: accuracy_floors(objectives, trials),
         chosen,
         front,
@@ -88,8 +96,14 @@ pub fn summarize_with(
         search_energy: search_energy(trials),
         mean_overhead_ms: (!overheads.is_empty())
             .then(|| overheads.iter().sum::<f64>() / overheads.len() as f64),
-        predicted_vs_measured: predicted_vs_measured(trials),
-        progress: search_progress(objectives, trials),
+        predicted_vs_measured: predicted_vs_measured(trials, &spec.metrics),
+        undeclared_metrics: spec.metrics.undeclared(
+            trials
+                .iter()
+                .filter_map(|t| t.metrics.as_ref())
+                .flat_map(|m| m.keys().map(String::as_str)),
+        ),
+        progress: search_progress(objectives, &spec.metrics, trials),
     }
 }
 
@@ -122,15 +136,20 @@ pub fn search_energy(trials: &[TrialRecord]) -> SearchEnergy {
 }
 
 /// The inference-energy objective of a set: a minimised objective on the
-/// measured or predicted inference energy.
-pub(crate) fn energy_objective(objectives: &ObjectiveSet) -> Option<&str> {
+/// measured inference energy or on its prediction (as `metrics` declares
+/// it).
+pub(crate) fn energy_objective<'a>(
+    objectives: &'a ObjectiveSet,
+    metrics: &MetricRegistry,
+) -> Option<&'a str> {
+    let predicted = metrics.prediction_of(metric::INFERENCE_ENERGY_J_PER_1K);
     objectives
         .objectives
         .iter()
         .find(|o| {
             o.direction == Direction::Minimize
                 && (o.name == metric::INFERENCE_ENERGY_J_PER_1K
-                    || o.name == metric::PREDICTED_INFERENCE_ENERGY_J_PER_1K)
+                    || predicted.is_some_and(|p| p.name == o.name))
         })
         .map(|o| o.name.as_str())
 }
@@ -150,6 +169,7 @@ pub(crate) fn accuracy_objective(objectives: &ObjectiveSet) -> Option<&str> {
 /// study has no energy objective; then its payback.
 pub fn decide(
     objectives: &ObjectiveSet,
+    metrics: &MetricRegistry,
     trials: &[TrialRecord],
     front_idx: &[usize],
     settings: &PaybackSettings,
@@ -161,7 +181,7 @@ pub fn decide(
             .and_then(|m| m.get(name).copied())
             .filter(|v| v.is_finite())
     };
-    let (rule, chosen) = match energy_objective(objectives) {
+    let (rule, chosen) = match energy_objective(objectives, metrics) {
         Some(e) => (
             DecisionRule::LeastEnergyWithinConstraints,
             front
@@ -188,10 +208,10 @@ pub fn decide(
             )
         }
     };
-    let candidate = Candidate::of_trial(chosen);
+    let candidate = Candidate::of_trial(chosen, metrics);
     let reference = match &settings.baseline {
         Some(b) => Some(b.reference()),
-        None => most_accurate(trials).map(PaybackReference::MostAccurateInStudy),
+        None => most_accurate(trials, metrics).map(PaybackReference::MostAccurateInStudy),
     };
     let spent = search_energy_figure(trials);
     let (payback, missing) = match (&candidate, reference, spent) {
@@ -259,13 +279,17 @@ pub fn accuracy_floors(objectives: &ObjectiveSet, trials: &[TrialRecord]) -> Vec
 /// trial, the energy spent so far (every trial that reported energy,
 /// failed and low-fidelity ones included: they cost energy too), the
 /// hypervolume of the front so far and its least inference energy.
-pub fn search_progress(objectives: &ObjectiveSet, trials: &[TrialRecord]) -> Vec<ProgressPoint> {
+pub fn search_progress(
+    objectives: &ObjectiveSet,
+    metrics: &MetricRegistry,
+    trials: &[TrialRecord],
+) -> Vec<ProgressPoint> {
     let mut order: Vec<&TrialRecord> = trials
         .iter()
         .filter(|t| matches!(t.status, TrialStatus::Finished | TrialStatus::Failed))
         .collect();
     order.sort_by_key(|t| (t.finish_seq.unwrap_or(u64::MAX), t.number));
-    let energy = energy_objective(objectives);
+    let energy = energy_objective(objectives, metrics);
     let mut spent = 0.0;
     let mut seen: Vec<TrialRecord> = Vec::with_capacity(order.len());
     let mut out = Vec::with_capacity(order.len());

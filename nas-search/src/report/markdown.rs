@@ -348,14 +348,18 @@ pub(crate) fn study_markdown(
             "Figures predicted from the calibration next to what energyd measured for the same trial."
         );
         let _ = writeln!(md);
-        let _ = writeln!(md, "| trial | metric | predicted | measured | error |");
-        let _ = writeln!(md, "|---|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| trial | metric | predicted by | predicted | measured | error |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|");
         for p in &s.predicted_vs_measured {
             let _ = writeln!(
                 md,
-                "| {} | `{}` | {} | {} | {} |",
+                "| {} | `{}` | `{}` | {} | {} | {} |",
                 p.number,
                 p.metric,
+                p.predicted_metric,
                 fmt_metric(Some(&p.predicted)),
                 fmt_metric(Some(&p.measured)),
                 p.error_pct.map_or("-".to_owned(), |e| format!("{e:+.1}%"))
@@ -374,6 +378,20 @@ pub(crate) fn study_markdown(
                 errors.len()
             );
         }
+    }
+    if !s.undeclared_metrics.is_empty() {
+        let _ = writeln!(md, "\n## Metrics not declared\n");
+        let why = if spec.metrics.is_empty() {
+            "This study declares no metrics (it was written before studies stored a metric registry), so nothing below is known to be measured or predicted"
+        } else {
+            "The trials report metrics not declared in the study's metric registry: their unit, direction and origin (measured or predicted) are unknown, and no figure here pairs them"
+        };
+        let names: Vec<String> = s
+            .undeclared_metrics
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect();
+        let _ = writeln!(md, "{why}: {}.", names.join(", "));
     }
     let _ = writeln!(md, "\n## Files\n");
     let _ = writeln!(

@@ -209,9 +209,13 @@ pub struct ReportSummary {
     pub search_energy: SearchEnergy,
     /// Mean engine time per trial outside the evaluator, milliseconds.
     pub mean_overhead_ms: Option<f64>,
-    /// Trials holding both a predicted figure (`predicted_M`) and a
-    /// measured one (`M`), side by side.
+    /// Trials holding both a predicted figure and the measured one it
+    /// predicts (as the study's metric registry declares), side by side.
     pub predicted_vs_measured: Vec<PredictedMeasured>,
+    /// Metrics the trials report that the study's registry does not
+    /// declare (their unit, direction and origin are unknown; a study
+    /// written before registries declares none).
+    pub undeclared_metrics: Vec<String>,
     /// Hypervolume and least feasible energy against energy spent.
     pub progress: Vec<ProgressPoint>,
 }
@@ -250,8 +254,10 @@ impl ReportSummary {
 pub struct PredictedMeasured {
     /// Trial number.
     pub number: u64,
-    /// The measured metric (`M`; the prediction is `predicted_M`).
+    /// The measured metric.
     pub metric: String,
+    /// The metric predicting it (per the study's registry).
+    pub predicted_metric: String,
     /// Predicted value.
     pub predicted: f64,
     /// Measured value.
@@ -259,9 +265,6 @@ pub struct PredictedMeasured {
     /// (predicted − measured) / measured, percent (`None` if measured is 0).
     pub error_pct: Option<f64>,
 }
-
-/// Prefix of a metric predicted rather than measured (by a calibration).
-pub const PREDICTED_PREFIX: &str = "predicted_";
 
 /// Files written by [`write_report`].
 #[derive(Debug, Clone, Serialize)]
@@ -410,6 +413,7 @@ pub(crate) fn tick(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metric::{MetricInfo, MetricRegistry};
     use crate::objective::{Objective, ObjectiveSet};
     use crate::space::{ParamValue, SearchSpace};
     use crate::study::TrialStatus;
@@ -446,41 +450,104 @@ mod tests {
         }
     }
 
+    /// A registry whose predicted metrics are named freely: `model_energy`
+    /// predicts `energy` (no `predicted_` prefix), and `predicted_time`
+    /// is, despite its name, a measured metric of its own.
+    fn registry() -> MetricRegistry {
+        use crate::objective::Direction::{Maximize, Minimize};
+        MetricRegistry::new([
+            MetricInfo::measured("acc", "fraction", Maximize),
+            MetricInfo::measured("energy", "J", Minimize),
+            MetricInfo::predicted("model_energy", "J", Minimize, "energy"),
+            MetricInfo::measured("time", "s", Minimize),
+            MetricInfo::measured("predicted_time", "s", Minimize),
+        ])
+        .unwrap()
+    }
+
     #[test]
-    fn predicted_figures_are_shown_next_to_measured_ones() {
+    fn predicted_figures_are_paired_with_measured_ones_by_the_registry() {
         let mut a = trial(0, 0.9, 5.0);
         let m = a.metrics.as_mut().unwrap();
-        m.insert("predicted_energy".into(), 6.0);
-        // A prediction without a measurement, and one of a metric never
-        // measured, are not paired.
+        m.insert("model_energy".into(), 6.0);
+        // Named like a prediction of `time`, declared measured: no pair.
+        m.insert("time".into(), 1.0);
+        m.insert("predicted_time".into(), 2.0);
+        // A prediction without a measurement is not paired.
         let mut b = trial(1, 0.8, 1.0);
-        b.metrics
-            .as_mut()
-            .unwrap()
-            .insert("predicted_training_energy_j".into(), 3.0);
-        let pairs = predicted_vs_measured(&[a.clone(), b]);
-        assert_eq!(pairs.len(), 1);
-        assert_eq!((pairs[0].number, pairs[0].metric.as_str()), (0, "energy"));
+        let m = b.metrics.as_mut().unwrap();
+        m.remove("energy");
+        m.insert("model_energy".into(), 3.0);
+        let pairs = predicted_vs_measured(&[a.clone(), b], &registry());
+        assert_eq!(pairs.len(), 1, "{pairs:?}");
+        assert_eq!(
+            (
+                pairs[0].number,
+                pairs[0].metric.as_str(),
+                pairs[0].predicted_metric.as_str()
+            ),
+            (0, "energy", "model_energy")
+        );
         assert!((pairs[0].error_pct.unwrap() - 20.0).abs() < 1e-12);
+        // With no registry nothing is paired, whatever the names.
+        assert!(predicted_vs_measured(&[a.clone()], &MetricRegistry::default()).is_empty());
         let spec = StudySpec {
             space: SearchSpace::default_tabular(),
             objectives: ObjectiveSet::new(vec![
                 Objective::parse("acc:max:ref=0:ideal=1").unwrap(),
-                Objective::parse("predicted_energy:min:ref=10:ideal=0").unwrap(),
+                Objective::parse("model_energy:min:ref=10:ideal=0").unwrap(),
             ])
             .unwrap(),
             strategy: "random".into(),
             seed: 3,
+            metrics: registry(),
         };
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = write_report_for(&spec, &[a], Path::new("x.db"), dir.path()).unwrap();
         assert_eq!(s.predicted_vs_measured.len(), 1);
+        assert!(
+            s.undeclared_metrics.is_empty(),
+            "{:?}",
+            s.undeclared_metrics
+        );
         let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
         assert!(md.contains("## Predicted and measured"), "{md}");
         assert!(
-            md.contains("| 0 | `energy` |") && md.contains("+20.0%"),
+            md.contains("| 0 | `energy` | `model_energy` |") && md.contains("+20.0%"),
             "{md}"
         );
+        assert!(!md.contains("not declared"), "{md}");
+    }
+
+    #[test]
+    fn a_metric_the_registry_does_not_declare_is_reported_as_such() {
+        let mut a = trial(0, 0.9, 5.0);
+        a.metrics.as_mut().unwrap().insert("mystery_j".into(), 4.0);
+        let spec = StudySpec {
+            space: SearchSpace::default_tabular(),
+            objectives: ObjectiveSet::new(vec![
+                Objective::parse("acc:max:ref=0:ideal=1").unwrap(),
+                Objective::parse("energy:min:ref=10:ideal=0").unwrap(),
+            ])
+            .unwrap(),
+            strategy: "random".into(),
+            seed: 3,
+            metrics: registry(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = write_report_for(&spec, &[a], Path::new("x.db"), dir.path()).unwrap();
+        assert_eq!(s.undeclared_metrics, ["mystery_j"]);
+        let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+        assert!(
+            md.contains("not declared in the study's metric registry")
+                && md.contains("`mystery_j`"),
+            "{md}"
+        );
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["undeclared_metrics"][0], "mystery_j");
     }
 
     #[test]
@@ -494,6 +561,7 @@ mod tests {
             .unwrap(),
             strategy: "random".into(),
             seed: 3,
+            metrics: registry(),
         };
         let trials = vec![trial(0, 0.9, 5.0), trial(1, 0.8, 1.0), trial(2, 0.7, 6.0)];
         let dir = tempfile::tempdir().unwrap();

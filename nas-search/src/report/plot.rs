@@ -13,7 +13,7 @@
 
 use super::analysis::{energy_objective, full_and_finished};
 use super::canvas::{Anchor, Canvas, PngCanvas, Rgb, SvgCanvas};
-use super::{ProgressPoint, ReportSummary, PREDICTED_PREFIX};
+use super::{ProgressPoint, ReportSummary};
 use crate::objective::Bound;
 use crate::payback::FigureProvenance;
 use crate::runner::front_indices;
@@ -116,10 +116,13 @@ impl ParetoPlot {
         let x_name = match objs.get(1) {
             Some(o) => o.name.clone(),
             None => [
-                crate::payback::metric::INFERENCE_ENERGY_J_PER_1K,
-                crate::payback::metric::PREDICTED_INFERENCE_ENERGY_J_PER_1K,
+                Some(crate::payback::metric::INFERENCE_ENERGY_J_PER_1K),
+                spec.metrics
+                    .prediction_of(crate::payback::metric::INFERENCE_ENERGY_J_PER_1K)
+                    .map(|p| p.name.as_str()),
             ]
             .into_iter()
+            .flatten()
             .find(|m| {
                 trials
                     .iter()
@@ -127,7 +130,13 @@ impl ParetoPlot {
             })?
             .to_owned(),
         };
-        let measured_name = x_name.strip_prefix(PREDICTED_PREFIX).map(str::to_owned);
+        // When x is a prediction, the measured metric it predicts (its
+        // re-measured points are drawn too).
+        let measured_name = spec
+            .metrics
+            .get(&x_name)
+            .and_then(|m| m.predicts())
+            .map(str::to_owned);
         let get = |t: &TrialRecord, n: &str| {
             t.metrics
                 .as_ref()
@@ -241,7 +250,7 @@ impl ParetoPlot {
             .collect();
         let x_prov = if measured_name.is_some() {
             "predicted".to_owned()
-        } else if energy_objective(&spec.objectives).is_some()
+        } else if energy_objective(&spec.objectives, &spec.metrics).is_some()
             || x_name == crate::payback::metric::INFERENCE_ENERGY_J_PER_1K
         {
             provenance.map_or("provenance unknown".to_owned(), |p| p.label().to_owned())
