@@ -160,6 +160,15 @@ fn train_measured(
     if let Some(s) = session {
         s.close();
     }
+    // The span uploader's first problem, once (later ones are counted in
+    // the report's span delivery).
+    if let Some(w) = report
+        .span_delivery
+        .as_ref()
+        .and_then(|d| d.warning.as_ref())
+    {
+        eprintln!("nas-client: warning: {w}");
+    }
     if report.energy.is_none() {
         if let Some(note) = energy_note {
             report.energy_unavailable = Some(note);
@@ -365,10 +374,6 @@ fn print_report(r: &TrainReport) {
                     _ => "not measured (--no-inference-energy)".to_owned(),
                 }
             );
-            println!(
-                "             spans accepted by energyd {}, rejected {}",
-                e.spans_accepted, e.spans_rejected
-            );
             for n in &e.train.notes {
                 println!("             note: {n}");
             }
@@ -379,6 +384,12 @@ fn print_report(r: &TrainReport) {
                 .as_deref()
                 .unwrap_or("energyd not used")
         ),
+    }
+    if let Some(d) = &r.span_delivery {
+        println!(
+            "             spans to energyd: {} recorded, {} accepted, {} rejected, {} dropped, {} unsent ({} retries, {} reconnects)",
+            d.recorded, d.accepted, d.rejected, d.dropped, d.pending, d.retries, d.reconnects
+        );
     }
     let energy = r.energy.as_ref();
     print_kernels(

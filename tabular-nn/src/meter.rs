@@ -19,15 +19,50 @@ pub trait PhaseMeter: Send {
     /// Where full span buffers go; handing one over is a memory copy, never
     /// i/o (it happens inside timed steps).
     fn uploader(&self) -> Box<dyn SpanUploader>;
-    /// Delivers the spans handed over so far. Called at epoch ends and at
-    /// the end of a run, outside timed steps.
-    fn submit_pending(&mut self) -> Result<(), MeterError>;
+    /// Moves the spans handed over so far towards the daemon; batches go
+    /// out when due by time or size, not on every call. Called at epoch
+    /// ends, outside timed steps (cheap when nothing is due).
+    fn poll_spans(&mut self);
+    /// Delivers every span handed over so far (waiting out rate limits,
+    /// within a bound). Called at the end of the measured phases, before
+    /// their energy is asked for.
+    fn flush_spans(&mut self);
     /// Shortest phase the meter can resolve, ns.
     fn min_window_ns(&self) -> u64;
     /// Energy attributed to this process over `[from, to]`.
     fn phase(&mut self, from: MonotonicNs, to: MonotonicNs) -> Result<PhaseEnergy, MeterError>;
-    /// Spans delivered so far: (stored, refused).
-    fn span_counts(&self) -> (u64, u64);
+    /// What became of the spans so far.
+    fn span_delivery(&self) -> SpanDelivery;
+}
+
+/// What became of a run's kernel spans on their way to energyd: the counts
+/// a user checks to know the per-kernel figures rest on every span.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanDelivery {
+    /// Spans handed to the uploader.
+    pub recorded: u64,
+    /// Spans the daemon stored.
+    pub accepted: u64,
+    /// Spans the daemon refused (not permitted, malformed, over budget).
+    pub rejected: u64,
+    /// Spans dropped after waiting too long for an unreachable daemon.
+    pub dropped: u64,
+    /// Spans still unsent when the run ended (the daemon stayed away or
+    /// kept asking to slow down past the flush timeout).
+    pub pending: u64,
+    /// Sends that failed and were retried (rate limits, reconnects).
+    pub retries: u64,
+    /// Connections made again after a broken one.
+    pub reconnects: u64,
+    /// The first problem met, once (later ones are only counted).
+    pub warning: Option<String>,
+}
+
+impl SpanDelivery {
+    /// Whether every recorded span reached the daemon and was stored.
+    pub fn complete(&self) -> bool {
+        self.accepted == self.recorded
+    }
 }
 
 /// Energy of one phase of a run.

@@ -471,6 +471,19 @@ pub fn trial_result(report: &TrainReport) -> Result<TrialResult, EvalError> {
     if let Some(why) = &report.energy_unavailable {
         result.notes.push(format!("no energy: {why}"));
     }
+    if let Some(d) = &report.span_delivery {
+        if !d.complete() || d.warning.is_some() {
+            result.notes.push(format!(
+                "kernel spans: {} recorded, {} stored by energyd, {} refused, {} dropped, {} unsent{}",
+                d.recorded,
+                d.accepted,
+                d.rejected,
+                d.dropped,
+                d.pending,
+                d.warning.as_ref().map_or(String::new(), |w| format!(" ({w})"))
+            ));
+        }
+    }
     Ok(result)
 }
 
@@ -595,8 +608,6 @@ mod tests {
             train: phase(12.0, 0.3),
             inference: Some(phase(2.0, 0.4)),
             inference_j_per_1000_rows: Some(2.0 / rows * 1000.0),
-            spans_accepted: 0,
-            spans_rejected: 0,
         });
         let r = trial_result(&report).unwrap();
         let sigma_1k = r.metrics[TrialMetric::InferenceEnergySigmaJPer1k.name()];

@@ -16,7 +16,7 @@ use crate::kernels::{
     measure_record_cost_ns, span_end, span_start, KernelKind, KernelTime, SpanRecorder,
     DEFAULT_SPAN_CAPACITY,
 };
-use crate::meter::{MeterError, PhaseEnergy, PhaseMeter};
+use crate::meter::{MeterError, PhaseEnergy, PhaseMeter, SpanDelivery};
 use crate::metrics::Metrics;
 use crate::model::layers::{Ctx, Layer, Mode};
 use crate::model::{BuildNetwork, ModelSpec, Network, SpecError};
@@ -164,10 +164,6 @@ pub struct RunEnergy {
     pub inference: Option<PhaseEnergy>,
     /// Inference energy per 1000 rows, joules (`None` when not measured).
     pub inference_j_per_1000_rows: Option<f64>,
-    /// Spans energyd stored / refused.
-    pub spans_accepted: u64,
-    /// Spans energyd refused.
-    pub spans_rejected: u64,
 }
 
 /// Everything a run produced.
@@ -223,6 +219,10 @@ pub struct TrainReport {
     pub energy: Option<RunEnergy>,
     /// Why there is no energy, when there is none.
     pub energy_unavailable: Option<String>,
+    /// What became of the kernel spans sent to energyd (`None` without
+    /// energyd).
+    #[serde(default)]
+    pub span_delivery: Option<SpanDelivery>,
 }
 
 /// Copies `source` rows `idx` into `dst` (resized if needed): the
@@ -371,7 +371,8 @@ fn run(
         on_epoch(&record);
         ctx.sink.flush();
         if let Some(session) = energy.as_deref_mut() {
-            submit(session);
+            // Outside the timed steps; sends only what is due.
+            session.poll_spans();
         }
         if let Some(patience) = config.patience {
             let improved = best.as_ref().is_none_or(|(b, _, _)| val_loss < *b);
@@ -433,10 +434,15 @@ fn run(
     let infer_ns = infer_end.saturating_sub(infer_start);
     let infer_rows = u64::from(passes) * dataset.test.rows() as u64;
 
+    let span_delivery = energy.as_deref_mut().map(|session| {
+        // Every span of both phases reaches the daemon before their energy
+        // (and its per-kernel split) is asked for.
+        session.flush_spans();
+        session.span_delivery()
+    });
     let (energy_report, energy_unavailable) = match energy {
         None => (None, Some("energyd not used".to_owned())),
         Some(session) => {
-            submit(session);
             let infer = config
                 .measure_inference_energy
                 .then_some((infer_start, infer_end));
@@ -450,8 +456,6 @@ fn run(
                             train: train_e,
                             inference: infer_e,
                             inference_j_per_1000_rows: per_1000,
-                            spans_accepted: session.span_counts().0,
-                            spans_rejected: session.span_counts().1,
                         }),
                         None,
                     )
@@ -499,13 +503,8 @@ fn run(
         span_overhead_fraction,
         energy: energy_report,
         energy_unavailable,
+        span_delivery,
     })
-}
-
-fn submit(session: &mut dyn PhaseMeter) {
-    if let Err(e) = session.submit_pending() {
-        tracing::warn!("spans not delivered: {e}");
-    }
 }
 
 fn measure_phases(
