@@ -172,15 +172,21 @@ pub fn for_each_batch(
                 // The loss is the batch mean: its gradient carries 1/rows.
                 let per_sample = rows as f64;
                 let mut coef = Array2::<f64>::zeros((rows, site.width));
+                let scale = ndarray::ArrayView1::from(&scale[..]);
+                let act = site.activation;
                 for ((mut c, hr), gr) in coef
                     .axis_iter_mut(Axis(0))
                     .zip(h.axis_iter(Axis(0)))
                     .zip(g.axis_iter(Axis(0)))
                 {
-                    for j in 0..site.width {
-                        let s2 = f64::from(site.activation.second_derivative(hr[j]));
-                        c[j] = per_sample * f64::from(gr[j]) * s2 * scale[j] * scale[j];
-                    }
+                    ndarray::Zip::from(&mut c)
+                        .and(&hr)
+                        .and(&gr)
+                        .and(&scale)
+                        .for_each(|c, &h, &g, &a| {
+                            let s2 = f64::from(act.second_derivative(h));
+                            *c = per_sample * f64::from(g) * s2 * a * a;
+                        });
                 }
                 SiteBatch { inputs, coef }
             })

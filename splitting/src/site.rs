@@ -109,7 +109,7 @@ pub fn split_sites(net: &mut Network) -> Result<Vec<SplitSite>, SplitError> {
         };
         let activation_path = entries[j].path.clone();
         j += 1;
-        if let Some(EntryKind::Dropout) = same(j).map(|e| e.kind) {
+        if same(j).map(|e| e.kind) == Some(EntryKind::Dropout) {
             j += 1;
         }
         let Some(EntryKind::Linear { .. }) = same(j).map(|e| e.kind) else {

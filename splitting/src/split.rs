@@ -98,10 +98,10 @@ pub fn apply_splits(
         visit_layers(&mut net.body, &mut |path, layer| match layer {
             LayerRef::Linear(l) if path == site.incoming => {
                 for (p, &(j, m)) in mine.iter().zip(&pairs) {
-                    for r in 0..site.fan_in {
+                    for (r, &dv) in p.direction.iter().enumerate().take(site.fan_in) {
                         let base = f64::from(l.weight[[r, j]]);
-                        l.weight[[r, j]] = (base + eps * p.direction[r]) as f32;
-                        l.weight[[r, m]] = (base - eps * p.direction[r]) as f32;
+                        l.weight[[r, j]] = (base + eps * dv) as f32;
+                        l.weight[[r, m]] = (base - eps * dv) as f32;
                     }
                     // Inputs appended by an earlier site's split in this
                     // call: the direction does not cover them; the
