@@ -1,6 +1,7 @@
 //! nas-client's command glue (the `nas-client` binary's library): the
 //! flags of `train` ([`train_cli`]) and the `search`, `report` and
-//! `compare` commands over `nas-search` ([`search`]), with the trainer
+//! `compare` commands over `nas-search` ([`search`]), `grow` (neuron
+//! splitting over the `splitting` crate, [`grow`]), with the trainer
 //! (`tabular-nn`) and the energy model (`energy-model`) linked in process.
 //!
 //! Unlike the libraries below it, this crate parses command lines, shows
@@ -8,5 +9,6 @@
 //! depends on it.
 #![warn(missing_docs)]
 
+pub mod grow;
 pub mod search;
 pub mod train_cli;

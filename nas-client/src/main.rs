@@ -42,6 +42,9 @@ enum Command {
     Export(ExportArgs),
     /// Energy-aware architecture search.
     Search(nas_client::search::SearchArgs),
+    /// Grow a network by energy-aware neuron splitting (each round a
+    /// trial of a study).
+    Grow(Box<nas_client::grow::GrowArgs>),
     /// Report on a search study.
     Report(nas_client::search::ReportArgs),
     /// Compare energy-aware and accuracy-only searches; with --calibration,
@@ -89,6 +92,7 @@ fn main() {
         }
         Command::Export(a) => export(&a),
         Command::Search(a) => nas_client::search::search(a),
+        Command::Grow(a) => nas_client::grow::grow(*a),
         Command::Report(a) => nas_client::search::report(a),
         Command::Compare(a) => nas_client::search::compare(a),
         Command::Trial => trial(),

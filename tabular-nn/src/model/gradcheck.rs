@@ -158,6 +158,31 @@ fn batchnorm_gradients_with_batch_statistics() {
     );
 }
 
+/// In evaluation BN is the affine map of its running statistics, and its
+/// backward pass is that map's (neuron splitting differentiates a network
+/// in evaluation, as the reference code does with BN in `eval()`).
+#[test]
+fn batchnorm_gradients_with_running_statistics() {
+    let mut rng = SmallRng::seed_from_u64(4);
+    let mut layer = BatchNorm::new(4);
+    layer.visit_parameters(&mut |mut p| {
+        for (i, v) in p.value.iter_mut().enumerate() {
+            *v += 0.3 * i as f32 - 0.2;
+        }
+    });
+    layer.visit_buffers(&mut |mut b| {
+        for (i, v) in b.value.iter_mut().enumerate() {
+            *v += 0.25 * i as f32 + 0.1;
+        }
+    });
+    check(
+        "batchnorm eval",
+        &mut layer,
+        random(7, 4, &mut rng, false),
+        Mode::Eval,
+    );
+}
+
 #[test]
 fn layernorm_gradients() {
     let mut rng = SmallRng::seed_from_u64(4);

@@ -576,7 +576,9 @@ impl Layer for ActivationLayer {
     }
 }
 
-const NORM_EPS: f32 = 1e-5;
+/// The ε of the normalisations' `1/√(var + ε)` (PyTorch's default); neuron
+/// splitting folds a batch norm in with it.
+pub const NORM_EPS: f32 = 1e-5;
 
 /// The affine part (γ, β) of a normalisation, with identities, gradients
 /// and an active width.
@@ -682,6 +684,11 @@ pub struct BatchNorm {
     momentum: Option<f32>,
     /// Batches folded into the running statistics since the last reset.
     batches_tracked: u64,
+    /// Whether the last forward pass normalised with the running
+    /// statistics (evaluation), where the layer is a fixed affine map and
+    /// its input gradient is `g·γ·inv_std` (as PyTorch's BN in `eval()`;
+    /// neuron splitting back-propagates through a network in evaluation).
+    eval_statistics: bool,
     mean: Array1<f32>,
     inv_std: Array1<f32>,
     xhat: Array2<f32>,
@@ -701,6 +708,7 @@ impl BatchNorm {
             running_var: Array1::ones(features),
             momentum: Some(0.1),
             batches_tracked: 0,
+            eval_statistics: false,
             mean: z(),
             inv_std: z(),
             xhat: Array2::zeros((0, features)),
@@ -773,7 +781,8 @@ impl Layer for BatchNorm {
         ensure1(&mut self.inv_std, d);
         let mut running_mean = self.running_mean.slice_mut(s![..d]);
         let mut running_var = self.running_var.slice_mut(s![..d]);
-        if mode == Mode::Train && n > 1 {
+        self.eval_statistics = !(mode == Mode::Train && n > 1);
+        if !self.eval_statistics {
             self.mean.fill(0.0);
             for row in input.rows() {
                 Zip::from(&mut self.mean)
@@ -858,7 +867,20 @@ impl Layer for BatchNorm {
                 });
         }
         self.affine.add_grads(&self.sum_gx, &self.sum_g);
-        if need {
+        if need && self.eval_statistics {
+            // Fixed statistics: dx = g·γ·inv_std.
+            ensure(&mut self.grad_in, n, d);
+            let (gamma, inv_std) = (self.affine.gamma(), &self.inv_std);
+            Zip::from(self.grad_in.rows_mut())
+                .and(grad_out.rows())
+                .for_each(|mut gi, g| {
+                    Zip::from(&mut gi)
+                        .and(&g)
+                        .and(&gamma)
+                        .and(inv_std)
+                        .for_each(|gi, &g, &gm, &s| *gi = g * gm * s);
+                });
+        } else if need {
             ensure(&mut self.grad_in, n, d);
             let nf = n as f32;
             // dx = γ·inv_std/N · (N·g − Σg − x̂·Σ(g·x̂))

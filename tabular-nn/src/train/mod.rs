@@ -257,7 +257,41 @@ pub fn train_and_evaluate(
     })?;
     // The recorder is created on the pool thread that runs the loop, so the
     // spans carry that thread's id.
-    pool.install(|| run(dataset, config, energy, on_epoch))
+    pool.install(|| {
+        let net = config
+            .model
+            .build(dataset.n_features(), dataset.n_outputs(), config.seed)?;
+        run(dataset, config, net, energy, on_epoch).map(|(report, _)| report)
+    })
+}
+
+/// [`train_and_evaluate`] starting from the weights of `net` instead of a
+/// fresh initialisation of `config.model` (fine-tuning a network that
+/// grew, as neuron splitting does between rounds); returns the trained
+/// network with the report. `net` must be the network `config.model`
+/// describes (its report names that model). The optimizer starts fresh.
+pub fn train_network(
+    dataset: &Dataset,
+    config: &TrainConfig,
+    net: Network,
+    energy: Option<&mut dyn PhaseMeter>,
+    on_epoch: &mut (dyn FnMut(&EpochRecord) + Send),
+) -> Result<(TrainReport, Network), TrainError> {
+    validate(config)?;
+    if net.inputs != dataset.n_features() || net.outputs != dataset.n_outputs() {
+        return Err(TrainError::Config(format!(
+            "the network maps {} inputs to {} outputs; the dataset has {} features and {} outputs",
+            net.inputs,
+            net.outputs,
+            dataset.n_features(),
+            dataset.n_outputs()
+        )));
+    }
+    let pool = crate::threads::build_pool(config.threads).map_err(|e| TrainError::ThreadPool {
+        threads: config.threads,
+        message: e.to_string(),
+    })?;
+    pool.install(|| run(dataset, config, net, energy, on_epoch))
 }
 
 fn validate(config: &TrainConfig) -> Result<(), TrainError> {
@@ -290,12 +324,10 @@ fn loss_kind(task: Task) -> LossKind {
 fn run(
     dataset: &Dataset,
     config: &TrainConfig,
+    mut net: Network,
     mut energy: Option<&mut dyn PhaseMeter>,
     on_epoch: &mut (dyn FnMut(&EpochRecord) + Send),
-) -> Result<TrainReport, TrainError> {
-    let mut net = config
-        .model
-        .build(dataset.n_features(), dataset.n_outputs(), config.seed)?;
+) -> Result<(TrainReport, Network), TrainError> {
     let parameters = net.parameter_count();
     let (flops_inf, flops_train) = net.flops_per_row();
     let mut recorder =
@@ -472,7 +504,7 @@ fn run(
     let spans_recorded = train_spans + infer_recorder.recorded();
     let span_overhead_fraction = train_spans as f64 * span_cost_ns / step_time_ns.max(1) as f64;
     let train_rows_per_s = (epochs_run * n) as f64 / (step_time_ns.max(1) as f64 * 1e-9);
-    Ok(TrainReport {
+    let report = TrainReport {
         dataset: dataset.name.clone(),
         task: dataset.task,
         config: config.clone(),
@@ -504,7 +536,8 @@ fn run(
         energy: energy_report,
         energy_unavailable,
         span_delivery,
-    })
+    };
+    Ok((report, net))
 }
 
 fn measure_phases(
@@ -677,6 +710,29 @@ mod tests {
         }
         assert!(report.inference.rows >= ds.test.rows() as u64);
         assert!(report.energy.is_none() && report.energy_unavailable.is_some());
+    }
+
+    /// Fine-tuning continues from the given weights: a trained network
+    /// trained one epoch more starts near its old validation loss, far
+    /// below a fresh one's first epoch; a network of the wrong shape is
+    /// refused.
+    #[test]
+    fn train_network_continues_from_given_weights() {
+        let ds = separable(600);
+        let mut config = quick_config();
+        config.epochs = 6;
+        let fresh = config
+            .model
+            .build(ds.n_features(), ds.n_outputs(), config.seed)
+            .expect("builds");
+        let (first, net) = train_network(&ds, &config, fresh, None, &mut |_| {}).expect("trains");
+        config.epochs = 1;
+        let (again, _) = train_network(&ds, &config, net, None, &mut |_| {}).expect("trains");
+        let trained = first.history.last().expect("epochs").val_loss;
+        let initial = first.history[0].val_loss;
+        assert!(again.history[0].val_loss < 0.5 * initial + 0.5 * trained);
+        let wrong = config.model.build(3, 2, 0).expect("builds");
+        assert!(train_network(&ds, &config, wrong, None, &mut |_| {}).is_err());
     }
 
     #[test]
