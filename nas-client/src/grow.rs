@@ -156,8 +156,9 @@ pub struct GrowArgs {
     /// Splitting rounds after the seed's training.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-    /// Energy-aware round budget, as a fraction of the network's current
-    /// inference cost (the reference grows by `grow` × the current cost).
+    /// Energy-aware round budget, as a fraction of what the splittable
+    /// neurons cost now (Σ neurons × one neuron's cost, the reference's
+    /// `grow·Σ channels·f`).
     #[arg(long, default_value_t = 0.3)]
     pub budget: f64,
     /// Plain rule: split the neurons below this quantile of λ_min (and
@@ -520,7 +521,17 @@ pub fn grow(args: GrowArgs) -> Result<()> {
                     costs.source.unit(),
                     costs.per_site
                 ));
-                let budget = args.budget * costs.current_total;
+                // The reference's budget: `grow` × Σ over layers of
+                // neurons × one neuron's cost (its `grow·Σ channels·f`),
+                // i.e. a fraction of what the splittable neurons cost, not
+                // of the whole network's energy, whose per-call overhead
+                // would let a small network double at every round.
+                let neurons_cost: f64 = sites
+                    .iter()
+                    .zip(&costs.per_site)
+                    .map(|(site, cost)| site.width as f64 * cost)
+                    .sum();
+                let budget = args.budget * neurons_cost;
                 select_energy_aware(&eigs, &costs.per_site, budget, &caps)?
             } else {
                 select_plain(&eigs, args.grow_rate, &caps)
