@@ -42,8 +42,6 @@ impl CostSource {
 pub struct NeuronCosts {
     /// Cost of one more neuron, per site (always > 0).
     pub per_site: Vec<f64>,
-    /// The whole network's inference cost now.
-    pub current_total: f64,
     /// Source and unit.
     pub source: CostSource,
 }
@@ -115,7 +113,6 @@ pub fn price_with_calibration(
     floor_costs(&mut per_site, base);
     Ok(NeuronCosts {
         per_site,
-        current_total: base,
         source: CostSource::Calibration(calibration.provenance),
     })
 }
@@ -144,7 +141,6 @@ pub fn price_by_flops(
     floor_costs(&mut per_site, base);
     Ok(NeuronCosts {
         per_site,
-        current_total: base,
         source: CostSource::FlopsFallback,
     })
 }
