@@ -347,3 +347,51 @@ fn model_based_strategies_share_a_study_between_processes() {
         assert!(all.iter().all(|t| t.status == TrialStatus::Finished));
     }
 }
+
+#[test]
+fn sim_gives_the_hypervolumes_of_a_run() {
+    // `nas-search-table sim` (in memory) and `run` + `score` (a study in
+    // SQLite, one worker) propose the same trials for a seed.
+    let dir = tempfile::tempdir().unwrap();
+    let table = common::write_table(dir.path(), &[8, 16, 32, 64], false);
+    for strategy in ["lamoo", "tpe"] {
+        let db = dir.path().join(format!("{strategy}.db"));
+        let out = Command::new(BIN)
+            .arg("run")
+            .arg("--table")
+            .arg(&table)
+            .arg("--study")
+            .arg(&db)
+            .args(["--metrics", "flops", "--strategy", strategy, "--seed", "3"])
+            .args(["--budget", "30", "--workers", "1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let run = |args: &[&str]| {
+            let out = Command::new(BIN)
+                .args(args)
+                .arg("--table")
+                .arg(&table)
+                .args(["--metrics", "flops", "--at", "10,20,30"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let scored = run(&["score", "--study", db.to_str().unwrap()]);
+        let simulated = run(&["sim", "--strategy", strategy, "--seeds", "3"]);
+        // score: "hv_10=… hv_20=… hv_30=… trials=30 …"; sim: "3 hv_10=… …".
+        let hv = |s: &str| -> Vec<String> {
+            s.split_whitespace()
+                .filter(|w| w.starts_with("hv_"))
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(hv(&scored).len(), 3, "{scored}");
+        assert_eq!(hv(&scored), hv(&simulated), "{strategy}");
+    }
+}

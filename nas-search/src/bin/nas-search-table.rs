@@ -6,7 +6,11 @@
 //! nas-search-table run   --table T.csv --study S.db --budget N [--strategy nsga2] [--workers K]
 //!                        [--seed S] [--resume] [--objectives acc:max,energy:min] [--delay-ms MS]
 //! nas-search-table score --table T.csv (--study S.db | --sequence FILE.csv) --at 25,50,100
+//! nas-search-table sim   --table T.csv --strategy SPEC --seeds 1-20 --at 25,50,100
 //! ```
+//! `sim` runs a strategy in memory, one worker and no database, with the
+//! proposals seeded as `run` seeds them (the same figures, much faster).
+//! It prints each seed's hypervolumes, one line per seed.
 //! Without a subcommand, `run` is assumed. Reference points default to the
 //! table's worst value of each objective plus 10% of its range, ideals to its
 //! best value, so hypervolumes are in `[0, 1]`.
@@ -18,8 +22,10 @@ use nas_search::metric::{MetricInfo, MetricRegistry};
 use nas_search::objective::{Metrics, Objective, ObjectiveSet};
 use nas_search::runner::{run_study, trials_hypervolume, RunOptions};
 use nas_search::space::Config;
-use nas_search::strategy::strategy_from_spec;
-use nas_search::study::{Study, StudySpec, TrialRecord, TrialStatus};
+use nas_search::strategy::{strategy_from_spec, Ask, History};
+use nas_search::study::{derive_seed, Study, StudySpec, TrialRecord, TrialStatus};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +46,26 @@ enum Command {
     Run(RunArgs),
     /// Hypervolume of the first N finished trials of a study or sequence.
     Score(ScoreArgs),
+    /// Runs a strategy in memory (one worker, no database; proposals
+    /// seeded as `run` seeds them) for several seeds and prints the
+    /// hypervolume at the given budgets, one line per seed: the quick loop
+    /// for developing a strategy (`bench/search` uses `run`).
+    Sim(SimArgs),
+}
+
+#[derive(Args)]
+struct SimArgs {
+    #[command(flatten)]
+    table: TableArgs,
+    /// Strategy specification.
+    #[arg(long, default_value = "nsga2")]
+    strategy: String,
+    /// Seeds, `FIRST-LAST` or one number.
+    #[arg(long, default_value = "1-20")]
+    seeds: String,
+    /// Budgets at which to score, comma-separated (the largest is run).
+    #[arg(long, default_value = "25,50,100")]
+    at: String,
 }
 
 #[derive(Args, Clone)]
@@ -270,6 +296,79 @@ fn score(args: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
+fn sim(args: SimArgs) -> Result<()> {
+    let (table, objectives) = load(&args.table)?;
+    let at: Vec<usize> = split_list(&args.at)
+        .iter()
+        .map(|s| {
+            s.parse()
+                .with_context(|| format!("--at: `{s}` is not a number"))
+        })
+        .collect::<Result<_>>()?;
+    let budget = at.iter().copied().max().unwrap_or(0);
+    let (first, last) = match args.seeds.split_once('-') {
+        Some((a, b)) => (a.trim().parse()?, b.trim().parse()?),
+        None => {
+            let s: u64 = args.seeds.trim().parse()?;
+            (s, s)
+        }
+    };
+    let space = table.space().clone();
+    for seed in first..=last {
+        let mut strategy = strategy_from_spec(&args.strategy)?;
+        let mut trials: Vec<TrialRecord> = Vec::new();
+        for n in 0..budget as u64 {
+            let history = History {
+                trials: &trials,
+                space: &space,
+                objectives: &objectives,
+            };
+            let mut rng = StdRng::seed_from_u64(derive_seed(seed, n ^ 0x5eed));
+            let Ask::Propose(p) = strategy.ask(&history, &mut rng) else {
+                break;
+            };
+            let result = table
+                .evaluate(&p.config, p.fidelity, derive_seed(seed, n))
+                .with_context(|| format!("evaluating {}", p.config))?;
+            let record = TrialRecord {
+                number: n,
+                config_key: p.config.key(),
+                config: p.config,
+                fidelity: p.fidelity,
+                tag: p.tag,
+                status: TrialStatus::Finished,
+                worker: None,
+                seed: derive_seed(seed, n),
+                metrics: Some(result.metrics),
+                kernel_energy: Vec::new(),
+                provenance: result.provenance,
+                energy_spent_j: None,
+                error: None,
+                notes: Vec::new(),
+                created_ns: 0,
+                started_ns: None,
+                finished_ns: None,
+                finish_seq: Some(n),
+                eval_ns: None,
+                overhead_ns: None,
+                attempts: 1,
+            };
+            strategy.tell(&record);
+            trials.push(record);
+        }
+        let parts: Vec<String> = at
+            .iter()
+            .map(|&n| {
+                let hv = trials_hypervolume(&trials[..n.min(trials.len())], &objectives)
+                    .unwrap_or(f64::NAN);
+                format!("hv_{n}={hv:.6}")
+            })
+            .collect();
+        println!("{seed} {}", parts.join(" "));
+    }
+    Ok(())
+}
+
 /// Reads a sequence of configurations and looks each up at full fidelity.
 fn sequence_trials(table: &TableEvaluator, file: &Path) -> Result<Vec<TrialRecord>> {
     let mut reader =
@@ -328,12 +427,13 @@ fn main() -> Result<()> {
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
     if !matches!(
         first,
-        "run" | "score" | "help" | "--help" | "-h" | "--version" | "-V"
+        "run" | "score" | "sim" | "help" | "--help" | "-h" | "--version" | "-V"
     ) {
         args.insert(1, "run".into());
     }
     match Cli::parse_from(args).command {
         Command::Run(a) => run(a),
         Command::Score(a) => score(a),
+        Command::Sim(a) => sim(a),
     }
 }
