@@ -293,11 +293,15 @@ pub struct Node {
 /// sample still gets its label from the whole node, and goes to the child
 /// the boundary puts it in). The fit's kernel matrix grows with the square
 /// of its samples: at 1000 samples it cost LaMOO ~100 ms per node and tree.
-/// No node of a study of a few hundred trials reaches it.
-pub const SVM_MAX_SAMPLES: usize = 256;
+/// 128 since the kernel was scaled (C = 10 costs the solver more
+/// iterations): a 1000-trial study in memory on `bench/search`'s synthetic
+/// table took 4.7 s of LaMOO at 256, 2.6 s at 128. No node of a study of
+/// up to 128 trials (every run of `bench/search` and of the tests) reaches
+/// it.
+pub const SVM_MAX_SAMPLES: usize = 128;
 
 /// A node's learnt boundary: the SVM's decision function
-/// `Σ αᵢ (xᵢ·x + 1)^degree − ρ` over its support vectors (good side when
+/// `Σ αᵢ (γ xᵢ·x + 1)^degree − ρ` over its support vectors (good side when
 /// `>= 0`), evaluated here rather than by linfa's `predict`, which
 /// allocates a vector per kernel evaluation: classifying a table's rows
 /// cost LaMOO more than learning its tree.
