@@ -27,6 +27,12 @@ pub enum StudyLocation {
 /// rust-postgres configuration.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PgLocation {
+    // Boxed: a location sits in every `StudyError`, which stays small.
+    parts: Box<PgParts>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct PgParts {
     url: String,
     study: String,
 }
@@ -79,11 +85,13 @@ impl StudyLocation {
                         }
                     })
                     .collect();
-                let mut study = format!("{}_{suffix}", pg.study);
+                let mut study = format!("{}_{suffix}", pg.parts.study);
                 study.truncate(63);
                 StudyLocation::Postgres(PgLocation {
-                    url: pg.url.clone(),
-                    study,
+                    parts: Box::new(PgParts {
+                        url: pg.parts.url.clone(),
+                        study,
+                    }),
                 })
             }
         }
@@ -169,7 +177,9 @@ impl PgLocation {
             format!("{base}?{}", kept.join("&"))
         };
         postgres::Config::from_str(&url).map_err(|e| fail(format!("not a valid URL: {e}")))?;
-        Ok(PgLocation { url, study })
+        Ok(PgLocation {
+            parts: Box::new(PgParts { url, study }),
+        })
     }
 
     /// A study named `study` in the database at `url` (a URL without a
@@ -182,25 +192,34 @@ impl PgLocation {
     /// The URL handed to the driver (may hold a password: never print it;
     /// `Display` hides it).
     pub fn url(&self) -> &str {
-        &self.url
+        &self.parts.url
     }
 
     /// The study's name (its PostgreSQL schema).
     pub fn study(&self) -> &str {
-        &self.study
+        &self.parts.study
     }
 
     /// The driver's configuration.
     pub(crate) fn config(&self) -> postgres::Config {
         // Checked in `parse`.
-        postgres::Config::from_str(&self.url).unwrap_or_default()
+        postgres::Config::from_str(&self.parts.url).unwrap_or_default()
     }
 }
 
 impl fmt::Display for PgLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sep = if self.url.contains('?') { '&' } else { '?' };
-        write!(f, "{}{sep}study={}", redact(&self.url), self.study)
+        let sep = if self.parts.url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        write!(
+            f,
+            "{}{sep}study={}",
+            redact(&self.parts.url),
+            self.parts.study
+        )
     }
 }
 
