@@ -20,7 +20,7 @@ use nas_search::evaluator::TrialResult;
 use nas_search::objective::ObjectiveSet;
 use nas_search::space::{Config, ParamValue, SearchSpace};
 use nas_search::strategy::{Ask, History, Proposal, Strategy};
-use nas_search::study::{Claim, Study, StudySpec, TrialStatus, WorkerIdentity};
+use nas_search::study::{Claim, Study, StudyLocation, StudySpec, TrialStatus, WorkerIdentity};
 use nn_plan::{Activation, Backbone, DatasetShape, ModelSpec, Norm, RunShape};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -165,9 +165,16 @@ pub struct GrowArgs {
     /// negative).
     #[arg(long, default_value_t = 0.3)]
     pub grow_rate: f64,
-    /// SQLite study the rounds are stored in (created, or resumed).
+    /// Study the rounds are stored in (created, or resumed): a SQLite
+    /// file (round weights in `STUDY.grow/`) or a `postgresql://` URL
+    /// (round weights in --checkpoints).
     #[arg(long)]
-    pub study: PathBuf,
+    pub study: StudyLocation,
+    /// Directory of the round weights (default: `STUDY.grow` beside a
+    /// SQLite study, `NAME.grow` in the current directory for a
+    /// PostgreSQL study named NAME).
+    #[arg(long)]
+    pub checkpoints: Option<PathBuf>,
     /// Calibration file pricing a neuron's energy; without one a FLOPs
     /// fallback prices it (and is labelled so).
     #[arg(long)]
@@ -230,13 +237,27 @@ struct Checkpoint {
     weights: Vec<Vec<f32>>,
 }
 
-fn checkpoint_path(study: &Path, round: usize) -> PathBuf {
-    let mut dir = study.as_os_str().to_owned();
-    dir.push(".grow");
-    PathBuf::from(dir).join(format!("round-{round}.json"))
+/// Where round weights are kept: `--checkpoints`, or `STUDY.grow` beside
+/// a SQLite study, or `NAME.grow` here for a PostgreSQL study.
+fn checkpoint_dir(study: &StudyLocation, given: Option<&Path>) -> PathBuf {
+    if let Some(dir) = given {
+        return dir.to_path_buf();
+    }
+    match study {
+        StudyLocation::Sqlite(file) => {
+            let mut dir = file.as_os_str().to_owned();
+            dir.push(".grow");
+            PathBuf::from(dir)
+        }
+        StudyLocation::Postgres(pg) => PathBuf::from(format!("{}.grow", pg.study())),
+    }
 }
 
-fn save_checkpoint(study: &Path, round: usize, net: &mut Network) -> Result<()> {
+fn checkpoint_path(dir: &Path, round: usize) -> PathBuf {
+    dir.join(format!("round-{round}.json"))
+}
+
+fn save_checkpoint(dir: &Path, round: usize, net: &mut Network) -> Result<()> {
     let spec = net.spec().context("the grown network has no spec")?;
     let c = Checkpoint {
         round,
@@ -245,7 +266,7 @@ fn save_checkpoint(study: &Path, round: usize, net: &mut Network) -> Result<()> 
         outputs: net.outputs,
         weights: net.snapshot(),
     };
-    let path = checkpoint_path(study, round);
+    let path = checkpoint_path(dir, round);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -253,8 +274,8 @@ fn save_checkpoint(study: &Path, round: usize, net: &mut Network) -> Result<()> 
     std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))
 }
 
-fn load_checkpoint(study: &Path, round: usize) -> Result<Network> {
-    let path = checkpoint_path(study, round);
+fn load_checkpoint(dir: &Path, round: usize) -> Result<Network> {
+    let path = checkpoint_path(dir, round);
     let bytes = std::fs::read(&path).with_context(|| {
         format!(
             "reading {} (the study has round {round}; its weights are needed to resume)",
@@ -441,7 +462,8 @@ pub fn grow(args: GrowArgs) -> Result<()> {
         metrics: grow_registry()?,
     };
     let mut study = Study::open(&args.study, spec, true)
-        .with_context(|| format!("opening study {}", args.study.display()))?;
+        .with_context(|| format!("opening study {}", args.study))?;
+    let checkpoints = checkpoint_dir(&args.study, args.checkpoints.as_deref());
     let done: Vec<u64> = study
         .trials()?
         .iter()
@@ -488,10 +510,10 @@ pub fn grow(args: GrowArgs) -> Result<()> {
     } else {
         eprintln!(
             "nas-client grow: resuming {} after round {}",
-            args.study.display(),
+            args.study,
             first_round - 1
         );
-        load_checkpoint(&args.study, first_round - 1)?
+        load_checkpoint(&checkpoints, first_round - 1)?
     };
     let loss = LossKind::SoftmaxCrossEntropy;
     let worker = WorkerIdentity::current(0);
@@ -598,7 +620,7 @@ pub fn grow(args: GrowArgs) -> Result<()> {
         };
         let eval_ns = MonotonicNs::now().saturating_sub(started);
         study.finish(trial.id, &Ok(result.clone()), eval_ns, 0)?;
-        save_checkpoint(&args.study, round, &mut net)?;
+        save_checkpoint(&checkpoints, round, &mut net)?;
         print_round(&RoundLine {
             round,
             spec: model.describe(),
@@ -723,7 +745,8 @@ mod tests {
                 Some(&ParamValue::Str("energy_aware".into()))
             );
         }
-        assert!(checkpoint_path(&study, 2).exists());
+        let dir = checkpoint_dir(&StudyLocation::Sqlite(study.clone()), None);
+        assert!(checkpoint_path(&dir, 2).exists());
         // A different variant is another study: refused here.
         assert!(grow(args(&study, &["--rounds", "3"])).is_err());
     }

@@ -1,7 +1,8 @@
 //! `nas-client`: command-line wiring over the libraries. `train` trains and
 //! evaluates one model (with energy from energyd when it runs), `datasets`
 //! lists the bundled data, `search`/`report`/`compare` run the
-//! architecture search, and `trial` is one search trial's child process
+//! architecture search, `study copy` moves a study between SQLite and
+//! PostgreSQL, and `trial` is one search trial's child process
 //! (a JSON `TrialRequest` in on stdin, a JSON `TrainReport` out).
 
 use anyhow::Context;
@@ -50,11 +51,21 @@ enum Command {
     /// Compare energy-aware and accuracy-only searches; with --calibration,
     /// also a calibrated search against the measured one.
     Compare(nas_client::search::CompareArgs),
+    /// Manage studies (copy between SQLite and PostgreSQL).
+    #[command(subcommand)]
+    Study(StudyCommand),
     /// One search trial (the child process a search starts): reads a JSON
     /// trial request on stdin, trains, writes the JSON training report on
     /// stdout.
     #[command(hide = true)]
     Trial,
+}
+
+#[derive(Subcommand)]
+enum StudyCommand {
+    /// Copy a study into a new one, between SQLite files and PostgreSQL
+    /// studies either way: spec, metric registry, every trial.
+    Copy(nas_client::search::StudyCopyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -95,6 +106,7 @@ fn main() {
         Command::Grow(a) => nas_client::grow::grow(*a),
         Command::Report(a) => nas_client::search::report(a),
         Command::Compare(a) => nas_client::search::compare(a),
+        Command::Study(StudyCommand::Copy(a)) => nas_client::search::study_copy(a),
         Command::Trial => trial(),
     };
     if let Err(e) = result {

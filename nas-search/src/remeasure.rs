@@ -12,9 +12,8 @@ use crate::evaluator::Evaluator;
 use crate::metric::MetricError;
 use crate::objective::{Metrics, ObjectiveSet};
 use crate::runner::front_indices;
-use crate::study::{Study, StudyError, TrialRecord};
+use crate::study::{Study, StudyError, StudyLocation, TrialRecord};
 use serde::Serialize;
-use std::path::Path;
 
 /// Which metrics a re-measurement reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,10 +51,10 @@ pub enum RemeasureError {
     #[error(transparent)]
     Study(#[from] StudyError),
     /// The study's registry declares no prediction of the measured metric.
-    #[error("study {file}: {source}")]
+    #[error("study {study}: {source}")]
     Metric {
         /// The study.
-        file: std::path::PathBuf,
+        study: StudyLocation,
         /// What the registry lacks.
         source: MetricError,
     },
@@ -85,19 +84,20 @@ pub enum RemeasureError {
 /// already carry the measured figure are skipped, so a stopped run
 /// continues. `progress(done, total)` after each.
 pub fn remeasure_front(
-    study_file: &Path,
+    study_file: impl Into<StudyLocation>,
     objectives: &ObjectiveSet,
     measurer: &dyn Evaluator,
     names: &RemeasureMetrics,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Vec<FrontMeasurement>, RemeasureError> {
-    let mut study = Study::open_existing(study_file)?;
+    let study_file: StudyLocation = study_file.into();
+    let mut study = Study::open_existing(&study_file)?;
     let predicted_name = study
         .spec()
         .metrics
         .require_prediction_of(&names.measured)
         .map_err(|source| RemeasureError::Metric {
-            file: study_file.to_owned(),
+            study: study_file.clone(),
             source,
         })?
         .name

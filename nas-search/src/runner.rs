@@ -8,10 +8,10 @@ use crate::evaluator::{EvalError, Evaluator};
 use crate::objective::ObjectiveSet;
 use crate::strategy::{Strategy, FULL_FIDELITY};
 use crate::study::{
-    Claim, StatusCounts, Study, StudyError, StudySpec, TrialRecord, TrialStatus, WorkerIdentity,
+    Claim, StatusCounts, Study, StudyError, StudyLocation, StudySpec, TrialRecord, TrialStatus,
+    WorkerIdentity,
 };
 use shared::MonotonicNs;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,16 +19,18 @@ use std::time::Duration;
 /// How to run a study.
 #[derive(Clone)]
 pub struct RunOptions {
-    /// Database file.
-    pub study_file: PathBuf,
+    /// Where the study is (a SQLite file or a PostgreSQL study).
+    pub study: StudyLocation,
     /// Stop when this many trials are finished (all processes together).
     pub budget: usize,
     /// Worker threads in this process.
     pub workers: usize,
     /// Continue an existing study (and create it if missing).
     pub resume: bool,
-    /// A running trial whose heartbeat is older than this is presumed
-    /// abandoned (a dead process on this host is detected at once).
+    /// Grace period: a running trial whose heartbeat is older than this is
+    /// presumed abandoned and re-queued (SQLite also detects a dead process
+    /// on this host at once; PostgreSQL goes by the heartbeat alone, for
+    /// workers on every machine alike).
     pub stale_after: Duration,
     /// How often this process refreshes its heartbeats.
     pub heartbeat_every: Duration,
@@ -42,9 +44,9 @@ pub struct RunOptions {
 impl RunOptions {
     /// Defaults: 1 worker, no resume, 10 min stale limit, 2 s heartbeat,
     /// failures up to the budget.
-    pub fn new(study_file: impl Into<PathBuf>, budget: usize) -> RunOptions {
+    pub fn new(study: impl Into<StudyLocation>, budget: usize) -> RunOptions {
         RunOptions {
-            study_file: study_file.into(),
+            study: study.into(),
             budget,
             workers: 1,
             resume: false,
@@ -168,7 +170,7 @@ pub fn run_study(
     options: &RunOptions,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<RunSummary, RunError> {
-    let mut study = Study::open(&options.study_file, spec, options.resume)?;
+    let mut study = Study::open(&options.study, spec, options.resume)?;
     let main_identity = WorkerIdentity::current(0);
     let requeued = study.requeue_stale(&main_identity, options.stale_after)?;
     if requeued > 0 {

@@ -1,24 +1,28 @@
-//! Durable studies in SQLite: metadata, and every trial from proposal to
-//! result.
+//! Durable studies: metadata, and every trial from proposal to result, in
+//! SQLite (a file) or PostgreSQL (a server shared by workers on many
+//! machines).
 //!
-//! Durability: the database runs in WAL mode with `synchronous=NORMAL`;
-//! every state change is its own committed transaction, so a process killed
-//! with SIGKILL at any moment loses nothing that was committed (SIGKILL does
-//! not lose data already handed to the OS; only a power cut could lose the
-//! last WAL frames, which `synchronous=FULL` would prevent at a cost of an
-//! fsync per trial).
+//! [`Study`] is the one API; where it is stored is a [`StudyLocation`]
+//! (`--study runs/s.db` or `--study postgresql://host/db?study=NAME`), and
+//! each storage is a backend behind the crate-private `Store` trait
+//! (`sqlite`, `postgres` submodules) with the same semantics:
 //!
-//! Concurrency: proposing a trial (reading the history, asking the strategy,
-//! inserting the row as `running`) happens inside one `BEGIN IMMEDIATE`
-//! transaction, which SQLite serialises across threads and processes; a
-//! unique index on (configuration key, fidelity, bracket tag) backs this up.
-//! So several processes on one study never evaluate a trial twice, and never
-//! run past the budget.
-//!
-//! Recovery: a `running` trial whose worker process is gone (same boot and
-//! host, pid dead or reused) or whose heartbeat is older than the stale
-//! limit goes back to `queued` and is claimed again before anything new is
-//! proposed. Its number, configuration and seed stay the same.
+//! - Claims are atomic: a trial is handed to one worker at a time, a new
+//!   proposal (history read, strategy asked, row inserted) is serialised
+//!   across processes, a unique index on (configuration key, fidelity,
+//!   bracket tag) backs this up, and no process runs past the budget.
+//! - Every state change is its own committed transaction: a worker killed
+//!   at any moment loses nothing that was committed.
+//! - A `running` trial whose worker is gone goes back to `queued` and is
+//!   claimed again before anything new is proposed, with the same number,
+//!   configuration and seed. SQLite sees a dead process on its own host at
+//!   once and otherwise goes by heartbeats on this boot's monotonic clock;
+//!   PostgreSQL goes by heartbeats on the server's clock only, so it is the
+//!   same for workers on every machine (see `postgres`).
+//! - Readers keep a cache of trials and read only rows changed since a
+//!   study-wide version counter they last saw; every writer bumps the
+//!   counter in the transaction of its change, and writers commit in
+//!   counter order.
 //!
 //! Metrics: the study stores the evaluator's metric registry
 //! ([`crate::metric::MetricRegistry`]) under `study_meta.metrics`. Schema
@@ -26,8 +30,17 @@
 //! stores the registry given and moves it to schema 2; opening it to read
 //! gives an empty registry, which reports show as "declares no metrics".
 //!
-//! Timestamps are CLOCK_MONOTONIC nanoseconds (see `shared::MonotonicNs`);
-//! the boot they belong to is in each worker id.
+//! [`copy_study`] copies a study between storages, everything included.
+//!
+//! Timestamps in trial records are CLOCK_MONOTONIC nanoseconds of the
+//! worker's machine (see `shared::MonotonicNs`); the host and boot they
+//! belong to are in each worker id.
+
+mod location;
+mod postgres;
+mod sqlite;
+
+pub use location::{LocationError, PgLocation, StudyLocation, DEFAULT_PG_STUDY};
 
 use crate::evaluator::{KernelEnergyFigure, TrialResult};
 use crate::metric::{MetricError, MetricRegistry};
@@ -36,42 +49,85 @@ use crate::space::{Config, SearchSpace, SpaceDefinition};
 use crate::strategy::{Ask, History, Strategy};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
-use shared::{MonotonicNs, Provenance};
-use std::path::{Path, PathBuf};
+use shared::Provenance;
 use std::time::Duration;
 
-/// Version of the database layout written by this crate: 2 added the
-/// metric registry (`study_meta.metrics`); studies of version 1 are read,
-/// and upgraded when opened for writing.
+/// Version of the study layout written by this crate: 2 added the
+/// metric registry (`study_meta.metrics`); SQLite studies of version 1 are
+/// read, and upgraded when opened for writing. PostgreSQL studies start at
+/// 2 (their migrations are listed in the `postgres` module).
 pub const SCHEMA_VERSION: i64 = 2;
 
-/// Errors about studies.
+/// Errors about studies. Each names the study (a file, or a PostgreSQL
+/// location with its password hidden).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StudyError {
     /// SQLite failed.
-    #[error("study {file}: {source}")]
+    #[error("study {study}: {source}")]
     Sql {
-        /// The database file.
-        file: PathBuf,
+        /// The study.
+        study: StudyLocation,
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// PostgreSQL failed during a query.
+    #[error("study {study}: PostgreSQL: {source}")]
+    Postgres {
+        /// The study.
+        study: StudyLocation,
+        /// The driver's error.
+        source: ::postgres::Error,
+    },
+    /// The PostgreSQL server could not be reached (refused, no route,
+    /// timed out, no such socket).
+    #[error("study {study}: cannot reach the PostgreSQL server: {message}")]
+    Unreachable {
+        /// The study.
+        study: StudyLocation,
+        /// What the connection attempt said.
+        message: String,
+    },
+    /// The server refused the login (password, role or `pg_hba.conf`).
+    #[error("study {study}: PostgreSQL refused the login: {message}")]
+    Auth {
+        /// The study.
+        study: StudyLocation,
+        /// The server's message.
+        message: String,
+    },
+    /// The server is reached but the database cannot hold the study (no
+    /// such database, no right to create the study's schema).
+    #[error("study {study}: the PostgreSQL database cannot be used: {message}")]
+    Database {
+        /// The study.
+        study: StudyLocation,
+        /// The server's message.
+        message: String,
+    },
+    /// The location is not a valid study location.
+    #[error(transparent)]
+    Location(#[from] LocationError),
     /// The study exists and holds trials, but resuming was not asked for.
-    #[error("study {file} already holds {trials} trials; pass --resume to continue it")]
+    #[error("study {study} already holds {trials} trials; pass --resume to continue it")]
     Exists {
-        /// The database file.
-        file: PathBuf,
+        /// The study.
+        study: StudyLocation,
         /// Trials it holds.
         trials: usize,
     },
+    /// A copy's destination already holds a study.
+    #[error("study {study} already exists; copy into a new study")]
+    NotEmpty {
+        /// The destination.
+        study: StudyLocation,
+    },
     /// The study was created with different settings.
-    #[error("study {file} was created with a different {what}: stored {stored}, given {given}")]
+    #[error("study {study} was created with a different {what}: stored {stored}, given {given}")]
     Mismatch {
-        /// The database file.
-        file: PathBuf,
+        /// The study.
+        study: StudyLocation,
         /// Which setting differs.
         what: String,
         /// Value in the database.
@@ -80,10 +136,10 @@ pub enum StudyError {
         given: String,
     },
     /// Stored data could not be decoded.
-    #[error("study {file}: corrupt {what}: {message}")]
+    #[error("study {study}: corrupt {what}: {message}")]
     Corrupt {
-        /// The database file.
-        file: PathBuf,
+        /// The study.
+        study: StudyLocation,
         /// What could not be decoded.
         what: String,
         /// Why.
@@ -91,29 +147,30 @@ pub enum StudyError {
     },
     /// The study was written by a newer version of this crate.
     #[error(
-        "study {file} has schema version {found}; this build reads versions up to {supported}"
+        "study {study} has schema version {found}; this build reads versions up to {supported}"
     )]
     NewerSchema {
-        /// The database file.
-        file: PathBuf,
+        /// The study.
+        study: StudyLocation,
         /// Its schema version.
         found: i64,
         /// The newest this build reads.
         supported: i64,
     },
     /// The metrics declared now contradict those the study stores.
-    #[error("study {file}: the metrics declared now disagree with the study's: {source}")]
+    #[error("study {study}: the metrics declared now disagree with the study's: {source}")]
     Metrics {
-        /// The database file.
-        file: PathBuf,
+        /// The study.
+        study: StudyLocation,
         /// The disagreement.
         source: MetricError,
     },
-    /// The file is not a study (or is missing when opening read-only).
-    #[error("{file} is not a study database: {message}")]
+    /// There is no study there (a missing file, or no study of that name
+    /// in the database, when opening to read).
+    #[error("{study} is not a study database: {message}")]
     NotAStudy {
-        /// The file.
-        file: PathBuf,
+        /// The location.
+        study: StudyLocation,
         /// Why.
         message: String,
     },
@@ -143,7 +200,7 @@ impl TrialStatus {
             TrialStatus::Failed => "failed",
         }
     }
-    fn parse(s: &str) -> Option<TrialStatus> {
+    pub(crate) fn parse(s: &str) -> Option<TrialStatus> {
         Some(match s {
             "queued" => TrialStatus::Queued,
             "running" => TrialStatus::Running,
@@ -359,25 +416,123 @@ pub struct ClaimedTrial {
     pub rerun: bool,
 }
 
-/// An open study (one SQLite connection; open one per thread).
+impl StatusCounts {
+    /// Adds `n` trials of the stored status `label` (unknown labels are
+    /// ignored: the schema's CHECK keeps them out).
+    pub(crate) fn add(&mut self, label: &str, n: usize) {
+        match label {
+            "queued" => self.queued = n,
+            "running" => self.running = n,
+            "finished" => self.finished = n,
+            "failed" => self.failed = n,
+            _ => {}
+        }
+    }
+}
+
+/// A study's metadata (`study_meta`, key to text) inside one transaction
+/// of a backend, and the number of trials.
+pub(crate) trait MetaTx {
+    /// The value under `key`.
+    fn get(&mut self, key: &str) -> Result<Option<String>, StudyError>;
+    /// Sets `key` (insert or replace).
+    fn put(&mut self, key: &str, value: &str) -> Result<(), StudyError>;
+    /// Trials stored.
+    fn trial_count(&mut self) -> Result<u64, StudyError>;
+}
+
+/// One storage of studies. Both backends give the guarantees in the
+/// module documentation; `Study` holds one and adds what does not depend
+/// on storage (the spec, the strategy call, the trial cache).
+pub(crate) trait Store: Send {
+    /// Where the study is.
+    fn location(&self) -> &StudyLocation;
+    /// Another handle on the same study, for another thread (SQLite: a new
+    /// connection; PostgreSQL: the same pool).
+    fn reopen(&self) -> Result<Box<dyn Store>, StudyError>;
+    /// Counts of trials by status.
+    fn counts(&self) -> Result<StatusCounts, StudyError>;
+    /// Brings `cache` up to date (rows changed since its version).
+    fn refresh(&mut self, cache: &mut TrialCache) -> Result<(), StudyError>;
+    /// Re-queues running trials whose worker is gone.
+    fn requeue_stale(
+        &mut self,
+        me: &WorkerIdentity,
+        stale_after: Duration,
+    ) -> Result<usize, StudyError>;
+    /// Claims work (see [`Study::claim`]): `propose(history, number)` is
+    /// called, with the history up to date and while no one else can
+    /// propose, when a new trial may be proposed.
+    fn claim(
+        &mut self,
+        worker: &WorkerIdentity,
+        budget: usize,
+        stale_after: Duration,
+        study_seed: u64,
+        cache: &mut TrialCache,
+        propose: &mut dyn FnMut(&[TrialRecord], u64) -> Ask,
+    ) -> Result<Claim, StudyError>;
+    /// See [`Study::finish`].
+    fn finish(
+        &mut self,
+        trial_id: i64,
+        outcome: &Result<TrialResult, String>,
+        eval_ns: u64,
+        overhead_ns: u64,
+    ) -> Result<bool, StudyError>;
+    /// See [`Study::add_measurement`].
+    fn add_measurement(
+        &mut self,
+        number: u64,
+        metrics: &Metrics,
+        energy_spent_j: Option<f64>,
+        note: &str,
+    ) -> Result<bool, StudyError>;
+    /// See [`Study::record_overhead`].
+    fn record_overhead(&self, trial_id: i64, overhead_ns: u64) -> Result<(), StudyError>;
+    /// See [`Study::heartbeat`].
+    fn heartbeat(&self, me: &WorkerIdentity) -> Result<usize, StudyError>;
+    /// Every metadata entry (for copies).
+    fn meta_entries(&self) -> Result<Vec<(String, String)>, StudyError>;
+    /// Writes `meta` and `trials` (with their row ids) into this study,
+    /// which must hold no study yet, in one transaction; the version
+    /// counter restarts at 0.
+    fn import(
+        &mut self,
+        meta: &[(String, String)],
+        trials: &[(i64, TrialRecord)],
+    ) -> Result<(), StudyError>;
+}
+
+/// An open study: a handle on its storage (open one per thread with
+/// [`Study::reopen`]), its settings, and the trials read so far.
 pub struct Study {
-    file: PathBuf,
-    conn: Connection,
+    store: Box<dyn Store>,
     spec: StudySpec,
     /// Trials read so far, in row-id (= proposal) order, with their row ids
     /// alongside, and the change counter they reflect: each claim only reads
     /// rows changed since, and strategies borrow this history in place
     /// rather than a copy of it.
     cache: TrialCache,
-    cache_version: i64,
 }
 
-/// Trials by row id, kept as a slice (strategies take `&[TrialRecord]`).
-#[derive(Default)]
-struct TrialCache {
+/// Trials by row id, kept as a slice (strategies take `&[TrialRecord]`),
+/// and the study's version counter they reflect (-1: nothing read yet).
+pub(crate) struct TrialCache {
     /// Row ids, ascending; `ids[i]` is the row of `trials[i]`.
     ids: Vec<i64>,
     trials: Vec<TrialRecord>,
+    version: i64,
+}
+
+impl Default for TrialCache {
+    fn default() -> Self {
+        TrialCache {
+            ids: Vec::new(),
+            trials: Vec::new(),
+            version: -1,
+        }
+    }
 }
 
 impl TrialCache {
@@ -394,49 +549,6 @@ impl TrialCache {
     }
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS study_meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS trials (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    number INTEGER NOT NULL UNIQUE,
-    config_json TEXT NOT NULL,
-    config_key TEXT NOT NULL,
-    fidelity REAL NOT NULL,
-    tag TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'finished', 'failed')),
-    worker_id TEXT,
-    heartbeat_ns INTEGER,
-    seed INTEGER NOT NULL,
-    metrics_json TEXT,
-    kernel_energy_json TEXT,
-    provenance TEXT,
-    energy_spent_j REAL,
-    error TEXT,
-    notes_json TEXT,
-    created_ns INTEGER NOT NULL,
-    started_ns INTEGER,
-    finished_ns INTEGER,
-    finish_seq INTEGER UNIQUE,
-    eval_ns INTEGER,
-    overhead_ns INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    version INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS trials_unique_config ON trials (config_key, fidelity, tag);
-CREATE INDEX IF NOT EXISTS trials_status ON trials (status);
-CREATE INDEX IF NOT EXISTS trials_version ON trials (version);
-";
-
-fn sql(file: &Path) -> impl Fn(rusqlite::Error) -> StudyError + '_ {
-    move |source| StudyError::Sql {
-        file: file.to_path_buf(),
-        source,
-    }
-}
-
 /// Mixes the study seed with a trial number (splitmix64).
 pub fn derive_seed(study_seed: u64, number: u64) -> u64 {
     let mut z = study_seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -446,32 +558,17 @@ pub fn derive_seed(study_seed: u64, number: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn open_connection(file: &Path) -> Result<Connection, StudyError> {
-    let conn = Connection::open(file).map_err(sql(file))?;
-    // Several processes share the file: wait for the write lock rather
-    // than fail; a proposal holds it for well under a millisecond.
-    conn.busy_timeout(Duration::from_secs(60))
-        .map_err(sql(file))?;
-    // Switching a fresh file to WAL takes an exclusive lock, and SQLite
-    // answers SQLITE_BUSY at once, without the busy handler, where waiting
-    // could deadlock: two processes opening a new study together both hold
-    // a shared lock here. Retry, bounded like the busy timeout.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match conn.pragma_update(None, "journal_mode", "WAL") {
-            Ok(()) => break,
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => return Err(sql(file)(e)),
-        }
-    }
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(sql(file))?;
-    Ok(conn)
+/// Opens the storage at `location` and runs `f` over its metadata in one
+/// transaction (see the backends' `open`).
+fn open_store(
+    location: &StudyLocation,
+    create: bool,
+    f: &mut dyn FnMut(&mut dyn MetaTx) -> Result<(), StudyError>,
+) -> Result<Box<dyn Store>, StudyError> {
+    Ok(match location {
+        StudyLocation::Sqlite(file) => Box::new(sqlite::SqliteStore::open(file, create, f)?),
+        StudyLocation::Postgres(pg) => Box::new(postgres::PgStore::open(pg, create, f)?),
+    })
 }
 
 impl Study {
@@ -479,141 +576,49 @@ impl Study {
     /// that already holds trials is refused; with `resume == true` it is
     /// continued (and created if missing). Either way, an existing study
     /// must have been created with the same space, objectives, strategy and
-    /// seed.
-    pub fn open(file: &Path, spec: StudySpec, resume: bool) -> Result<Study, StudyError> {
+    /// seed. `location` is a SQLite path or a [`StudyLocation`].
+    pub fn open(
+        location: impl Into<StudyLocation>,
+        spec: StudySpec,
+        resume: bool,
+    ) -> Result<Study, StudyError> {
+        let location = location.into();
         let mut spec = spec;
-        let mut conn = open_connection(file)?;
-        let stored = StoredSpec {
-            space: spec.space.definition(),
-            objectives: spec.objectives.clone(),
-            strategy: spec.strategy.clone(),
-            seed: spec.seed,
-        };
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql(file))?;
-        tx.execute_batch(SCHEMA).map_err(sql(file))?;
-        let existing: Option<String> = tx
-            .query_row("SELECT value FROM study_meta WHERE key = 'spec'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(sql(file))?;
-        match existing {
-            None => {
-                let json = serde_json::to_string(&stored).map_err(|e| StudyError::Corrupt {
-                    file: file.into(),
-                    what: "spec".into(),
-                    message: e.to_string(),
-                })?;
-                tx.execute(
-                    "INSERT INTO study_meta (key, value) VALUES ('spec', ?1), ('schema_version', ?2), ('version', '0')",
-                    params![json, SCHEMA_VERSION.to_string()],
-                )
-                .map_err(sql(file))?;
-                write_metrics(&tx, file, &spec.metrics)?;
-            }
-            Some(json) => {
-                check_schema(&tx, file)?;
-                let old: StoredSpec =
-                    serde_json::from_str(&json).map_err(|e| StudyError::Corrupt {
-                        file: file.into(),
-                        what: "spec".into(),
-                        message: e.to_string(),
-                    })?;
-                check_same(file, &old, &stored)?;
-                let trials: i64 = tx
-                    .query_row("SELECT COUNT(*) FROM trials", [], |r| r.get(0))
-                    .map_err(sql(file))?;
-                if trials > 0 && !resume {
-                    return Err(StudyError::Exists {
-                        file: file.into(),
-                        trials: trials as usize,
-                    });
-                }
-                // A study of schema 1 has no registry: it takes the one
-                // given. Otherwise the union of both, unless they disagree.
-                if let Some(stored) = read_metrics(&tx, file)? {
-                    spec.metrics =
-                        stored
-                            .merged(&spec.metrics)
-                            .map_err(|source| StudyError::Metrics {
-                                file: file.into(),
-                                source,
-                            })?;
-                }
-                write_metrics(&tx, file, &spec.metrics)?;
-            }
-        }
-        tx.commit().map_err(sql(file))?;
+        let store = open_store(&location, true, &mut |meta| {
+            open_meta(meta, &location, &mut spec, resume)
+        })?;
         Ok(Study {
-            file: file.into(),
-            conn,
+            store,
             spec,
             cache: TrialCache::default(),
-            cache_version: -1,
         })
     }
 
     /// Opens an existing study with the settings stored in it (for reports).
-    pub fn open_existing(file: &Path) -> Result<Study, StudyError> {
-        if !file.exists() {
-            return Err(StudyError::NotAStudy {
-                file: file.into(),
-                message: "no such file".into(),
-            });
-        }
-        let conn = open_connection(file)?;
-        let json: Option<String> = conn
-            .query_row("SELECT value FROM study_meta WHERE key = 'spec'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| StudyError::NotAStudy {
-                file: file.into(),
-                message: e.to_string(),
-            })?;
-        let json = json.ok_or_else(|| StudyError::NotAStudy {
-            file: file.into(),
+    pub fn open_existing(location: impl Into<StudyLocation>) -> Result<Study, StudyError> {
+        let location = location.into();
+        let mut spec = None;
+        let store = open_store(&location, false, &mut |meta| {
+            spec = Some(read_spec(meta, &location)?);
+            Ok(())
+        })?;
+        let spec = spec.ok_or_else(|| StudyError::NotAStudy {
+            study: location.clone(),
             message: "no study metadata".into(),
         })?;
-        let stored: StoredSpec = serde_json::from_str(&json).map_err(|e| StudyError::Corrupt {
-            file: file.into(),
-            what: "spec".into(),
-            message: e.to_string(),
-        })?;
-        let space =
-            SearchSpace::from_definition(stored.space).map_err(|e| StudyError::Corrupt {
-                file: file.into(),
-                what: "space".into(),
-                message: e.to_string(),
-            })?;
-        check_schema(&conn, file)?;
-        // Schema 1 (before registries): nothing declared.
-        let metrics = read_metrics(&conn, file)?.unwrap_or_default();
         Ok(Study {
-            file: file.into(),
-            conn,
-            spec: StudySpec {
-                space,
-                objectives: stored.objectives,
-                strategy: stored.strategy,
-                seed: stored.seed,
-                metrics,
-            },
+            store,
+            spec,
             cache: TrialCache::default(),
-            cache_version: -1,
         })
     }
 
     /// Another connection to the same study (for another thread).
     pub fn reopen(&self) -> Result<Study, StudyError> {
         Ok(Study {
-            file: self.file.clone(),
-            conn: open_connection(&self.file)?,
+            store: self.store.reopen()?,
             spec: self.spec.clone(),
             cache: TrialCache::default(),
-            cache_version: -1,
         })
     }
 
@@ -622,14 +627,14 @@ impl Study {
         &self.spec
     }
 
-    /// The database file.
-    pub fn file(&self) -> &Path {
-        &self.file
+    /// Where the study is stored.
+    pub fn location(&self) -> &StudyLocation {
+        self.store.location()
     }
 
     /// Counts of trials by status.
     pub fn counts(&self) -> Result<StatusCounts, StudyError> {
-        counts(&self.conn).map_err(sql(&self.file))
+        self.store.counts()
     }
 
     /// Every trial, in proposal order.
@@ -642,36 +647,25 @@ impl Study {
     /// last call): the cheap form of [`Study::trials`] for callers that look
     /// at the history after every trial.
     pub fn trials_view(&mut self) -> Result<&[TrialRecord], StudyError> {
-        let version = current_version(&self.conn).map_err(sql(&self.file))?;
-        if version != self.cache_version {
-            for (id, rec) in load_trials(&self.conn, &self.file, self.cache_version)? {
-                self.cache.upsert(id, rec);
-            }
-            self.cache_version = version;
-        }
+        self.store.refresh(&mut self.cache)?;
         Ok(&self.cache.trials)
     }
 
-    /// Re-queues `running` trials whose worker is gone or whose heartbeat is
-    /// older than `stale_after`. Returns how many.
+    /// Re-queues `running` trials whose worker is gone (SQLite: a dead
+    /// process on this host, or) whose heartbeat is older than
+    /// `stale_after`. Returns how many.
     pub fn requeue_stale(
         &mut self,
         me: &WorkerIdentity,
         stale_after: Duration,
     ) -> Result<usize, StudyError> {
-        let file = self.file.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql(&file))?;
-        let n = requeue_stale_in(&tx, me, stale_after).map_err(sql(&file))?;
-        tx.commit().map_err(sql(&file))?;
-        Ok(n)
+        self.store.requeue_stale(me, stale_after)
     }
 
     /// Claims work for `worker`: a queued trial if any, otherwise a new one
     /// from `strategy`, within `budget` finished trials. Atomic across
-    /// processes.
+    /// processes (and machines, with PostgreSQL). Trials whose worker is
+    /// gone (see [`Study::requeue_stale`]) are re-queued first.
     pub fn claim(
         &mut self,
         worker: &WorkerIdentity,
@@ -679,136 +673,24 @@ impl Study {
         strategy: &mut dyn Strategy,
         stale_after: Duration,
     ) -> Result<Claim, StudyError> {
-        let file = self.file.clone();
-        let now = MonotonicNs::now().as_ns() as i64;
-        let label = worker.label();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql(&file))?;
-        let requeued = requeue_stale_in(&tx, worker, stale_after).map_err(sql(&file))?;
-        if requeued > 0 {
-            tracing::info!(requeued, "re-queued trials whose worker is gone");
-        }
-        let c = counts(&tx).map_err(sql(&file))?;
-        if c.finished >= budget {
-            tx.commit().map_err(sql(&file))?;
-            return Ok(Claim::BudgetReached);
-        }
-        let queued: Option<(i64, u64, String, f64, i64)> = tx
-            .prepare_cached(
-                "SELECT id, number, config_json, fidelity, seed FROM trials
-                 WHERE status = 'queued' ORDER BY number LIMIT 1",
-            )
-            .and_then(|mut st| {
-                st.query_row([], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                    ))
-                })
-                .optional()
-            })
-            .map_err(sql(&file))?;
-        if let Some((id, number, config_json, fidelity, seed)) = queued {
-            let version = bump_version(&tx).map_err(sql(&file))?;
-            tx.prepare_cached(
-                "UPDATE trials SET status = 'running', worker_id = ?2, heartbeat_ns = ?3,
-                 started_ns = ?3, attempts = attempts + 1, version = ?4 WHERE id = ?1",
-            )
-            .and_then(|mut st| st.execute(params![id, label, now, version]))
-            .map_err(sql(&file))?;
-            tx.commit().map_err(sql(&file))?;
-            let config = Config::from_json(&config_json).map_err(|e| StudyError::Corrupt {
-                file: file.clone(),
-                what: format!("configuration of trial {number}"),
-                message: e.to_string(),
-            })?;
-            return Ok(Claim::Trial(ClaimedTrial {
-                id,
-                number,
-                config,
-                fidelity,
-                seed: seed as u64,
-                rerun: true,
-            }));
-        }
-        if c.finished + c.running >= budget {
-            tx.commit().map_err(sql(&file))?;
-            return Ok(Claim::Wait);
-        }
-        // Bring the history up to date inside the transaction: nobody else
-        // can propose until we commit.
-        let version = current_version(&tx).map_err(sql(&file))?;
-        if version != self.cache_version {
-            for (id, rec) in load_trials(&tx, &file, self.cache_version)? {
-                self.cache.upsert(id, rec);
-            }
-            self.cache_version = version;
-        }
-        let number: u64 = tx
-            .prepare_cached("SELECT COALESCE(MAX(number) + 1, 0) FROM trials")
-            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
-            .map_err(sql(&file))? as u64;
-        let history = History {
-            trials: &self.cache.trials,
-            space: &self.spec.space,
-            objectives: &self.spec.objectives,
+        let spec = &self.spec;
+        let mut propose = |trials: &[TrialRecord], number: u64| {
+            let history = History {
+                trials,
+                space: &spec.space,
+                objectives: &spec.objectives,
+            };
+            let mut rng = StdRng::seed_from_u64(derive_seed(spec.seed, number ^ 0x5eed));
+            strategy.ask(&history, &mut rng)
         };
-        let mut rng = StdRng::seed_from_u64(derive_seed(self.spec.seed, number ^ 0x5eed));
-        let proposal = match strategy.ask(&history, &mut rng) {
-            Ask::Propose(p) => p,
-            Ask::Wait => {
-                tx.commit().map_err(sql(&file))?;
-                return Ok(Claim::Wait);
-            }
-            Ask::Exhausted => {
-                tx.commit().map_err(sql(&file))?;
-                return Ok(if c.running > 0 {
-                    Claim::Wait
-                } else {
-                    Claim::Exhausted
-                });
-            }
-        };
-        let seed = derive_seed(self.spec.seed, number);
-        let config_json = proposal.config.key();
-        let version = bump_version(&tx).map_err(sql(&file))?;
-        let id = tx
-            .prepare_cached(
-                "INSERT INTO trials (number, config_json, config_key, fidelity, tag, status,
-                     worker_id, heartbeat_ns, seed, created_ns, started_ns, attempts, version)
-                 VALUES (?1, ?2, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?6, ?6, 1, ?8)
-                 RETURNING id",
-            )
-            .and_then(|mut st| {
-                st.query_row(
-                    params![
-                        number as i64,
-                        config_json,
-                        proposal.fidelity,
-                        proposal.tag.clone().unwrap_or_default(),
-                        label,
-                        now,
-                        seed as i64,
-                        version
-                    ],
-                    |r| r.get::<_, i64>(0),
-                )
-            })
-            .map_err(sql(&file))?;
-        tx.commit().map_err(sql(&file))?;
-        Ok(Claim::Trial(ClaimedTrial {
-            id,
-            number,
-            config: proposal.config,
-            fidelity: proposal.fidelity,
-            seed,
-            rerun: false,
-        }))
+        self.store.claim(
+            worker,
+            budget,
+            stale_after,
+            spec.seed,
+            &mut self.cache,
+            &mut propose,
+        )
     }
 
     /// Commits the outcome of a trial. Returns `false` (and stores nothing)
@@ -821,61 +703,7 @@ impl Study {
         eval_ns: u64,
         overhead_ns: u64,
     ) -> Result<bool, StudyError> {
-        let file = self.file.clone();
-        let now = MonotonicNs::now().as_ns() as i64;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql(&file))?;
-        let version = bump_version(&tx).map_err(sql(&file))?;
-        let changed = match outcome {
-            Ok(r) => {
-                let metrics = serde_json::to_string(&r.metrics).unwrap_or_default();
-                let kernels = serde_json::to_string(&r.kernel_energy).unwrap_or_default();
-                let notes = serde_json::to_string(&r.notes).unwrap_or_default();
-                tx.prepare_cached(
-                    "UPDATE trials SET status = 'finished', metrics_json = ?2, kernel_energy_json = ?3,
-                         provenance = ?4, energy_spent_j = ?5, notes_json = ?6, finished_ns = ?7,
-                         finish_seq = (SELECT COALESCE(MAX(finish_seq) + 1, 0) FROM trials),
-                         eval_ns = ?8, overhead_ns = ?9, version = ?10, error = NULL
-                     WHERE id = ?1 AND status IN ('running', 'queued')",
-                )
-                .and_then(|mut st| {
-                    st.execute(params![
-                        trial_id,
-                        metrics,
-                        kernels,
-                        r.provenance.map(|p| p.label()),
-                        r.energy_spent_j,
-                        notes,
-                        now,
-                        eval_ns as i64,
-                        overhead_ns as i64,
-                        version
-                    ])
-                })
-                .map_err(sql(&file))?
-            }
-            Err(message) => tx
-                .prepare_cached(
-                    "UPDATE trials SET status = 'failed', error = ?2, finished_ns = ?3,
-                         eval_ns = ?4, overhead_ns = ?5, version = ?6
-                     WHERE id = ?1 AND status IN ('running', 'queued')",
-                )
-                .and_then(|mut st| {
-                    st.execute(params![
-                        trial_id,
-                        message,
-                        now,
-                        eval_ns as i64,
-                        overhead_ns as i64,
-                        version
-                    ])
-                })
-                .map_err(sql(&file))?,
-        };
-        tx.commit().map_err(sql(&file))?;
-        Ok(changed == 1)
+        self.store.finish(trial_id, outcome, eval_ns, overhead_ns)
     }
 
     /// Adds figures to a finished trial after the fact: `metrics` are merged
@@ -891,105 +719,176 @@ impl Study {
         energy_spent_j: Option<f64>,
         note: &str,
     ) -> Result<bool, StudyError> {
-        let file = self.file.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql(&file))?;
-        let row: Option<(i64, Option<String>, Option<String>)> = tx
-            .query_row(
-                "SELECT id, metrics_json, notes_json FROM trials
-                 WHERE number = ?1 AND status = 'finished'",
-                params![number as i64],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(sql(&file))?;
-        let Some((id, metrics_json, notes_json)) = row else {
-            return Ok(false);
-        };
-        let corrupt = |what: &str, e: serde_json::Error| StudyError::Corrupt {
-            file: file.clone(),
-            what: format!("{what} of trial {number}"),
-            message: e.to_string(),
-        };
-        let mut merged: Metrics = match metrics_json.as_deref() {
-            Some(text) => serde_json::from_str(text).map_err(|e| corrupt("metrics", e))?,
-            None => Metrics::new(),
-        };
-        merged.extend(metrics.iter().map(|(k, v)| (k.clone(), *v)));
-        let mut notes: Vec<String> = match notes_json.as_deref() {
-            Some(text) => serde_json::from_str(text).map_err(|e| corrupt("notes", e))?,
-            None => Vec::new(),
-        };
-        notes.push(note.to_owned());
-        let version = bump_version(&tx).map_err(sql(&file))?;
-        tx.execute(
-            "UPDATE trials SET metrics_json = ?2, notes_json = ?3,
-                 energy_spent_j = CASE WHEN ?4 IS NULL THEN energy_spent_j
-                                       ELSE COALESCE(energy_spent_j, 0) + ?4 END,
-                 version = ?5
-             WHERE id = ?1",
-            params![
-                id,
-                serde_json::to_string(&merged).unwrap_or_default(),
-                serde_json::to_string(&notes).unwrap_or_default(),
-                energy_spent_j,
-                version
-            ],
-        )
-        .map_err(sql(&file))?;
-        tx.commit().map_err(sql(&file))?;
-        Ok(true)
+        self.store
+            .add_measurement(number, metrics, energy_spent_j, note)
     }
 
     /// Stores the engine time spent on a trial outside the evaluator (known
     /// only after its result is committed).
     pub fn record_overhead(&self, trial_id: i64, overhead_ns: u64) -> Result<(), StudyError> {
-        self.conn
-            .execute(
-                "UPDATE trials SET overhead_ns = ?2 WHERE id = ?1",
-                params![trial_id, overhead_ns as i64],
-            )
-            .map_err(sql(&self.file))?;
-        Ok(())
+        self.store.record_overhead(trial_id, overhead_ns)
     }
 
     /// Refreshes the heartbeat of every trial this process is running.
     pub fn heartbeat(&self, me: &WorkerIdentity) -> Result<usize, StudyError> {
-        let now = MonotonicNs::now().as_ns() as i64;
-        let prefix = format!("{}%", me.process_label());
-        self.conn
-            .execute(
-                "UPDATE trials SET heartbeat_ns = ?1 WHERE status = 'running' AND worker_id LIKE ?2",
-                params![now, prefix],
-            )
-            .map_err(sql(&self.file))
+        self.store.heartbeat(me)
+    }
+}
+
+/// What [`copy_study`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopySummary {
+    /// Trials copied.
+    pub trials: usize,
+    /// Metadata entries copied (spec, metric registry, schema version).
+    pub meta_entries: usize,
+}
+
+/// Copies the study at `from` into `to` (SQLite or PostgreSQL, either
+/// way), which must not hold a study yet: the spec, the metric registry,
+/// the schema version and every trial with its number, row id, status,
+/// worker, seed, metrics, measurements, notes, timings and attempts. What
+/// only matters while workers run (heartbeats, the change counter) starts
+/// afresh. Copy a study no worker is writing to.
+pub fn copy_study(from: &StudyLocation, to: &StudyLocation) -> Result<CopySummary, StudyError> {
+    let mut source = Study::open_existing(from)?;
+    source.store.refresh(&mut source.cache)?;
+    let meta: Vec<(String, String)> = source
+        .store
+        .meta_entries()?
+        .into_iter()
+        .filter(|(k, _)| k != "version")
+        .collect();
+    let trials: Vec<(i64, TrialRecord)> = source
+        .cache
+        .ids
+        .iter()
+        .copied()
+        .zip(source.cache.trials.iter().cloned())
+        .collect();
+    let mut dest = open_store(to, true, &mut |m| check_empty(m, to))?;
+    dest.import(&meta, &trials)?;
+    Ok(CopySummary {
+        trials: trials.len(),
+        meta_entries: meta.len(),
+    })
+}
+
+/// Refuses a destination that already holds a study.
+pub(crate) fn check_empty(meta: &mut dyn MetaTx, at: &StudyLocation) -> Result<(), StudyError> {
+    if meta.get("spec")?.is_some() || meta.trial_count()? > 0 {
+        return Err(StudyError::NotEmpty { study: at.clone() });
+    }
+    Ok(())
+}
+
+/// The open-for-writing logic both backends share: create the study's
+/// metadata, or check the stored settings against `spec`, refuse a study
+/// with trials without `resume`, and merge the metric registries (moving a
+/// schema-1 study to schema 2).
+fn open_meta(
+    meta: &mut dyn MetaTx,
+    at: &StudyLocation,
+    spec: &mut StudySpec,
+    resume: bool,
+) -> Result<(), StudyError> {
+    let stored = StoredSpec {
+        space: spec.space.definition(),
+        objectives: spec.objectives.clone(),
+        strategy: spec.strategy.clone(),
+        seed: spec.seed,
+    };
+    match meta.get("spec")? {
+        None => {
+            let json = serde_json::to_string(&stored).map_err(|e| StudyError::Corrupt {
+                study: at.clone(),
+                what: "spec".into(),
+                message: e.to_string(),
+            })?;
+            meta.put("spec", &json)?;
+            meta.put("schema_version", &SCHEMA_VERSION.to_string())?;
+            meta.put("version", "0")?;
+            write_metrics(meta, at, &spec.metrics)?;
+        }
+        Some(json) => {
+            check_schema(meta, at)?;
+            let old: StoredSpec = serde_json::from_str(&json).map_err(|e| StudyError::Corrupt {
+                study: at.clone(),
+                what: "spec".into(),
+                message: e.to_string(),
+            })?;
+            check_same(at, &old, &stored)?;
+            let trials = meta.trial_count()?;
+            if trials > 0 && !resume {
+                return Err(StudyError::Exists {
+                    study: at.clone(),
+                    trials: trials as usize,
+                });
+            }
+            // A study of schema 1 has no registry: it takes the one
+            // given. Otherwise the union of both, unless they disagree.
+            if let Some(stored) = read_metrics(meta, at)? {
+                spec.metrics =
+                    stored
+                        .merged(&spec.metrics)
+                        .map_err(|source| StudyError::Metrics {
+                            study: at.clone(),
+                            source,
+                        })?;
+            }
+            write_metrics(meta, at, &spec.metrics)?;
+        }
+    }
+    Ok(())
+}
+
+/// The settings stored in a study (read-only open).
+fn read_spec(meta: &mut dyn MetaTx, at: &StudyLocation) -> Result<StudySpec, StudyError> {
+    let json = meta.get("spec")?.ok_or_else(|| StudyError::NotAStudy {
+        study: at.clone(),
+        message: "no study metadata".into(),
+    })?;
+    let stored: StoredSpec = serde_json::from_str(&json).map_err(|e| StudyError::Corrupt {
+        study: at.clone(),
+        what: "spec".into(),
+        message: e.to_string(),
+    })?;
+    let space = SearchSpace::from_definition(stored.space).map_err(|e| StudyError::Corrupt {
+        study: at.clone(),
+        what: "space".into(),
+        message: e.to_string(),
+    })?;
+    check_schema(meta, at)?;
+    // Schema 1 (before registries): nothing declared.
+    let metrics = read_metrics(meta, at)?.unwrap_or_default();
+    Ok(StudySpec {
+        space,
+        objectives: stored.objectives,
+        strategy: stored.strategy,
+        seed: stored.seed,
+        metrics,
+    })
+}
+
+/// The schema version a study records (1 when it records none: studies
+/// always stored it, a missing one is read as the first layout).
+pub(crate) fn stored_schema(meta: &mut dyn MetaTx, at: &StudyLocation) -> Result<i64, StudyError> {
+    match meta.get("schema_version")? {
+        None => Ok(1),
+        Some(t) => t.trim().parse::<i64>().map_err(|e| StudyError::Corrupt {
+            study: at.clone(),
+            what: "schema_version".into(),
+            message: format!("{t:?}: {e}"),
+        }),
     }
 }
 
 /// Refuses a study written by a newer layout than this build knows.
-fn check_schema(conn: &Connection, file: &Path) -> Result<(), StudyError> {
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT value FROM study_meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql(file))?;
-    // Studies always stored it; a missing one is read as the first layout.
-    let found = match text {
-        None => 1,
-        Some(t) => t.trim().parse::<i64>().map_err(|e| StudyError::Corrupt {
-            file: file.into(),
-            what: "schema_version".into(),
-            message: format!("{t:?}: {e}"),
-        })?,
-    };
+fn check_schema(meta: &mut dyn MetaTx, at: &StudyLocation) -> Result<(), StudyError> {
+    let found = stored_schema(meta, at)?;
     if found > SCHEMA_VERSION {
         return Err(StudyError::NewerSchema {
-            file: file.into(),
+            study: at.clone(),
             found,
             supported: SCHEMA_VERSION,
         });
@@ -998,48 +897,94 @@ fn check_schema(conn: &Connection, file: &Path) -> Result<(), StudyError> {
 }
 
 /// The stored metric registry; `None` for a study of schema 1.
-fn read_metrics(conn: &Connection, file: &Path) -> Result<Option<MetricRegistry>, StudyError> {
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT value FROM study_meta WHERE key = 'metrics'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql(file))?;
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| StudyError::Corrupt {
-            file: file.into(),
-            what: "metric registry".into(),
-            message: e.to_string(),
+fn read_metrics(
+    meta: &mut dyn MetaTx,
+    at: &StudyLocation,
+) -> Result<Option<MetricRegistry>, StudyError> {
+    meta.get("metrics")?
+        .map(|t| {
+            serde_json::from_str(&t).map_err(|e| StudyError::Corrupt {
+                study: at.clone(),
+                what: "metric registry".into(),
+                message: e.to_string(),
+            })
         })
-    })
-    .transpose()
+        .transpose()
 }
 
 /// Stores `metrics` as the study's registry, at the current schema.
 fn write_metrics(
-    conn: &Connection,
-    file: &Path,
+    meta: &mut dyn MetaTx,
+    at: &StudyLocation,
     metrics: &MetricRegistry,
 ) -> Result<(), StudyError> {
     let json = serde_json::to_string(metrics).map_err(|e| StudyError::Corrupt {
-        file: file.into(),
+        study: at.clone(),
         what: "metric registry".into(),
         message: e.to_string(),
     })?;
-    conn.execute(
-        "INSERT INTO study_meta (key, value) VALUES ('metrics', ?1), ('schema_version', ?2)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![json, SCHEMA_VERSION.to_string()],
-    )
-    .map_err(sql(file))?;
-    Ok(())
+    meta.put("metrics", &json)?;
+    meta.put("schema_version", &SCHEMA_VERSION.to_string())
 }
 
-fn check_same(file: &Path, old: &StoredSpec, new: &StoredSpec) -> Result<(), StudyError> {
+/// The claim of a re-queued trial, its stored configuration decoded.
+pub(crate) fn rerun_claim(
+    at: &StudyLocation,
+    id: i64,
+    number: u64,
+    config_json: &str,
+    fidelity: f64,
+    seed: i64,
+) -> Result<Claim, StudyError> {
+    let config = Config::from_json(config_json).map_err(|e| StudyError::Corrupt {
+        study: at.clone(),
+        what: format!("configuration of trial {number}"),
+        message: e.to_string(),
+    })?;
+    Ok(Claim::Trial(ClaimedTrial {
+        id,
+        number,
+        config,
+        fidelity,
+        seed: seed as u64,
+        rerun: true,
+    }))
+}
+
+/// A later measurement merged into a trial's stored metrics and notes:
+/// the new metrics and notes as JSON text.
+pub(crate) fn merge_measurement(
+    at: &StudyLocation,
+    number: u64,
+    metrics_json: Option<&str>,
+    notes_json: Option<&str>,
+    metrics: &Metrics,
+    note: &str,
+) -> Result<(String, String), StudyError> {
+    let corrupt = |what: &str, e: serde_json::Error| StudyError::Corrupt {
+        study: at.clone(),
+        what: format!("{what} of trial {number}"),
+        message: e.to_string(),
+    };
+    let mut merged: Metrics = match metrics_json {
+        Some(text) => serde_json::from_str(text).map_err(|e| corrupt("metrics", e))?,
+        None => Metrics::new(),
+    };
+    merged.extend(metrics.iter().map(|(k, v)| (k.clone(), *v)));
+    let mut notes: Vec<String> = match notes_json {
+        Some(text) => serde_json::from_str(text).map_err(|e| corrupt("notes", e))?,
+        None => Vec::new(),
+    };
+    notes.push(note.to_owned());
+    Ok((
+        serde_json::to_string(&merged).unwrap_or_default(),
+        serde_json::to_string(&notes).unwrap_or_default(),
+    ))
+}
+
+fn check_same(at: &StudyLocation, old: &StoredSpec, new: &StoredSpec) -> Result<(), StudyError> {
     let mismatch = |what: &str, a: String, b: String| StudyError::Mismatch {
-        file: file.into(),
+        study: at.clone(),
         what: what.into(),
         stored: a,
         given: b,
@@ -1080,144 +1025,65 @@ fn check_same(file: &Path, old: &StoredSpec, new: &StoredSpec) -> Result<(), Stu
     Ok(())
 }
 
-fn counts(conn: &Connection) -> rusqlite::Result<StatusCounts> {
-    let mut c = StatusCounts::default();
-    let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM trials GROUP BY status")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    for row in rows {
-        let (s, n) = row?;
-        let n = n as usize;
-        match s.as_str() {
-            "queued" => c.queued = n,
-            "running" => c.running = n,
-            "finished" => c.finished = n,
-            "failed" => c.failed = n,
-            _ => {}
-        }
-    }
-    Ok(c)
-}
-
-// Statements on the per-trial path are prepared once per connection
-// (`prepare_cached`): parsing them anew on every call cost more than running
-// them.
-
-fn current_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT CAST(value AS INTEGER) FROM study_meta WHERE key = 'version'")?
-        .query_row([], |r| r.get(0))
-}
-
-fn bump_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached(
-        "UPDATE study_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version' RETURNING CAST(value AS INTEGER)",
-    )?
-    .query_row([], |r| r.get(0))
-}
-
-fn requeue_stale_in(
-    conn: &Connection,
-    me: &WorkerIdentity,
-    stale_after: Duration,
-) -> rusqlite::Result<usize> {
-    let now = MonotonicNs::now().as_ns() as i64;
-    let stale_before = now - stale_after.as_nanos().min(i64::MAX as u128) as i64;
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, COALESCE(worker_id, ''), COALESCE(heartbeat_ns, 0) FROM trials WHERE status = 'running'",
-    )?;
-    let running: Vec<(i64, String, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut n = 0;
-    for (id, worker, heartbeat) in running {
-        let same_boot = worker.split('/').nth(1) == Some(me.boot_id.as_str());
-        let stale_heartbeat = same_boot && heartbeat < stale_before;
-        if worker_is_dead(&worker, me) || stale_heartbeat {
-            let version = bump_version(conn)?;
-            n += conn.execute(
-                "UPDATE trials SET status = 'queued', worker_id = NULL, version = ?2 WHERE id = ?1 AND status = 'running'",
-                params![id, version],
-            )?;
-            tracing::warn!(trial_id = id, worker = %worker, "worker gone; trial re-queued");
-        }
-    }
-    Ok(n)
-}
-
-fn load_trials(
-    conn: &Connection,
-    file: &Path,
-    since_version: i64,
-) -> Result<Vec<(i64, TrialRecord)>, StudyError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT id, number, config_json, config_key, fidelity, tag, status, worker_id, seed,
-                    metrics_json, kernel_energy_json, provenance, energy_spent_j, error, notes_json,
-                    created_ns, started_ns, finished_ns, finish_seq, eval_ns, overhead_ns, attempts
-             FROM trials WHERE version > ?1 ORDER BY number",
-        )
-        .map_err(sql(file))?;
-    let raw = stmt
-        .query_map([since_version], |r| {
-            Ok(RawTrial {
-                id: r.get(0)?,
-                number: r.get(1)?,
-                config_json: r.get(2)?,
-                config_key: r.get(3)?,
-                fidelity: r.get(4)?,
-                tag: r.get(5)?,
-                status: r.get(6)?,
-                worker: r.get(7)?,
-                seed: r.get(8)?,
-                metrics_json: r.get(9)?,
-                kernel_json: r.get(10)?,
-                provenance: r.get(11)?,
-                energy_spent_j: r.get(12)?,
-                error: r.get(13)?,
-                notes_json: r.get(14)?,
-                created_ns: r.get(15)?,
-                started_ns: r.get(16)?,
-                finished_ns: r.get(17)?,
-                finish_seq: r.get(18)?,
-                eval_ns: r.get(19)?,
-                overhead_ns: r.get(20)?,
-                attempts: r.get(21)?,
-            })
-        })
-        .map_err(sql(file))?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(sql(file))?;
-    raw.into_iter().map(|r| r.decode(file)).collect()
-}
-
-struct RawTrial {
-    id: i64,
-    number: i64,
-    config_json: String,
-    config_key: String,
-    fidelity: f64,
-    tag: String,
-    status: String,
-    worker: Option<String>,
-    seed: i64,
-    metrics_json: Option<String>,
-    kernel_json: Option<String>,
-    provenance: Option<String>,
-    energy_spent_j: Option<f64>,
-    error: Option<String>,
-    notes_json: Option<String>,
-    created_ns: i64,
-    started_ns: Option<i64>,
-    finished_ns: Option<i64>,
-    finish_seq: Option<i64>,
-    eval_ns: Option<i64>,
-    overhead_ns: Option<i64>,
-    attempts: i64,
+/// A trial row as both backends store it (same columns, same types).
+pub(crate) struct RawTrial {
+    pub(crate) id: i64,
+    pub(crate) number: i64,
+    pub(crate) config_json: String,
+    pub(crate) config_key: String,
+    pub(crate) fidelity: f64,
+    pub(crate) tag: String,
+    pub(crate) status: String,
+    pub(crate) worker: Option<String>,
+    pub(crate) seed: i64,
+    pub(crate) metrics_json: Option<String>,
+    pub(crate) kernel_json: Option<String>,
+    pub(crate) provenance: Option<String>,
+    pub(crate) energy_spent_j: Option<f64>,
+    pub(crate) error: Option<String>,
+    pub(crate) notes_json: Option<String>,
+    pub(crate) created_ns: i64,
+    pub(crate) started_ns: Option<i64>,
+    pub(crate) finished_ns: Option<i64>,
+    pub(crate) finish_seq: Option<i64>,
+    pub(crate) eval_ns: Option<i64>,
+    pub(crate) overhead_ns: Option<i64>,
+    pub(crate) attempts: i64,
 }
 
 impl RawTrial {
-    fn decode(self, file: &Path) -> Result<(i64, TrialRecord), StudyError> {
+    /// The row of `trial` (row id `id`), as stored.
+    pub(crate) fn encode(id: i64, t: &TrialRecord) -> RawTrial {
+        let i = |x: Option<u64>| x.map(|v| v as i64);
+        RawTrial {
+            id,
+            number: t.number as i64,
+            config_json: t.config.key(),
+            config_key: t.config_key.clone(),
+            fidelity: t.fidelity,
+            tag: t.tag.clone().unwrap_or_default(),
+            status: t.status.label().to_owned(),
+            worker: t.worker.clone(),
+            seed: t.seed as i64,
+            metrics_json: t.metrics.as_ref().map(to_json),
+            kernel_json: (!t.kernel_energy.is_empty()).then(|| to_json(&t.kernel_energy)),
+            provenance: t.provenance.map(|p| p.label().to_owned()),
+            energy_spent_j: t.energy_spent_j,
+            error: t.error.clone(),
+            notes_json: (!t.notes.is_empty()).then(|| to_json(&t.notes)),
+            created_ns: t.created_ns as i64,
+            started_ns: i(t.started_ns),
+            finished_ns: i(t.finished_ns),
+            finish_seq: i(t.finish_seq),
+            eval_ns: i(t.eval_ns),
+            overhead_ns: i(t.overhead_ns),
+            attempts: t.attempts as i64,
+        }
+    }
+
+    pub(crate) fn decode(self, at: &StudyLocation) -> Result<(i64, TrialRecord), StudyError> {
         let corrupt = |what: &str, message: String| StudyError::Corrupt {
-            file: file.into(),
+            study: at.clone(),
             what: format!("{what} of trial {}", self.number),
             message,
         };
@@ -1276,6 +1142,10 @@ impl RawTrial {
             },
         ))
     }
+}
+
+fn to_json<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 #[cfg(test)]

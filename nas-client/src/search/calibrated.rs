@@ -32,6 +32,7 @@ use nas_search::objective::ObjectiveSet;
 use nas_search::prescreen::{CandidatePricer, PrescreenMetrics};
 use nas_search::remeasure::{remeasure_front, FrontMeasurement, RemeasureMetrics};
 use nas_search::space::Config;
+use nas_search::study::StudyLocation;
 use nn_plan::{DatasetShape, RunShape};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -210,7 +211,7 @@ pub fn prescreen_metrics() -> Result<PrescreenMetrics> {
 /// trial spent). Trials already measured are skipped, so a stopped run
 /// continues. `progress(done, total)` after each.
 pub fn measure_front(
-    study_file: &Path,
+    study_file: &StudyLocation,
     objectives: &ObjectiveSet,
     measurer: &TrainingEvaluator,
     progress: &dyn Fn(usize, usize),
@@ -229,12 +230,8 @@ pub fn measure_front(
             ),
         ],
     };
-    remeasure_front(study_file, objectives, measurer, &names, progress).with_context(|| {
-        format!(
-            "re-measuring the front of {} (is energyd running?)",
-            study_file.display()
-        )
-    })
+    remeasure_front(study_file, objectives, measurer, &names, progress)
+        .with_context(|| format!("re-measuring the front of {study_file} (is energyd running?)"))
 }
 
 /// The name a calibrated search optimises in place of an objective: the

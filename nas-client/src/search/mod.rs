@@ -25,7 +25,7 @@ use nas_search::runner::{run_study, Progress, RunOptions};
 use nas_search::space::SearchSpace;
 use nas_search::strategy::strategy_from_spec;
 use nas_search::strategy::Strategy;
-use nas_search::study::{Study, StudySpec, TrialRecord, TrialStatus};
+use nas_search::study::{copy_study, Study, StudyLocation, StudySpec, TrialRecord, TrialStatus};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use trainer::{metric, DataSource, TrainingEvaluator, TrialMetric};
@@ -54,12 +54,17 @@ pub struct SearchArgs {
     /// Number of trials (full-training equivalents for multi-fidelity strategies).
     #[arg(long, default_value_t = 50)]
     pub budget: u32,
-    /// SQLite study database; created if missing.
+    /// Study: a SQLite file, or `postgresql://user@host/db?study=NAME` for
+    /// workers on several machines; created if missing.
     #[arg(long)]
-    pub study: PathBuf,
+    pub study: StudyLocation,
     /// Continue an existing study (re-runs trials a killed process left unfinished).
     #[arg(long)]
     pub resume: bool,
+    /// Grace period, seconds: a running trial whose worker sent no
+    /// heartbeat for this long is re-queued for another worker.
+    #[arg(long, default_value_t = 600.0)]
+    pub stale_after: f64,
     /// Trials evaluated in parallel.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -101,9 +106,9 @@ pub struct SearchArgs {
 /// Arguments of `nas-client report`.
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
-    /// SQLite study database to report on.
+    /// Study to report on: a SQLite file or a `postgresql://` URL.
     #[arg(long)]
-    pub study: PathBuf,
+    pub study: StudyLocation,
     /// Directory for CSV, JSON, SVG, PNG and Markdown outputs (required
     /// unless --json).
     #[arg(long, required_unless_present = "json")]
@@ -167,9 +172,15 @@ pub struct CompareArgs {
     /// Trials per search (each of the two searches gets this budget).
     #[arg(long, default_value_t = 30)]
     pub budget: u32,
-    /// Directory holding the two study databases (reused when they exist).
+    /// Directory holding the two study databases (reused when they exist)
+    /// and the report.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Keep the studies in PostgreSQL instead of --dir:
+    /// `postgresql://…?study=NAME` holds them as NAME_conventional,
+    /// NAME_energy_aware and NAME_calibrated.
+    #[arg(long)]
+    pub studies: Option<StudyLocation>,
     /// Trials evaluated in parallel.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -361,7 +372,7 @@ fn run_calibrated(
         options,
         on_progress,
     )
-    .with_context(|| format!("running study {}", options.study_file.display()))?;
+    .with_context(|| format!("running study {}", options.study))?;
     let mut trials = summary.trials.clone();
     if measure {
         let bar = if quiet {
@@ -377,7 +388,7 @@ fn run_calibrated(
         }
         let measurer = cal.measurer();
         measure_front(
-            &options.study_file,
+            &options.study,
             &spec.objectives,
             &measurer,
             &|done, total| {
@@ -386,7 +397,7 @@ fn run_calibrated(
             },
         )?;
         bar.finish_and_clear();
-        trials = load_study(&options.study_file)?.1;
+        trials = load_study(&options.study)?.1;
     }
     Ok(CalibratedRun {
         spec,
@@ -434,6 +445,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
     let mut options = RunOptions::new(&args.study, args.budget as usize);
     options.workers = args.workers.max(1);
     options.resume = args.resume;
+    options.stale_after = stale_after(args.stale_after)?;
     let bar = progress_bar(args.budget as u64, args.json);
     let names: Vec<String> = spec
         .objectives
@@ -455,7 +467,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
                 &options,
                 &on_progress,
             )
-            .with_context(|| format!("running study {}", args.study.display()))?;
+            .with_context(|| format!("running study {}", args.study))?;
             (spec, summary.trials.clone(), summary, None)
         }
         Some(file) => {
@@ -497,6 +509,35 @@ pub fn search(args: SearchArgs) -> Result<()> {
             summary.stop_reason, summary.evaluated_here
         );
     }
+    Ok(())
+}
+
+/// The grace period from `--stale-after` seconds.
+fn stale_after(seconds: f64) -> Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--stale-after {seconds}: give a positive number of seconds"))
+}
+
+/// Arguments of `nas-client study copy`.
+#[derive(Debug, Clone, Args)]
+pub struct StudyCopyArgs {
+    /// The study to copy: a SQLite file or a `postgresql://` URL.
+    pub from: StudyLocation,
+    /// A new study to copy it into (SQLite or PostgreSQL).
+    pub to: StudyLocation,
+}
+
+/// Runs `nas-client study copy FROM TO`: the spec, the metric registry
+/// and every trial, with numbers, statuses, seeds and measurements.
+pub fn study_copy(args: StudyCopyArgs) -> Result<()> {
+    let summary = copy_study(&args.from, &args.to)
+        .with_context(|| format!("copying study {} to {}", args.from, args.to))?;
+    println!(
+        "copied {} trials and {} metadata entries from {} to {}",
+        summary.trials, summary.meta_entries, args.from, args.to
+    );
     Ok(())
 }
 
@@ -553,6 +594,10 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         )),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let studies_at = args
+        .studies
+        .clone()
+        .unwrap_or_else(|| StudyLocation::Sqlite(dir.clone()));
     let threads = threads_per_trial(args.threads, args.workers);
     let mut studies = Vec::new();
     for (name, objectives, constraints) in [
@@ -576,7 +621,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             seed: args.seed,
             metrics: TrialMetric::registry(),
         };
-        let file = dir.join(format!("{name}.db"));
+        let file = studies_at.child(name);
         let mut options = RunOptions::new(&file, args.budget as usize);
         options.workers = args.workers.max(1);
         options.resume = true;
@@ -590,7 +635,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             &options,
             &on_progress,
         )
-        .with_context(|| format!("running the {name} study {}", file.display()))?;
+        .with_context(|| format!("running the {name} study {file}"))?;
         bar.finish_and_clear();
         studies.push((file, summary.trials));
     }
@@ -620,7 +665,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
                 seed: args.seed,
                 metrics: TrialMetric::registry(),
             };
-            let file = dir.join("calibrated.db");
+            let file = studies_at.child("calibrated");
             let mut options = RunOptions::new(&file, args.budget as usize);
             options.workers = args.workers.max(1);
             options.resume = true;
@@ -637,7 +682,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
                 &on_progress,
                 args.json,
             )
-            .with_context(|| format!("the calibrated study {}", file.display()))?;
+            .with_context(|| format!("the calibrated study {file}"))?;
             bar.finish_and_clear();
             Some((file, run))
         }
@@ -673,8 +718,8 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         .map(|(_, run)| calibration_comparison(&studies[1].1, &run.trials));
     if args.json {
         let mut v = serde_json::json!({
-            "conventional_study": studies[0].0,
-            "energy_aware_study": studies[1].0,
+            "conventional_study": studies[0].0.to_string(),
+            "energy_aware_study": studies[1].0.to_string(),
             "comparison": comparison,
             "search_energy_conventional": spent(&studies[0].1),
             "search_energy_energy_aware": spent(&studies[1].1),
@@ -684,7 +729,10 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         if let (Some((file, run)), Some(figures), Some(obj)) =
             (&calibrated, &calibration_figures, v.as_object_mut())
         {
-            obj.insert("calibrated_study".into(), serde_json::json!(file));
+            obj.insert(
+                "calibrated_study".into(),
+                serde_json::json!(file.to_string()),
+            );
             obj.insert("calibrated".into(), serde_json::to_value(figures)?);
             if let Some(c) = &run.counts {
                 obj.insert(
@@ -756,7 +804,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     if let (Some((file, run)), Some(f)) = (&calibrated, &calibration_figures) {
         println!(
             "calibrated search  : {} ({} trials)",
-            file.display(),
+            file,
             run.trials.len()
         );
         if let Some(c) = &run.counts {
@@ -1076,19 +1124,17 @@ fn search_space(file: Option<&Path>, evaluator: &EvaluatorChoice) -> Result<Sear
         .context("the bundled default search space")
 }
 
-fn load_study(file: &Path) -> Result<(StudySpec, Vec<TrialRecord>)> {
-    let mut study =
-        Study::open_existing(file).with_context(|| format!("opening study {}", file.display()))?;
+fn load_study(file: &StudyLocation) -> Result<(StudySpec, Vec<TrialRecord>)> {
+    let mut study = Study::open_existing(file).with_context(|| format!("opening study {file}"))?;
     let trials = study
         .trials()
-        .with_context(|| format!("reading trials of {}", file.display()))?;
+        .with_context(|| format!("reading trials of {file}"))?;
     let mut spec = study.spec().clone();
     if spec.metrics.is_empty() {
         // A study written before studies stored their metric registry:
         // its trials were reported by this client, under these names.
         eprintln!(
-            "nas-client: {} declares no metrics (written before metric registries); reading it with nas-client's own",
-            file.display()
+            "nas-client: {file} declares no metrics (written before metric registries); reading it with nas-client's own"
         );
         spec.metrics = TrialMetric::registry();
     }
@@ -1139,10 +1185,10 @@ fn front_line(names: &[String], p: &Progress) -> String {
     )
 }
 
-fn print_summary(summary: &ReportSummary, study: &Path) {
+fn print_summary(summary: &ReportSummary, study: &StudyLocation) {
     println!(
         "study {}: {} finished, {} failed, {} unfinished; strategy {}",
-        study.display(),
+        study,
         summary.finished_trials,
         summary.failed_trials,
         summary.unfinished_trials,

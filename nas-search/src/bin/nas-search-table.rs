@@ -5,12 +5,14 @@
 //! ```text
 //! nas-search-table run   --table T.csv --study S.db --budget N [--strategy nsga2] [--workers K]
 //!                        [--seed S] [--resume] [--objectives acc:max,energy:min] [--delay-ms MS]
+//!                        [--stale-after-ms MS] [--heartbeat-ms MS]
 //! nas-search-table score --table T.csv (--study S.db | --sequence FILE.csv) --at 25,50,100
 //! nas-search-table sim   --table T.csv --strategy SPEC --seeds 1-20 --at 25,50,100
 //! ```
 //! `sim` runs a strategy in memory, one worker and no database, with the
 //! proposals seeded as `run` seeds them (the same figures, much faster).
 //! It prints each seed's hypervolumes, one line per seed.
+//! `--study` takes a SQLite file or `postgresql://…[?study=NAME]`.
 //! Without a subcommand, `run` is assumed. Reference points default to the
 //! table's worst value of each objective plus 10% of its range, ideals to its
 //! best value, so hypervolumes are in `[0, 1]`.
@@ -23,7 +25,7 @@ use nas_search::objective::{Metrics, Objective, ObjectiveSet};
 use nas_search::runner::{run_study, trials_hypervolume, RunOptions};
 use nas_search::space::Config;
 use nas_search::strategy::{strategy_from_spec, Ask, History};
-use nas_search::study::{derive_seed, Study, StudySpec, TrialRecord, TrialStatus};
+use nas_search::study::{derive_seed, Study, StudyLocation, StudySpec, TrialRecord, TrialStatus};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
@@ -51,6 +53,10 @@ enum Command {
     /// hypervolume at the given budgets, one line per seed: the quick loop
     /// for developing a strategy (`bench/search` uses `run`).
     Sim(SimArgs),
+    /// Trial-claim throughput and latency (`bench/scale`): worker threads,
+    /// each with its own connection, claim and finish trials of a new
+    /// study with an evaluator that costs nothing.
+    BenchClaims(BenchArgs),
 }
 
 #[derive(Args)]
@@ -66,6 +72,19 @@ struct SimArgs {
     /// Budgets at which to score, comma-separated (the largest is run).
     #[arg(long, default_value = "25,50,100")]
     at: String,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A new study: a SQLite file, or `postgresql://…?study=NAME`.
+    #[arg(long)]
+    study: StudyLocation,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Trials to claim and finish, all workers together.
+    #[arg(long, default_value_t = 500)]
+    claims: usize,
 }
 
 #[derive(Args, Clone)]
@@ -88,9 +107,9 @@ struct TableArgs {
 struct RunArgs {
     #[command(flatten)]
     table: TableArgs,
-    /// Study database.
+    /// Study: a SQLite file, or `postgresql://…[?study=NAME]`.
     #[arg(long)]
-    study: PathBuf,
+    study: StudyLocation,
     /// Finished trials to reach.
     #[arg(long)]
     budget: usize,
@@ -109,6 +128,13 @@ struct RunArgs {
     /// Sleep this long in each evaluation (to test crashes mid-trial).
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// Grace period, ms: a running trial whose heartbeat is older is
+    /// re-queued (default 10 min).
+    #[arg(long, default_value_t = 600_000)]
+    stale_after_ms: u64,
+    /// Heartbeat period, ms.
+    #[arg(long, default_value_t = 2_000)]
+    heartbeat_ms: u64,
     /// Print a JSON summary at the end.
     #[arg(long)]
     json: bool,
@@ -118,9 +144,10 @@ struct RunArgs {
 struct ScoreArgs {
     #[command(flatten)]
     table: TableArgs,
-    /// Study to score (trials in commit order).
+    /// Study to score (trials in commit order): a SQLite file or a
+    /// PostgreSQL URL.
     #[arg(long, conflicts_with = "sequence")]
-    study: Option<PathBuf>,
+    study: Option<StudyLocation>,
     /// CSV of trials in order, with the table's parameter columns (e.g.
     /// Optuna's choices); each row is looked up in the table.
     #[arg(long)]
@@ -205,6 +232,8 @@ fn run(args: RunArgs) -> Result<()> {
     let mut options = RunOptions::new(&args.study, args.budget);
     options.workers = args.workers;
     options.resume = args.resume;
+    options.stale_after = Duration::from_millis(args.stale_after_ms);
+    options.heartbeat_every = Duration::from_millis(args.heartbeat_ms);
     let evaluator = Arc::new(SlowTable {
         inner: table,
         delay: Duration::from_millis(args.delay_ms),
@@ -217,7 +246,7 @@ fn run(args: RunArgs) -> Result<()> {
             "trial done"
         );
     })
-    .with_context(|| format!("running study {}", args.study.display()))?;
+    .with_context(|| format!("running study {}", args.study))?;
     let finished = summary
         .trials
         .iter()
@@ -415,6 +444,85 @@ fn sequence_trials(table: &TableEvaluator, file: &Path) -> Result<Vec<TrialRecor
     Ok(out)
 }
 
+/// Claims and finishes `claims` trials of a new random-search study over
+/// the default tabular space with `workers` threads; prints the throughput
+/// and the claim latency percentiles.
+fn bench_claims(args: BenchArgs) -> Result<()> {
+    use nas_search::objective::Direction;
+    use nas_search::space::SearchSpace;
+    use nas_search::study::{Claim, WorkerIdentity};
+    let spec = StudySpec {
+        space: SearchSpace::default_tabular(),
+        objectives: ObjectiveSet::new(vec![Objective::parse("acc:max")?])?,
+        strategy: "random".into(),
+        seed: 1,
+        metrics: MetricRegistry::new([MetricInfo::measured(
+            "acc",
+            "fraction",
+            Direction::Maximize,
+        )])?,
+    };
+    let study = Study::open(&args.study, spec, false)
+        .with_context(|| format!("creating study {}", args.study))?;
+    let stale = Duration::from_secs(600);
+    let start = std::time::Instant::now();
+    let latencies: Vec<Vec<f64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..args.workers.max(1))
+            .map(|w| {
+                let handle = study.reopen();
+                let budget = args.claims;
+                scope.spawn(move || -> Result<Vec<f64>> {
+                    let mut study = handle?;
+                    let me = WorkerIdentity::current(w);
+                    let mut strategy = strategy_from_spec("random")?;
+                    let mut out = Vec::new();
+                    loop {
+                        let t0 = std::time::Instant::now();
+                        let claim = study.claim(&me, budget, strategy.as_mut(), stale)?;
+                        let ms = t0.elapsed().as_secs_f64() * 1e3;
+                        match claim {
+                            Claim::Trial(t) => {
+                                out.push(ms);
+                                let result = TrialResult {
+                                    metrics: [("acc".to_string(), 0.5)].into_iter().collect(),
+                                    ..Default::default()
+                                };
+                                study.finish(t.id, &Ok(result), 0, 0)?;
+                            }
+                            Claim::Wait => std::thread::sleep(Duration::from_millis(1)),
+                            Claim::BudgetReached | Claim::Exhausted => return Ok(out),
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut all: Vec<f64> = latencies.into_iter().flatten().collect();
+    all.sort_by(f64::total_cmp);
+    let pct = |q: f64| {
+        all.get(((all.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "workers={} claims={} elapsed_s={elapsed:.3} claims_per_s={:.1} claim_p50_ms={:.3} claim_p99_ms={:.3}",
+        args.workers,
+        all.len(),
+        all.len() as f64 / elapsed,
+        pct(0.5),
+        pct(0.99)
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NAS_SEARCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -427,7 +535,7 @@ fn main() -> Result<()> {
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
     if !matches!(
         first,
-        "run" | "score" | "sim" | "help" | "--help" | "-h" | "--version" | "-V"
+        "run" | "score" | "sim" | "bench-claims" | "help" | "--help" | "-h" | "--version" | "-V"
     ) {
         args.insert(1, "run".into());
     }
@@ -435,5 +543,6 @@ fn main() -> Result<()> {
         Command::Run(a) => run(a),
         Command::Score(a) => score(a),
         Command::Sim(a) => sim(a),
+        Command::BenchClaims(a) => bench_claims(a),
     }
 }

@@ -6,7 +6,6 @@ use super::{tick, Decision, DecisionRule, ReportSummary};
 use crate::payback::{count, FigureProvenance, Payback, PaybackPoint};
 use crate::study::StudySpec;
 use std::fmt::Write as _;
-use std::path::Path;
 
 fn fmt_metric(v: Option<&f64>) -> String {
     match v {
@@ -196,7 +195,7 @@ pub(crate) fn decision_lines(d: &Decision, floor: Option<&str>) -> Vec<String> {
 pub(crate) fn study_markdown(
     spec: &StudySpec,
     s: &ReportSummary,
-    study_file: &Path,
+    study_file: &crate::study::StudyLocation,
     pareto: bool,
     progress: bool,
     png_text: bool,
@@ -226,7 +225,7 @@ pub(crate) fn study_markdown(
         }
     }
     let _ = writeln!(md, "\n## Study\n");
-    let _ = writeln!(md, "- Study: `{}`", study_file.display());
+    let _ = writeln!(md, "- Study: `{}`", study_file);
     let _ = writeln!(md, "- Strategy: `{}`, seed {}", s.strategy, spec.seed);
     let _ = writeln!(
         md,

@@ -40,7 +40,7 @@ use crate::objective::{Bound, Metrics};
 use crate::payback::{Candidate, Payback, PaybackSettings};
 use crate::runner::front_indices;
 use crate::space::Config;
-use crate::study::{Study, StudyError, StudySpec, TrialRecord};
+use crate::study::{Study, StudyError, StudyLocation, StudySpec, TrialRecord};
 use serde::Serialize;
 use shared::Provenance;
 use std::path::{Path, PathBuf};
@@ -278,10 +278,11 @@ pub struct ReportFiles {
 /// Writes the full report of the study in `study_file` into `out_dir`
 /// (created if missing). Returns the summary and the files written.
 pub fn write_report(
-    study_file: &Path,
+    study_file: impl Into<StudyLocation>,
     out_dir: &Path,
 ) -> Result<(ReportSummary, ReportFiles), ReportError> {
-    let mut study = Study::open_existing(study_file)?;
+    let study_file: StudyLocation = study_file.into();
+    let mut study = Study::open_existing(&study_file)?;
     let trials = study.trials()?;
     let spec = study.spec().clone();
     write_report_for(&spec, &trials, study_file, out_dir)
@@ -292,7 +293,7 @@ pub fn write_report(
 pub fn write_report_for(
     spec: &StudySpec,
     trials: &[TrialRecord],
-    study_file: &Path,
+    study_file: impl Into<StudyLocation>,
     out_dir: &Path,
 ) -> Result<(ReportSummary, ReportFiles), ReportError> {
     write_report_with(
@@ -351,10 +352,11 @@ impl<'a> OutDir<'a> {
 pub fn write_report_with(
     spec: &StudySpec,
     trials: &[TrialRecord],
-    study_file: &Path,
+    study_file: impl Into<StudyLocation>,
     out_dir: &Path,
     settings: &PaybackSettings,
 ) -> Result<(ReportSummary, ReportFiles), ReportError> {
+    let study_file: StudyLocation = study_file.into();
     let mut out = OutDir::create(out_dir)?;
     let summary = summarize_with(spec, trials, settings);
     let front_idx = front_indices(trials, &spec.objectives);
@@ -382,7 +384,7 @@ pub fn write_report_with(
     let md = markdown::study_markdown(
         spec,
         &summary,
-        study_file,
+        &study_file,
         pareto.is_some(),
         progress.is_some(),
         canvas::font_available(),
