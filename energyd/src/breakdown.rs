@@ -39,8 +39,32 @@ const IDLE_LOOKBACK_NS: u64 = 30_000_000_000;
 /// at USER_HZ=100); perf task-clock counts nanoseconds.
 const PROCFS_TICK_NS: f64 = 10_000_000.0;
 const TASK_CLOCK_RESOLUTION_NS: f64 = 1_000.0;
+/// A cgroup's `cpu.stat` counts microseconds.
+const CGROUP_USAGE_RESOLUTION_NS: f64 = 1_000.0;
 /// NVML per-process utilisation: whole percent of a ~1/6 s sample.
 const GPU_ACTIVITY_RESOLUTION_NS: f64 = 2_000_000.0;
+
+/// What a breakdown is of: a tracked process tree, or a tracked cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subject {
+    /// Its tree key in the activity tracker (and the span store).
+    pub key: u64,
+    /// The root process, for a process tree (GPU activity is per process:
+    /// a cgroup has none, and gets no GPU share).
+    pub pid: Option<u32>,
+    /// Descendants count too.
+    pub include_children: bool,
+}
+
+impl From<&TrackedProcess> for Subject {
+    fn from(t: &TrackedProcess) -> Subject {
+        Subject {
+            key: t.key,
+            pid: Some(t.pid),
+            include_children: t.include_children,
+        }
+    }
+}
 
 /// Breakdown of `pid` over `[from, to]` as `caller` may see it.
 pub fn compute(
@@ -50,7 +74,20 @@ pub fn compute(
     from: MonotonicNs,
     to: MonotonicNs,
 ) -> Breakdown {
-    let pid = tracked.pid;
+    compute_subject(state, caller, &Subject::from(tracked), from, to)
+}
+
+/// Breakdown of any tracked subject (a process tree or a cgroup: the same
+/// attribution, from its cumulative CPU time) over `[from, to]` as
+/// `caller` may see it; `pid` is 0 for a cgroup.
+pub fn compute_subject(
+    state: &DaemonState,
+    caller: &Caller,
+    tracked: &Subject,
+    from: MonotonicNs,
+    to: MonotonicNs,
+) -> Breakdown {
+    let pid = tracked.pid.unwrap_or(0);
     let mut notes = Vec::new();
     let sources = state.engine.sources();
     let lookback_from = MonotonicNs(from.0.saturating_sub(IDLE_LOOKBACK_NS));
@@ -104,10 +141,10 @@ pub fn compute(
         );
     }
     let share_config = ProcessShareConfig {
-        activity_resolution_ns: if cpu_time_source == Some(CpuTimeSource::TaskClock) {
-            TASK_CLOCK_RESOLUTION_NS
-        } else {
-            PROCFS_TICK_NS
+        activity_resolution_ns: match cpu_time_source {
+            Some(CpuTimeSource::TaskClock) => TASK_CLOCK_RESOLUTION_NS,
+            Some(CpuTimeSource::CgroupCpuStat) => CGROUP_USAGE_RESOLUTION_NS,
+            _ => PROCFS_TICK_NS,
         },
         idle_power: IdlePower::FromHistory { percentile: 5.0 },
         ..ProcessShareConfig::default()
@@ -187,8 +224,8 @@ pub fn compute(
             provenance: health.provenance(info.provenance),
         };
         // CPU domains share the process's CPU time; a GPU its GPU time.
-        let gpu_series = match info.domain {
-            Domain::Gpu { index } => state
+        let gpu_series = match (info.domain.clone(), tracked.pid) {
+            (Domain::Gpu { index }, Some(pid)) => state
                 .gpu
                 .as_ref()
                 .and_then(|g| g.series(index, pid, include_children, lookback_from, to)),
@@ -209,6 +246,14 @@ pub fn compute(
                         None
                     }
                 },
+                _ if tracked.pid.is_none() => {
+                    notes.push(format!(
+                        "{}: no GPU energy is attributed to a cgroup (NVML reports GPU time \
+                         per process, not per cgroup)",
+                        info.name
+                    ));
+                    None
+                }
                 _ => {
                     notes.push(format!(
                         "{}: no per-process GPU utilisation from NVML for this interval; no \

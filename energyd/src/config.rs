@@ -29,6 +29,97 @@ pub struct Config {
     /// the RAPL sources can be pointed at a fixture tree or at a host tree
     /// mounted elsewhere in a container without editing the file.
     pub sources: SourcesConfig,
+    /// Control groups (systemd units, containers) tracked like processes.
+    pub cgroups: CgroupsConfig,
+    /// The Prometheus/OpenMetrics exporter (off unless enabled).
+    pub exporter: ExporterConfig,
+}
+
+/// `[cgroups]`: control groups tracked like process trees.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CgroupsConfig {
+    /// The cgroup v2 hierarchy. Default: the `cgroup2` mount named in
+    /// `<activity.proc_root>/self/mountinfo` (`/sys/fs/cgroup`, or
+    /// `/sys/fs/cgroup/unified` on a hybrid hierarchy). A fixture tree in
+    /// tests, or the host's hierarchy mounted elsewhere in a container.
+    pub root: Option<PathBuf>,
+    /// Cgroups one unprivileged uid may track at once. Default 16: a user's
+    /// own units (under `user@UID.service`) are few, and each costs one
+    /// read per tracker period.
+    pub max_tracked_per_uid: usize,
+}
+
+impl Default for CgroupsConfig {
+    fn default() -> Self {
+        CgroupsConfig {
+            root: None,
+            max_tracked_per_uid: 16,
+        }
+    }
+}
+
+/// Resolution of machine-wide readings on the exporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MachineResolution {
+    /// As unprivileged clients get them (the default): counters advance
+    /// only at whole `policy.min_window_ms` windows and are rounded to
+    /// `policy.energy_quantum_j`. Anyone who can reach the port reads them.
+    #[default]
+    Coarse,
+    /// Counters at the latest sample, unrounded: the operator opts out of
+    /// the side-channel protection for whoever can reach the port.
+    Full,
+}
+
+/// `[exporter]`: Prometheus/OpenMetrics metrics over HTTP (`GET /metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExporterConfig {
+    /// Serve metrics. Default false; `energyd --metrics-address ADDR` turns
+    /// it on too.
+    pub enabled: bool,
+    /// Address to listen on. Default `127.0.0.1:9477` (loopback only).
+    pub listen: std::net::SocketAddr,
+    /// Allow a non-loopback `listen` address. Default false: the metrics
+    /// carry no authentication, and who reaches the port sees every series.
+    pub allow_non_loopback: bool,
+    /// Machine-wide readings `coarse` (default) or `full`.
+    pub machine_resolution: MachineResolution,
+    /// Systemd units tracked from start-up and exported
+    /// (`energyd_cgroup_energy_joules_total{unit=...}`).
+    pub units: Vec<String>,
+    /// Cgroup paths (relative to the cgroup root, as `/proc/PID/cgroup`
+    /// prints them) tracked from start-up and exported.
+    pub cgroups: Vec<String>,
+    /// Uids whose tracked processes (registered by clients, `energyctl
+    /// run`) are exported per process. Default none: one uid's activity is
+    /// private unless the operator says otherwise.
+    pub process_uids: Vec<u32>,
+    /// HTTP connections served at once; beyond, a connection is closed at
+    /// once. Default 8: Prometheus keeps one per server scraping.
+    pub max_connections: usize,
+    /// A connection is closed this long after it opened, whatever it is
+    /// doing (a scraper that reads slowly, or idles on keep-alive, cannot
+    /// hold a slot longer). Default 60 s; Prometheus reconnects on its own.
+    pub connection_timeout_ms: u64,
+}
+
+impl Default for ExporterConfig {
+    fn default() -> Self {
+        ExporterConfig {
+            enabled: false,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9477)),
+            allow_non_loopback: false,
+            machine_resolution: MachineResolution::Coarse,
+            units: Vec::new(),
+            cgroups: Vec::new(),
+            process_uids: Vec::new(),
+            max_connections: 8,
+            connection_timeout_ms: 60_000,
+        }
+    }
 }
 
 /// Listener settings.
@@ -271,6 +362,29 @@ impl Config {
         if let Some(mode) = &self.server.socket_mode {
             parse_mode(mode)?;
         }
+        let e = &self.exporter;
+        anyhow::ensure!(
+            e.allow_non_loopback || e.listen.ip().is_loopback(),
+            "exporter.listen = {} is not a loopback address: set exporter.allow_non_loopback = true \
+             to serve metrics beyond this machine",
+            e.listen
+        );
+        anyhow::ensure!(
+            e.max_connections > 0 && e.connection_timeout_ms > 0,
+            "exporter.max_connections and exporter.connection_timeout_ms must be > 0"
+        );
+        for unit in &e.units {
+            sampling::cgroup::validate_unit_name(unit)
+                .with_context(|| format!("exporter.units: {unit:?}"))?;
+        }
+        for path in &e.cgroups {
+            sampling::cgroup::relative_path(path)
+                .with_context(|| format!("exporter.cgroups: {path:?}"))?;
+        }
+        anyhow::ensure!(
+            self.cgroups.max_tracked_per_uid > 0,
+            "cgroups.max_tracked_per_uid must be > 0"
+        );
         Ok(())
     }
 
@@ -287,6 +401,17 @@ impl Config {
         if let Some(root) = msr_root {
             self.sources.msr_root = root;
         }
+    }
+
+    /// Applies `--metrics-address`: enables the exporter on that address
+    /// (checked like the file's).
+    pub fn enable_exporter(&mut self, address: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+        if let Some(address) = address {
+            self.exporter.enabled = true;
+            self.exporter.listen = address;
+            self.validate()?;
+        }
+        Ok(())
     }
 
     /// Socket file mode for the given run mode.
@@ -336,6 +461,41 @@ mod tests {
             d.sources.powercap_root,
             PathBuf::from("/sys/class/powercap")
         );
+    }
+
+    #[test]
+    fn exporter_is_off_by_default_loopback_only_and_checked() {
+        let c = Config::parse("").unwrap();
+        assert!(!c.exporter.enabled);
+        assert!(c.exporter.listen.ip().is_loopback());
+        assert_eq!(c.exporter.machine_resolution, MachineResolution::Coarse);
+        assert!(c.exporter.process_uids.is_empty());
+        assert!(Config::parse("[exporter]\nlisten = \"0.0.0.0:9477\"").is_err());
+        let open = Config::parse(
+            "[exporter]\nlisten = \"0.0.0.0:9477\"\nallow_non_loopback = true\n\
+             machine_resolution = \"full\"\nunits = [\"nginx.service\"]\n\
+             cgroups = [\"/system.slice/x.service\"]\nprocess_uids = [1000]",
+        )
+        .unwrap();
+        assert_eq!(open.exporter.machine_resolution, MachineResolution::Full);
+        assert!(Config::parse("[exporter]\nunits = [\"nginx\"]").is_err());
+        assert!(Config::parse("[exporter]\ncgroups = [\"/a/../../etc\"]").is_err());
+        assert!(Config::parse("[exporter]\nmachine_resolution = \"fine\"").is_err());
+        let mut flag = Config::default();
+        flag.enable_exporter(Some("127.0.0.1:0".parse().unwrap()))
+            .unwrap();
+        assert!(flag.exporter.enabled);
+        assert!(Config::default()
+            .enable_exporter(Some("192.0.2.1:9477".parse().unwrap()))
+            .is_err());
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let c = Config::parse(include_str!("../../docs/energyd.example.toml"))
+            .expect("docs/energyd.example.toml");
+        assert!(c.exporter.enabled);
+        assert_eq!(c.exporter.units, ["nginx.service"]);
     }
 
     #[test]

@@ -100,7 +100,25 @@ pub fn build_state(config: Config, user_mode: bool) -> anyhow::Result<Arc<Daemon
                 .as_raw(),
         ),
     };
-    Ok(Arc::new(DaemonState {
+    let cgroup_root = match &config.cgroups.root {
+        Some(root) => sampling::cgroup::CgroupRoot::at(root),
+        None => sampling::cgroup::CgroupRoot::detect(&config.activity.proc_root),
+    };
+    tracing::info!(root = %cgroup_root.path().display(), "cgroup v2 hierarchy");
+    let configured_cgroups: Vec<shared::protocol::CgroupSelector> = config
+        .exporter
+        .units
+        .iter()
+        .map(|name| shared::protocol::CgroupSelector::Unit { name: name.clone() })
+        .chain(
+            config
+                .exporter
+                .cgroups
+                .iter()
+                .map(|path| shared::protocol::CgroupSelector::Path { path: path.clone() }),
+        )
+        .collect();
+    let state = Arc::new(DaemonState {
         rate: RateLimiter::new(config.policy.requests_per_sec, config.policy.burst),
         spans: SpanStore::with_limits(SpanLimits {
             per_process: config.policy.max_spans_per_process,
@@ -130,7 +148,12 @@ pub fn build_state(config: Config, user_mode: bool) -> anyhow::Result<Arc<Daemon
         started_at: MonotonicNs::now(),
         user_mode,
         config,
-    }))
+        cgroup_root,
+        cgroups: Mutex::new(HashMap::new()),
+        pending_cgroups: Mutex::new(configured_cgroups),
+    });
+    state.track_configured_cgroups(MonotonicNs::now(), true);
+    Ok(state)
 }
 
 /// The socket to serve: systemd's if socket-activated, else `socket` (or the
@@ -163,6 +186,26 @@ pub fn open_socket(
     Ok(bound)
 }
 
+/// The exporter's listening socket when `[exporter]` is enabled (bound
+/// now, so a taken or refused address fails start-up before sampling).
+pub fn open_exporter(config: &Config) -> anyhow::Result<Option<std::net::TcpListener>> {
+    if !config.exporter.enabled {
+        return Ok(None);
+    }
+    let listener = std::net::TcpListener::bind(config.exporter.listen).with_context(|| {
+        format!(
+            "cannot listen for metrics on {} (exporter.listen / --metrics-address)",
+            config.exporter.listen
+        )
+    })?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot make the metrics socket non-blocking")?;
+    let address = listener.local_addr().context("metrics socket address")?;
+    tracing::info!(%address, resolution = ?config.exporter.machine_resolution, "serving metrics at /metrics");
+    Ok(Some(listener))
+}
+
 /// Serves until `shutdown` completes, then stops sampling. The socket file
 /// (if ours) is removed when `socket` drops, after the server has stopped.
 pub async fn serve(
@@ -170,6 +213,34 @@ pub async fn serve(
     state: Arc<DaemonState>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    serve_with_exporter(socket, None, state, shutdown).await
+}
+
+/// [`serve`], plus the Prometheus exporter on `metrics` (from
+/// [`open_exporter`]) until the same shutdown.
+pub async fn serve_with_exporter(
+    socket: BoundSocket,
+    metrics: Option<std::net::TcpListener>,
+    state: Arc<DaemonState>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    let exporter = match metrics {
+        Some(listener) => {
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .context("cannot register the metrics socket with the runtime")?;
+            let exporter = Arc::new(crate::exporter::Exporter::new(state.clone()));
+            let mut stopped = metrics_stopped;
+            Some(tokio::spawn(crate::exporter::serve(
+                listener,
+                exporter,
+                async move {
+                    let _ = stopped.changed().await;
+                },
+            )))
+        }
+        None => None,
+    };
     socket
         .listener
         .set_nonblocking(true)
@@ -187,6 +258,10 @@ pub async fn serve(
         })
     };
     crate::server::run(listener, state.clone(), shutdown).await;
+    let _ = stop_metrics.send(true);
+    if let Some(exporter) = exporter {
+        let _ = exporter.await;
+    }
     expiry.abort();
     state.tracker.shutdown();
     if let Some(gpu) = &state.gpu {

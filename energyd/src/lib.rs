@@ -10,11 +10,13 @@
 //! - [`server`]: the Unix-socket listener, connections, framing, streaming.
 //! - [`listener`]: socket path checks, binding and systemd socket activation.
 //! - [`daemon`]: start-up wiring of samplers, tracker and server.
+//! - [`exporter`]: the Prometheus/OpenMetrics `/metrics` endpoint (opt-in).
 #![warn(missing_docs)]
 
 pub mod breakdown;
 pub mod config;
 pub mod daemon;
+pub mod exporter;
 pub mod gpu_activity;
 pub mod listener;
 pub mod policy;

@@ -30,6 +30,11 @@ struct Args {
     /// `[sources] msr_root` of the config file.
     #[arg(long)]
     msr_root: Option<PathBuf>,
+    /// Serve Prometheus/OpenMetrics metrics at http://ADDR/metrics (turns
+    /// `[exporter]` on; e.g. `127.0.0.1:9477`). A non-loopback address
+    /// needs `exporter.allow_non_loopback = true` in the config file.
+    #[arg(long, value_name = "ADDR")]
+    metrics_address: Option<std::net::SocketAddr>,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG also works.
     #[arg(long, default_value = "info")]
     log: String,
@@ -49,8 +54,11 @@ fn main() -> anyhow::Result<()> {
         None => Config::default(),
     };
     config.override_rapl_roots(args.powercap_root, args.msr_root);
-    // Bind first: a bad socket path is refused before any sampling starts.
+    config.enable_exporter(args.metrics_address)?;
+    // Bind first: a bad socket path or metrics address is refused before
+    // any sampling starts.
     let socket = daemon::open_socket(&config, args.user, args.socket)?;
+    let metrics = daemon::open_exporter(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,7 +68,7 @@ fn main() -> anyhow::Result<()> {
         // Handlers are installed before serving, so an early SIGTERM is not lost.
         let shutdown = daemon::termination_signal()?;
         let state = daemon::build_state(config, args.user)?;
-        daemon::serve(socket, state, shutdown).await
+        daemon::serve_with_exporter(socket, metrics, state, shutdown).await
     })?;
     tracing::info!("stopped");
     Ok(())

@@ -189,9 +189,12 @@ async fn serve_connection(
                 Request::Breakdown { .. }
                     | Request::SubmitSpans(_)
                     | Request::SubmitSpansOnce { .. }
+                    | Request::TrackCgroup { .. }
+                    | Request::CgroupEnergy { .. }
             ) {
-                // These can take milliseconds (regression over many spans):
-                // keep them off the async workers.
+                // These can take milliseconds (regression over many spans,
+                // a walk of the cgroup tree): keep them off the async
+                // workers.
                 let state = state.clone();
                 match tokio::task::spawn_blocking(move || state.handle(&caller, req)).await {
                     Ok(resp) => resp,

@@ -9,13 +9,17 @@ use crate::policy::{
 };
 use crate::spans::SpanStore;
 use sampling::activity::ActivityTracker;
+use sampling::cgroup::{CgroupError, CgroupRoot};
 use sampling::engine::{DemandGuard, SamplingEngine};
 use shared::protocol::{
-    DaemonStatus, EnergyReport, ErrorCode, PowerReading, PowerSnapshot, Request, Response,
-    SourceEnergy, SourceStatus, SpanBatch, PROTOCOL_VERSION,
+    CgroupEnergy, CgroupSelector, CgroupTracking, DaemonStatus, EnergyReport, ErrorCode,
+    PowerReading, PowerSnapshot, Request, Response, SourceEnergy, SourceStatus, SpanBatch,
+    PROTOCOL_VERSION,
 };
 use shared::{MonotonicNs, SourceId};
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -41,6 +45,41 @@ pub struct TrackedProcess {
     pub include_children: bool,
     /// When tracking began.
     pub since: MonotonicNs,
+}
+
+/// A control group some client (or the configuration) asked the daemon to
+/// track, by its resolved path.
+#[derive(Debug, Clone)]
+pub struct TrackedCgroup {
+    /// Key of this record in the activity tracker.
+    pub key: u64,
+    /// Path relative to the cgroup root, `/`-prefixed.
+    pub path: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Owner of the directory when tracking began (the access rule).
+    pub owner_uid: u32,
+    /// When tracking began.
+    pub since: MonotonicNs,
+    /// Tracked by the configuration (`exporter.units` / `exporter.cgroups`):
+    /// exported, and never untracked or expired.
+    pub configured: bool,
+    /// The unit name it was asked for by, when it was.
+    pub unit: Option<String>,
+}
+
+impl TrackedCgroup {
+    /// Its state as the protocol tells it.
+    pub fn to_protocol(&self, tracker: &ActivityTracker, tracked: bool) -> CgroupTracking {
+        CgroupTracking {
+            path: self.path.clone(),
+            owner_uid: self.owner_uid,
+            tracked,
+            since: self.since,
+            configured: self.configured,
+            present: !tracker.exited(self.key),
+        }
+    }
 }
 
 /// One uid's remembered batch answers: `(batch id, (accepted, rejected))`,
@@ -98,6 +137,13 @@ pub struct DaemonState {
     pub next_record_key: AtomicU64,
     /// Full sampling rate held while a live process is tracked.
     pub tracking_demand: Mutex<Option<DemandGuard>>,
+    /// The cgroup v2 hierarchy cgroups are resolved in.
+    pub cgroup_root: CgroupRoot,
+    /// Tracked cgroups by path (relative to the root).
+    pub cgroups: Mutex<HashMap<String, TrackedCgroup>>,
+    /// Configured cgroups not found yet (a unit not started): looked for
+    /// again at every expiry pass.
+    pub pending_cgroups: Mutex<Vec<CgroupSelector>>,
 }
 
 /// An error answer.
@@ -218,7 +264,284 @@ impl DaemonState {
                 ErrorCode::InvalidArgument,
                 "Subscribe is handled by the connection",
             ),
+            Request::TrackCgroup { cgroup } => match self.track_cgroup(caller, &cgroup, false, now)
+            {
+                Ok(t) => Response::CgroupTracking(t),
+                Err(resp) => resp,
+            },
+            Request::UntrackCgroup { cgroup } => self.untrack_cgroup(caller, &cgroup),
+            Request::CgroupEnergy { cgroup, from, to } => {
+                self.cgroup_energy(caller, &cgroup, from, to, now)
+            }
         }
+    }
+
+    /// The answer an unprivileged caller gets for a cgroup it may not see,
+    /// the same whether it exists or not (no oracle for others' cgroups).
+    fn cgroup_denied(caller: &Caller, cgroup: &CgroupSelector) -> Response {
+        error(
+            ErrorCode::PermissionDenied,
+            format!(
+                "{cgroup} does not exist or is not owned by uid {}",
+                caller.uid
+            ),
+        )
+    }
+
+    /// Resolves `cgroup` to (path, directory, owner) among the cgroups the
+    /// caller may see: any for privileged callers, their own directories
+    /// for others.
+    fn resolve_cgroup(
+        &self,
+        caller: &Caller,
+        cgroup: &CgroupSelector,
+    ) -> Result<(String, PathBuf, u32), Response> {
+        let owner_of = |dir: &Path| std::fs::metadata(dir).ok().map(|m| m.uid());
+        let visible = |dir: &Path| caller.privileged || owner_of(dir) == Some(caller.uid);
+        let resolved = match cgroup {
+            CgroupSelector::Unit { name } => self
+                .cgroup_root
+                .resolve_unit(name, visible)
+                .and_then(|rel| self.cgroup_root.dir_of(&rel).map(|dir| (rel, dir))),
+            CgroupSelector::Path { path } => sampling::cgroup::relative_path(path)
+                .and_then(|rel| self.cgroup_root.dir_of(&rel).map(|dir| (rel, dir))),
+        };
+        let (rel, dir) = resolved.map_err(|e| match e {
+            CgroupError::BadUnitName { .. } | CgroupError::BadPath { .. } => {
+                error(ErrorCode::InvalidArgument, e.to_string())
+            }
+            _ if !caller.privileged => Self::cgroup_denied(caller, cgroup),
+            CgroupError::Ambiguous { .. } => error(ErrorCode::InvalidArgument, e.to_string()),
+            _ => error(ErrorCode::NotFound, e.to_string()),
+        })?;
+        let owner = owner_of(&dir).ok_or_else(|| Self::cgroup_denied(caller, cgroup))?;
+        if !caller.privileged && owner != caller.uid {
+            return Err(Self::cgroup_denied(caller, cgroup));
+        }
+        Ok((sampling::cgroup::display_path(&rel), dir, owner))
+    }
+
+    /// The tracked record `cgroup` names, if the caller may see it: by
+    /// path, or by unit name among tracked records (so a stopped unit's
+    /// record is still found), else by resolving it in the hierarchy.
+    fn visible_cgroup(
+        &self,
+        caller: &Caller,
+        cgroup: &CgroupSelector,
+    ) -> Result<TrackedCgroup, Response> {
+        let may_see = |t: &TrackedCgroup| caller.privileged || t.owner_uid == caller.uid;
+        let not_tracked = || {
+            if caller.privileged {
+                error(
+                    ErrorCode::NotFound,
+                    format!("{cgroup} is not tracked (track it first: TrackCgroup)"),
+                )
+            } else {
+                error(
+                    ErrorCode::PermissionDenied,
+                    format!("{cgroup} is not tracked for uid {}", caller.uid),
+                )
+            }
+        };
+        let cgroups = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
+        let by_name: Vec<&TrackedCgroup> = match cgroup {
+            CgroupSelector::Unit { name } => cgroups
+                .values()
+                .filter(|t| may_see(t) && t.path.rsplit('/').next() == Some(name.as_str()))
+                .collect(),
+            CgroupSelector::Path { path } => {
+                let Ok(rel) = sampling::cgroup::relative_path(path) else {
+                    return Err(error(
+                        ErrorCode::InvalidArgument,
+                        format!("{path:?} is not a cgroup path"),
+                    ));
+                };
+                cgroups
+                    .get(&sampling::cgroup::display_path(&rel))
+                    .filter(|t| may_see(t))
+                    .into_iter()
+                    .collect()
+            }
+        };
+        if let [one] = by_name.as_slice() {
+            return Ok((*one).clone());
+        }
+        drop(cgroups);
+        let (path, _, _) = self.resolve_cgroup(caller, cgroup)?;
+        self.cgroups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&path)
+            .filter(|t| may_see(t))
+            .cloned()
+            .ok_or_else(not_tracked)
+    }
+
+    /// Starts tracking a cgroup (or returns its record if tracked already).
+    /// `configured`: asked for by the configuration, on the daemon's behalf.
+    pub fn track_cgroup(
+        &self,
+        caller: &Caller,
+        cgroup: &CgroupSelector,
+        configured: bool,
+        now: MonotonicNs,
+    ) -> Result<CgroupTracking, Response> {
+        let (path, dir, owner) = self.resolve_cgroup(caller, cgroup)?;
+        let mut cgroups = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = cgroups.get_mut(&path) {
+            t.configured |= configured;
+            return Ok(t.to_protocol(&self.tracker, true));
+        }
+        if !caller.privileged {
+            let limit = self.config.cgroups.max_tracked_per_uid;
+            let mine = cgroups
+                .values()
+                .filter(|t| t.owner_uid == caller.uid && !t.configured)
+                .count();
+            if mine >= limit {
+                return Err(error(
+                    ErrorCode::ResourceExhausted,
+                    format!("uid {} already tracks {limit} cgroups", caller.uid),
+                ));
+            }
+        }
+        let key = self.next_record_key.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.tracker.track_cgroup(key, dir.clone()) {
+            return Err(error(
+                ErrorCode::NotFound,
+                format!("cannot track {cgroup}: {e}"),
+            ));
+        }
+        let record = TrackedCgroup {
+            key,
+            path: path.clone(),
+            dir,
+            owner_uid: owner,
+            since: now,
+            configured,
+            unit: match cgroup {
+                CgroupSelector::Unit { name } => Some(name.clone()),
+                CgroupSelector::Path { .. } => None,
+            },
+        };
+        let answer = record.to_protocol(&self.tracker, true);
+        cgroups.insert(path.clone(), record);
+        tracing::info!(
+            path,
+            owner,
+            by_uid = caller.uid,
+            configured,
+            "tracking cgroup"
+        );
+        Ok(answer)
+    }
+
+    fn untrack_cgroup(&self, caller: &Caller, cgroup: &CgroupSelector) -> Response {
+        let record = match self.visible_cgroup(caller, cgroup) {
+            Ok(t) => t,
+            Err(resp) => return resp,
+        };
+        if record.configured {
+            return error(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{cgroup} ({}) is tracked by the daemon's configuration",
+                    record.path
+                ),
+            );
+        }
+        self.cgroups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&record.path);
+        let answer = record.to_protocol(&self.tracker, false);
+        self.tracker.untrack(record.key);
+        Response::CgroupTracking(answer)
+    }
+
+    fn cgroup_energy(
+        &self,
+        caller: &Caller,
+        cgroup: &CgroupSelector,
+        from: Option<MonotonicNs>,
+        to: Option<MonotonicNs>,
+        now: MonotonicNs,
+    ) -> Response {
+        let record = match self.visible_cgroup(caller, cgroup) {
+            Ok(t) => t,
+            Err(resp) => return resp,
+        };
+        let from = from.unwrap_or(record.since);
+        let to = to.map_or(now, |to| to.min(now));
+        if from > to {
+            return error(
+                ErrorCode::InvalidArgument,
+                format!("from ({from}) is after to ({to})"),
+            );
+        }
+        let Some(_permit) = self.breakdowns.enter(caller) else {
+            return error(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "too many breakdowns running (at most {} at once, {} per uid); retry when \
+                     one has finished",
+                    self.config.policy.max_concurrent_breakdowns,
+                    self.config.policy.max_concurrent_breakdowns_per_uid
+                ),
+            );
+        };
+        let subject = breakdown::Subject {
+            key: record.key,
+            pid: None,
+            include_children: true,
+        };
+        let b = breakdown::compute_subject(self, caller, &subject, from, to);
+        Response::CgroupEnergy(CgroupEnergy {
+            cgroup: record.to_protocol(&self.tracker, true),
+            from: b.from,
+            to: b.to,
+            domains: b.domains,
+            notes: b.notes,
+        })
+    }
+
+    /// Tracks the cgroups the configuration names (`exporter.units`,
+    /// `exporter.cgroups`) on the daemon's behalf; those not found now are
+    /// kept and looked for again at every expiry pass (logged as a warning
+    /// when `first`, at debug level afterwards).
+    pub fn track_configured_cgroups(&self, now: MonotonicNs, first: bool) {
+        let wanted: Vec<CgroupSelector> = {
+            let mut pending = self
+                .pending_cgroups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut *pending)
+        };
+        let daemon = Caller {
+            pid: std::process::id(),
+            uid: 0,
+            gid: 0,
+            privileged: true,
+        };
+        let mut still = Vec::new();
+        for selector in wanted {
+            match self.track_cgroup(&daemon, &selector, true, now) {
+                Ok(_) => {}
+                Err(Response::Error { message, .. }) => {
+                    if first {
+                        tracing::warn!(%selector, %message, "configured cgroup not tracked yet; looking for it every 10 s");
+                    } else {
+                        tracing::debug!(%selector, %message, "configured cgroup still not found");
+                    }
+                    still.push(selector);
+                }
+                Err(_) => still.push(selector),
+            }
+        }
+        self.pending_cgroups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(still);
     }
 
     fn submit_spans(&self, caller: &Caller, batch: &SpanBatch, now: MonotonicNs) -> Response {
@@ -583,6 +906,24 @@ impl DaemonState {
         }
         registry.retain(|_, list| !list.is_empty());
         drop(registry);
+        self.cgroups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, t| {
+                let keep = t.configured || !(self.tracker.exited(t.key) && t.since < cutoff);
+                if !keep {
+                    self.tracker.untrack(t.key);
+                }
+                keep
+            });
+        if !self
+            .pending_cgroups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            self.track_configured_cgroups(now, false);
+        }
         self.spans.expire_before(cutoff);
         self.update_tracking_demand();
     }

@@ -8,7 +8,7 @@ use energyd::policy::Caller;
 use energyd::service::DaemonState;
 use proptest::prelude::*;
 use shared::frame::{self, MAX_FRAME_LEN};
-use shared::protocol::{ErrorCode, Request, Response, SpanBatch, SpanRecord};
+use shared::protocol::{CgroupSelector, ErrorCode, Request, Response, SpanBatch, SpanRecord};
 use shared::MonotonicNs;
 use std::sync::{Arc, OnceLock};
 
@@ -109,6 +109,36 @@ fn any_request() -> impl Strategy<Value = Request> {
         )
             .prop_map(|(pid, from, to)| Request::Breakdown { pid, from, to }),
         any::<u64>().prop_map(|interval_ns| Request::Subscribe { interval_ns }),
+        cgroup_request(),
+    ]
+}
+
+/// Cgroup requests with names and paths good, bad and hostile.
+fn cgroup_request() -> impl Strategy<Value = Request> {
+    let cgroup = prop_oneof![
+        "[a-z@.\\-]{0,12}(\\.service|\\.slice|\\.scope|)"
+            .prop_map(|name| CgroupSelector::Unit { name }),
+        prop_oneof![
+            Just("/".to_owned()),
+            Just("/../../etc".to_owned()),
+            Just("/nonexistent.slice/x.service".to_owned()),
+            "[/a-z.]{0,16}",
+        ]
+        .prop_map(|path| CgroupSelector::Path { path }),
+    ];
+    prop_oneof![
+        cgroup
+            .clone()
+            .prop_map(|cgroup| Request::TrackCgroup { cgroup }),
+        cgroup
+            .clone()
+            .prop_map(|cgroup| Request::UntrackCgroup { cgroup }),
+        (
+            cgroup,
+            proptest::option::of(any_time()),
+            proptest::option::of(any_time())
+        )
+            .prop_map(|(cgroup, from, to)| Request::CgroupEnergy { cgroup, from, to }),
     ]
 }
 

@@ -102,6 +102,14 @@ pub enum TrackError {
         /// The error.
         reason: String,
     },
+    /// A cgroup's `cpu.stat` could not be opened or read.
+    #[error("cannot read {}/cpu.stat: {reason}", dir.display())]
+    CgroupUnreadable {
+        /// The cgroup directory.
+        dir: PathBuf,
+        /// The error.
+        reason: String,
+    },
 }
 
 /// CPU time of a tracked process and of the machine over an interval.
@@ -128,6 +136,9 @@ pub enum CpuTimeSource {
     /// ticks: perf refused or not asked for, or the tree past its counter
     /// cap.
     ProcfsTicks,
+    /// A control group, by its `cpu.stat` `usage_usec` (microseconds,
+    /// every task of the cgroup and its descendants).
+    CgroupCpuStat,
 }
 
 /// Which tracked tree a query means. Trees tracked with
@@ -141,8 +152,10 @@ pub type TreeKey = u64;
 /// What the readers see of one tracked tree.
 #[derive(Debug)]
 struct TrackedView {
-    /// The root process.
+    /// The root process (0 for a cgroup).
     pid: u32,
+    /// The cgroup directory, for a tracked cgroup.
+    cgroup: Option<PathBuf>,
     /// Its start time (clock ticks since boot) when bound to one instance.
     start_ticks: Option<u64>,
     include_children: bool,
@@ -737,6 +750,7 @@ impl ActivityTracker {
         let capacity = self.inner.ring_capacity;
         let view = state.tracked.entry(key).or_insert_with(|| TrackedView {
             pid,
+            cgroup: None,
             start_ticks,
             include_children,
             since: MonotonicNs::now(),
@@ -745,6 +759,39 @@ impl ActivityTracker {
             series: TimeRing::new(capacity),
         });
         view.include_children = include_children;
+        drop(state);
+        self.inner.wake_up();
+        Ok(())
+    }
+
+    /// Starts tracking the control group whose directory is `dir` as tree
+    /// `key`: its CPU time is the cgroup's `cpu.stat` `usage_usec`, read
+    /// every period like a process tree's. A cgroup that disappears (a
+    /// stopped unit: a read fails, or the path's `cpu.stat` is another
+    /// file, checked every [`CGROUP_RETRY_SAMPLES`] samples) is reported
+    /// exited, its series stays flat, and it is looked for again as often: a unit
+    /// started again continues the same series (its new cgroup's CPU time
+    /// added to what the earlier ones used).
+    pub fn track_cgroup(&self, key: TreeKey, dir: PathBuf) -> Result<(), TrackError> {
+        // Checked here so the caller gets the error synchronously.
+        crate::cgroup::CpuStatFile::open(&dir)
+            .and_then(|mut f| f.usage_ns())
+            .map_err(|e| TrackError::CgroupUnreadable {
+                dir: dir.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut state = self.inner.write();
+        let capacity = self.inner.ring_capacity;
+        state.tracked.entry(key).or_insert_with(|| TrackedView {
+            pid: 0,
+            cgroup: Some(dir),
+            start_ticks: None,
+            include_children: true,
+            since: MonotonicNs::now(),
+            exited: false,
+            cpu_time_source: CpuTimeSource::CgroupCpuStat,
+            series: TimeRing::new(capacity),
+        });
         drop(state);
         self.inner.wake_up();
         Ok(())
@@ -769,7 +816,14 @@ impl ActivityTracker {
 
     /// Tracked root pids, sorted.
     pub fn tracked(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.inner.read().tracked.values().map(|v| v.pid).collect();
+        let mut pids: Vec<u32> = self
+            .inner
+            .read()
+            .tracked
+            .values()
+            .filter(|v| v.cgroup.is_none())
+            .map(|v| v.pid)
+            .collect();
         pids.sort_unstable();
         pids
     }
@@ -822,6 +876,16 @@ impl ActivityTracker {
             machine_total_cpu_ns: (t_to - t_from).max(0.0).round() as u64,
             coverage: p_cov.min(m_cov),
         })
+    }
+
+    /// The newest `(t, cumulative CPU ns)` sample of tree `key`.
+    pub fn last_sample(&self, key: impl Into<TreeKey>) -> Option<(MonotonicNs, u64)> {
+        self.inner
+            .read()
+            .tracked
+            .get(&key.into())
+            .and_then(|v| v.series.last())
+            .map(|(t, c)| (MonotonicNs(t), c))
     }
 
     /// `(t, cumulative process CPU ns)` samples in `[from, to]` with the
@@ -920,6 +984,85 @@ fn interval<T: Copy>(
     Some((at(from_ns), at(to_ns), coverage))
 }
 
+/// While a tracked cgroup is absent (its unit stopped), its directory is
+/// looked for again every this many samples (100 ms at the default 10 ms
+/// period), so a restarted unit is followed within that time.
+pub const CGROUP_RETRY_SAMPLES: u32 = 10;
+
+/// Sampling-thread state of one tracked cgroup.
+#[derive(Debug)]
+struct CgroupWork {
+    dir: PathBuf,
+    /// `cpu.stat` of the cgroup's current incarnation, while it exists.
+    stat: Option<crate::cgroup::CpuStatFile>,
+    /// CPU time of earlier incarnations (a unit stopped and started again
+    /// gets a new cgroup whose `usage_usec` starts from zero).
+    earlier_ns: u64,
+    /// Last CPU time read of the current incarnation.
+    current_ns: u64,
+    samples_since_retry: u32,
+}
+
+impl CgroupWork {
+    fn new(dir: PathBuf) -> CgroupWork {
+        CgroupWork {
+            dir,
+            stat: None,
+            earlier_ns: 0,
+            current_ns: 0,
+            // Look at once.
+            samples_since_retry: CGROUP_RETRY_SAMPLES,
+        }
+    }
+
+    /// The cgroup's cumulative CPU ns over its incarnations, and whether
+    /// it exists now.
+    fn sample(&mut self) -> (u64, bool) {
+        if self.stat.is_none() {
+            self.samples_since_retry += 1;
+            if self.samples_since_retry >= CGROUP_RETRY_SAMPLES {
+                self.samples_since_retry = 0;
+                if let Ok(mut f) = crate::cgroup::CpuStatFile::open(&self.dir) {
+                    if let Ok(ns) = f.usage_ns() {
+                        self.current_ns = ns;
+                        self.stat = Some(f);
+                    }
+                }
+            }
+        } else if let Some(f) = self.stat.as_mut() {
+            self.samples_since_retry += 1;
+            let replaced = self.samples_since_retry >= CGROUP_RETRY_SAMPLES && {
+                self.samples_since_retry = 0;
+                !f.is_current(&self.dir)
+            };
+            let read = if replaced {
+                Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+            } else {
+                f.usage_ns()
+            };
+            match read {
+                // CPU time never goes back within one incarnation.
+                Ok(ns) => self.current_ns = self.current_ns.max(ns),
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    // A text without usage_usec (a fixture being written):
+                    // keep the last value, try again next sample.
+                }
+                Err(_) => {
+                    // Removed (ENODEV): this incarnation's time is final.
+                    self.earlier_ns = self.earlier_ns.saturating_add(self.current_ns);
+                    self.current_ns = 0;
+                    self.stat = None;
+                    self.samples_since_retry = 0;
+                }
+            }
+        }
+        (
+            self.earlier_ns.saturating_add(self.current_ns),
+            self.stat.is_some(),
+        )
+    }
+}
+
 /// Body of the sampling thread.
 fn run(inner: &Inner) {
     let proc_root = inner.config.proc_root.clone();
@@ -932,18 +1075,29 @@ fn run(inner: &Inner) {
         }
     };
     let mut work: HashMap<TreeKey, TreeWork> = HashMap::new();
+    let mut cgroups: HashMap<TreeKey, CgroupWork> = HashMap::new();
     let period_ns = inner.config.period_ns;
     let idle_period_ns = inner.config.idle_period_ns.max(period_ns);
     let mut deadline = MonotonicNs::now();
     while !inner.stop.load(Ordering::Relaxed) {
-        // Which trees to sample (a short read lock).
-        let wanted: Vec<(TreeKey, u32, Option<u64>, bool)> = inner
-            .read()
-            .tracked
-            .iter()
-            .map(|(&key, v)| (key, v.pid, v.start_ticks, v.include_children))
-            .collect();
+        // Which trees and cgroups to sample (a short read lock).
+        let (wanted, wanted_cgroups) = {
+            let state = inner.read();
+            let wanted: Vec<(TreeKey, u32, Option<u64>, bool)> = state
+                .tracked
+                .iter()
+                .filter(|(_, v)| v.cgroup.is_none())
+                .map(|(&key, v)| (key, v.pid, v.start_ticks, v.include_children))
+                .collect();
+            let wanted_cgroups: Vec<(TreeKey, PathBuf)> = state
+                .tracked
+                .iter()
+                .filter_map(|(&key, v)| v.cgroup.clone().map(|dir| (key, dir)))
+                .collect();
+            (wanted, wanted_cgroups)
+        };
         work.retain(|key, _| wanted.iter().any(|(k, ..)| k == key));
+        cgroups.retain(|key, _| wanted_cgroups.iter().any(|(k, _)| k == key));
         // One poll over every member's pidfd says which may have exited.
         let with_pidfd: Vec<(u32, RawFd)> = work
             .values()
@@ -1001,6 +1155,16 @@ fn run(inner: &Inner) {
                 Some(cumulative),
                 tree.root_exited,
                 Some(tree.cpu_time_source()),
+            ));
+        }
+        for (key, dir) in wanted_cgroups {
+            let cgroup = cgroups.entry(key).or_insert_with(|| CgroupWork::new(dir));
+            let (cumulative, present) = cgroup.sample();
+            results.push((
+                key,
+                Some(cumulative),
+                !present,
+                Some(CpuTimeSource::CgroupCpuStat),
             ));
         }
         let t = MonotonicNs::now();

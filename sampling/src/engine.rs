@@ -600,6 +600,12 @@ impl SamplingEngine {
             .unwrap_or_default()
     }
 
+    /// Energy of a source from its first sample to `at` (see
+    /// [`EnergyHistory::energy_since_start`]).
+    pub fn energy_since_start(&self, id: SourceId, at: MonotonicNs) -> Option<f64> {
+        self.slot(id)?.history().energy_since_start(at)
+    }
+
     /// Newest `(t, cumulative J)` sample.
     pub fn latest(&self, id: SourceId) -> Option<(MonotonicNs, f64)> {
         self.slot(id)?.history().latest()

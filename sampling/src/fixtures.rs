@@ -548,3 +548,169 @@ impl crate::nvml::GpuProvider for MockGpuProvider {
         })
     }
 }
+
+/// A cgroup v2 tree like `/sys/fs/cgroup`: directories with a `cpu.stat`
+/// each, whose `usage_usec` is changed in place (same inode, fixed width),
+/// as the kernel's files are regenerated at each read.
+#[derive(Debug, Clone)]
+pub struct CgroupTree {
+    root: PathBuf,
+}
+
+impl CgroupTree {
+    /// A tree at `root` holding only the root cgroup.
+    pub fn new(root: &Path) -> io::Result<CgroupTree> {
+        let tree = CgroupTree {
+            root: root.to_path_buf(),
+        };
+        tree.add("")?;
+        Ok(tree)
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of the cgroup at `relative` (`system.slice/x.service`).
+    pub fn dir(&self, relative: &str) -> PathBuf {
+        self.root.join(relative.trim_start_matches('/'))
+    }
+
+    /// Creates the cgroup at `relative` and its parents, each with a
+    /// `cpu.stat` at zero usage (an existing one is left as it is).
+    pub fn add(&self, relative: &str) -> io::Result<PathBuf> {
+        let dir = self.dir(relative);
+        fs::create_dir_all(&dir)?;
+        let mut at = dir.clone();
+        loop {
+            let stat = at.join("cpu.stat");
+            if !stat.exists() {
+                fs::write(&stat, cpu_stat_text(0))?;
+            }
+            if at == self.root || !at.pop() {
+                break;
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Removes the cgroup at `relative` (a stopped unit): its open
+    /// `cpu.stat` then reads as the kernel's would not (here: the file is
+    /// unlinked and its directory gone; readers holding it open find the
+    /// directory missing when they look again).
+    pub fn remove(&self, relative: &str) -> io::Result<()> {
+        fs::remove_dir_all(self.dir(relative))
+    }
+
+    /// Sets `usage_usec` of the cgroup at `relative`, in place.
+    pub fn set_usage_usec(&self, relative: &str, usec: u64) -> io::Result<()> {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(self.dir(relative).join("cpu.stat"))?;
+        f.write_all_at(cpu_stat_text(usec).as_bytes(), 0)
+    }
+
+    /// `usage_usec` of the cgroup at `relative`.
+    pub fn usage_usec(&self, relative: &str) -> io::Result<u64> {
+        let text = fs::read(self.dir(relative).join("cpu.stat"))?;
+        crate::cgroup::parse_usage_usec(&text)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no usage_usec"))
+    }
+}
+
+/// A `cpu.stat` text at a fixed width (so rewriting it in place never
+/// leaves a shorter text's tail behind).
+fn cpu_stat_text(usec: u64) -> String {
+    format!(
+        "usage_usec {usec:020}\nuser_usec {usec:020}\nsystem_usec {:020}\nnr_periods 0\n",
+        0
+    )
+}
+
+/// Writes `<proc_root>/stat` in place at a fixed width: `cpus` CPUs with
+/// the given cumulative busy and idle ticks (split evenly). Unlike
+/// [`write_proc_stat`], a reader holding the file open never sees it
+/// empty or short.
+pub fn write_proc_stat_in_place(
+    proc_root: &Path,
+    cpus: u32,
+    busy_ticks: u64,
+    idle_ticks: u64,
+) -> io::Result<()> {
+    let mut text = format!("cpu  {busy_ticks:020} 0 0 {idle_ticks:020} 0 0 0 0 0 0\n");
+    for c in 0..cpus {
+        text += &format!(
+            "cpu{c} {:020} 0 0 {:020} 0 0 0 0 0 0\n",
+            busy_ticks / cpus as u64,
+            idle_ticks / cpus as u64
+        );
+    }
+    text += "intr 0\nctxt 0\nbtime 0\nprocesses 1\nprocs_running 1\nprocs_blocked 0\n";
+    fs::create_dir_all(proc_root)?;
+    let path = proc_root.join("stat");
+    if !path.exists() {
+        File::create(&path)?;
+    }
+    let f = OpenOptions::new().write(true).open(&path)?;
+    f.write_all_at(text.as_bytes(), 0)
+}
+
+/// A thread advancing a fixture machine's CPU time (`<proc_root>/stat`)
+/// and fixture cgroups' `usage_usec` at known loads: `busy_cpus` of the
+/// machine's `cpus` busy, each listed cgroup using its CPUs, all by the
+/// wall time actually elapsed.
+#[derive(Debug)]
+pub struct CpuLoadDriver {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl CpuLoadDriver {
+    /// Starts driving every `step_ns`. Ticks are at 100 per second (the
+    /// fixture `/proc/stat`'s USER_HZ).
+    pub fn start(
+        proc_root: &Path,
+        cpus: u32,
+        busy_cpus: f64,
+        cgroups: Vec<(CgroupTree, String, f64)>,
+        step_ns: u64,
+    ) -> io::Result<CpuLoadDriver> {
+        let proc_root = proc_root.to_path_buf();
+        write_proc_stat_in_place(&proc_root, cpus, 0, 0)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_thread = Arc::clone(&stop);
+        let start = MonotonicNs::now();
+        let ticks_per_ns = crate::procstat::ns_per_tick() as f64;
+        let handle = std::thread::spawn(move || {
+            while !stop_thread.load(Ordering::Relaxed) {
+                let elapsed = MonotonicNs::now().saturating_sub(start) as f64;
+                let busy = (busy_cpus * elapsed / ticks_per_ns) as u64;
+                let total = (cpus as f64 * elapsed / ticks_per_ns) as u64;
+                if write_proc_stat_in_place(&proc_root, cpus, busy, total - busy.min(total))
+                    .is_err()
+                {
+                    break;
+                }
+                for (tree, relative, cg_cpus) in &cgroups {
+                    // A removed cgroup (a stopped unit) is simply skipped.
+                    let _ = tree.set_usage_usec(relative, (cg_cpus * elapsed / 1e3) as u64);
+                }
+                std::thread::sleep(std::time::Duration::from_nanos(step_ns));
+            }
+        });
+        Ok(CpuLoadDriver {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for CpuLoadDriver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -38,6 +38,9 @@ pub struct EnergyHistory {
     last_power: Option<(u64, f64)>,
     /// Cumulative energy of a power source, continued across ring overwrites.
     integrated_j: f64,
+    /// The first value ever pushed: energy since the history began is
+    /// measured from it, whatever the ring has overwritten since.
+    origin_j: Option<f64>,
 }
 
 impl EnergyHistory {
@@ -50,6 +53,7 @@ impl EnergyHistory {
             update_period_ns,
             last_power: None,
             integrated_j: 0.0,
+            origin_j: None,
         }
     }
 
@@ -62,6 +66,7 @@ impl EnergyHistory {
 
     /// Records a cumulative energy reading.
     pub fn push_energy(&mut self, t: MonotonicNs, cumulative_j: f64) {
+        self.origin_j.get_or_insert(cumulative_j);
         self.ring.push(t.as_ns(), cumulative_j);
     }
 
@@ -74,6 +79,7 @@ impl EnergyHistory {
             self.integrated_j += 0.5 * (last_w + power_w) * dt_s;
         }
         self.last_power = Some((t_ns, power_w));
+        self.origin_j.get_or_insert(self.integrated_j);
         self.ring.push(t_ns, self.integrated_j);
     }
 
@@ -155,6 +161,15 @@ impl EnergyHistory {
             }
             Some(_) => (e0, 0.0),
         }
+    }
+
+    /// Energy from the first sample ever taken to `at` (interpolated;
+    /// clamped to the newest sample after it), a cumulative counter that
+    /// keeps counting when the ring overwrites old samples: what the
+    /// Prometheus exporter publishes. `None` before the first sample.
+    pub fn energy_since_start(&self, at: MonotonicNs) -> Option<f64> {
+        let origin = self.origin_j?;
+        Some((self.cumulative_at(at.as_ns()).0 - origin).max(0.0))
     }
 
     /// Energy over `[from, to]`; `None` when the history is empty or
@@ -250,5 +265,19 @@ mod tests {
         assert_eq!(h.len(), 4);
         assert_eq!(h.oldest(), Some((MonotonicNs(6_000_000_000), 6.0)));
         assert_eq!(h.latest(), Some((MonotonicNs(9_000_000_000), 9.0)));
+    }
+
+    #[test]
+    fn energy_since_start_survives_overwrites_and_starts_at_the_first_reading() {
+        let mut h = EnergyHistory::new(4, 1e-6, 0);
+        assert_eq!(h.energy_since_start(MonotonicNs(0)), None);
+        // A counter that read 1000 J when the daemon started.
+        for i in 0..10u64 {
+            h.push_energy(MonotonicNs(i * 1_000_000_000), 1000.0 + 2.0 * i as f64);
+        }
+        let at = |s: f64| h.energy_since_start(MonotonicNs((s * 1e9) as u64)).unwrap();
+        assert!((at(8.5) - 17.0).abs() < 1e-9);
+        // After the newest sample: its value, not an extrapolation.
+        assert!((at(20.0) - 18.0).abs() < 1e-9);
     }
 }

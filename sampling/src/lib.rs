@@ -7,7 +7,8 @@
 //! - [`engine`]: dedicated sampling threads with drift-free absolute
 //!   deadlines, and the per-source [`history`] the daemon queries.
 //! - [`activity`]: per-process CPU time (procfs, perf task-clock) for
-//!   attribution; [`perf`]: per-process perf counters.
+//!   attribution, and of control groups ([`cgroup`]: naming, finding and
+//!   reading a cgroup v2 directory); [`perf`]: per-process perf counters.
 //! - [`discovery`]: what the daemon calls at start-up to open sources from
 //!   its configuration.
 //!
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod activity;
+pub mod cgroup;
 pub mod counter;
 pub mod discovery;
 pub mod engine;

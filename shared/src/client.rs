@@ -4,8 +4,9 @@
 
 use crate::frame::{self, FrameError, MAX_FRAME_LEN};
 use crate::protocol::{
-    Breakdown, ClientPolicy, DaemonStatus, EnergyReport, ErrorCode, PeerInfo, PowerSnapshot,
-    Request, Response, SpanBatch, PROTOCOL_VERSION,
+    Breakdown, CgroupEnergy, CgroupSelector, CgroupTracking, ClientPolicy, DaemonStatus,
+    EnergyReport, ErrorCode, PeerInfo, PowerSnapshot, Request, Response, SpanBatch,
+    PROTOCOL_VERSION,
 };
 use crate::source::SourceInfo;
 use crate::time::MonotonicNs;
@@ -318,6 +319,46 @@ impl Client {
     ) -> Result<Breakdown, ClientError> {
         match self.call(&Request::Breakdown { pid, from, to })? {
             Response::Breakdown(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Starts tracking a control group (see [`Request::TrackCgroup`]).
+    pub fn track_cgroup(&mut self, cgroup: &CgroupSelector) -> Result<CgroupTracking, ClientError> {
+        match self.call(&Request::TrackCgroup {
+            cgroup: cgroup.clone(),
+        })? {
+            Response::CgroupTracking(t) => Ok(t),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stops tracking a control group.
+    pub fn untrack_cgroup(
+        &mut self,
+        cgroup: &CgroupSelector,
+    ) -> Result<CgroupTracking, ClientError> {
+        match self.call(&Request::UntrackCgroup {
+            cgroup: cgroup.clone(),
+        })? {
+            Response::CgroupTracking(t) => Ok(t),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Per-domain energy of a tracked control group.
+    pub fn cgroup_energy(
+        &mut self,
+        cgroup: &CgroupSelector,
+        from: Option<MonotonicNs>,
+        to: Option<MonotonicNs>,
+    ) -> Result<CgroupEnergy, ClientError> {
+        match self.call(&Request::CgroupEnergy {
+            cgroup: cgroup.clone(),
+            from,
+            to,
+        })? {
+            Response::CgroupEnergy(e) => Ok(e),
             other => Err(unexpected(other)),
         }
     }

@@ -9,7 +9,9 @@
 //! Compatibility rule: `Hello` is variant 0 of both enums and its first field
 //! is the protocol version, so any two versions can at least tell each other
 //! that they differ. New variants are appended; changing an existing variant
-//! bumps [`PROTOCOL_VERSION`].
+//! bumps [`PROTOCOL_VERSION`]. The cgroup requests ([`Request::TrackCgroup`],
+//! [`Request::UntrackCgroup`], [`Request::CgroupEnergy`]) were appended so:
+//! a daemon older than them answers `MalformedFrame`.
 
 use crate::source::{Provenance, SourceId, SourceInfo, SourceStats};
 use crate::time::MonotonicNs;
@@ -85,6 +87,30 @@ pub enum Request {
         /// The spans.
         batch: SpanBatch,
     },
+    /// Start tracking a control group (a systemd unit's, a container's)
+    /// like a process tree: its CPU time from the cgroup's `cpu.stat`. Who
+    /// may: privileged peers any cgroup, others only cgroups whose
+    /// directory they own (systemd delegates `user@UID.service` to UID).
+    TrackCgroup {
+        /// Which cgroup.
+        cgroup: CgroupSelector,
+    },
+    /// Stop tracking a control group (cgroups the daemon's configuration
+    /// tracks stay tracked).
+    UntrackCgroup {
+        /// Which cgroup.
+        cgroup: CgroupSelector,
+    },
+    /// Energy of a tracked control group per domain, attributed like a
+    /// process's ([`Request::Breakdown`] without kernels).
+    CgroupEnergy {
+        /// Which cgroup.
+        cgroup: CgroupSelector,
+        /// Start of the interval (default: when tracking began).
+        from: Option<MonotonicNs>,
+        /// End of the interval (default: now).
+        to: Option<MonotonicNs>,
+    },
 }
 
 /// A message from the daemon to a client.
@@ -135,6 +161,74 @@ pub enum Response {
         /// What went wrong, for people.
         message: String,
     },
+    /// Answer to [`Request::TrackCgroup`] and [`Request::UntrackCgroup`].
+    CgroupTracking(CgroupTracking),
+    /// Answer to [`Request::CgroupEnergy`].
+    CgroupEnergy(CgroupEnergy),
+}
+
+/// A control group, as a client names it. The daemon resolves it under
+/// its cgroup v2 mount (`cgroups.root` of its configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CgroupSelector {
+    /// A systemd unit (`nginx.service`, `user@1000.service`,
+    /// `machine.slice`, `session-3.scope`): the cgroup directory of that
+    /// name in the hierarchy.
+    Unit {
+        /// The unit name, suffix included.
+        name: String,
+    },
+    /// A cgroup path relative to the cgroup v2 root, as
+    /// `/proc/PID/cgroup` prints it (`/system.slice/nginx.service`).
+    Path {
+        /// The path, starting with `/`.
+        path: String,
+    },
+}
+
+impl fmt::Display for CgroupSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CgroupSelector::Unit { name } => write!(f, "unit {name}"),
+            CgroupSelector::Path { path } => write!(f, "cgroup {path}"),
+        }
+    }
+}
+
+/// A tracked (or no longer tracked) control group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupTracking {
+    /// Its path relative to the cgroup v2 root (`/system.slice/x.service`).
+    pub path: String,
+    /// The uid that owns its directory.
+    pub owner_uid: u32,
+    /// Whether it is tracked now.
+    pub tracked: bool,
+    /// When tracking began.
+    pub since: MonotonicNs,
+    /// Tracked by the daemon's configuration (clients cannot untrack it).
+    pub configured: bool,
+    /// The cgroup directory exists now (a stopped unit's does not; its
+    /// history stays, and tracking resumes when it comes back).
+    pub present: bool,
+}
+
+/// Energy of a control group over an interval, per domain.
+///
+/// Invariant: as in [`Breakdown`], each domain's `process_j` is the
+/// cgroup's dynamic energy by CPU time plus its share of static power.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CgroupEnergy {
+    /// The cgroup.
+    pub cgroup: CgroupTracking,
+    /// Start of the interval.
+    pub from: MonotonicNs,
+    /// End of the interval.
+    pub to: MonotonicNs,
+    /// Per domain (source): machine energy and the cgroup's share.
+    pub domains: Vec<DomainShare>,
+    /// Notes on how figures were obtained.
+    pub notes: Vec<String>,
 }
 
 /// Why a request failed. Named by what the caller should do about it.

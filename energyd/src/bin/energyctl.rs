@@ -10,7 +10,9 @@ use attribution::spanfile::{
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use shared::client::{Client, ClientError};
-use shared::protocol::{Breakdown, EnergyReport, PowerSnapshot, SpanBatch};
+use shared::protocol::{
+    Breakdown, CgroupEnergy, CgroupSelector, CgroupTracking, EnergyReport, PowerSnapshot, SpanBatch,
+};
 use shared::source::SourceInfo;
 use shared::{Domain, MonotonicNs, SourceId};
 use std::collections::HashMap;
@@ -38,7 +40,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Machine-wide energy per source over an interval.
+    /// Machine-wide energy per source over an interval; with `--unit` or
+    /// `--cgroup`, the energy of that control group (attributed like a
+    /// process's: its CPU time's share of each domain).
     Energy {
         /// Start (CLOCK_MONOTONIC ns).
         #[arg(long, requires = "to", conflicts_with = "last")]
@@ -46,12 +50,26 @@ enum Command {
         /// End (CLOCK_MONOTONIC ns).
         #[arg(long, requires = "from")]
         to: Option<u64>,
-        /// The interval ending now, e.g. `1s`, `250ms`, `2m`.
+        /// The interval ending now, e.g. `1s`, `250ms`, `2m`. With a cgroup
+        /// not tracked yet: track it, measure for this long, report.
         #[arg(long, value_parser = parse_duration)]
         last: Option<Duration>,
+        #[command(flatten)]
+        cgroup: CgroupArgs,
         /// JSON output.
         #[arg(long)]
         json: bool,
+    },
+    /// Keep tracking a control group (a systemd unit's or a cgroup path),
+    /// so `energy --unit/--cgroup` can report any interval from now on.
+    Track {
+        #[command(flatten)]
+        cgroup: CgroupArgs,
+    },
+    /// Stop tracking a control group.
+    Untrack {
+        #[command(flatten)]
+        cgroup: CgroupArgs,
     },
     /// Live power, one line per update.
     Watch {
@@ -97,6 +115,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A control group, by systemd unit or by path.
+#[derive(clap::Args, Debug, Clone)]
+#[group(multiple = false)]
+struct CgroupArgs {
+    /// A systemd unit with a cgroup, e.g. `nginx.service`, `machine.slice`.
+    #[arg(long)]
+    unit: Option<String>,
+    /// A cgroup path as `/proc/PID/cgroup` prints it, e.g.
+    /// `/system.slice/nginx.service`.
+    #[arg(long)]
+    cgroup: Option<String>,
+}
+
+impl CgroupArgs {
+    fn selector(&self) -> Option<CgroupSelector> {
+        match (&self.unit, &self.cgroup) {
+            (Some(name), _) => Some(CgroupSelector::Unit { name: name.clone() }),
+            (None, Some(path)) => Some(CgroupSelector::Path { path: path.clone() }),
+            (None, None) => None,
+        }
+    }
+
+    fn required(&self) -> anyhow::Result<CgroupSelector> {
+        self.selector()
+            .context("give the control group with --unit NAME or --cgroup PATH")
+    }
 }
 
 /// How span-file times are read.
@@ -265,8 +311,17 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             from,
             to,
             last,
+            cgroup,
             json,
         } => {
+            if let Some(selector) = cgroup.selector() {
+                let mut client = connect()?;
+                let sources = client.sources()?;
+                let interval = from.zip(to).map(|(f, t)| (MonotonicNs(f), MonotonicNs(t)));
+                let energy = cgroup_energy(&mut client, &selector, interval, last)?;
+                print_cgroup_energy(&sources, &selector, &energy, json)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let (from, to) = match (from, to, last) {
                 (Some(f), Some(t), None) => (MonotonicNs(f), MonotonicNs(t)),
                 (None, None, Some(d)) => {
@@ -279,6 +334,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let sources = client.sources()?;
             let report = client.energy(from, to)?;
             print_energy(&sources, &report, json)?;
+        }
+        Command::Track { cgroup } => {
+            let t = connect()?.track_cgroup(&cgroup.required()?)?;
+            print_tracking(&t);
+        }
+        Command::Untrack { cgroup } => {
+            let t = connect()?.untrack_cgroup(&cgroup.required()?)?;
+            print_tracking(&t);
         }
         Command::Watch {
             interval,
@@ -321,6 +384,132 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         )?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_tracking(t: &CgroupTracking) {
+    println!(
+        "cgroup {} (owner uid {}): {}{}{}",
+        t.path,
+        t.owner_uid,
+        if t.tracked {
+            "tracked"
+        } else {
+            "no longer tracked"
+        },
+        if t.configured {
+            ", by the daemon's configuration"
+        } else {
+            ""
+        },
+        if t.present {
+            ""
+        } else {
+            " (absent now: the unit is stopped)"
+        }
+    );
+}
+
+/// A cgroup's energy: over `interval`, over the `last` duration, or since
+/// tracking began. A cgroup not tracked yet, asked for `--last D`, is
+/// tracked for D from now, reported, and let go again.
+fn cgroup_energy(
+    client: &mut Client,
+    selector: &CgroupSelector,
+    interval: Option<(MonotonicNs, MonotonicNs)>,
+    last: Option<Duration>,
+) -> anyhow::Result<CgroupEnergy> {
+    let ask = |client: &mut Client| match (interval, last) {
+        (Some((from, to)), _) => client.cgroup_energy(selector, Some(from), Some(to)),
+        (None, Some(d)) => {
+            let now = MonotonicNs::now();
+            client.cgroup_energy(
+                selector,
+                Some(now.saturating_sub_ns(d.as_nanos() as u64)),
+                Some(now),
+            )
+        }
+        (None, None) => client.cgroup_energy(selector, None, None),
+    };
+    let first = ask(client);
+    let not_tracked = matches!(
+        &first,
+        Err(ClientError::Daemon { code: shared::ErrorCode::NotFound | shared::ErrorCode::PermissionDenied, message })
+            if message.contains("not tracked")
+    );
+    let (Some(d), true) = (last, not_tracked) else {
+        return first.with_context(|| {
+            if not_tracked {
+                format!(
+                    "energy of {selector} (track it first with `energyctl track`, or give --last)"
+                )
+            } else {
+                format!("energy of {selector}")
+            }
+        });
+    };
+    let tracking = client
+        .track_cgroup(selector)
+        .with_context(|| format!("cannot track {selector}"))?;
+    let start = MonotonicNs::now();
+    std::thread::sleep(d);
+    // Let the tracker take its sample at the end of the interval.
+    std::thread::sleep(Duration::from_millis(30));
+    let mut energy = client.cgroup_energy(selector, Some(start), Some(MonotonicNs::now()))?;
+    if !tracking.configured {
+        client.untrack_cgroup(selector)?;
+    }
+    energy.notes.push(format!(
+        "{} was not tracked: tracked for the {:.3} s of this report",
+        tracking.path,
+        d.as_secs_f64()
+    ));
+    Ok(energy)
+}
+
+fn print_cgroup_energy(
+    sources: &[SourceInfo],
+    selector: &CgroupSelector,
+    energy: &CgroupEnergy,
+    json: bool,
+) -> anyhow::Result<()> {
+    let b = Breakdown {
+        pid: 0,
+        from: energy.from,
+        to: energy.to,
+        domains: energy.domains.clone(),
+        kernels: Vec::new(),
+        notes: energy.notes.clone(),
+    };
+    let mut doc = breakdown_json(sources, &b, None);
+    if let Some(map) = doc.as_object_mut() {
+        map.remove("pid");
+        map.remove("exit_code");
+        map.remove("kernels");
+        map.insert("cgroup".into(), json!(energy.cgroup.path));
+        map.insert("owner_uid".into(), json!(energy.cgroup.owner_uid));
+        map.insert("present".into(), json!(energy.cgroup.present));
+        if let CgroupSelector::Unit { name } = selector {
+            map.insert("unit".into(), json!(name));
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    let title = match selector {
+        CgroupSelector::Unit { name } => format!("{name} (cgroup {})", energy.cgroup.path),
+        CgroupSelector::Path { .. } => format!("cgroup {}", energy.cgroup.path),
+    };
+    write_breakdown_text(
+        &mut std::io::stdout(),
+        sources,
+        &b,
+        None,
+        0,
+        &title,
+        None,
+        &doc,
+    )
 }
 
 fn print_energy(sources: &[SourceInfo], report: &EnergyReport, json: bool) -> anyhow::Result<()> {
@@ -712,16 +901,40 @@ fn print_breakdown(
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
+    write_breakdown_text(
+        &mut std::io::stderr(),
+        sources,
+        b,
+        table,
+        top,
+        title,
+        code,
+        &doc,
+    )
+}
+
+/// The text form of a breakdown (or of a cgroup's energy) on `out`.
+#[allow(clippy::too_many_arguments)]
+fn write_breakdown_text(
+    out: &mut dyn std::io::Write,
+    sources: &[SourceInfo],
+    b: &Breakdown,
+    table: Option<&OpTable>,
+    top: usize,
+    title: &str,
+    code: Option<u8>,
+    doc: &serde_json::Value,
+) -> anyhow::Result<()> {
     let secs = doc["duration_s"].as_f64().unwrap_or(0.0);
     let total_j = doc["energy_j"].as_f64().unwrap_or(0.0);
     let provenance = doc["provenance"].as_str().unwrap_or("none");
     let source = |id: SourceId| sources.iter().find(|s| s.id == id);
-    eprintln!();
-    eprintln!(" Energy of {title}:");
-    eprintln!();
+    writeln!(out)?;
+    writeln!(out, " Energy of {title}:")?;
+    writeln!(out)?;
     for d in &b.domains {
         let s = source(d.source);
-        eprintln!(
+        writeln!(out,
             "  {:>12.4} J  ± {:<9.4} {:<12} {:>5.1}% of activity  (dynamic {:.4} J, machine {:.4} J)  {}{}",
             d.process_j,
             d.uncertainty_j,
@@ -735,33 +948,36 @@ fn print_breakdown(
             } else {
                 "  (part of another domain: not in the total)"
             }
-        );
+        )?;
     }
-    eprintln!();
-    eprintln!(
+    writeln!(out)?;
+    writeln!(
+        out,
         "  {:>12.4} J  total ({provenance}), {:.3} W average",
         total_j,
         if secs > 0.0 { total_j / secs } else { 0.0 }
-    );
+    )?;
     match code {
-        Some(code) => eprintln!("  {secs:>12.3} s  elapsed, exit code {code}"),
-        None => eprintln!("  {secs:>12.3} s  interval"),
+        Some(code) => writeln!(out, "  {secs:>12.3} s  elapsed, exit code {code}")?,
+        None => writeln!(out, "  {secs:>12.3} s  interval")?,
     }
     if let Some(table) = table {
-        eprintln!();
-        eprint!("{}", table.render_text(top));
+        writeln!(out)?;
+        write!(out, "{}", table.render_text(top))?;
     } else if !b.kernels.is_empty() {
-        eprintln!();
-        eprintln!(
+        writeln!(out)?;
+        writeln!(
+            out,
             "  {:<32} {:>9} {:>11} {:>12} {:>11} {:>7} {:>6}  method",
             "kernel", "count", "time s", "energy J", "± J", "share", "conf"
-        );
+        )?;
         for k in &b.kernels {
             let energy = k.energy_j.map_or("n/a".to_owned(), |e| format!("{e:.5}"));
             let share = k
                 .share
                 .map_or("n/a".to_owned(), |s| format!("{:.1}%", s * 100.0));
-            eprintln!(
+            writeln!(
+                out,
                 "  {:<32} {:>9} {:>11.4} {:>12} {:>11.5} {:>7} {:>6.2}  {}",
                 k.name,
                 k.count,
@@ -771,22 +987,22 @@ fn print_breakdown(
                 share,
                 k.confidence,
                 format!("{:?}", k.method).to_lowercase()
-            );
+            )?;
         }
-        eprintln!();
+        writeln!(out)?;
         for d in b.domains.iter().filter(|d| d.unattributed_j < d.process_j) {
-            eprintln!(
+            writeln!(out,
                 "  {:<32} {:>9} {:>11} {:>12.5}  (on {}: static share, non-kernel work, types without a figure)",
                 "unattributed",
                 "",
                 "",
                 d.unattributed_j,
                 source(d.source).map_or("?".to_owned(), |s| s.name.clone())
-            );
+            )?;
         }
     }
     for note in &b.notes {
-        eprintln!("  note: {note}");
+        writeln!(out, "  note: {note}")?;
     }
     Ok(())
 }
