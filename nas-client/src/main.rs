@@ -90,6 +90,9 @@ fn main() {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Datasets | Command::Report(_)) {
+        quiet_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Train(args) => train(*args),
         Command::Datasets => {
@@ -112,6 +115,21 @@ fn main() {
     if let Err(e) = result {
         eprintln!("nas-client: error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// `nas-client report | head` should end quietly, as any Unix filter does.
+/// Rust starts with SIGPIPE ignored, so a write to a closed pipe is an
+/// error that `println!` turns into a panic; the default disposition lets
+/// the kernel end the process instead. Only for commands that just print:
+/// `search`, `compare`, `grow` and `train` write to their trial children's
+/// stdin and to energyd's socket, where a dead peer must be an error they
+/// handle, not a signal that kills them.
+fn quiet_on_closed_stdout() {
+    // SAFETY: called on the main thread before any other thread exists;
+    // SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -133,3 +133,46 @@ fn an_unknown_dataset_stops_a_search_before_any_trial() {
     }
     assert!(!study.exists(), "no study was created");
 }
+
+/// `nas-client report … | head`: the reader goes away, and the report ends
+/// quietly (killed by SIGPIPE, as any Unix filter) instead of panicking in
+/// `println!`. The pipe's read end is closed before the child starts, so
+/// its first write always finds no reader.
+#[test]
+fn report_into_a_closed_pipe_ends_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("study.sqlite");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../nas-search/tests/data/study-schema-1.sqlite"
+        ),
+        &db,
+    )
+    .unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe(2) to fill.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: pipe(2) succeeded, so both are open descriptors owned by us.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read_end);
+    let out = Command::new(env!("CARGO_BIN_EXE_nas-client"))
+        .args(["report", "--json", "--study", db.to_str().unwrap()])
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("nas-client runs");
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
+    );
+}
