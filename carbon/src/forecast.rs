@@ -85,6 +85,10 @@ pub struct ForecasterConfig {
     pub horizons: usize,
     /// Ridge penalty per training row on standardised weights.
     pub lambda: f64,
+    /// Fit on only the last this-many hours before the fit point (all
+    /// history when `None`): grids drift with the seasons, so recent
+    /// weeks can describe tomorrow better than last summer does.
+    pub window_hours: Option<usize>,
 }
 
 impl Default for ForecasterConfig {
@@ -96,6 +100,7 @@ impl Default for ForecasterConfig {
         ForecasterConfig {
             horizons: 72,
             lambda: 1e-3,
+            window_hours: None,
         }
     }
 }
@@ -172,8 +177,13 @@ impl RidgeForecaster {
         let mut models = Vec::with_capacity(config.horizons);
         let mut row = Vec::with_capacity(FEATURES);
         for h in 1..=config.horizons {
-            // Origins t with t ≥ HISTORY_HOURS and t + h < train_end.
-            let origins = HISTORY_HOURS..train_end.saturating_sub(h);
+            // Origins t with t ≥ HISTORY_HOURS and t + h < train_end, the
+            // targets within the window.
+            let first = config
+                .window_hours
+                .map_or(0, |w| train_end.saturating_sub(w + h))
+                .max(HISTORY_HOURS);
+            let origins = first..train_end.saturating_sub(h);
             let n = origins.len();
             if n < min_rows {
                 return Err(CarbonError::Forecast(format!(
@@ -275,7 +285,8 @@ impl MapeByHorizon {
 /// Held-out evaluation of the forecaster and the baselines.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeldOutEvaluation {
-    /// Hours of the series before the held-out weeks (training data).
+    /// Hours of the series before the held-out weeks (the first fit's data;
+    /// later weekly refits also see the held-out weeks already past).
     pub train_hours: usize,
     /// Forecasts issued (one per day at 00:00 UTC in the held-out weeks).
     pub issues: usize,
@@ -289,10 +300,11 @@ pub struct HeldOutEvaluation {
     pub seasonal_weekly: MapeByHorizon,
 }
 
-/// Trains on everything before the last `test_weeks` weeks (less 72 h
-/// so the last forecast's targets exist), then issues one forecast per day
-/// at 00:00 UTC in the held-out weeks and scores every method on the same
-/// targets. Hours whose actual is 0 are skipped (their APE is undefined).
+/// Holds out the last `test_weeks` weeks (plus 72 h so the last
+/// forecast's targets exist) and issues one forecast per day at 00:00 UTC
+/// in them, refitting the forecaster at the start of each held-out week on
+/// all hours before it (never on the week it forecasts); every method is
+/// scored on the same targets. Hours whose actual is 0 are skipped (their APE is undefined).
 pub fn evaluate_held_out(
     series: &HourlySeries,
     test_weeks: usize,
@@ -307,7 +319,9 @@ pub fn evaluate_held_out(
         )));
     }
     let test_start = n - held_out;
-    let model = RidgeForecaster::fit(series, test_start, config)?;
+    // Walk forward: refit at the first issue of each held-out week on
+    // every hour before it, as an operator retraining weekly would.
+    let mut model: Option<RidgeForecaster> = None;
     let y = &series.values;
     let mut sums = [
         vec![0.0; horizons],
@@ -325,8 +339,15 @@ pub fn evaluate_held_out(
         if issues == test_weeks * 7 {
             break;
         }
+        if issues % 7 == 0 {
+            model = None;
+        }
+        let m = match &mut model {
+            Some(m) => m,
+            slot @ None => slot.insert(RidgeForecaster::fit(series, t + 1, config)?),
+        };
         issues += 1;
-        let pred = model.forecast(&y[..=t], t)?;
+        let pred = m.forecast(&y[..=t], t)?;
         for h in 1..=horizons {
             let target = t + h;
             let actual = y[target];
@@ -439,6 +460,38 @@ mod tests {
         let b = m.forecast(&altered, t).unwrap();
         assert_eq!(a, b);
         assert!(m.forecast(&s.values, 100).is_err());
+    }
+
+    #[test]
+    fn a_window_fits_on_recent_weeks_only() {
+        // Six weeks at level 1000, then four at 100 (same daily shape): a
+        // two-week window sees only the new level; all history averages both.
+        let values: Vec<f64> = (0..10 * 168)
+            .map(|i| {
+                let level = if i < 6 * 168 { 1000.0 } else { 100.0 };
+                level * (1.0 + 0.2 * ((i % 24) as f64 / 24.0))
+            })
+            .collect();
+        let s = HourlySeries {
+            first_hour: 0,
+            values,
+            interpolated_hours: 0,
+        };
+        let t = 10 * 168 - 73;
+        let windowed = ForecasterConfig {
+            window_hours: Some(2 * 168),
+            ..ForecasterConfig::default()
+        };
+        let m = RidgeForecaster::fit(&s, t + 1, windowed).unwrap();
+        let f = m.forecast(&s.values[..=t], t).unwrap();
+        for (h, p) in f.iter().enumerate() {
+            let actual = s.values[t + 1 + h];
+            assert!(
+                (p - actual).abs() / actual < 0.01,
+                "h={} {p} vs {actual}",
+                h + 1
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `carbon-bench`: held-out forecast accuracy on hourly carbon-intensity
 //! traces, against persistence and seasonal-naive baselines.
 //!
-//! Usage: carbon-bench [--test-weeks N] TRACE.csv...
+//! Usage: carbon-bench [--test-weeks N] [--window-weeks W] TRACE.csv...
 //! (traces in the bundled `Time,Carbon Intensity` format).
 
 use std::path::PathBuf;
@@ -17,19 +17,23 @@ const SHOWN_HORIZONS: [usize; 5] = [1, 6, 24, 48, 72];
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut test_weeks = 8usize;
+    let mut config = ForecasterConfig::default();
     let mut traces = Vec::new();
     while let Some(a) = args.next() {
         if a == "--test-weeks" {
             let v = args.next().context("--test-weeks needs a number")?;
             test_weeks = v.parse().with_context(|| format!("--test-weeks {v:?}"))?;
+        } else if a == "--window-weeks" {
+            let v = args.next().context("--window-weeks needs a number")?;
+            let weeks: usize = v.parse().with_context(|| format!("--window-weeks {v:?}"))?;
+            config.window_hours = Some(weeks * 168);
         } else {
             traces.push(PathBuf::from(a));
         }
     }
     if traces.is_empty() {
-        bail!("usage: carbon-bench [--test-weeks N] TRACE.csv...");
+        bail!("usage: carbon-bench [--test-weeks N] [--window-weeks W] TRACE.csv...");
     }
-    let config = ForecasterConfig::default();
     let (mut ours, mut seasonal, mut persistence) = (Vec::new(), Vec::new(), Vec::new());
     let mut beating = 0;
     for path in &traces {
@@ -40,12 +44,15 @@ fn main() -> Result<()> {
         let series = HourlySeries::from_hourly(hourly)?;
         let e = evaluate_held_out(&series, test_weeks, config)?;
         println!(
-            "== {} ({}): {} hours, {} interpolated; trained on the first {} h, {} daily forecasts issued 00:00 UTC over the last {} weeks",
+            "== {} ({}): {} hours, {} interpolated; first fit on {} h (window {}), refit weekly; {} daily forecasts issued 00:00 UTC over the last {} weeks",
             path.display(),
             signal.source().kind,
             series.values.len(),
             series.interpolated_hours,
             e.train_hours,
+            config
+                .window_hours
+                .map_or("all history".to_string(), |w| format!("{} weeks", w / 168)),
             e.issues,
             test_weeks
         );
