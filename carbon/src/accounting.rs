@@ -9,7 +9,9 @@
 use std::fmt;
 
 use crate::error::CarbonError;
-use crate::intensity::{IntensityKind, IntensitySignal, IntensitySource, UtcMillis, HOUR_MS};
+use crate::intensity::{
+    GramsPerKwh, IntensityKind, IntensitySignal, IntensitySource, UtcMillis, HOUR_MS,
+};
 
 /// Where an energy figure came from; carried through to its carbon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,6 +80,59 @@ pub struct EnergyInterval {
     pub energy_kwh: f64,
 }
 
+/// Joules in a kilowatt-hour.
+pub const J_PER_KWH: f64 = 3.6e6;
+
+impl EnergyInterval {
+    /// An interval of `joules` between two instants.
+    pub fn from_joules(start: UtcMillis, end: UtcMillis, joules: f64) -> Self {
+        EnergyInterval {
+            start,
+            end,
+            energy_kwh: joules / J_PER_KWH,
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC and UTC read at one instant, to place the project's
+/// monotonic timestamps (trial and span times) on the calendar the grid
+/// signal is published against. Valid only for timestamps of the same
+/// boot as the anchor (the monotonic clock restarts at boot), and it
+/// assumes the wall clock was not stepped in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockAnchor {
+    monotonic: shared::MonotonicNs,
+    utc: UtcMillis,
+}
+
+impl ClockAnchor {
+    /// An anchor from two readings the caller took together.
+    pub fn new(monotonic: shared::MonotonicNs, utc: UtcMillis) -> Self {
+        ClockAnchor { monotonic, utc }
+    }
+
+    /// Reads both clocks now, back to back.
+    pub fn now() -> Self {
+        let monotonic = shared::MonotonicNs::now();
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let utc = UtcMillis(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX));
+        ClockAnchor { monotonic, utc }
+    }
+
+    /// The UTC instant of monotonic time `t` (same boot).
+    pub fn to_utc(&self, t: shared::MonotonicNs) -> UtcMillis {
+        let delta_ns = i128::from(t.0) - i128::from(self.monotonic.0);
+        let delta_ms = delta_ns.div_euclid(1_000_000);
+        UtcMillis(
+            self.utc
+                .0
+                .saturating_add(i64::try_from(delta_ms).unwrap_or(i64::MAX)),
+        )
+    }
+}
+
 /// A set of intervals whose energy has one provenance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnergyRecord {
@@ -118,6 +173,19 @@ pub struct CarbonReport {
 }
 
 impl CarbonReport {
+    /// Grams per kWh of IT energy: the energy-weighted mean intensity of
+    /// the hours the energy was spent in, times the PUE, so that IT energy
+    /// × this = [`CarbonReport::grams_co2eq`]. This is the single search
+    /// intensity a report that multiplies one energy by one intensity (such
+    /// as nas-search's payback) should be given. `None` without energy.
+    pub fn effective_intensity(&self) -> Option<GramsPerKwh> {
+        if self.it_energy_kwh > 0.0 {
+            GramsPerKwh::new(self.grams_co2eq / self.it_energy_kwh).ok()
+        } else {
+            None
+        }
+    }
+
     /// Average or marginal: what the grams mean.
     pub fn kind(&self) -> IntensityKind {
         self.intensity_source.kind
@@ -198,10 +266,30 @@ pub fn account(
     })
 }
 
+/// The time-weighted mean intensity of `[start, end)`: what constant power
+/// over that interval would be charged per kWh (e.g. the deployment
+/// intensity of a payback over the hours a model will serve).
+pub fn mean_intensity(
+    signal: &IntensitySignal,
+    start: UtcMillis,
+    end: UtcMillis,
+) -> Result<GramsPerKwh, CarbonError> {
+    let record = EnergyRecord {
+        intervals: vec![EnergyInterval {
+            start,
+            end,
+            energy_kwh: 1.0,
+        }],
+        provenance: EnergyProvenance::Simulated,
+    };
+    let report = account(&record, signal, Pue(1.0))?;
+    GramsPerKwh::new(report.grams_co2eq)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::intensity::{GramsPerKwh, HourlyIntensity, IntensityPoint, IntensitySpec};
+    use crate::intensity::{HourlyIntensity, IntensityPoint, IntensitySpec};
     use crate::trace::{parse_trace, TraceFormat};
 
     const MIN: i64 = 60_000;
@@ -387,5 +475,52 @@ mod tests {
         )
         .unwrap();
         assert!((r.grams_co2eq - 500.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn monotonic_spans_are_placed_on_the_calendar_and_charged() {
+        // Anchor: monotonic 10000 s ↔ 01:00 UTC. A trial from monotonic
+        // 10000 s − 30 min to 10000 s + 30 min (00:30–01:30), 7.2 MJ = 2 kWh.
+        let anchor = ClockAnchor::new(shared::MonotonicNs(10_000_000_000_000), UtcMillis(HOUR_MS));
+        let start = anchor.to_utc(shared::MonotonicNs(10_000_000_000_000 - 1_800_000_000_000));
+        let end = anchor.to_utc(shared::MonotonicNs(10_000_000_000_000 + 1_800_000_000_000));
+        assert_eq!((start, end), (UtcMillis(30 * MIN), UtcMillis(90 * MIN)));
+        let e = EnergyRecord {
+            intervals: vec![EnergyInterval::from_joules(start, end, 7.2e6)],
+            provenance: EnergyProvenance::Estimated,
+        };
+        let r = account(
+            &e,
+            &hourly(&[100.0, 300.0], IntensityKind::Average),
+            Pue::new(1.2).unwrap(),
+        )
+        .unwrap();
+        // 1 kWh × 100 + 1 kWh × 300, × 1.2 = 480 g; 480 / 2 kWh = 240 g/kWh.
+        assert!((r.grams_co2eq - 480.0).abs() < 1e-9);
+        assert!((r.effective_intensity().unwrap().get() - 240.0).abs() < 1e-9);
+        let none = account(
+            &EnergyRecord {
+                intervals: vec![],
+                provenance: EnergyProvenance::Measured,
+            },
+            &hourly(&[1.0], IntensityKind::Average),
+            Pue::new(1.0).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(none.effective_intensity(), None);
+        let now = ClockAnchor::now();
+        assert!(
+            now.utc.0 > 1_700_000_000_000,
+            "the wall clock reads after 2023"
+        );
+    }
+
+    #[test]
+    fn mean_intensity_is_time_weighted() {
+        // 00:30–02:00 over 100, 300, 600: (30·100 + 60·300) / 90 = 233.33…
+        let s = hourly(&[100.0, 300.0, 600.0], IntensityKind::Average);
+        let m = mean_intensity(&s, UtcMillis(30 * MIN), UtcMillis(120 * MIN)).unwrap();
+        assert!((m.get() - 21_000.0 / 90.0).abs() < 1e-9);
+        assert!(mean_intensity(&s, UtcMillis(0), UtcMillis(4 * HOUR_MS)).is_err());
     }
 }

@@ -3,10 +3,10 @@
 //! The model is *direct*: one ridge regression per horizon h, fitted on
 //! past data only, predicting ln(intensity) at T = t + h from what is known
 //! at the issue hour t (the last complete hour):
-//! - recent lags z[t], z[t−1], z[t−2], z[t−3], z[t−6], z[t−12], z[t−23];
+//! - recent lags `z[t]`, `z[t−1]`, `z[t−2]`, `z[t−3]`, `z[t−6]`, `z[t−12]`, `z[t−23]`;
 //! - daily seasonal lags: the latest observed value at T's hour of day,
-//!   z[T − 24k] with k = ⌈h/24⌉, and the day before it, z[T − 24(k+1)];
-//! - weekly seasonal lags z[T − 168], z[T − 336];
+//!   `z[T − 24k]` with k = ⌈h/24⌉, and the day before it, `z[T − 24(k+1)]`;
+//! - weekly seasonal lags `z[T − 168]`, `z[T − 336]`;
 //! - the means of the last 24 h and the last 168 h;
 //! - one-hot hour of day (24) and day of week (7) of T.
 //!
@@ -15,10 +15,10 @@
 //! penalty is `lambda × rows` on the standardised weights, so one lambda
 //! suits any amount of history; the intercept is not penalised.
 //!
-//! Baselines: persistence (ŷ[T] = y[t]); seasonal-naive daily (ŷ[T] = the
-//! latest observed value at T's hour of day, y[T − 24⌈h/24⌉]: "same hour
+//! Baselines: persistence (`ŷ[T]` = `y[t]`); seasonal-naive daily (`ŷ[T]` = the
+//! latest observed value at T's hour of day, `y[T − 24⌈h/24⌉]`: "same hour
 //! yesterday" for day-ahead forecasts); seasonal-naive weekly
-//! (ŷ[T] = y[T − 168], same hour a week ago).
+//! (`ŷ[T]` = `y[T − 168]`, same hour a week ago).
 
 use linfa_linalg::cholesky::SolveC;
 use ndarray::{Array1, Array2};
@@ -117,7 +117,7 @@ fn from_log(z: f64) -> f64 {
 const RECENT_LAGS: [usize; 7] = [0, 1, 2, 3, 6, 12, 23];
 const FEATURES: usize = RECENT_LAGS.len() + 2 + 2 + 2 + 24 + 7;
 
-/// Features of target T = t + h, from z[..=t] only.
+/// Features of target T = t + h, from `z[..=t]` only.
 fn features(z: &[f64], first_hour: i64, t: usize, h: usize, out: &mut Vec<f64>) {
     out.clear();
     for lag in RECENT_LAGS {
@@ -292,11 +292,11 @@ pub struct HeldOutEvaluation {
     pub issues: usize,
     /// The ridge forecaster.
     pub forecaster: MapeByHorizon,
-    /// ŷ[T] = y[t].
+    /// `ŷ[T]` = `y[t]`.
     pub persistence: MapeByHorizon,
-    /// ŷ[T] = y[T − 24⌈h/24⌉] (same hour, latest observed day).
+    /// `ŷ[T]` = `y[T − 24⌈h/24⌉]` (same hour, latest observed day).
     pub seasonal_daily: MapeByHorizon,
-    /// ŷ[T] = y[T − 168] (same hour a week earlier).
+    /// `ŷ[T]` = `y[T − 168]` (same hour a week earlier).
     pub seasonal_weekly: MapeByHorizon,
 }
 

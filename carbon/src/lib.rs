@@ -18,7 +18,10 @@
 //! Wall-clock time here is UTC milliseconds since the Unix epoch
 //! ([`UtcMillis`]): grid signals are published against the calendar, not
 //! against CLOCK_MONOTONIC, so the caller converts its monotonic spans once,
-//! at the boundary.
+//! at the boundary ([`ClockAnchor`]: both clocks read at one instant).
+//! [`CarbonReport::effective_intensity`] and [`mean_intensity`] give the
+//! single search and deployment intensities a report that multiplies one
+//! energy by one intensity (nas-search's payback) needs.
 #![deny(missing_docs)]
 
 pub mod accounting;
@@ -27,7 +30,10 @@ pub mod forecast;
 pub mod intensity;
 pub mod trace;
 
-pub use accounting::{account, CarbonReport, EnergyInterval, EnergyProvenance, EnergyRecord, Pue};
+pub use accounting::{
+    account, mean_intensity, CarbonReport, ClockAnchor, EnergyInterval, EnergyProvenance,
+    EnergyRecord, Pue,
+};
 pub use error::CarbonError;
 pub use intensity::{
     GramsPerKwh, HourlyIntensity, IntensityKind, IntensitySignal, IntensitySource, IntensitySpec,
