@@ -379,6 +379,48 @@ pub fn evaluate_held_out(
     })
 }
 
+/// Validation day-ahead MAPE (percent) per candidate fit window (hours;
+/// `None` = all history).
+pub type WindowScores = Vec<(Option<usize>, f64)>;
+
+/// Picks the fit window by validation on past data only: each candidate
+/// (`None` = all history) is scored by [`evaluate_held_out`] on the
+/// series *before* the last `test_weeks` weeks (+ horizons) that a later
+/// test will hold out, its own last `test_weeks` weeks serving as
+/// validation. Returns the window with the lowest validation day-ahead
+/// MAPE and every candidate's score, in the order given.
+pub fn select_window(
+    series: &HourlySeries,
+    test_weeks: usize,
+    candidates: &[Option<usize>],
+    config: ForecasterConfig,
+) -> Result<(Option<usize>, WindowScores), CarbonError> {
+    let held_out = test_weeks * 168 + config.horizons;
+    let past = HourlySeries {
+        first_hour: series.first_hour,
+        values: series.values[..series.values.len().saturating_sub(held_out)].to_vec(),
+        interpolated_hours: 0,
+    };
+    let mut scores = Vec::with_capacity(candidates.len());
+    for &window_hours in candidates {
+        let e = evaluate_held_out(
+            &past,
+            test_weeks,
+            ForecasterConfig {
+                window_hours,
+                ..config
+            },
+        )?;
+        scores.push((window_hours, e.forecaster.day_ahead()));
+    }
+    let best = scores
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|s| s.0)
+        .ok_or_else(|| CarbonError::Forecast("no window candidates".into()))?;
+    Ok((best, scores))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,6 +534,24 @@ mod tests {
                 h + 1
             );
         }
+    }
+
+    #[test]
+    fn window_selection_never_sees_the_test_weeks() {
+        let s = synthetic(12, 5);
+        let candidates = [Some(4 * 168), None];
+        let config = ForecasterConfig::default();
+        let (best, scores) = select_window(&s, 1, &candidates, config).unwrap();
+        let mut altered = s.clone();
+        let n = altered.values.len();
+        for v in &mut altered.values[n - (168 + 72)..] {
+            *v *= 3.0;
+        }
+        let (best2, scores2) = select_window(&altered, 1, &candidates, config).unwrap();
+        assert_eq!((best, &scores), (best2, &scores2));
+        assert_eq!(scores.len(), 2);
+        let min = scores.iter().map(|s| s.1).fold(f64::INFINITY, f64::min);
+        assert_eq!(scores.iter().find(|s| s.0 == best).unwrap().1, min);
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! `carbon-bench`: held-out forecast accuracy on hourly carbon-intensity
 //! traces, against persistence and seasonal-naive baselines.
 //!
-//! Usage: carbon-bench [--test-weeks N] [--window-weeks W] TRACE.csv...
+//! Usage: carbon-bench [--test-weeks N] [--window-weeks W | --select-window] TRACE.csv...
 //! (traces in the bundled `Time,Carbon Intensity` format).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use carbon::forecast::{evaluate_held_out, ForecasterConfig, HourlySeries};
+use carbon::forecast::{evaluate_held_out, select_window, ForecasterConfig, HourlySeries};
 use carbon::IntensitySpec;
 
 /// Day-ahead MAPE of DACF (Maji et al., e-Energy'22), the published anchor.
@@ -18,11 +18,14 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut test_weeks = 8usize;
     let mut config = ForecasterConfig::default();
+    let mut select = false;
     let mut traces = Vec::new();
     while let Some(a) = args.next() {
         if a == "--test-weeks" {
             let v = args.next().context("--test-weeks needs a number")?;
             test_weeks = v.parse().with_context(|| format!("--test-weeks {v:?}"))?;
+        } else if a == "--select-window" {
+            select = true;
         } else if a == "--window-weeks" {
             let v = args.next().context("--window-weeks needs a number")?;
             let weeks: usize = v.parse().with_context(|| format!("--window-weeks {v:?}"))?;
@@ -32,7 +35,7 @@ fn main() -> Result<()> {
         }
     }
     if traces.is_empty() {
-        bail!("usage: carbon-bench [--test-weeks N] [--window-weeks W] TRACE.csv...");
+        bail!("usage: carbon-bench [--test-weeks N] [--window-weeks W | --select-window] TRACE.csv...");
     }
     let (mut ours, mut seasonal, mut persistence) = (Vec::new(), Vec::new(), Vec::new());
     let mut beating = 0;
@@ -42,6 +45,18 @@ fn main() -> Result<()> {
             bail!("{}: not an hourly trace", path.display());
         };
         let series = HourlySeries::from_hourly(hourly)?;
+        let config = if select {
+            let candidates = [Some(4 * 168), Some(8 * 168), Some(16 * 168), None];
+            let (best, scores) = select_window(&series, test_weeks, &candidates, config)?;
+            println!("   window validation (day-ahead MAPE % on the {test_weeks} weeks before the held-out ones): {}",
+                scores.iter().map(|(w, m)| format!("{}={m:.2}", w.map_or("all".to_string(), |w| format!("{}w", w / 168)))).collect::<Vec<_>>().join(" "));
+            ForecasterConfig {
+                window_hours: best,
+                ..config
+            }
+        } else {
+            config
+        };
         let e = evaluate_held_out(&series, test_weeks, config)?;
         println!(
             "== {} ({}): {} hours, {} interpolated; first fit on {} h (window {}), refit weekly; {} daily forecasts issued 00:00 UTC over the last {} weeks",
