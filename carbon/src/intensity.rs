@@ -259,22 +259,27 @@ pub struct HourlyIntensity {
 }
 
 impl HourlyIntensity {
-    /// Buckets points (strictly increasing in time) by UTC hour.
+    /// Buckets points by UTC hour (any order; the parsers already refuse
+    /// rows out of time order).
     pub fn from_points(source: IntensitySource, points: &[IntensityPoint]) -> Self {
-        let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        let hours = points.iter().map(|p| p.time.hour_index());
+        let (Some(first_hour), Some(last_hour)) = (hours.clone().min(), hours.max()) else {
             return HourlyIntensity {
                 source,
                 first_hour: 0,
                 values: Vec::new(),
             };
         };
-        let first_hour = first.time.hour_index();
-        let n = (last.time.hour_index() - first_hour + 1) as usize;
+        let n = usize::try_from(last_hour - first_hour + 1).unwrap_or(0);
         let mut sums = vec![(0.0f64, 0u32); n];
         for p in points {
-            let slot = &mut sums[(p.time.hour_index() - first_hour) as usize];
-            slot.0 += p.value.get();
-            slot.1 += 1;
+            if let Some(slot) = usize::try_from(p.time.hour_index() - first_hour)
+                .ok()
+                .and_then(|i| sums.get_mut(i))
+            {
+                slot.0 += p.value.get();
+                slot.1 += 1;
+            }
         }
         let values = sums
             .into_iter()
@@ -399,8 +404,8 @@ mod tests {
             time: UtcMillis(min * 60_000),
             value: GramsPerKwh::new(v).unwrap(),
         };
-        // Hour 0: 10, 20 → 15; hour 1: none; hour 2: 30.
-        let h = HourlyIntensity::from_points(src, &[p(0, 10.0), p(30, 20.0), p(150, 30.0)]);
+        // Hour 0: 10, 20 → 15; hour 1: none; hour 2: 30 (order does not matter).
+        let h = HourlyIntensity::from_points(src, &[p(30, 20.0), p(150, 30.0), p(0, 10.0)]);
         assert_eq!(h.first_hour, 0);
         assert_eq!(h.values, vec![Some(15.0), None, Some(30.0)]);
         assert_eq!(h.at_hour(-1), None);
