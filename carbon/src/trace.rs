@@ -6,8 +6,8 @@
 //!   `Time,Carbon Intensity`, UTC `YYYY-MM-DD HH:MM:SS`, gCO2eq/kWh, average.
 //! - **Electricity Maps** CSV export. The data portal's hourly/daily files
 //!   have `Datetime (UTC)` and `Carbon Intensity gCO₂eq/kWh (direct)` (also
-//!   `... (life cycle)`, Zone Id, percentages; listed on
-//!   electricitymaps.com/data-portal). We take the *direct* factor, the one
+//!   `... (life cycle assessment)`, Zone Id, percentages; the field list
+//!   is on electricitymaps.com/data-portal, checked 2026-12). We take the *direct* factor, the one
 //!   the portal says complies with the GHG Protocol's Scope-2 guidance.
 //!   The older research export (used by CE-NAS) has `datetime` and
 //!   `carbon_intensity_avg`; it is accepted too. Average intensity.
@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn electricity_maps_portal_and_research_layouts() {
-        let portal = "Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),Carbon Intensity gCO₂eq/kWh (life cycle),Low Carbon Percentage\n\
+        let portal = "Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),Carbon Intensity gCO₂eq/kWh (life cycle assessment),Low Carbon Percentage\n\
                       2022-01-01 00:00:00,France,France,FR,20.5,50.1,95\n\
                       2022-01-01 01:00:00,France,France,FR,21.0,51.0,95\n";
         let p = parse(portal, TraceFormat::ElectricityMaps).unwrap();
