@@ -270,15 +270,17 @@ fn fit_ridge(mut x: Array2<f64>, y: Array1<f64>, lambda: f64) -> Result<HorizonM
 pub struct MapeByHorizon(pub Vec<f64>);
 
 impl MapeByHorizon {
-    /// MAPE at horizon `h` hours (1-based).
-    pub fn at(&self, h: usize) -> f64 {
-        self.0[h - 1]
+    /// MAPE at horizon `h` hours (1-based), if evaluated.
+    pub fn at(&self, h: usize) -> Option<f64> {
+        self.0.get(h.checked_sub(1)?).copied()
     }
 
     /// Day-ahead MAPE: the mean over horizons 1..=24 of forecasts issued
-    /// daily at 00:00 UTC, i.e. the error on the next calendar day.
+    /// daily at 00:00 UTC, i.e. the error on the next calendar day (over
+    /// the horizons evaluated, if fewer than 24).
     pub fn day_ahead(&self) -> f64 {
-        self.0[..24].iter().sum::<f64>() / 24.0
+        let day = &self.0[..self.0.len().min(24)];
+        day.iter().sum::<f64>() / day.len().max(1) as f64
     }
 }
 
@@ -464,7 +466,7 @@ mod tests {
             e.seasonal_daily.day_ahead()
         );
         // At 12 h persistence guesses the opposite phase of the daily cycle.
-        assert!(e.forecaster.at(12) < 0.3 * e.persistence.at(12));
+        assert!(e.forecaster.at(12).unwrap() < 0.3 * e.persistence.at(12).unwrap());
     }
 
     #[test]
@@ -481,7 +483,7 @@ mod tests {
         assert!(e.seasonal_weekly.day_ahead().abs() < 1e-12);
         // Issued after hour 23 (value 123): horizon 1 targets hour 0 (100):
         // APE = 23/100 = 23%.
-        assert!((e.persistence.at(1) - 23.0).abs() < 1e-9);
+        assert!((e.persistence.at(1).unwrap() - 23.0).abs() < 1e-9);
         assert!(
             e.forecaster.day_ahead() < 0.5,
             "{}",

@@ -84,7 +84,7 @@ fn main() -> Result<()> {
         ] {
             print!("{name:<28}");
             for h in SHOWN_HORIZONS {
-                print!("{:>8.2}", m.at(h));
+                print!("{:>8.2}", m.at(h).unwrap_or(f64::NAN));
             }
             println!("{:>11.2}", m.day_ahead());
         }
