@@ -11,7 +11,9 @@
 //! normalisation) is scored; an FT-Transformer will be once the trainer
 //! builds one. [`ProxyKind`] names them; [`score`] computes one; [`rank`]
 //! holds Kendall τ-b and Spearman ρ and the random and stratified samples
-//! the benchmark judges proxies on.
+//! the benchmark judges proxies on; [`evolve`] is the core of evolved
+//! proxies (expression trees over per-layer tensors, fitness = Kendall τ,
+//! seeded evolution), not yet run by a command.
 //!
 //! # Protocol (faithful to the reference code, see
 //! `shared/research/proxies-splitting.md` §2)
@@ -64,6 +66,7 @@
 //!   (those nearest the input), ΣV × the layer's width, divided by 10.
 #![deny(missing_docs)]
 
+pub mod evolve;
 mod measures;
 pub mod probe;
 pub mod rank;
