@@ -78,6 +78,25 @@ pub struct ProxiesArgs {
     /// Print a JSON summary instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Evolve a proxy (`proxies::evolve`) on this other table of trainings
+    /// and judge it here beside the standard ones, as the row `evolved`
+    /// (needs --evolve-dataset).
+    #[arg(long, requires = "evolve_dataset")]
+    pub evolve_table: Option<PathBuf>,
+    /// Bundled dataset of --evolve-table.
+    #[arg(long)]
+    pub evolve_dataset: Option<String>,
+    /// Architectures of --evolve-table evolution may see: a stratified
+    /// sample of --bins equal-range accuracy bins, this / --bins draws per
+    /// bin (all of a bin that has fewer).
+    #[arg(long, default_value_t = 150)]
+    pub evolve_sample: usize,
+    /// Population of the evolution.
+    #[arg(long, default_value_t = 40)]
+    pub evolve_population: usize,
+    /// Generations of the evolution.
+    #[arg(long, default_value_t = 20)]
+    pub evolve_generations: usize,
 }
 
 /// One architecture to score and the accuracy it trained to.
@@ -154,29 +173,35 @@ pub fn proxies(args: ProxiesArgs) -> Result<()> {
             scores.push(s);
         }
         let ms = start.elapsed().as_secs_f64() * 1e3 / archs.len() as f64;
-        let mean_over = |samples: &[Vec<usize>], f: fn(&[f64], &[f64]) -> Option<f64>| {
-            let v: Vec<f64> = samples
-                .iter()
-                .filter_map(|idx| {
-                    let x: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
-                    let y: Vec<f64> = idx.iter().map(|&i| accuracy[i]).collect();
-                    f(&x, &y)
-                })
-                .collect();
-            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-        };
-        figures.push(ProxyFigures {
-            proxy: kind.name().to_owned(),
-            tau_all: kendall_tau_b(&scores, &accuracy),
-            rho_all: spearman_rho(&scores, &accuracy),
-            tau_random: mean_over(&random, kendall_tau_b),
-            rho_random: mean_over(&random, spearman_rho),
-            tau_stratified: mean_over(&strat, kendall_tau_b),
-            rho_stratified: mean_over(&strat, spearman_rho),
-            ms_per_arch: ms,
-            degenerate: scores.iter().filter(|s| **s == f64::NEG_INFINITY).count(),
-        });
+        figures.push(figures_of(
+            kind.name(),
+            &scores,
+            &accuracy,
+            &random,
+            &strat,
+            ms,
+        ));
         all_scores.push(scores);
+    }
+    let mut evolved_expression = None;
+    if let (Some(table), Some(name)) = (&args.evolve_table, &args.evolve_dataset) {
+        let (expr, search_tau) = evolve_on(table, name, &args)?;
+        let start = Instant::now();
+        let mut scores = Vec::with_capacity(archs.len());
+        for a in &archs {
+            let layers = proxies::evolve::layer_tensors(&a.spec, &data, args.seed)
+                .with_context(|| format!("evolved proxy on {}", a.label))?;
+            scores.push(expr.score(&layers));
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3 / archs.len() as f64;
+        figures.push(figures_of(
+            "evolved", &scores, &accuracy, &random, &strat, ms,
+        ));
+        evolved_expression = Some(serde_json::json!({
+            "expression": expr.to_string(),
+            "evolved_on": format!("{} ({name})", table.display()),
+            "search_sample_tau": search_tau,
+        }));
     }
     if let Some(path) = &args.scores_out {
         write_scores(path, &archs, &kinds, &all_scores)?;
@@ -195,6 +220,7 @@ pub fn proxies(args: ProxiesArgs) -> Result<()> {
             "repeats": args.repeats,
             "cost": "wall time per architecture on this machine (measured); energy not measured",
             "proxies": figures,
+            "evolved": evolved_expression,
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
@@ -238,8 +264,76 @@ pub fn proxies(args: ProxiesArgs) -> Result<()> {
             f.degenerate
         );
     }
+    if let Some(e) = &evolved_expression {
+        println!("evolved: {e}");
+    }
     println!("cost: wall time per architecture on this machine (measured); energy not measured");
     Ok(())
+}
+
+/// τ and ρ of `scores` over all architectures and averaged over samples.
+fn figures_of(
+    name: &str,
+    scores: &[f64],
+    accuracy: &[f64],
+    random: &[Vec<usize>],
+    strat: &[Vec<usize>],
+    ms_per_arch: f64,
+) -> ProxyFigures {
+    let mean_over = |samples: &[Vec<usize>], f: fn(&[f64], &[f64]) -> Option<f64>| {
+        let v: Vec<f64> = samples
+            .iter()
+            .filter_map(|idx| {
+                let x: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
+                let y: Vec<f64> = idx.iter().map(|&i| accuracy[i]).collect();
+                f(&x, &y)
+            })
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    ProxyFigures {
+        proxy: name.to_owned(),
+        tau_all: kendall_tau_b(scores, accuracy),
+        rho_all: spearman_rho(scores, accuracy),
+        tau_random: mean_over(random, kendall_tau_b),
+        rho_random: mean_over(random, spearman_rho),
+        tau_stratified: mean_over(strat, kendall_tau_b),
+        rho_stratified: mean_over(strat, spearman_rho),
+        ms_per_arch,
+        degenerate: scores.iter().filter(|s| **s == f64::NEG_INFINITY).count(),
+    }
+}
+
+/// Evolves an expression on a stratified sample of `table`'s
+/// architectures trained on the bundled `dataset`; returns it with its
+/// Kendall τ on that sample.
+fn evolve_on(
+    table: &Path,
+    dataset: &str,
+    args: &ProxiesArgs,
+) -> Result<(proxies::evolve::Expression, f64)> {
+    let ds = DataSource::Bundled(dataset.to_owned()).load()?;
+    let data = minibatches(&ds, args.batch_size, 1, args.seed)?;
+    let archs = from_table(table, &args.metric)?;
+    let accuracy: Vec<f64> = archs.iter().map(|a| a.accuracy).collect();
+    let per_bin = (args.evolve_sample / args.bins.max(1)).max(1);
+    let sample = stratified_sample(&accuracy, args.bins, per_bin, args.seed);
+    let mut tensors = Vec::with_capacity(sample.len());
+    for &i in &sample {
+        tensors.push(
+            proxies::evolve::layer_tensors(&archs[i].spec, &data, args.seed)
+                .with_context(|| format!("layer tensors of {}", archs[i].label))?,
+        );
+    }
+    let acc: Vec<f64> = sample.iter().map(|&i| accuracy[i]).collect();
+    let settings = proxies::evolve::EvolveSettings {
+        population: args.evolve_population,
+        generations: args.evolve_generations,
+        seed: args.seed,
+        ..proxies::evolve::EvolveSettings::default()
+    };
+    let result = proxies::evolve::evolve(&tensors, &acc, &settings);
+    Ok((result.best, result.fitness))
 }
 
 /// `count` minibatches of `rows` rows drawn without replacement from the
