@@ -13,7 +13,7 @@
 //! holds Kendall τ-b and Spearman ρ and the random and stratified samples
 //! the benchmark judges proxies on; [`evolve`] is the core of evolved
 //! proxies (expression trees over per-layer tensors, fitness = Kendall τ,
-//! seeded evolution), not yet run by a command.
+//! seeded evolution), which `nas-client proxies --evolve-table` runs.
 //!
 //! # Protocol (faithful to the reference code, see
 //! `shared/research/proxies-splitting.md` §2)
