@@ -554,3 +554,69 @@ mod tests {
         assert!(err.contains("no column \"accuracy\""), "{err}");
     }
 }
+
+#[cfg(test)]
+mod study_tests {
+    use super::*;
+    use crate::search::{search, SearchArgs};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct SearchCli {
+        #[command(flatten)]
+        args: SearchArgs,
+    }
+
+    #[test]
+    fn reads_the_architectures_of_a_finished_study() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A look-up table stands in for trainings, so the search runs in
+        // process: 4 configurations, each evaluated once.
+        let table = dir.path().join("t.csv");
+        std::fs::write(
+            &table,
+            "n_layers,width_1,width_2,activation,val_accuracy,inference_energy_j_per_1k\n\
+             1,8,,relu,0.6,1.0\n\
+             1,32,,tanh,0.7,2.0\n\
+             2,8,8,relu,0.8,3.0\n\
+             2,32,8,tanh,0.9,4.0\n",
+        )
+        .expect("write");
+        let study = dir.path().join("s.db");
+        let evaluator = format!("table:{}", table.display());
+        let cli = SearchCli::try_parse_from([
+            "search",
+            "--evaluator",
+            &evaluator,
+            "--study",
+            study.to_str().expect("utf-8 path"),
+            "--budget",
+            "4",
+            "--strategy",
+            "random",
+            "--json",
+        ])
+        .expect("flags parse");
+        search(cli.args).expect("search runs");
+        let archs =
+            from_study(&StudyLocation::from(study.clone()), "val_accuracy").expect("study reads");
+        // Four finished trials (random draws may repeat a row), each with
+        // its row's architecture.
+        assert_eq!(archs.len(), 4);
+        for a in &archs {
+            let (widths, activation) = match (a.accuracy * 10.0).round() as u32 {
+                6 => (vec![8], Activation::Relu),
+                7 => (vec![32], Activation::Tanh),
+                8 => (vec![8, 8], Activation::Relu),
+                9 => (vec![32, 8], Activation::Tanh),
+                other => panic!("accuracy {other} is not a table row's"),
+            };
+            assert_eq!(a.spec.backbone, Backbone::Mlp { widths });
+            assert_eq!(a.spec.activation, activation);
+        }
+        // A metric no trial reports leaves nothing to rank.
+        assert!(from_study(&StudyLocation::from(study), "test_accuracy")
+            .expect("study reads")
+            .is_empty());
+    }
+}
