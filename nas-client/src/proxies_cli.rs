@@ -97,6 +97,14 @@ pub struct ProxiesArgs {
     /// Generations of the evolution.
     #[arg(long, default_value_t = 20)]
     pub evolve_generations: usize,
+    /// Write the evolved expression to this file (readable: comment lines
+    /// say where it was evolved, then the expression on one line).
+    #[arg(long, requires = "evolve_table")]
+    pub evolve_out: Option<PathBuf>,
+    /// Also score with a saved expression (a file --evolve-out wrote), as
+    /// a row named after the file.
+    #[arg(long)]
+    pub expression: Option<PathBuf>,
 }
 
 /// One architecture to score and the accuracy it trained to.
@@ -197,11 +205,34 @@ pub fn proxies(args: ProxiesArgs) -> Result<()> {
         figures.push(figures_of(
             "evolved", &scores, &accuracy, &random, &strat, ms,
         ));
+        if let Some(path) = &args.evolve_out {
+            let text = format!(
+                "# evolved by nas-client proxies on {} ({name}), seed {}; Kendall tau {search_tau:.4} on its search sample\n{expr}\n",
+                table.display(),
+                args.seed
+            );
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
         evolved_expression = Some(serde_json::json!({
             "expression": expr.to_string(),
             "evolved_on": format!("{} ({name})", table.display()),
             "search_sample_tau": search_tau,
         }));
+    }
+    if let Some(path) = &args.expression {
+        let expr = read_expression(path)?;
+        let name = path
+            .file_stem()
+            .map_or("expression".into(), |s| s.to_string_lossy().into_owned());
+        let start = Instant::now();
+        let mut scores = Vec::with_capacity(archs.len());
+        for a in &archs {
+            let layers = proxies::evolve::layer_tensors(&a.spec, &data, args.seed)
+                .with_context(|| format!("{name} on {}", a.label))?;
+            scores.push(expr.score(&layers));
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3 / archs.len() as f64;
+        figures.push(figures_of(&name, &scores, &accuracy, &random, &strat, ms));
     }
     if let Some(path) = &args.scores_out {
         write_scores(path, &archs, &kinds, &all_scores)?;
@@ -302,6 +333,20 @@ fn figures_of(
         ms_per_arch,
         degenerate: scores.iter().filter(|s| **s == f64::NEG_INFINITY).count(),
     }
+}
+
+/// The expression of a file `--evolve-out` wrote: the first line that is
+/// neither empty nor a `#` comment.
+fn read_expression(path: &Path) -> Result<proxies::evolve::Expression> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (line, expr) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .with_context(|| format!("{}: no expression in the file", path.display()))?;
+    expr.parse()
+        .with_context(|| format!("{}: line {}", path.display(), line + 1))
 }
 
 /// Evolves an expression on a stratified sample of `table`'s
@@ -552,6 +597,16 @@ mod tests {
         assert!(err.contains("line 2, column activation"), "{err}");
         let err = format!("{:#}", from_table(&path, "accuracy").err().expect("fails"));
         assert!(err.contains("no column \"accuracy\""), "{err}");
+    }
+
+    #[test]
+    fn saved_expressions_read_back() {
+        let (_dir, path) = table("# evolved on somewhere\n\nsum_layers(norm(mul(W, dW)))\n");
+        let e = read_expression(&path).expect("reads");
+        assert_eq!(e.to_string(), "sum_layers(norm(mul(W, dW)))");
+        let (_dir, path) = table("# comment\nsum_layers(norm(mul(W, A)))\n");
+        let err = format!("{:#}", read_expression(&path).expect_err("fails"));
+        assert!(err.contains("line 2"), "{err}");
     }
 }
 

@@ -18,9 +18,10 @@
 //! on every architecture gets [`WORST_FITNESS`]: degenerate expressions lose
 //! every tournament and never crash the search.
 //!
-//! Not here yet (issue 14): saving the best expression to a readable file
-//! and using it by name as a [`crate::ProxyKind`], resuming a run, and
-//! progress reporting.
+//! Expressions print as `AGG_layers(RED(TENSOR))` (e.g.
+//! `sum_layers(sum(abs(mul(W, dW))))`) and parse back from that text, so
+//! the best one is kept in a readable file. Not here yet (issue 14):
+//! resuming a run and progress reporting.
 
 use crate::probe::{build, loss_backward, weights};
 use crate::rank::kendall_tau_b;
@@ -375,6 +376,127 @@ impl fmt::Display for Expression {
             format!("{:?}", self.reduce).to_lowercase(),
             self.tensor
         )
+    }
+}
+
+/// Why an expression's text does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expression {text:?}, at character {at}: {problem}")]
+pub struct ExpressionParseError {
+    /// The text.
+    pub text: String,
+    /// Character offset of the problem.
+    pub at: usize,
+    /// What was expected.
+    pub problem: String,
+}
+
+/// Reads the form [`Expression`]'s `Display` writes:
+/// `AGG_layers(RED(TENSOR))`, e.g. `sum_layers(sum(abs(mul(W, dW))))`.
+impl std::str::FromStr for Expression {
+    type Err = ExpressionParseError;
+    fn from_str(text: &str) -> Result<Expression, ExpressionParseError> {
+        let mut p = ExprParser { text, pos: 0 };
+        let agg_name = p.ident()?;
+        let aggregate = AGGREGATE
+            .into_iter()
+            .find(|a| format!("{}_layers", lower(a)) == agg_name)
+            .ok_or_else(|| {
+                p.error("an aggregation: sum_layers, mean_layers, max_layers, min_layers")
+            })?;
+        p.expect('(')?;
+        let red_name = p.ident()?;
+        let reduce = REDUCE
+            .into_iter()
+            .find(|r| lower(r) == red_name)
+            .ok_or_else(|| p.error("a reduction: sum, mean, norm, std"))?;
+        p.expect('(')?;
+        let tensor = p.tensor()?;
+        p.expect(')')?;
+        p.expect(')')?;
+        p.skip_space();
+        if p.pos != text.len() {
+            return Err(p.error("the end of the expression"));
+        }
+        if tensor.shape().is_none() {
+            return Err(
+                p.error("operands of one shape (weights W, dW, dW_noise or activations A...)")
+            );
+        }
+        Ok(Expression {
+            tensor,
+            reduce,
+            aggregate,
+        })
+    }
+}
+
+fn lower(v: &impl fmt::Debug) -> String {
+    format!("{v:?}").to_lowercase()
+}
+
+struct ExprParser<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl ExprParser<'_> {
+    fn error(&self, expected: &str) -> ExpressionParseError {
+        ExpressionParseError {
+            text: self.text.to_owned(),
+            at: self.pos,
+            problem: format!("expected {expected}"),
+        }
+    }
+    fn skip_space(&mut self) {
+        while self.text[self.pos..].starts_with(char::is_whitespace) {
+            self.pos += 1;
+        }
+    }
+    fn ident(&mut self) -> Result<String, ExpressionParseError> {
+        self.skip_space();
+        let rest = &self.text[self.pos..];
+        let len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if len == 0 {
+            return Err(self.error("a name"));
+        }
+        self.pos += len;
+        Ok(rest[..len].to_owned())
+    }
+    fn expect(&mut self, c: char) -> Result<(), ExpressionParseError> {
+        self.skip_space();
+        if self.text[self.pos..].starts_with(c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error(&format!("{c:?}")))
+        }
+    }
+    fn tensor(&mut self) -> Result<TensorExpr, ExpressionParseError> {
+        let start = self.pos;
+        let name = self.ident()?;
+        let leaves = Leaf::WEIGHT.iter().chain(Leaf::ACTIVATION.iter());
+        if let Some(leaf) = leaves.copied().find(|l| l.name() == name) {
+            return Ok(TensorExpr::Leaf(leaf));
+        }
+        if let Some(op) = UNARY.into_iter().find(|u| lower(u) == name) {
+            self.expect('(')?;
+            let a = self.tensor()?;
+            self.expect(')')?;
+            return Ok(TensorExpr::Unary(op, Box::new(a)));
+        }
+        if let Some(op) = BINARY.into_iter().find(|b| lower(b) == name) {
+            self.expect('(')?;
+            let a = self.tensor()?;
+            self.expect(',')?;
+            let b = self.tensor()?;
+            self.expect(')')?;
+            return Ok(TensorExpr::Binary(op, Box::new(a), Box::new(b)));
+        }
+        self.pos = start;
+        Err(self.error("a tensor (W, dW, dW_noise, A, dA, A_noise, dA_noise, A_noisy, dA_noisy) or an operator"))
     }
 }
 
@@ -950,5 +1072,29 @@ mod tests {
         // Noise differs from data.
         assert_ne!(layers[0].act_noise, layers[0].act);
         assert_ne!(layers[0].weight_grad_noise, layers[0].weight_grad);
+    }
+
+    #[test]
+    fn expressions_print_and_parse_back() {
+        let text = "sum_layers(sum(abs(mul(W, dW))))";
+        let e: Expression = text.parse().expect("parses");
+        assert_eq!(e, snip_like());
+        assert_eq!(e.to_string(), text);
+        let mut rng = SmallRng::seed_from_u64(8);
+        for _ in 0..100 {
+            let e = Expression::random(&mut rng, 5);
+            assert_eq!(e.to_string().parse::<Expression>(), Ok(e.clone()), "{e}");
+        }
+        for bad in [
+            "sum_layers(sum(abs(mul(W, A))))",
+            "sum_layers(sum(W)",
+            "total(sum(W))",
+            "sum_layers(sum(W)) extra",
+            "sum_layers(sum(foo(W)))",
+        ] {
+            assert!(bad.parse::<Expression>().is_err(), "{bad}");
+        }
+        let err = "sum_layers(sum(foo(W)))".parse::<Expression>().unwrap_err();
+        assert_eq!(err.at, 15);
     }
 }
