@@ -1,7 +1,8 @@
 //! nas-client's command glue (the `nas-client` binary's library): the
 //! flags of `train` ([`train_cli`]) and the `search`, `report` and
 //! `compare` commands over `nas-search` ([`search`]), `grow` (neuron
-//! splitting over the `splitting` crate, [`grow`]), with the trainer
+//! splitting over the `splitting` crate, [`grow`]), `proxies` (zero-cost
+//! proxies against trained accuracy, [`proxies_cli`]), with the trainer
 //! (`tabular-nn`) and the energy model (`energy-model`) linked in process.
 //!
 //! Unlike the libraries below it, this crate parses command lines, shows
@@ -10,5 +11,6 @@
 #![warn(missing_docs)]
 
 pub mod grow;
+pub mod proxies_cli;
 pub mod search;
 pub mod train_cli;

@@ -51,6 +51,9 @@ enum Command {
     /// Compare energy-aware and accuracy-only searches; with --calibration,
     /// also a calibrated search against the measured one.
     Compare(nas_client::search::CompareArgs),
+    /// Score a study's (or a table's) trained architectures with zero-cost
+    /// proxies: Kendall τ and Spearman ρ against their accuracy, and cost.
+    Proxies(Box<nas_client::proxies_cli::ProxiesArgs>),
     /// Manage studies (copy between SQLite and PostgreSQL).
     #[command(subcommand)]
     Study(StudyCommand),
@@ -109,6 +112,7 @@ fn main() {
         Command::Grow(a) => nas_client::grow::grow(*a),
         Command::Report(a) => nas_client::search::report(a),
         Command::Compare(a) => nas_client::search::compare(a),
+        Command::Proxies(a) => nas_client::proxies_cli::proxies(*a),
         Command::Study(StudyCommand::Copy(a)) => nas_client::search::study_copy(a),
         Command::Trial => trial(),
     };

@@ -1,0 +1,1100 @@
+//! Evolved proxies (the core of GreenMachine-style proxy search): an
+//! expression tree over per-layer tensors of one minibatch, reduced per
+//! layer and then over layers to one score; a seeded evolutionary search
+//! (random initial population, tournament selection, subtree mutation,
+//! crossover, elitism) whose fitness is Kendall τ-b between the
+//! expression's scores and trained accuracies.
+//!
+//! Tensors of a linear layer come in two shapes: weight-shaped `(in, out)`
+//! (weights, their gradient on data and on noise) and activation-shaped
+//! `(rows, out)` (the layer's output and output gradient on data, on
+//! Gaussian noise and on noisy data). A [`TensorExpr`] is typed by shape:
+//! binary operators only join tensors of one shape, so every generated
+//! expression is well formed; a hand-written one that mixes shapes
+//! evaluates to NaN, i.e. the worst fitness.
+//!
+//! Operators are protected (`log(|x| + ε)`, `x / (y ± ε)`, `√|x|`, `exp`
+//! clipped), and an expression whose score is NaN, infinite, or the same
+//! on every architecture gets [`WORST_FITNESS`]: degenerate expressions lose
+//! every tournament and never crash the search.
+//!
+//! Expressions print as `AGG_layers(RED(TENSOR))` (e.g.
+//! `sum_layers(sum(abs(mul(W, dW))))`) and parse back from that text, so
+//! the best one is kept in a readable file. Not here yet (issue 14):
+//! resuming a run and progress reporting.
+
+use crate::probe::{build, loss_backward, weights};
+use crate::rank::kendall_tau_b;
+use crate::{ProxyData, ProxyError};
+use ndarray::{Array2, ArrayView2, Zip};
+use nn_plan::ModelSpec;
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use std::fmt;
+use tabular_nn::model::visit::{LayerKind, Observer};
+
+/// Fitness of a degenerate expression (NaN, infinite or constant scores):
+/// below every Kendall τ.
+pub const WORST_FITNESS: f64 = f64::NEG_INFINITY;
+
+/// The ε of protected operators.
+pub const PROTECT_EPS: f64 = 1e-8;
+
+/// Standard deviation of the noise added to the data for the "noisy data"
+/// tensors.
+pub const NOISY_DATA_SIGMA: f32 = 0.1;
+
+/// A per-layer tensor an expression reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaf {
+    /// Weights `(in, out)`.
+    Weight,
+    /// ∂L/∂W on the data batch.
+    WeightGrad,
+    /// ∂L/∂W on Gaussian-noise inputs (same labels).
+    WeightGradNoise,
+    /// The layer's output on data `(rows, out)`.
+    Act,
+    /// ∂L/∂(output) on data.
+    ActGrad,
+    /// The output on Gaussian-noise inputs.
+    ActNoise,
+    /// ∂L/∂(output) on noise.
+    ActGradNoise,
+    /// The output on the data plus a little noise.
+    ActNoisy,
+    /// ∂L/∂(output) on the noisy data.
+    ActGradNoisy,
+}
+
+/// Shape class of a tensor expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `(in, out)`.
+    Weight,
+    /// `(rows, out)`.
+    Activation,
+}
+
+impl Leaf {
+    const WEIGHT: [Leaf; 3] = [Leaf::Weight, Leaf::WeightGrad, Leaf::WeightGradNoise];
+    const ACTIVATION: [Leaf; 6] = [
+        Leaf::Act,
+        Leaf::ActGrad,
+        Leaf::ActNoise,
+        Leaf::ActGradNoise,
+        Leaf::ActNoisy,
+        Leaf::ActGradNoisy,
+    ];
+
+    /// Its shape class.
+    pub fn shape(self) -> Shape {
+        if Leaf::WEIGHT.contains(&self) {
+            Shape::Weight
+        } else {
+            Shape::Activation
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Leaf::Weight => "W",
+            Leaf::WeightGrad => "dW",
+            Leaf::WeightGradNoise => "dW_noise",
+            Leaf::Act => "A",
+            Leaf::ActGrad => "dA",
+            Leaf::ActNoise => "A_noise",
+            Leaf::ActGradNoise => "dA_noise",
+            Leaf::ActNoisy => "A_noisy",
+            Leaf::ActGradNoisy => "dA_noisy",
+        }
+    }
+}
+
+/// Element-wise unary operators (protected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unary {
+    /// |x|.
+    Abs,
+    /// x².
+    Square,
+    /// √|x|.
+    Sqrt,
+    /// log(|x| + ε).
+    Log,
+    /// exp(min(x, 50)).
+    Exp,
+    /// −x.
+    Neg,
+    /// 1 / (x ± ε) (the sign of x, + at 0).
+    Inv,
+    /// max(x, 0).
+    Relu,
+}
+
+/// Element-wise binary operators (protected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    /// x + y.
+    Add,
+    /// x − y.
+    Sub,
+    /// x · y.
+    Mul,
+    /// x / (y ± ε).
+    Div,
+    /// max(x, y).
+    Max,
+}
+
+/// Reduction of a tensor to one number per layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduce {
+    /// Σ.
+    Sum,
+    /// Mean.
+    Mean,
+    /// Frobenius norm.
+    Norm,
+    /// Standard deviation (population).
+    Std,
+}
+
+/// Aggregation of the per-layer numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// Σ over layers.
+    Sum,
+    /// Mean over layers.
+    Mean,
+    /// Largest.
+    Max,
+    /// Smallest.
+    Min,
+}
+
+const UNARY: [Unary; 8] = [
+    Unary::Abs,
+    Unary::Square,
+    Unary::Sqrt,
+    Unary::Log,
+    Unary::Exp,
+    Unary::Neg,
+    Unary::Inv,
+    Unary::Relu,
+];
+const BINARY: [Binary; 5] = [
+    Binary::Add,
+    Binary::Sub,
+    Binary::Mul,
+    Binary::Div,
+    Binary::Max,
+];
+const REDUCE: [Reduce; 4] = [Reduce::Sum, Reduce::Mean, Reduce::Norm, Reduce::Std];
+const AGGREGATE: [Aggregate; 4] = [
+    Aggregate::Sum,
+    Aggregate::Mean,
+    Aggregate::Max,
+    Aggregate::Min,
+];
+
+impl Unary {
+    fn apply(self, x: f64) -> f64 {
+        match self {
+            Unary::Abs => x.abs(),
+            Unary::Square => x * x,
+            Unary::Sqrt => x.abs().sqrt(),
+            Unary::Log => (x.abs() + PROTECT_EPS).ln(),
+            Unary::Exp => x.min(50.0).exp(),
+            Unary::Neg => -x,
+            Unary::Inv => 1.0 / protect(x),
+            Unary::Relu => x.max(0.0),
+        }
+    }
+}
+
+/// `x` moved away from 0 by ε, keeping its sign (+ at 0).
+fn protect(x: f64) -> f64 {
+    if x >= 0.0 {
+        x + PROTECT_EPS
+    } else {
+        x - PROTECT_EPS
+    }
+}
+
+impl Binary {
+    fn apply(self, x: f64, y: f64) -> f64 {
+        match self {
+            Binary::Add => x + y,
+            Binary::Sub => x - y,
+            Binary::Mul => x * y,
+            Binary::Div => x / protect(y),
+            Binary::Max => x.max(y),
+        }
+    }
+}
+
+/// A tensor-valued expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorExpr {
+    /// A per-layer tensor.
+    Leaf(Leaf),
+    /// An element-wise function of one expression.
+    Unary(Unary, Box<TensorExpr>),
+    /// An element-wise function of two expressions of the same shape.
+    Binary(Binary, Box<TensorExpr>, Box<TensorExpr>),
+}
+
+impl TensorExpr {
+    /// The shape class; `None` when a binary operator joins two shapes.
+    pub fn shape(&self) -> Option<Shape> {
+        match self {
+            TensorExpr::Leaf(l) => Some(l.shape()),
+            TensorExpr::Unary(_, a) => a.shape(),
+            TensorExpr::Binary(_, a, b) => {
+                let (a, b) = (a.shape()?, b.shape()?);
+                (a == b).then_some(a)
+            }
+        }
+    }
+
+    /// Nodes in the tree.
+    pub fn size(&self) -> usize {
+        match self {
+            TensorExpr::Leaf(_) => 1,
+            TensorExpr::Unary(_, a) => 1 + a.size(),
+            TensorExpr::Binary(_, a, b) => 1 + a.size() + b.size(),
+        }
+    }
+
+    /// Depth (a leaf is 1).
+    pub fn depth(&self) -> usize {
+        match self {
+            TensorExpr::Leaf(_) => 1,
+            TensorExpr::Unary(_, a) => 1 + a.depth(),
+            TensorExpr::Binary(_, a, b) => 1 + a.depth().max(b.depth()),
+        }
+    }
+
+    fn eval(&self, layer: &LayerTensors) -> Option<Array2<f64>> {
+        Some(match self {
+            TensorExpr::Leaf(l) => layer.get(*l).mapv(f64::from),
+            TensorExpr::Unary(op, a) => a.eval(layer)?.mapv_into(|x| op.apply(x)),
+            TensorExpr::Binary(op, a, b) => {
+                let (mut a, b) = (a.eval(layer)?, b.eval(layer)?);
+                if a.dim() != b.dim() {
+                    return None;
+                }
+                Zip::from(&mut a)
+                    .and(&b)
+                    .for_each(|x, &y| *x = op.apply(*x, y));
+                a
+            }
+        })
+    }
+
+    /// The `index`-th node in pre-order, mutably.
+    fn node_mut(&mut self, index: usize) -> Option<&mut TensorExpr> {
+        let mut left = index;
+        self.walk_mut(&mut left)
+    }
+
+    fn walk_mut(&mut self, left: &mut usize) -> Option<&mut TensorExpr> {
+        if *left == 0 {
+            return Some(self);
+        }
+        *left -= 1;
+        match self {
+            TensorExpr::Leaf(_) => None,
+            TensorExpr::Unary(_, a) => a.walk_mut(left),
+            TensorExpr::Binary(_, a, b) => {
+                if let Some(n) = a.walk_mut(left) {
+                    return Some(n);
+                }
+                b.walk_mut(left)
+            }
+        }
+    }
+
+    /// A random expression of shape `shape` with at most `depth` levels.
+    pub fn random(rng: &mut SmallRng, shape: Shape, depth: usize) -> TensorExpr {
+        let leaves: &[Leaf] = match shape {
+            Shape::Weight => &Leaf::WEIGHT,
+            Shape::Activation => &Leaf::ACTIVATION,
+        };
+        // Leaves become likelier as depth runs out (grow initialisation).
+        if depth <= 1 || rng.gen_bool(0.3) {
+            return TensorExpr::Leaf(*leaves.choose(rng).expect("leaves exist"));
+        }
+        if rng.gen_bool(0.5) {
+            TensorExpr::Unary(
+                *UNARY.choose(rng).expect("operators exist"),
+                Box::new(TensorExpr::random(rng, shape, depth - 1)),
+            )
+        } else {
+            TensorExpr::Binary(
+                *BINARY.choose(rng).expect("operators exist"),
+                Box::new(TensorExpr::random(rng, shape, depth - 1)),
+                Box::new(TensorExpr::random(rng, shape, depth - 1)),
+            )
+        }
+    }
+}
+
+impl fmt::Display for TensorExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TensorExpr::Leaf(l) => f.write_str(l.name()),
+            TensorExpr::Unary(op, a) => write!(f, "{}({a})", format!("{op:?}").to_lowercase()),
+            TensorExpr::Binary(op, a, b) => {
+                write!(f, "{}({a}, {b})", format!("{op:?}").to_lowercase())
+            }
+        }
+    }
+}
+
+/// A proxy expression: a tensor expression, reduced per layer, aggregated
+/// over layers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expression {
+    /// Per-layer tensor.
+    pub tensor: TensorExpr,
+    /// Per-layer reduction.
+    pub reduce: Reduce,
+    /// Aggregation over layers.
+    pub aggregate: Aggregate,
+}
+
+impl fmt::Display for Expression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}_layers({}({}))",
+            format!("{:?}", self.aggregate).to_lowercase(),
+            format!("{:?}", self.reduce).to_lowercase(),
+            self.tensor
+        )
+    }
+}
+
+/// Why an expression's text does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expression {text:?}, at character {at}: {problem}")]
+pub struct ExpressionParseError {
+    /// The text.
+    pub text: String,
+    /// Character offset of the problem.
+    pub at: usize,
+    /// What was expected.
+    pub problem: String,
+}
+
+/// Reads the form [`Expression`]'s `Display` writes:
+/// `AGG_layers(RED(TENSOR))`, e.g. `sum_layers(sum(abs(mul(W, dW))))`.
+impl std::str::FromStr for Expression {
+    type Err = ExpressionParseError;
+    fn from_str(text: &str) -> Result<Expression, ExpressionParseError> {
+        let mut p = ExprParser { text, pos: 0 };
+        let agg_name = p.ident()?;
+        let aggregate = AGGREGATE
+            .into_iter()
+            .find(|a| format!("{}_layers", lower(a)) == agg_name)
+            .ok_or_else(|| {
+                p.error("an aggregation: sum_layers, mean_layers, max_layers, min_layers")
+            })?;
+        p.expect('(')?;
+        let red_name = p.ident()?;
+        let reduce = REDUCE
+            .into_iter()
+            .find(|r| lower(r) == red_name)
+            .ok_or_else(|| p.error("a reduction: sum, mean, norm, std"))?;
+        p.expect('(')?;
+        let tensor = p.tensor()?;
+        p.expect(')')?;
+        p.expect(')')?;
+        p.skip_space();
+        if p.pos != text.len() {
+            return Err(p.error("the end of the expression"));
+        }
+        if tensor.shape().is_none() {
+            return Err(
+                p.error("operands of one shape (weights W, dW, dW_noise or activations A...)")
+            );
+        }
+        Ok(Expression {
+            tensor,
+            reduce,
+            aggregate,
+        })
+    }
+}
+
+fn lower(v: &impl fmt::Debug) -> String {
+    format!("{v:?}").to_lowercase()
+}
+
+struct ExprParser<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl ExprParser<'_> {
+    fn error(&self, expected: &str) -> ExpressionParseError {
+        ExpressionParseError {
+            text: self.text.to_owned(),
+            at: self.pos,
+            problem: format!("expected {expected}"),
+        }
+    }
+    fn skip_space(&mut self) {
+        while self.text[self.pos..].starts_with(char::is_whitespace) {
+            self.pos += 1;
+        }
+    }
+    fn ident(&mut self) -> Result<String, ExpressionParseError> {
+        self.skip_space();
+        let rest = &self.text[self.pos..];
+        let len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if len == 0 {
+            return Err(self.error("a name"));
+        }
+        self.pos += len;
+        Ok(rest[..len].to_owned())
+    }
+    fn expect(&mut self, c: char) -> Result<(), ExpressionParseError> {
+        self.skip_space();
+        if self.text[self.pos..].starts_with(c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error(&format!("{c:?}")))
+        }
+    }
+    fn tensor(&mut self) -> Result<TensorExpr, ExpressionParseError> {
+        let start = self.pos;
+        let name = self.ident()?;
+        let leaves = Leaf::WEIGHT.iter().chain(Leaf::ACTIVATION.iter());
+        if let Some(leaf) = leaves.copied().find(|l| l.name() == name) {
+            return Ok(TensorExpr::Leaf(leaf));
+        }
+        if let Some(op) = UNARY.into_iter().find(|u| lower(u) == name) {
+            self.expect('(')?;
+            let a = self.tensor()?;
+            self.expect(')')?;
+            return Ok(TensorExpr::Unary(op, Box::new(a)));
+        }
+        if let Some(op) = BINARY.into_iter().find(|b| lower(b) == name) {
+            self.expect('(')?;
+            let a = self.tensor()?;
+            self.expect(',')?;
+            let b = self.tensor()?;
+            self.expect(')')?;
+            return Ok(TensorExpr::Binary(op, Box::new(a), Box::new(b)));
+        }
+        self.pos = start;
+        Err(self.error("a tensor (W, dW, dW_noise, A, dA, A_noise, dA_noise, A_noisy, dA_noisy) or an operator"))
+    }
+}
+
+impl Expression {
+    /// The score of one architecture (NaN when the expression is
+    /// ill-formed; possibly infinite).
+    pub fn score(&self, layers: &[LayerTensors]) -> f64 {
+        let mut per_layer = Vec::with_capacity(layers.len());
+        for layer in layers {
+            let Some(t) = self.tensor.eval(layer) else {
+                return f64::NAN;
+            };
+            let n = t.len().max(1) as f64;
+            let sum: f64 = t.iter().sum();
+            per_layer.push(match self.reduce {
+                Reduce::Sum => sum,
+                Reduce::Mean => sum / n,
+                Reduce::Norm => t.iter().map(|x| x * x).sum::<f64>().sqrt(),
+                Reduce::Std => {
+                    let m = sum / n;
+                    (t.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n).sqrt()
+                }
+            });
+        }
+        if per_layer.is_empty() {
+            return f64::NAN;
+        }
+        match self.aggregate {
+            Aggregate::Sum => per_layer.iter().sum(),
+            Aggregate::Mean => per_layer.iter().sum::<f64>() / per_layer.len() as f64,
+            Aggregate::Max => per_layer.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            Aggregate::Min => per_layer.iter().copied().fold(f64::INFINITY, f64::min),
+        }
+    }
+
+    /// A random expression (tensor part at most `depth` levels).
+    pub fn random(rng: &mut SmallRng, depth: usize) -> Expression {
+        let shape = if rng.gen_bool(0.5) {
+            Shape::Weight
+        } else {
+            Shape::Activation
+        };
+        Expression {
+            tensor: TensorExpr::random(rng, shape, depth),
+            reduce: *REDUCE.choose(rng).expect("reductions exist"),
+            aggregate: *AGGREGATE.choose(rng).expect("aggregations exist"),
+        }
+    }
+}
+
+/// Fitness of `expr`: Kendall τ-b between its scores on `archs` and
+/// `accuracy`; [`WORST_FITNESS`] when a score is NaN or infinite or all
+/// scores are equal.
+pub fn fitness(expr: &Expression, archs: &[Vec<LayerTensors>], accuracy: &[f64]) -> f64 {
+    let scores: Vec<f64> = archs.iter().map(|a| expr.score(a)).collect();
+    if scores.iter().any(|s| !s.is_finite()) {
+        return WORST_FITNESS;
+    }
+    kendall_tau_b(&scores, accuracy).unwrap_or(WORST_FITNESS)
+}
+
+/// Settings of an evolutionary run.
+#[derive(Debug, Clone)]
+pub struct EvolveSettings {
+    /// Population size.
+    pub population: usize,
+    /// Generations after the initial population.
+    pub generations: usize,
+    /// Tournament size.
+    pub tournament: usize,
+    /// Best individuals copied unchanged into the next generation.
+    pub elites: usize,
+    /// Probability that a child is made by crossover (else by mutation).
+    pub crossover: f64,
+    /// Maximum depth of the tensor expression.
+    pub max_depth: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for EvolveSettings {
+    fn default() -> EvolveSettings {
+        EvolveSettings {
+            population: 40,
+            generations: 20,
+            tournament: 3,
+            elites: 2,
+            crossover: 0.5,
+            max_depth: 4,
+            seed: 0,
+        }
+    }
+}
+
+/// The best expression found and the best fitness after each generation.
+#[derive(Debug, Clone)]
+pub struct EvolveResult {
+    /// The best expression.
+    pub best: Expression,
+    /// Its fitness.
+    pub fitness: f64,
+    /// Best fitness of the initial population, then of each generation.
+    pub history: Vec<f64>,
+}
+
+/// Evolves an expression maximising [`fitness`] on `archs`/`accuracy`.
+pub fn evolve(
+    archs: &[Vec<LayerTensors>],
+    accuracy: &[f64],
+    settings: &EvolveSettings,
+) -> EvolveResult {
+    let mut rng = SmallRng::seed_from_u64(settings.seed);
+    let size = settings.population.max(2);
+    let mut pop: Vec<(Expression, f64)> = (0..size)
+        .map(|_| {
+            let e = Expression::random(&mut rng, settings.max_depth);
+            let f = fitness(&e, archs, accuracy);
+            (e, f)
+        })
+        .collect();
+    let by_fitness = |a: &(Expression, f64), b: &(Expression, f64)| b.1.total_cmp(&a.1);
+    pop.sort_by(by_fitness);
+    let mut history = vec![pop[0].1];
+    for _ in 0..settings.generations {
+        let mut next: Vec<(Expression, f64)> = pop
+            .iter()
+            .take(settings.elites.min(size))
+            .cloned()
+            .collect();
+        while next.len() < size {
+            let parent = tournament(&pop, settings.tournament, &mut rng);
+            let child = if rng.gen_bool(settings.crossover.clamp(0.0, 1.0)) {
+                let other = tournament(&pop, settings.tournament, &mut rng);
+                crossover(parent, other, settings.max_depth, &mut rng)
+            } else {
+                mutate(parent, settings.max_depth, &mut rng)
+            };
+            let f = fitness(&child, archs, accuracy);
+            next.push((child, f));
+        }
+        next.sort_by(by_fitness);
+        pop = next;
+        history.push(pop[0].1);
+    }
+    let (best, fitness) = pop.swap_remove(0);
+    EvolveResult {
+        best,
+        fitness,
+        history,
+    }
+}
+
+fn tournament<'a>(pop: &'a [(Expression, f64)], k: usize, rng: &mut SmallRng) -> &'a Expression {
+    let mut best: Option<&(Expression, f64)> = None;
+    for _ in 0..k.max(1) {
+        let c = &pop[rng.gen_range(0..pop.len())];
+        if best.is_none_or(|b| c.1 > b.1) {
+            best = Some(c);
+        }
+    }
+    &best.expect("k >= 1 draws").0
+}
+
+/// A copy of `e` with one change: a random subtree replaced (same shape),
+/// or the reduction or the aggregation redrawn.
+pub fn mutate(e: &Expression, max_depth: usize, rng: &mut SmallRng) -> Expression {
+    let mut out = e.clone();
+    match rng.gen_range(0..6) {
+        0 => out.reduce = *REDUCE.choose(rng).expect("reductions exist"),
+        1 => out.aggregate = *AGGREGATE.choose(rng).expect("aggregations exist"),
+        _ => {
+            let at = rng.gen_range(0..out.tensor.size());
+            let shape = out.tensor.shape().unwrap_or(Shape::Weight);
+            let room = max_depth
+                .saturating_sub(depth_of_node(&out.tensor, at))
+                .max(1);
+            if let Some(node) = out.tensor.node_mut(at) {
+                *node = TensorExpr::random(rng, shape, room);
+            }
+        }
+    }
+    out
+}
+
+/// Depth at which the `index`-th pre-order node sits (the root is 0).
+fn depth_of_node(t: &TensorExpr, index: usize) -> usize {
+    fn go(t: &TensorExpr, left: &mut usize, depth: usize) -> Option<usize> {
+        if *left == 0 {
+            return Some(depth);
+        }
+        *left -= 1;
+        match t {
+            TensorExpr::Leaf(_) => None,
+            TensorExpr::Unary(_, a) => go(a, left, depth + 1),
+            TensorExpr::Binary(_, a, b) => {
+                go(a, left, depth + 1).or_else(|| go(b, left, depth + 1))
+            }
+        }
+    }
+    let mut left = index;
+    go(t, &mut left, 0).unwrap_or(0)
+}
+
+/// A child of `a` with a random subtree of `a` replaced by a random
+/// subtree of `b` (when both trees have the same shape; otherwise `a`
+/// mutated), kept within `max_depth`.
+pub fn crossover(
+    a: &Expression,
+    b: &Expression,
+    max_depth: usize,
+    rng: &mut SmallRng,
+) -> Expression {
+    if a.tensor.shape() != b.tensor.shape() {
+        return mutate(a, max_depth, rng);
+    }
+    let mut out = a.clone();
+    let mut donor_tree = b.tensor.clone();
+    let donor_at = rng.gen_range(0..donor_tree.size());
+    let donor = donor_tree
+        .node_mut(donor_at)
+        .map(|n| n.clone())
+        .unwrap_or_else(|| b.tensor.clone());
+    let at = rng.gen_range(0..out.tensor.size());
+    if depth_of_node(&out.tensor, at) + donor.depth() > max_depth {
+        return mutate(a, max_depth, rng);
+    }
+    if let Some(node) = out.tensor.node_mut(at) {
+        *node = donor;
+    }
+    if rng.gen_bool(0.5) {
+        out.reduce = b.reduce;
+    }
+    out
+}
+
+/// The tensors of one linear layer an expression reads.
+#[derive(Debug, Clone)]
+pub struct LayerTensors {
+    /// Weights, (in, out).
+    pub weight: Array2<f32>,
+    /// ∂L/∂W on the data batch.
+    pub weight_grad: Array2<f32>,
+    /// ∂L/∂W on noise.
+    pub weight_grad_noise: Array2<f32>,
+    /// Output on data, (rows, out).
+    pub act: Array2<f32>,
+    /// Output gradient on data.
+    pub act_grad: Array2<f32>,
+    /// Output on noise.
+    pub act_noise: Array2<f32>,
+    /// Output gradient on noise.
+    pub act_grad_noise: Array2<f32>,
+    /// Output on noisy data.
+    pub act_noisy: Array2<f32>,
+    /// Output gradient on noisy data.
+    pub act_grad_noisy: Array2<f32>,
+}
+
+impl LayerTensors {
+    fn get(&self, leaf: Leaf) -> ArrayView2<'_, f32> {
+        match leaf {
+            Leaf::Weight => self.weight.view(),
+            Leaf::WeightGrad => self.weight_grad.view(),
+            Leaf::WeightGradNoise => self.weight_grad_noise.view(),
+            Leaf::Act => self.act.view(),
+            Leaf::ActGrad => self.act_grad.view(),
+            Leaf::ActNoise => self.act_noise.view(),
+            Leaf::ActGradNoise => self.act_grad_noise.view(),
+            Leaf::ActNoisy => self.act_noisy.view(),
+            Leaf::ActGradNoisy => self.act_grad_noisy.view(),
+        }
+    }
+}
+
+/// Every linear layer's output and output gradient, in forward order.
+#[derive(Default)]
+struct Taps {
+    outputs: Vec<Array2<f32>>,
+    grads: Vec<Array2<f32>>,
+}
+
+impl Observer for Taps {
+    fn on_forward(&mut self, _: &str, kind: LayerKind, _: ArrayView2<f32>, out: ArrayView2<f32>) {
+        if kind == LayerKind::Linear {
+            self.outputs.push(out.to_owned());
+        }
+    }
+    fn on_backward(
+        &mut self,
+        _: &str,
+        kind: LayerKind,
+        grad: ArrayView2<f32>,
+        _: Option<ArrayView2<f32>>,
+    ) {
+        if kind == LayerKind::Linear {
+            self.grads.push(grad.to_owned());
+        }
+    }
+}
+
+/// The tensors of every linear layer of `spec`'s network (seeded, dropout
+/// removed) on the first batch of `data`, on Gaussian noise of the same
+/// shape and on the data plus noise of σ = [`NOISY_DATA_SIGMA`].
+pub fn layer_tensors(
+    spec: &ModelSpec,
+    data: &ProxyData,
+    seed: u64,
+) -> Result<Vec<LayerTensors>, ProxyError> {
+    let mut net = build(spec, data.inputs(), data.outputs(), seed, false)?;
+    let batch = &data.batches()[0];
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x006e_6f69_7365);
+    let noise = Array2::from_shape_fn(batch.x.raw_dim(), |_| rng.sample::<f32, _>(StandardNormal));
+    let noisy = &batch.x + &noise.mapv(|v| v * NOISY_DATA_SIGMA);
+    let mut pass = |x: Array2<f32>| {
+        let b = crate::ProxyBatch {
+            x,
+            y: batch.y.clone(),
+        };
+        let mut taps = Taps::default();
+        loss_backward(&mut net, &b, data.loss(), Some(&mut taps));
+        // Backward hooks run last layer first.
+        taps.grads.reverse();
+        let w = weights(&mut net);
+        (taps, w)
+    };
+    let (on_data, w_data) = pass(batch.x.clone());
+    let (on_noise, w_noise) = pass(noise);
+    let (on_noisy, _) = pass(noisy);
+    let n = w_data.len();
+    if [
+        on_data.outputs.len(),
+        on_data.grads.len(),
+        on_noise.grads.len(),
+        on_noisy.grads.len(),
+    ]
+    .iter()
+    .any(|&k| k != n)
+    {
+        return Err(ProxyError::Batch {
+            index: 0,
+            problem: "a linear layer did not report its activations".into(),
+        });
+    }
+    Ok((0..n)
+        .map(|i| LayerTensors {
+            weight: w_data[i].value.clone(),
+            weight_grad: w_data[i].grad.clone(),
+            weight_grad_noise: w_noise[i].grad.clone(),
+            act: on_data.outputs[i].clone(),
+            act_grad: on_data.grads[i].clone(),
+            act_noise: on_noise.outputs[i].clone(),
+            act_grad_noise: on_noise.grads[i].clone(),
+            act_noisy: on_noisy.outputs[i].clone(),
+            act_grad_noisy: on_noisy.grads[i].clone(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Synthetic architectures: `layers` layers of random tensors each.
+    fn synthetic(count: usize, seed: u64) -> Vec<Vec<LayerTensors>> {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        (0..count)
+            .map(|_| {
+                let layers = rng.gen_range(1..4);
+                (0..layers)
+                    .map(|_| {
+                        let (i, o, r) = (rng.gen_range(2..5), rng.gen_range(2..5), 3);
+                        // Each tensor has its own scale, so only an
+                        // expression of the right tensors tracks the truth.
+                        let mut m = |rows, cols| {
+                            let scale = rng.gen_range(0.1f32..2.0);
+                            Array2::from_shape_fn((rows, cols), |_| {
+                                scale * rng.gen_range(-1.0f32..1.0)
+                            })
+                        };
+                        LayerTensors {
+                            weight: m(i, o),
+                            weight_grad: m(i, o),
+                            weight_grad_noise: m(i, o),
+                            act: m(r, o),
+                            act_grad: m(r, o),
+                            act_noise: m(r, o),
+                            act_grad_noise: m(r, o),
+                            act_noisy: m(r, o),
+                            act_grad_noisy: m(r, o),
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn snip_like() -> Expression {
+        Expression {
+            tensor: TensorExpr::Unary(
+                Unary::Abs,
+                Box::new(TensorExpr::Binary(
+                    Binary::Mul,
+                    Box::new(TensorExpr::Leaf(Leaf::Weight)),
+                    Box::new(TensorExpr::Leaf(Leaf::WeightGrad)),
+                )),
+            ),
+            reduce: Reduce::Sum,
+            aggregate: Aggregate::Sum,
+        }
+    }
+
+    #[test]
+    fn score_by_hand() {
+        let layer = LayerTensors {
+            weight: ndarray::array![[1.0, -2.0]],
+            weight_grad: ndarray::array![[3.0, 0.5]],
+            weight_grad_noise: ndarray::array![[0.0, 0.0]],
+            act: ndarray::array![[1.0], [2.0]],
+            act_grad: ndarray::array![[0.0], [0.0]],
+            act_noise: ndarray::array![[0.0], [0.0]],
+            act_grad_noise: ndarray::array![[0.0], [0.0]],
+            act_noisy: ndarray::array![[0.0], [0.0]],
+            act_grad_noisy: ndarray::array![[0.0], [0.0]],
+        };
+        // |1·3| + |−2·0.5| = 4 per layer, two layers summed: 8.
+        assert_eq!(snip_like().score(&[layer.clone(), layer.clone()]), 8.0);
+        // Protected division by the zero noise gradient stays finite.
+        let div = Expression {
+            tensor: TensorExpr::Binary(
+                Binary::Div,
+                Box::new(TensorExpr::Leaf(Leaf::Weight)),
+                Box::new(TensorExpr::Leaf(Leaf::WeightGradNoise)),
+            ),
+            reduce: Reduce::Mean,
+            aggregate: Aggregate::Max,
+        };
+        let v = div.score(std::slice::from_ref(&layer));
+        assert!(v.is_finite());
+        assert!((v - (1.0 - 2.0) / 2.0 / PROTECT_EPS).abs() < 1e-3 * v.abs());
+        // Log of zero is protected too.
+        let log = Expression {
+            tensor: TensorExpr::Unary(Unary::Log, Box::new(TensorExpr::Leaf(Leaf::ActGrad))),
+            reduce: Reduce::Sum,
+            aggregate: Aggregate::Sum,
+        };
+        assert!((log.score(&[layer]) - 2.0 * PROTECT_EPS.ln()).abs() < 1e-9);
+        assert_eq!(
+            format!("{}", snip_like()),
+            "sum_layers(sum(abs(mul(W, dW))))"
+        );
+    }
+
+    #[test]
+    fn degenerate_expressions_get_the_worst_fitness() {
+        let archs = synthetic(12, 1);
+        let acc: Vec<f64> = (0..archs.len()).map(|i| i as f64).collect();
+        // Constant: A − A is 0 on every architecture.
+        let constant = Expression {
+            tensor: TensorExpr::Binary(
+                Binary::Sub,
+                Box::new(TensorExpr::Leaf(Leaf::Act)),
+                Box::new(TensorExpr::Leaf(Leaf::Act)),
+            ),
+            reduce: Reduce::Sum,
+            aggregate: Aggregate::Sum,
+        };
+        assert_eq!(fitness(&constant, &archs, &acc), WORST_FITNESS);
+        // Infinite: 1/(W − W) is 1/ε = 1e8 per element, squared
+        // six times it overflows to +inf.
+        let mut t = TensorExpr::Unary(
+            Unary::Inv,
+            Box::new(TensorExpr::Binary(
+                Binary::Sub,
+                Box::new(TensorExpr::Leaf(Leaf::Weight)),
+                Box::new(TensorExpr::Leaf(Leaf::Weight)),
+            )),
+        );
+        for _ in 0..6 {
+            t = TensorExpr::Unary(Unary::Square, Box::new(t));
+        }
+        let infinite = Expression {
+            tensor: t,
+            reduce: Reduce::Sum,
+            aggregate: Aggregate::Sum,
+        };
+        assert_eq!(infinite.score(&archs[0]), f64::INFINITY);
+        assert_eq!(fitness(&infinite, &archs, &acc), WORST_FITNESS);
+        // Shapes mixed by hand: NaN, worst.
+        let mixed = Expression {
+            tensor: TensorExpr::Binary(
+                Binary::Add,
+                Box::new(TensorExpr::Leaf(Leaf::Weight)),
+                Box::new(TensorExpr::Leaf(Leaf::Act)),
+            ),
+            reduce: Reduce::Sum,
+            aggregate: Aggregate::Sum,
+        };
+        assert_eq!(mixed.tensor.shape(), None);
+        assert_eq!(fitness(&mixed, &archs, &acc), WORST_FITNESS);
+        // Random expressions never panic and are well formed.
+        let mut rng = SmallRng::seed_from_u64(2);
+        for _ in 0..200 {
+            let e = Expression::random(&mut rng, 5);
+            assert!(e.tensor.shape().is_some());
+            let f = fitness(&e, &archs, &acc);
+            assert!(f == WORST_FITNESS || (-1.0..=1.0).contains(&f));
+            let m = mutate(&e, 5, &mut rng);
+            assert!(m.tensor.shape().is_some() && m.tensor.depth() <= 5);
+        }
+    }
+
+    #[test]
+    fn evolution_recovers_a_known_expression() {
+        // Accuracy is a monotone function of a snip-like score: the best
+        // possible τ is 1, and evolution must find an expression at least
+        // that close (random search of the same count does worse).
+        let archs = synthetic(40, 3);
+        let truth = snip_like();
+        let acc: Vec<f64> = archs.iter().map(|a| truth.score(a).ln()).collect();
+        assert_eq!(fitness(&truth, &archs, &acc), 1.0);
+        let settings = EvolveSettings {
+            population: 100,
+            generations: 40,
+            seed: 4,
+            ..EvolveSettings::default()
+        };
+        let result = evolve(&archs, &acc, &settings);
+        assert!(
+            result.fitness >= 0.95,
+            "best {} τ = {}",
+            result.best,
+            result.fitness
+        );
+        // History never decreases (elitism).
+        assert!(result.history.windows(2).all(|w| w[1] >= w[0]));
+        // Seeded.
+        let again = evolve(&archs, &acc, &settings);
+        assert_eq!(again.best, result.best);
+    }
+
+    #[test]
+    fn layer_tensors_are_the_networks_own() {
+        use crate::probe;
+        use crate::{LossKind, ProxyBatch};
+        use nn_plan::{Activation, Backbone, Norm};
+        use tabular_nn::model::layers::Layer;
+        let spec = ModelSpec {
+            backbone: Backbone::Mlp { widths: vec![5, 4] },
+            activation: Activation::Relu,
+            dropout: 0.0,
+            norm: Norm::Batch,
+        };
+        let mut rng = SmallRng::seed_from_u64(6);
+        let batch = ProxyBatch {
+            x: Array2::from_shape_fn((8, 3), |_| rng.gen_range(-1.0f32..1.0)),
+            y: ndarray::Array1::from_shape_fn(8, |i| (i % 2) as f32),
+        };
+        let data = ProxyData::new(vec![batch.clone()], LossKind::SoftmaxCrossEntropy, 2).unwrap();
+        let layers = layer_tensors(&spec, &data, 9).unwrap();
+        // Three linear layers: 3→5, 5→4, 4→2.
+        let dims: Vec<_> = layers.iter().map(|l| l.weight.dim()).collect();
+        assert_eq!(dims, vec![(3, 5), (5, 4), (4, 2)]);
+        // Weights and data gradients are those of one loss pass, and the
+        // last layer's output is the network's output.
+        let mut net = probe::build(&spec, 3, 2, 9, false).unwrap();
+        probe::loss_backward(&mut net, &batch, data.loss(), None);
+        for (l, w) in layers.iter().zip(probe::weights(&mut net)) {
+            assert_eq!(l.weight, w.value);
+            assert_eq!(l.weight_grad, w.grad);
+            assert_eq!(l.act.nrows(), 8);
+        }
+        assert_eq!(layers[2].act, net.body.output().to_owned());
+        // Noise differs from data.
+        assert_ne!(layers[0].act_noise, layers[0].act);
+        assert_ne!(layers[0].weight_grad_noise, layers[0].weight_grad);
+    }
+
+    #[test]
+    fn expressions_print_and_parse_back() {
+        let text = "sum_layers(sum(abs(mul(W, dW))))";
+        let e: Expression = text.parse().expect("parses");
+        assert_eq!(e, snip_like());
+        assert_eq!(e.to_string(), text);
+        let mut rng = SmallRng::seed_from_u64(8);
+        for _ in 0..100 {
+            let e = Expression::random(&mut rng, 5);
+            assert_eq!(e.to_string().parse::<Expression>(), Ok(e.clone()), "{e}");
+        }
+        for bad in [
+            "sum_layers(sum(abs(mul(W, A))))",
+            "sum_layers(sum(W)",
+            "total(sum(W))",
+            "sum_layers(sum(W)) extra",
+            "sum_layers(sum(foo(W)))",
+        ] {
+            assert!(bad.parse::<Expression>().is_err(), "{bad}");
+        }
+        let err = "sum_layers(sum(foo(W)))".parse::<Expression>().unwrap_err();
+        assert_eq!(err.at, 15);
+    }
+}
