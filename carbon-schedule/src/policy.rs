@@ -90,23 +90,49 @@ impl Policy for CeNasHeuristic {
     fn heavy_slots(&mut self, view: &HourView) -> usize {
         let now = view.intensity[view.hour];
         let past = &view.intensity[view.hour.saturating_sub(self.lookback_hours)..=view.hour];
-        let future = self.forecasts.get(&view.hour).map_or(&[][..], Vec::as_slice);
+        let future = self
+            .forecasts
+            .get(&view.hour)
+            .map_or(&[][..], Vec::as_slice);
         let (lo, hi) = past
             .iter()
             .chain(future)
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
         Self::allocation(view.slots, now, lo, hi)
     }
 }
 
 /// All slots heavy when the current intensity is at or below the
-/// `percentile` of the last `window_hours` hours (past only), else none.
+/// `percentile` of the last `window_hours` hours (past only), else
+/// `floor` heavy slots.
 #[derive(Debug, Clone, Copy)]
 pub struct ThresholdPolicy {
     /// Percentile in (0, 100].
     pub percentile: f64,
     /// Hours of history the percentile is taken over.
     pub window_hours: usize,
+    /// Heavy slots in dirty hours (0, or 1 as CE-NAS keeps).
+    pub floor: usize,
+}
+
+/// Carbon-agnostic like [`TrainEverything`] (every slot heavy, every
+/// hour) but in the light-score queue's order: separates what the order
+/// saves from what the timing saves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllHeavyQueued;
+
+impl Policy for AllHeavyQueued {
+    fn name(&self) -> String {
+        "all-heavy-queued".into()
+    }
+    fn order(&self) -> Order {
+        Order::Dominance
+    }
+    fn heavy_slots(&mut self, view: &HourView) -> usize {
+        view.slots
+    }
 }
 
 /// The `p`-th percentile (nearest rank) of `values`; NaN when empty.
@@ -122,7 +148,7 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 
 impl Policy for ThresholdPolicy {
     fn name(&self) -> String {
-        format!("threshold-p{}", self.percentile)
+        format!("threshold-p{}-floor{}", self.percentile, self.floor)
     }
     fn order(&self) -> Order {
         Order::Dominance
@@ -133,7 +159,7 @@ impl Policy for ThresholdPolicy {
         if past.is_empty() || now <= percentile(past, self.percentile) {
             view.slots
         } else {
-            0
+            self.floor
         }
     }
 }

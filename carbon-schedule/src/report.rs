@@ -24,7 +24,10 @@ pub struct CurvePoint {
 /// inference energy). Points on it contribute nothing; it depends only on
 /// the table, so every policy and seed is measured against the same one.
 pub fn reference_point(candidates: &[Candidate]) -> Vec<f64> {
-    let worst_acc = candidates.iter().map(|c| c.val_accuracy).fold(f64::INFINITY, f64::min);
+    let worst_acc = candidates
+        .iter()
+        .map(|c| c.val_accuracy)
+        .fold(f64::INFINITY, f64::min);
     let worst_energy = candidates
         .iter()
         .map(|c| c.inference_energy_j_per_1k)

@@ -14,8 +14,9 @@
 //! - light evaluations are charged too (their joules × the hour's
 //!   intensity); CE-NAS charged only training GPU time, at an implicit 1 kW;
 //!   we charge each row's training joules (energyd estimates, scaled);
-//! - a slot with nothing to do draws no energy (idle power is not charged;
-//!   in CE-NAS likewise);
+//! - a heavy slot with nothing to train scores candidates for the rest of
+//!   the hour instead; a slot with nothing at all to do draws no energy
+//!   (idle power is not charged; in CE-NAS likewise);
 //! - candidates scored in hour h join the queue at the end of hour h
 //!   (causal: nothing is trained on a score not yet computed);
 //! - the queue is unbounded (CE-NAS: capacity 10) and sampling is a random
@@ -266,7 +267,9 @@ pub fn simulate(
     let n = candidates.len();
     light.validate(n)?;
     if config.slots == 0 {
-        return Err(ScheduleError::Config("need at least one worker slot".into()));
+        return Err(ScheduleError::Config(
+            "need at least one worker slot".into(),
+        ));
     }
     if config.start + config.horizon_hours > intensity.len() {
         return Err(ScheduleError::Config(format!(
@@ -313,50 +316,32 @@ pub fn simulate(
             intensity: &intensity[..=hour],
             slots: config.slots,
             queued: queue.len(),
-            unscored: if order == Order::Random { 0 } else { unscored.len() },
+            unscored: if order == Order::Random {
+                0
+            } else {
+                unscored.len()
+            },
             in_progress: in_progress.len(),
         };
         let heavy = policy.heavy_slots(&view).min(config.slots);
-        let light_slots = if order == Order::Random { 0 } else { config.slots - heavy };
+        let light_slots = if order == Order::Random {
+            0
+        } else {
+            config.slots - heavy
+        };
         let mut segments: Vec<Segment> = Vec::new();
         let charge_of = |joules: f64| joules / JOULES_PER_KWH * ci;
         let first_charge = result.charges.len();
-
-        // Light work: evaluations laid out round-robin over the light slots.
-        let mut scored_now = Vec::new();
-        if light_slots > 0 {
-            let per_slot = if light.cost.seconds > 0.0 {
-                (SLOT_SECONDS / light.cost.seconds).floor() as usize
-            } else {
-                usize::MAX
-            };
-            let capacity = per_slot.saturating_mul(light_slots);
-            while scored_now.len() < capacity {
-                let Some(c) = unscored.pop() else { break };
-                let j = scored_now.len();
-                let start = (j / light_slots) as f64 * light.cost.seconds;
-                segments.push(Segment {
-                    start,
-                    end: start + light.cost.seconds,
-                    joules: light.cost.joules,
-                });
-                result.charges.push(Charge {
-                    candidate: c,
-                    kind: EvalKind::Light,
-                    hour,
-                    seconds: light.cost.seconds,
-                    joules: light.cost.joules,
-                    grams: charge_of(light.cost.joules),
-                });
-                scored_now.push(c);
-            }
-        }
 
         // Heavy work: resumed trainings first, then new ones.
         let mut carried: Vec<(usize, f64)> = Vec::new();
         let mut finished_now: Vec<(usize, f64)> = Vec::new();
         let mut heavy_seconds = 0.0;
         in_progress.reverse(); // pop oldest first
+                               // When each slot is free for light work: light slots from the
+                               // hour's start, heavy slots once they run out of training (a slot
+                               // with nothing to train scores instead of idling).
+        let mut free_from: Vec<f64> = vec![0.0; light_slots];
         for _slot in 0..heavy {
             let mut t = 0.0;
             while t < SLOT_SECONDS {
@@ -395,11 +380,65 @@ pub fn simulate(
                     carried.push((c, left));
                 }
             }
+            if order == Order::Dominance && t < SLOT_SECONDS {
+                free_from.push(t);
+            }
         }
         in_progress.reverse();
         in_progress.extend(carried);
 
-        let joules: f64 = result.charges[first_charge..].iter().map(|c| c.joules).sum();
+        // Light work: each evaluation on the slot free earliest.
+        let mut scored_now = Vec::new();
+        if light.cost.seconds > 0.0 {
+            loop {
+                let earliest = free_from
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .min_by(|a, b| a.1.total_cmp(&b.1));
+                let Some((slot, t)) = earliest else { break };
+                if t + light.cost.seconds > SLOT_SECONDS + EPS_SECONDS {
+                    break;
+                }
+                let Some(c) = unscored.pop() else { break };
+                free_from[slot] = t + light.cost.seconds;
+                segments.push(Segment {
+                    start: t,
+                    end: t + light.cost.seconds,
+                    joules: light.cost.joules,
+                });
+                push_light(
+                    &mut result.charges,
+                    c,
+                    hour,
+                    light,
+                    charge_of(light.cost.joules),
+                );
+                scored_now.push(c);
+            }
+        } else if !free_from.is_empty() {
+            // Free light evaluations: everything left is scored at once.
+            while let Some(c) = unscored.pop() {
+                segments.push(Segment {
+                    start: 0.0,
+                    end: 0.0,
+                    joules: light.cost.joules,
+                });
+                push_light(
+                    &mut result.charges,
+                    c,
+                    hour,
+                    light,
+                    charge_of(light.cost.joules),
+                );
+                scored_now.push(c);
+            }
+        }
+
+        let joules: f64 = result.charges[first_charge..]
+            .iter()
+            .map(|c| c.joules)
+            .sum();
         let grams: f64 = result.charges[first_charge..].iter().map(|c| c.grams).sum();
         for (c, t) in finished_now {
             result.completions.push(Completion {
@@ -409,7 +448,9 @@ pub fn simulate(
             });
             trained += 1;
         }
-        result.completions.sort_by(|a, b| a.time_h.total_cmp(&b.time_h));
+        result
+            .completions
+            .sort_by(|a, b| a.time_h.total_cmp(&b.time_h));
         for c in scored_now {
             queue.push(c);
         }
@@ -429,4 +470,21 @@ pub fn simulate(
     }
     result.unfinished = in_progress;
     Ok(result)
+}
+
+fn push_light(
+    charges: &mut Vec<Charge>,
+    c: usize,
+    hour: usize,
+    light: &LightEstimates,
+    grams: f64,
+) {
+    charges.push(Charge {
+        candidate: c,
+        kind: EvalKind::Light,
+        hour,
+        seconds: light.cost.seconds,
+        joules: light.cost.joules,
+        grams,
+    });
 }

@@ -88,7 +88,14 @@ fn numeric_column(
                 .parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite())
-                .ok_or_else(|| table_err(path, i + 2, name, format!("{cell:?} is not a finite number")))
+                .ok_or_else(|| {
+                    table_err(
+                        path,
+                        i + 2,
+                        name,
+                        format!("{cell:?} is not a finite number"),
+                    )
+                })
         })
         .collect()
 }
@@ -162,7 +169,10 @@ pub fn column_from_csv(path: &Path, name: &str, rows: usize) -> Result<Vec<f64>,
             path,
             v.len() + 1,
             name,
-            format!("{} rows, the table has {rows} (joined by row index)", v.len()),
+            format!(
+                "{} rows, the table has {rows} (joined by row index)",
+                v.len()
+            ),
         ));
     }
     Ok(v)

@@ -69,34 +69,41 @@ pub fn mean_carbon_to_target(
     Ok(sum / runs.len().max(1) as f64)
 }
 
-/// The percentile among `percentiles` with the least mean carbon to
-/// `target` on `runs` (which the caller places before the evaluated
-/// period), and every candidate's score.
-pub fn choose_percentile(
+/// The threshold policy (percentile × dirty-hour floor of 0 or 1 heavy
+/// slots) with the least mean carbon to `target` on `runs` (which the
+/// caller places before the evaluated period), with every candidate's
+/// mean carbon (infinite when a run missed the target).
+pub fn choose_threshold(
     setting: &Setting,
     percentiles: &[f64],
     window_hours: usize,
     runs: &[(usize, u64)],
     target: f64,
-) -> Result<(f64, Vec<(f64, f64)>), ScheduleError> {
-    let mut scores = Vec::with_capacity(percentiles.len());
-    for &p in percentiles {
-        if !(p > 0.0 && p <= 100.0) {
-            return Err(ScheduleError::Config(format!("percentile {p} not in (0, 100]")));
-        }
-        let mut make = || -> Box<dyn Policy> {
-            Box::new(ThresholdPolicy {
-                percentile: p,
+) -> Result<(ThresholdPolicy, Vec<(ThresholdPolicy, f64)>), ScheduleError> {
+    let mut scores = Vec::with_capacity(2 * percentiles.len());
+    for floor in [0, 1] {
+        for &percentile in percentiles {
+            if !(percentile > 0.0 && percentile <= 100.0) {
+                return Err(ScheduleError::Config(format!(
+                    "percentile {percentile} not in (0, 100]"
+                )));
+            }
+            let policy = ThresholdPolicy {
+                percentile,
                 window_hours,
-            })
-        };
-        scores.push((p, mean_carbon_to_target(setting, &mut make, runs, target)?));
+                floor,
+            };
+            let mut make = || -> Box<dyn Policy> { Box::new(policy) };
+            scores.push((
+                policy,
+                mean_carbon_to_target(setting, &mut make, runs, target)?,
+            ));
+        }
     }
     let best = scores
         .iter()
-        .copied()
         .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(p, _)| p)
+        .map(|(p, _)| *p)
         .ok_or_else(|| ScheduleError::Config("no percentile to choose from".into()))?;
     Ok((best, scores))
 }

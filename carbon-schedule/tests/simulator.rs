@@ -85,16 +85,25 @@ fn three_hours_three_candidates_by_hand() {
         assert!(close(*g, w), "{grams:?} vs {want:?}");
     }
     assert_eq!(r.hours[0].light_evaluations, 3);
-    assert_eq!(r.hours.iter().map(|h| h.heavy_slots).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(
+        r.hours.iter().map(|h| h.heavy_slots).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
     assert!(close(r.total_grams(), 30.0 + 800.0 / 3.0 + 1700.0 / 3.0));
     // Completions: c0 at 2.5 h, having emitted 30 + 266.67 + (c0's
     // 1/3 kWh + half of c2's 2 kWh) × 200 = 563.33 g; c1 and c2 at 3 h.
     let order: Vec<usize> = r.completions.iter().map(|c| c.candidate).collect();
     assert_eq!(order, [0, 1, 2]);
     assert!(close(r.completions[0].time_h, 2.5));
-    assert!(close(r.completions[0].grams, 30.0 + 800.0 / 3.0 + 800.0 / 3.0));
+    assert!(close(
+        r.completions[0].grams,
+        30.0 + 800.0 / 3.0 + 800.0 / 3.0
+    ));
     assert!(close(r.completions[2].time_h, 3.0));
-    assert!(close(r.completions[2].grams, 30.0 + 800.0 / 3.0 + 1700.0 / 3.0));
+    assert!(close(
+        r.completions[2].grams,
+        30.0 + 800.0 / 3.0 + 1700.0 / 3.0
+    ));
     assert!(r.unfinished.is_empty());
     // Hypervolume against the table's nadir (−0.7, 2.0): c0 adds
     // 0.2 × 1.0 = 0.2; c1 adds (0.8−0.7) × (2.0−0.5) − overlap with c0
@@ -168,13 +177,22 @@ fn every_evaluation_is_charged_once_with_carry_over() {
             assert!(!done[c.candidate], "trained twice");
             done[c.candidate] = true;
             assert_eq!(light_count[c.candidate], 1, "trained without a score");
-            assert!(close(heavy_secs[c.candidate], cands[c.candidate].train_seconds));
-            assert!(close(heavy_joules[c.candidate], cands[c.candidate].train_joules));
+            assert!(close(
+                heavy_secs[c.candidate],
+                cands[c.candidate].train_seconds
+            ));
+            assert!(close(
+                heavy_joules[c.candidate],
+                cands[c.candidate].train_joules
+            ));
         }
         for &(c, left) in &r.unfinished {
             assert!(!done[c]);
             assert!(close(heavy_secs[c] + left, cands[c].train_seconds));
-            assert!(close(heavy_joules[c], cands[c].train_joules * heavy_secs[c] / cands[c].train_seconds));
+            assert!(close(
+                heavy_joules[c],
+                cands[c].train_joules * heavy_secs[c] / cands[c].train_seconds
+            ));
         }
         // Nothing else was trained.
         for i in 0..cands.len() {
@@ -187,7 +205,12 @@ fn every_evaluation_is_charged_once_with_carry_over() {
         let by_charges: f64 = r.charges.iter().map(|c| c.grams).sum();
         assert!(close(by_hours, by_charges));
         for h in &r.hours {
-            let secs: f64 = r.charges.iter().filter(|c| c.hour == h.hour).map(|c| c.seconds).sum();
+            let secs: f64 = r
+                .charges
+                .iter()
+                .filter(|c| c.hour == h.hour)
+                .map(|c| c.seconds)
+                .sum();
             assert!(secs <= 3.0 * 3600.0 + 1e-6);
             assert!(h.heavy_seconds <= h.heavy_slots as f64 * 3600.0 + 1e-6);
         }
@@ -205,12 +228,20 @@ fn heuristic_trains_more_in_the_clean_half() {
     // (100) and a dirty day (400): with a 48-h lookback the range is
     // always [100, 400], so clean hours get level 9 (9 of 10 slots), dirty
     // hours the floor of one slot.
-    let mut intensity: Vec<f64> = (0..48).map(|h| if (h / 6) % 2 == 0 { 100.0 } else { 400.0 }).collect();
+    let mut intensity: Vec<f64> = (0..48)
+        .map(|h| if (h / 6) % 2 == 0 { 100.0 } else { 400.0 })
+        .collect();
     intensity.extend(std::iter::repeat_n(100.0, 24));
     intensity.extend(std::iter::repeat_n(400.0, 24));
     let (cands, mut light, _) = random_setting(5, 400, 1);
     light.cost.seconds = 10.0;
-    let cands: Vec<Candidate> = cands.into_iter().map(|c| Candidate { train_seconds: 3600.0, ..c }).collect();
+    let cands: Vec<Candidate> = cands
+        .into_iter()
+        .map(|c| Candidate {
+            train_seconds: 3600.0,
+            ..c
+        })
+        .collect();
     let mut policy = CeNasHeuristic {
         lookback_hours: 48,
         forecasts: HashMap::new(),
@@ -251,8 +282,18 @@ fn malformed_table_names_line_and_field() {
     )
     .unwrap();
     let e = Table::load(&p).unwrap_err();
-    assert!(matches!(&e, ScheduleError::Table { line: 3, field, .. } if field == "training_energy_j"), "{e}");
-    std::fs::write(&p, "val_accuracy,inference_energy_j_per_1k,training_energy_j\n0.8,0.1,2.0\n").unwrap();
+    assert!(
+        matches!(&e, ScheduleError::Table { line: 3, field, .. } if field == "training_energy_j"),
+        "{e}"
+    );
+    std::fs::write(
+        &p,
+        "val_accuracy,inference_energy_j_per_1k,training_energy_j\n0.8,0.1,2.0\n",
+    )
+    .unwrap();
     let e = Table::load(&p).unwrap_err();
-    assert!(matches!(&e, ScheduleError::Table { line: 1, field, .. } if field == "train_time_s"), "{e}");
+    assert!(
+        matches!(&e, ScheduleError::Table { line: 1, field, .. } if field == "train_time_s"),
+        "{e}"
+    );
 }
