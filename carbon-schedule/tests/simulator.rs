@@ -297,3 +297,69 @@ fn malformed_table_names_line_and_field() {
         "{e}"
     );
 }
+
+#[test]
+fn idle_heavy_slots_score_and_nothing_trains_unscored() {
+    // All slots heavy from the first hour: the queue is empty, so the
+    // slots score instead (3 slots × ⌊3600/700⌋ = 15 ≥ 12 candidates);
+    // training starts in hour 1.
+    let (cands, light, intensity) = random_setting(9, 12, 100);
+    let r = simulate(
+        &cands,
+        &light,
+        &intensity,
+        &mut carbon_schedule::policy::AllHeavyQueued,
+        SimConfig {
+            slots: 3,
+            start: 0,
+            horizon_hours: 100,
+            seed: 3,
+        },
+    )
+    .unwrap();
+    assert_eq!(r.hours[0].light_evaluations, 12);
+    assert_eq!(r.hours[0].heavy_seconds, 0.0);
+    assert!(r
+        .charges
+        .iter()
+        .filter(|c| c.kind == EvalKind::Heavy)
+        .all(|c| c.hour >= 1));
+    assert_eq!(r.completions.len(), 12);
+}
+
+#[test]
+fn percentile_is_nearest_rank_and_tuning_picks_the_least_carbon() {
+    use carbon_schedule::policy::percentile;
+    let v = [5.0, 1.0, 4.0, 2.0, 3.0];
+    assert_eq!(percentile(&v, 20.0), 1.0);
+    assert_eq!(percentile(&v, 50.0), 3.0);
+    assert_eq!(percentile(&v, 100.0), 5.0);
+    // Clean hours every other hour: a low percentile waits for them.
+    let intensity: Vec<f64> = (0..400)
+        .map(|h| if h % 2 == 0 { 50.0 } else { 500.0 })
+        .collect();
+    let (cands, light, _) = random_setting(4, 20, 1);
+    let reference = reference_point(&cands);
+    let setting = carbon_schedule::tune::Setting {
+        candidates: &cands,
+        light: &light,
+        intensity: &intensity,
+        slots: 4,
+        horizon_hours: 150,
+        reference: &reference,
+    };
+    let all: Vec<usize> = (0..cands.len()).collect();
+    let target = 0.98 * carbon_schedule::report::hypervolume_of(&cands, &all, &reference);
+    let (best, scores) =
+        carbon_schedule::tune::choose_threshold(&setting, &[50.0, 100.0], 48, &[(200, 1)], target)
+            .unwrap();
+    let min = scores.iter().map(|s| s.1).fold(f64::INFINITY, f64::min);
+    let best_score = scores
+        .iter()
+        .find(|s| s.0.percentile == best.percentile && s.0.floor == best.floor)
+        .unwrap()
+        .1;
+    assert_eq!(best_score, min);
+    // Waiting for the 50 g hours (p50, floor 0) beats training in every hour.
+    assert_eq!((best.percentile, best.floor), (50.0, 0));
+}

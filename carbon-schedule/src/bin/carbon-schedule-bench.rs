@@ -20,7 +20,7 @@ use carbon::forecast::{ForecasterConfig, HourlySeries, RidgeForecaster};
 use carbon::IntensitySpec;
 use carbon_schedule::policy::{AllHeavyQueued, CeNasHeuristic, LightOnly, TrainEverything};
 use carbon_schedule::report::{
-    first_reaching, hypervolume_of, hypervolume_under_cap, reference_point,
+    first_reaching, hypervolume_of, hypervolume_under_cap, reference_point, CurvePoint,
 };
 use carbon_schedule::sim::Policy;
 use carbon_schedule::table::{column_from_csv, LightCost, LightEstimates, Table};
@@ -125,7 +125,8 @@ struct Summary {
     time_to_target: Vec<Option<f64>>,
     final_hv: Vec<f64>,
     total_grams: Vec<f64>,
-    curves: Vec<Vec<carbon_schedule::report::CurvePoint>>,
+    trained: Vec<usize>,
+    curves: Vec<Vec<CurvePoint>>,
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -351,6 +352,7 @@ fn main() -> Result<()> {
                 s.time_to_target.push(hit.map(|p| p.time_h));
                 s.final_hv.push(c.last().map_or(0.0, |p| p.hypervolume));
                 s.total_grams.push(r.total_grams());
+                s.trained.push(r.completions.len());
                 s.curves.push(c);
             }
             sums.push((name.clone(), s));
@@ -358,12 +360,13 @@ fn main() -> Result<()> {
         let te_carbon = mean_if_all(&sums[0].1.carbon_to_target)
             .context("train-everything missed the target on some run: lengthen --horizon-days")?;
         println!(
-            "   {:<26}{:>14}{:>12}{:>10}{:>13}{:>11}   HV at caps {} x TE carbon-to-target",
+            "   {:<26}{:>14}{:>12}{:>10}{:>13}{:>10}{:>11}   HV at caps {} x TE carbon-to-target",
             "policy (means, SIMULATED)",
             "gCO2 to 0.98",
             "h to 0.98",
             "final HV",
             "total gCO2",
+            "trained",
             "reduction",
             CAP_FRACTIONS
                 .iter()
@@ -388,7 +391,7 @@ fn main() -> Result<()> {
                 .collect();
             let reached = s.carbon_to_target.iter().filter(|x| x.is_some()).count();
             println!(
-                "   {:<26}{:>14}{:>12}{:>10.4}{:>13.4}{:>11}   {} (HV / all-rows HV)",
+                "   {:<26}{:>14}{:>12}{:>10.4}{:>13.4}{:>10}{:>11}   {} (HV / all-rows HV)",
                 name,
                 c.map_or(format!("n/a ({reached}/{})", a.seeds), |c| format!(
                     "{c:.4}"
@@ -396,6 +399,11 @@ fn main() -> Result<()> {
                 t.map_or("n/a".into(), |t| format!("{t:.1}")),
                 mean(&s.final_hv) / full_hv,
                 mean(&s.total_grams),
+                format!(
+                    "{}-{}",
+                    s.trained.iter().min().unwrap_or(&0),
+                    s.trained.iter().max().unwrap_or(&0)
+                ),
                 c.map_or("-".into(), |c| format!("{:.2}x", te_carbon / c)),
                 caps.join("/")
             );
@@ -439,9 +447,110 @@ fn main() -> Result<()> {
             }
             let f = dir.join(format!("{name}-curves.csv"));
             std::fs::write(&f, out).with_context(|| f.display().to_string())?;
+            let f = dir.join(format!("{name}-hv.svg"));
+            let title = format!(
+                "{} — SIMULATED search, {} (energies estimated)",
+                name,
+                a.table.display()
+            );
+            std::fs::write(&f, svg(&title, &sums, full_hv, 3.0 * te_carbon))
+                .with_context(|| f.display().to_string())?;
         }
     }
     let worst = reductions.iter().copied().fold(f64::INFINITY, f64::min);
     println!("\nmin_carbon_reduction={worst:.2}{summary_line}");
     Ok(())
+}
+
+/// Mean over runs of the hypervolume reached by `x` (gCO2 or hours).
+fn mean_step(curves: &[Vec<CurvePoint>], x: f64, by_time: bool) -> f64 {
+    let v: Vec<f64> = curves
+        .iter()
+        .map(|c| {
+            c.iter()
+                .take_while(|p| if by_time { p.time_h } else { p.grams } <= x)
+                .last()
+                .map_or(0.0, |p| p.hypervolume)
+        })
+        .collect();
+    mean(&v)
+}
+
+/// Two panels, hand-written SVG: mean HV (fraction of all rows') against
+/// cumulative gCO2 (up to `max_grams`) and against hours (up to 24).
+fn svg(title: &str, sums: &[(String, Summary)], full_hv: f64, max_grams: f64) -> String {
+    const COLORS: [&str; 6] = [
+        "#444444", "#1f77b4", "#bbbbbb", "#d62728", "#2ca02c", "#9467bd",
+    ];
+    let (w, h, pw, ph, top) = (960.0, 420.0, 400.0, 300.0, 60.0);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n",
+        w / 2.0,
+        title.replace('&', "&amp;").replace('<', "&lt;")
+    );
+    for (panel, (xlabel, xmax, by_time)) in [
+        ("cumulative gCO2 (SIMULATED)", max_grams, false),
+        ("simulated hours", 24.0, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let left = 70.0 + panel as f64 * 470.0;
+        let _ = writeln!(
+            out,
+            "<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"black\"/>"
+        );
+        for k in 0..=4 {
+            let f = k as f64 / 4.0;
+            let _ = writeln!(
+                out,
+                "<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{:.2}</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{:.3}</text>",
+                left - 4.0,
+                top + ph - f * ph + 4.0,
+                f,
+                left + f * pw,
+                top + ph + 16.0,
+                f * xmax
+            );
+        }
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">{xlabel}</text><text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 {} {})\">mean HV / all rows' HV</text>",
+            left + pw / 2.0,
+            top + ph + 34.0,
+            left - 40.0,
+            top + ph / 2.0,
+            left - 40.0,
+            top + ph / 2.0
+        );
+        for (i, (name, s)) in sums.iter().enumerate() {
+            let pts: Vec<String> = (0..=200)
+                .map(|k| {
+                    let x = xmax * k as f64 / 200.0;
+                    let y = mean_step(&s.curves, x, by_time) / full_hv;
+                    format!(
+                        "{:.1},{:.1}",
+                        left + pw * k as f64 / 200.0,
+                        top + ph - y * ph
+                    )
+                })
+                .collect();
+            let color = COLORS[i % COLORS.len()];
+            let _ = writeln!(
+                out,
+                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.8\" points=\"{}\"/>",
+                pts.join(" ")
+            );
+            if panel == 1 {
+                let _ = writeln!(
+                    out,
+                    "<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"{color}\" text-anchor=\"end\">{name}</text>",
+                    left + pw - 6.0,
+                    top + ph - 12.0 - 14.0 * i as f64
+                );
+            }
+        }
+    }
+    out.push_str("</svg>\n");
+    out
 }
