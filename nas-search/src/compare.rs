@@ -306,7 +306,7 @@ pub fn compare_report(
             aware_pick.clone()?,
             reference,
             rate,
-            settings.carbon,
+            settings.carbon.clone(),
         ))
     };
     let payback_vs_accuracy_only = of(PaybackReference::AccuracyOnlyPick(conv_pick.clone()));
@@ -520,6 +520,16 @@ impl CompareReport {
             energy_text(self.search_energy_conventional_j),
             energy_text(self.search_energy_energy_aware_j)
         ));
+        if let Some(sc) = &self.settings.search_carbon {
+            for l in crate::report::carbon_lines(Some(sc)) {
+                md.push_str(&l.replacen(
+                    "Carbon of the search",
+                    "Carbon of the energy-aware search",
+                    1,
+                ));
+                md.push('\n');
+            }
+        }
         match c.spearman_flops_energy {
             Some(r) => md.push_str(&format!(
                 "- Spearman rank correlation of FLOPs and inference energy: {r:.3} over {} trials\n",
