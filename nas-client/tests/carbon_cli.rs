@@ -129,10 +129,13 @@ fn carbon_of_a_search_and_its_report() {
     );
 
     // Terminal output names the source too.
+    let text_out = tmp.path().join("text-report");
     let text = nas_client(&[
         "report",
         "--study",
         &study,
+        "--out",
+        text_out.to_str().unwrap(),
         "--carbon-intensity",
         "const:250",
     ]);
