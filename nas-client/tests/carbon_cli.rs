@@ -142,7 +142,7 @@ fn carbon_of_a_search_and_its_report() {
     assert!(text.status.success(), "{}", stderr(&text));
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert!(
-        stdout.contains("carbon of the search: 150.000 gCO2eq (average intensity from const:250, PUE 1 (default: no facility overhead counted)"),
+        stdout.contains("carbon of the search: 150.000 gCO2eq (average intensity from const:250, PUE 1.0 (default: no facility overhead counted)"),
         "{stdout}"
     );
 }

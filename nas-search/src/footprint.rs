@@ -226,7 +226,7 @@ impl SearchCarbon {
     /// `average intensity from trace:x.csv, PUE 1.2`.
     pub fn label(&self) -> String {
         format!(
-            "{} intensity from {}, PUE {}{}",
+            "{} intensity from {}, PUE {:?}{}",
             self.intensity_kind,
             self.intensity_source,
             self.pue,

@@ -203,7 +203,7 @@ fn default_pue_is_stated_and_a_constant_ignores_time() {
     assert_eq!(c.pue_origin, PueOrigin::Default);
     assert!(c
         .label()
-        .ends_with("PUE 1 (default: no facility overhead counted)"));
+        .ends_with("PUE 1.0 (default: no facility overhead counted)"));
 
     // const: 250 g/kWh: 3.5 kWh × 250 = 875 g whatever the times, even for
     // trials of another boot or without times.
@@ -219,7 +219,7 @@ fn default_pue_is_stated_and_a_constant_ignores_time() {
     assert!((i.search.get() - 250.0).abs() < 1e-9);
     assert_eq!(
         i.source.as_deref(),
-        Some("average intensity from const:250, PUE 1 (default: no facility overhead counted)")
+        Some("average intensity from const:250, PUE 1.0 (default: no facility overhead counted)")
     );
 }
 
