@@ -312,3 +312,42 @@ fn no_spec_means_no_carbon_figures() {
     assert!(md.contains("Carbon of the search: not computed (no intensity source given"));
     assert!(!md.contains("gCO₂eq"));
 }
+
+#[test]
+fn compare_report_states_the_carbon_of_both_searches() {
+    use nas_search::compare::{compare_report, CompareOptions};
+    let conv = fixture::conventional_trials();
+    let aware = fixture::energy_aware_trials();
+    // const:250 with PUE 1.2: every joule at 250 × 1.2 / 3.6e6 g.
+    let s = CarbonSettings {
+        pue: Pue::new(1.2).unwrap(),
+        pue_origin: PueOrigin::Given,
+        ..settings_for("const:250", None)
+    };
+    let per_j = 250.0 * 1.2 / 3.6e6;
+    let spent = |t: &[TrialRecord]| t.iter().filter_map(|t| t.energy_spent_j).sum::<f64>();
+    let settings =
+        PaybackSettings::default().with_search_carbon(account_search(&aware, &s).unwrap());
+    let mut r = compare_report(&conv, &aware, None, &CompareOptions::default(), &settings).unwrap();
+    r.search_carbon_conventional = Some(account_search(&conv, &s).unwrap());
+    let aware_g = r.settings.search_carbon.as_ref().unwrap().grams_co2eq;
+    assert!((aware_g - spent(&aware) * per_j).abs() < 1e-9);
+    let conv_g = r.search_carbon_conventional.as_ref().unwrap().grams_co2eq;
+    assert!((conv_g - spent(&conv) * per_j).abs() < 1e-9);
+    // The payback's CO₂ is the energy-aware search's accounted grams.
+    let p = r.payback_vs_accuracy_only.as_ref().unwrap();
+    assert!((p.carbon.as_ref().unwrap().search_co2_g.value - aware_g).abs() < 1e-9);
+    let md = r.markdown();
+    assert!(
+        md.contains("- Carbon of the accuracy-only search: **"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- Carbon of the energy-aware search: **"),
+        "{md}"
+    );
+    assert!(
+        md.contains("(average intensity from const:250, PUE 1.2)"),
+        "{md}"
+    );
+}

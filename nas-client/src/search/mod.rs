@@ -152,6 +152,15 @@ impl PaybackArgs {
     /// The payback settings; with an intensity source, the search's carbon
     /// is accounted from `trials` (the study whose payback is computed).
     fn settings(&self, trials: &[TrialRecord]) -> Result<PaybackSettings> {
+        self.settings_with(trials, self.carbon.settings()?.as_ref())
+    }
+
+    /// [`PaybackArgs::settings`] with the intensity source already loaded.
+    fn settings_with(
+        &self,
+        trials: &[TrialRecord],
+        carbon: Option<&CarbonSettings>,
+    ) -> Result<PaybackSettings> {
         let settings = PaybackSettings {
             baseline: self
                 .baseline_energy_per_1000
@@ -162,8 +171,8 @@ impl PaybackArgs {
             carbon: None,
             search_carbon: None,
         };
-        Ok(match self.carbon.settings()? {
-            Some(c) => settings.with_search_carbon(search_carbon(trials, &c)?),
+        Ok(match carbon {
+            Some(c) => settings.with_search_carbon(search_carbon(trials, c)?),
             None => settings,
         })
     }
@@ -686,6 +695,8 @@ pub fn compare(args: CompareArgs) -> Result<()> {
                 .unwrap_or_else(|| "table".into())
         )),
     };
+    // Read the intensity source now: a bad trace fails before any training.
+    let carbon = args.payback.carbon.settings()?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let studies_at = args
         .studies
@@ -784,14 +795,18 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     let comparison = nas_search::compare::compare(&studies[0].1, &studies[1].1, &options)
         .context("comparing the two searches")?;
     let spent = nas_search::report::search_energy;
-    let payback = nas_search::compare::compare_report(
+    let mut payback = nas_search::compare::compare_report(
         &studies[0].1,
         &studies[1].1,
         calibrated.as_ref().map(|(_, run)| run.trials.as_slice()),
         &options,
-        &args.payback.settings(&studies[1].1)?,
+        &args.payback.settings_with(&studies[1].1, carbon.as_ref())?,
     )
     .context("comparing the two searches")?;
+    payback.search_carbon_conventional = carbon
+        .as_ref()
+        .map(|c| search_carbon(&studies[0].1, c))
+        .transpose()?;
     let energy_aware_spec = load_study(&studies[1].0)?.0;
     let report_dir = dir.join("report");
     let report_files = nas_search::compare::write_compare_report(
@@ -894,8 +909,16 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             None => println!("energy spent by the {label} search: not measured"),
         }
     }
-    if let Some(c) = &payback.settings.search_carbon {
-        println!("energy-aware search, {}", carbon_line(c));
+    for (label, c) in [
+        ("accuracy-only", &payback.search_carbon_conventional),
+        ("energy-aware", &payback.settings.search_carbon),
+    ] {
+        if let Some(c) = c {
+            println!(
+                "{}",
+                carbon_line(c).replacen("the search", &format!("the {label} search"), 1)
+            );
+        }
     }
     if let (Some((file, run)), Some(f)) = (&calibrated, &calibration_figures) {
         println!(
