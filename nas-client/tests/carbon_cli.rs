@@ -200,6 +200,35 @@ fn bad_carbon_flags_fail_naming_the_spot() {
         "{}",
         stderr(&out)
     );
+    // The same at the end of a search: the search succeeded and is stored,
+    // so it exits 0 and says why there are no carbon figures.
+    let table = tmp.path().join("table.csv").display().to_string();
+    let out = nas_client(&[
+        "search",
+        "--evaluator",
+        &format!("table:{table}"),
+        "--study",
+        tmp.path().join("s2.db").to_str().unwrap(),
+        "--budget",
+        "2",
+        "--strategy",
+        "random",
+        "--objectives",
+        "val_accuracy:max:ref=0:ideal=1,inference_energy_j_per_1k:min",
+        "--constraints",
+        "none",
+        "--carbon-intensity",
+        &format!("trace:{}", old.display()),
+        "--json",
+    ]);
+    let summary = json(&out);
+    assert!(summary["carbon"].is_null());
+    let err = stderr(&out);
+    assert!(
+        err.contains("note: no carbon figures")
+            && err.contains("has no value for the hour starting"),
+        "{err}"
+    );
 
     let out = report(&["--carbon-intensity", "const:250", "--pue", "0.9"]);
     assert!(!out.status.success());

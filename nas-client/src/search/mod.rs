@@ -589,7 +589,16 @@ pub fn search(args: SearchArgs) -> Result<()> {
     let settings = match carbon {
         Some(mut c) => {
             c.clock = ClockContext::current();
-            PaybackSettings::default().with_search_carbon(search_carbon(&trials, &c)?)
+            match search_carbon(&trials, &c) {
+                Ok(sc) => PaybackSettings::default().with_search_carbon(sc),
+                // The search itself succeeded and is stored (a resumed
+                // study may hold trials of an earlier boot): say why its
+                // carbon is missing rather than fail the command.
+                Err(e) => {
+                    eprintln!("note: no carbon figures: {e:#}");
+                    PaybackSettings::default()
+                }
+            }
         }
         None => PaybackSettings::default(),
     };
