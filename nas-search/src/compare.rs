@@ -247,8 +247,13 @@ pub struct CompareReport {
     /// A calibrated (or one-shot) search against the multi-trial
     /// energy-aware one, when one ran.
     pub calibrated_vs_multi_trial: Option<SearchPayback>,
-    /// The settings the paybacks were computed with.
+    /// The settings the paybacks were computed with (their
+    /// `search_carbon` is the energy-aware search's).
     pub settings: PaybackSettings,
+    /// The accuracy-only search's carbon, from the same intensity source;
+    /// `None` from [`compare_report`]: the caller, which holds the source,
+    /// accounts it (`crate::footprint::account_search`) and sets it.
+    pub search_carbon_conventional: Option<crate::footprint::SearchCarbon>,
 }
 
 fn candidate_of(p: &Pick, trials: &[TrialRecord]) -> Candidate {
@@ -306,7 +311,7 @@ pub fn compare_report(
             aware_pick.clone()?,
             reference,
             rate,
-            settings.carbon,
+            settings.carbon.clone(),
         ))
     };
     let payback_vs_accuracy_only = of(PaybackReference::AccuracyOnlyPick(conv_pick.clone()));
@@ -349,6 +354,7 @@ pub fn compare_report(
         search_vs_search,
         calibrated_vs_multi_trial,
         settings: settings.clone(),
+        search_carbon_conventional: None,
     })
 }
 
@@ -520,6 +526,21 @@ impl CompareReport {
             energy_text(self.search_energy_conventional_j),
             energy_text(self.search_energy_energy_aware_j)
         ));
+        for (label, c) in [
+            ("accuracy-only", &self.search_carbon_conventional),
+            ("energy-aware", &self.settings.search_carbon),
+        ] {
+            if let Some(sc) = c {
+                for l in crate::report::carbon_lines(Some(sc)) {
+                    md.push_str(&l.replacen(
+                        "Carbon of the search",
+                        &format!("Carbon of the {label} search"),
+                        1,
+                    ));
+                    md.push('\n');
+                }
+            }
+        }
         match c.spearman_flops_energy {
             Some(r) => md.push_str(&format!(
                 "- Spearman rank correlation of FLOPs and inference energy: {r:.3} over {} trials\n",

@@ -23,6 +23,9 @@
 //! - [`compare`]: accuracy-only against energy-aware search.
 //! - [`payback`]: whether a search pays for itself: its energy against
 //!   its pick's inference saving, in predictions, days and CO₂.
+//! - [`footprint`]: the search's own carbon: its trials' energy charged at
+//!   the grid intensity of the hours it was spent in (the `carbon` crate),
+//!   × PUE, with the source named.
 //!
 //! Nothing here trains a model or measures energy: evaluators do, and report
 //! figures with their provenance, which studies store as given.
@@ -30,6 +33,7 @@
 
 pub mod compare;
 pub mod evaluator;
+pub mod footprint;
 pub mod metric;
 pub mod objective;
 pub mod payback;

@@ -212,6 +212,14 @@ pub enum PaybackError {
         /// What was given.
         given: String,
     },
+    /// A quantity that must be a finite number ≥ 0 is not.
+    #[error("{what} must be a number >= 0, got `{given}`")]
+    Negative {
+        /// Which input.
+        what: &'static str,
+        /// What was given.
+        given: String,
+    },
     /// A fraction outside 0..=1.
     #[error("{what} must be a fraction between 0 and 1, got `{given}`")]
     NotAFraction {
@@ -260,14 +268,22 @@ impl FromStr for PredictionsPerDay {
     }
 }
 
-/// Grid carbon intensity, grams of CO₂-equivalent per kWh (`> 0`).
+/// Grid carbon intensity, grams of CO₂-equivalent per kWh (`≥ 0`: an hour
+/// of a trace may be fully clean).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct GramsCo2PerKwh(f64);
 
 impl GramsCo2PerKwh {
-    /// A positive finite intensity.
+    /// A finite, non-negative intensity.
     pub fn new(g_per_kwh: f64) -> Result<GramsCo2PerKwh, PaybackError> {
-        positive("carbon intensity (gCO2/kWh)", g_per_kwh).map(GramsCo2PerKwh)
+        if g_per_kwh.is_finite() && g_per_kwh >= 0.0 {
+            Ok(GramsCo2PerKwh(g_per_kwh))
+        } else {
+            Err(PaybackError::Negative {
+                what: "carbon intensity (gCO2/kWh)",
+                given: g_per_kwh.to_string(),
+            })
+        }
     }
 
     /// The intensity.
@@ -279,7 +295,7 @@ impl GramsCo2PerKwh {
 impl FromStr for GramsCo2PerKwh {
     type Err = PaybackError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let x: f64 = s.trim().parse().map_err(|_| PaybackError::NotPositive {
+        let x: f64 = s.trim().parse().map_err(|_| PaybackError::Negative {
             what: "carbon intensity (gCO2/kWh)",
             given: s.to_owned(),
         })?;
@@ -287,23 +303,29 @@ impl FromStr for GramsCo2PerKwh {
     }
 }
 
-/// Carbon intensity while the search ran and where the pick will run. A
-/// carbon-aware search passes the energy-weighted mean intensity of the
-/// times its trials ran.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// Carbon intensity while the search ran and where the pick will run,
+/// PUE included. From an intensity source,
+/// [`crate::footprint::SearchCarbon::intensities`] gives the search's
+/// energy-weighted mean over the hours its trials ran (so search energy ×
+/// `search` is the search's accounted grams) and labels them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CarbonIntensities {
     /// While searching.
     pub search: GramsCo2PerKwh,
     /// While serving predictions.
     pub deployment: GramsCo2PerKwh,
+    /// Where they come from (source, kind, PUE), as reports print it;
+    /// `None` for bare numbers given by a caller.
+    pub source: Option<String>,
 }
 
 impl CarbonIntensities {
-    /// The same intensity for both.
+    /// The same intensity for both, without a named source.
     pub fn uniform(g: GramsCo2PerKwh) -> CarbonIntensities {
         CarbonIntensities {
             search: g,
             deployment: g,
+            source: None,
         }
     }
 }
@@ -372,6 +394,21 @@ pub struct PaybackSettings {
     pub predictions_per_day: Option<PredictionsPerDay>,
     /// Carbon intensities, to state it in CO₂.
     pub carbon: Option<CarbonIntensities>,
+    /// The search's own carbon, accounted hour by hour from an intensity
+    /// source (reports state it); set with
+    /// [`PaybackSettings::with_search_carbon`], which also sets `carbon`.
+    pub search_carbon: Option<crate::footprint::SearchCarbon>,
+}
+
+impl PaybackSettings {
+    /// These settings with the search's accounted carbon, and the
+    /// payback's intensities taken from it (none when the search spent no
+    /// energy).
+    pub fn with_search_carbon(mut self, c: crate::footprint::SearchCarbon) -> PaybackSettings {
+        self.carbon = c.intensities();
+        self.search_carbon = Some(c);
+        self
+    }
 }
 
 /// A network, as a payback sees it: its trial, accuracy and inference
@@ -646,7 +683,7 @@ impl fmt::Display for PaybackEstimate {
 }
 
 /// The same payback in grams of CO₂.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CarbonPayback {
     /// The intensities used.
     pub intensities: CarbonIntensities,
@@ -1112,6 +1149,7 @@ mod tests {
         let c = CarbonIntensities {
             search: GramsCo2PerKwh::new(100.0).unwrap(),
             deployment: GramsCo2PerKwh::new(400.0).unwrap(),
+            source: None,
         };
         let p = payback(
             Figure::new(3.6e6, Estimated),
@@ -1125,6 +1163,9 @@ mod tests {
         assert!((after(carbon.payback.central) / 9e8 - 1.0).abs() < 1e-12);
         assert!((after(p.payback.central) / 3.6e9 - 1.0).abs() < 1e-12);
         assert!(GramsCo2PerKwh::new(-1.0).is_err());
+        assert!(GramsCo2PerKwh::new(f64::NAN).is_err());
+        // A fully clean hour is a valid intensity.
+        assert_eq!(GramsCo2PerKwh::new(0.0).unwrap().get(), 0.0);
     }
 
     #[test]

@@ -46,6 +46,7 @@ fn settings() -> PaybackSettings {
         carbon: Some(CarbonIntensities::uniform(
             GramsCo2PerKwh::new(250.0).unwrap(),
         )),
+        search_carbon: None,
     }
 }
 

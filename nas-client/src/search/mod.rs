@@ -15,12 +15,13 @@ use calibrated::{
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use nas_search::evaluator::{Evaluator, TableColumns, TableEvaluator};
-use nas_search::objective::{Constraint, Direction, Metrics, Objective, ObjectiveSet};
-use nas_search::payback::{
-    BaselineModel, CarbonIntensities, GramsCo2PerKwh, PaybackSettings, PredictionsPerDay,
+use nas_search::footprint::{
+    account_search, CarbonSettings, ClockContext, PueOrigin, SearchCarbon,
 };
+use nas_search::objective::{Constraint, Direction, Metrics, Objective, ObjectiveSet};
+use nas_search::payback::{BaselineModel, PaybackSettings, PredictionsPerDay};
 use nas_search::prescreen::{Prescreen, PrescreenCounts};
-use nas_search::report::{summarize, summarize_with, write_report_with, ReportSummary};
+use nas_search::report::{summarize_with, write_report_with, ReportSummary};
 use nas_search::runner::{run_study, Progress, RunOptions};
 use nas_search::space::SearchSpace;
 use nas_search::strategy::strategy_from_spec;
@@ -98,6 +99,9 @@ pub struct SearchArgs {
     /// Threads per training process (default: cores / workers).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Carbon of the search, in its summary.
+    #[command(flatten)]
+    pub carbon: CarbonArgs,
     /// Print the final Pareto front as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -138,23 +142,112 @@ pub struct PaybackArgs {
     /// Accuracy of the model in use today (fraction).
     #[arg(long, requires = "baseline_energy_per_1000")]
     pub baseline_accuracy: Option<f64>,
-    /// Grid carbon intensity, gCO2/kWh: the payback is also stated in CO2.
-    #[arg(long)]
-    pub carbon_intensity: Option<GramsCo2PerKwh>,
+    /// Where the grid's carbon intensity comes from: the search's carbon
+    /// is reported and the payback is also stated in CO2.
+    #[command(flatten)]
+    pub carbon: CarbonArgs,
 }
 
 impl PaybackArgs {
-    fn settings(&self) -> Result<PaybackSettings> {
-        Ok(PaybackSettings {
+    /// The payback settings; with an intensity source, the search's carbon
+    /// is accounted from `trials` (the study whose payback is computed).
+    fn settings(&self, trials: &[TrialRecord]) -> Result<PaybackSettings> {
+        self.settings_with(trials, self.carbon.settings()?.as_ref())
+    }
+
+    /// [`PaybackArgs::settings`] with the intensity source already loaded.
+    fn settings_with(
+        &self,
+        trials: &[TrialRecord],
+        carbon: Option<&CarbonSettings>,
+    ) -> Result<PaybackSettings> {
+        let settings = PaybackSettings {
             baseline: self
                 .baseline_energy_per_1000
                 .map(|e| BaselineModel::new(e, self.baseline_energy_sigma, self.baseline_accuracy))
                 .transpose()
                 .context("--baseline-energy-per-1000")?,
             predictions_per_day: self.predictions_per_day,
-            carbon: self.carbon_intensity.map(CarbonIntensities::uniform),
+            carbon: None,
+            search_carbon: None,
+        };
+        Ok(match carbon {
+            Some(c) => settings.with_search_carbon(search_carbon(trials, c)?),
+            None => settings,
         })
     }
+}
+
+/// Carbon flags (`search`, `report`, `compare`). Without
+/// `--carbon-intensity` no carbon figure is given: there is no default
+/// intensity.
+#[derive(Debug, Clone, Args)]
+pub struct CarbonArgs {
+    /// Grid carbon intensity: `const:G` (gCO2eq/kWh for every hour),
+    /// `trace:PATH` (CSV `Time,Carbon Intensity`, UTC), `electricitymaps:PATH`
+    /// (Electricity Maps CSV export), `watttime:PATH` (WattTime MOER CSV
+    /// `point_time,value` in lbs/MWh; marginal) or `cmd:COMMAND` (prints the
+    /// current gCO2eq/kWh; run once). A bare number is read as `const:`
+    /// (what this flag took before). Each trial's energy is charged at the
+    /// intensity of the UTC hours it ran in.
+    #[arg(long, value_name = "SPEC", value_parser = parse_intensity_spec)]
+    pub carbon_intensity: Option<carbon::IntensitySpec>,
+    /// Power usage effectiveness of the site (facility energy over IT
+    /// energy, >= 1.0); default 1.0, no overhead counted (reports say so).
+    #[arg(long, value_name = "X", requires = "carbon_intensity", value_parser = parse_pue)]
+    pub pue: Option<carbon::Pue>,
+}
+
+impl CarbonArgs {
+    /// Loads the source (reads the trace, runs the command) and reads the
+    /// clocks; `None` without `--carbon-intensity`.
+    fn settings(&self) -> Result<Option<CarbonSettings>> {
+        let Some(spec) = &self.carbon_intensity else {
+            return Ok(None);
+        };
+        let signal = spec
+            .load()
+            .with_context(|| format!("--carbon-intensity {}", spec.name()))?;
+        let (pue, pue_origin) = match self.pue {
+            Some(p) => (p, PueOrigin::Given),
+            None => (
+                carbon::Pue::new(1.0).context("the default PUE")?,
+                PueOrigin::Default,
+            ),
+        };
+        Ok(Some(CarbonSettings {
+            signal,
+            pue,
+            pue_origin,
+            clock: ClockContext::current(),
+        }))
+    }
+}
+
+/// `--carbon-intensity`: a spec, or a bare number as `const:` (the flag
+/// took a number before specs existed).
+pub fn parse_intensity_spec(s: &str) -> std::result::Result<carbon::IntensitySpec, String> {
+    let spec = if s.trim().parse::<f64>().is_ok() {
+        format!("const:{s}")
+    } else {
+        s.to_owned()
+    };
+    spec.parse().map_err(|e: carbon::CarbonError| e.to_string())
+}
+
+/// `--pue`: a finite number >= 1.0.
+fn parse_pue(s: &str) -> std::result::Result<carbon::Pue, String> {
+    let x: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number (PUE, >= 1.0)"))?;
+    carbon::Pue::new(x).map_err(|e| e.to_string())
+}
+
+/// The search's carbon from its trials, with the error naming the study's
+/// trial when the trials cannot be placed in time.
+fn search_carbon(trials: &[TrialRecord], c: &CarbonSettings) -> Result<SearchCarbon> {
+    account_search(trials, c).context("--carbon-intensity: the search's carbon")
 }
 
 /// Arguments of `nas-client compare`.
@@ -433,6 +526,8 @@ pub fn search(args: SearchArgs) -> Result<()> {
     )?;
     let objectives = objective_set(&args.objectives, &args.constraints, &evaluator)?;
     let space = search_space(args.space.as_deref(), &evaluator)?;
+    // Read the intensity source now: a bad trace fails before any training.
+    let carbon = args.carbon.settings()?;
     let strategy = strategy_from_spec(&strategy_spec(args.strategy.as_deref(), args.budget))
         .context("--strategy")?;
     let spec = StudySpec {
@@ -491,7 +586,23 @@ pub fn search(args: SearchArgs) -> Result<()> {
         }
     };
     bar.finish_and_clear();
-    let report = summarize(&with_derived_references(&spec, &trials), &trials);
+    let settings = match carbon {
+        Some(mut c) => {
+            c.clock = ClockContext::current();
+            match search_carbon(&trials, &c) {
+                Ok(sc) => PaybackSettings::default().with_search_carbon(sc),
+                // The search itself succeeded and is stored (a resumed
+                // study may hold trials of an earlier boot): say why its
+                // carbon is missing rather than fail the command.
+                Err(e) => {
+                    eprintln!("note: no carbon figures: {e:#}");
+                    PaybackSettings::default()
+                }
+            }
+        }
+        None => PaybackSettings::default(),
+    };
+    let report = summarize_with(&with_derived_references(&spec, &trials), &trials, &settings);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -545,7 +656,7 @@ pub fn study_copy(args: StudyCopyArgs) -> Result<()> {
 pub fn report(args: ReportArgs) -> Result<()> {
     let (spec, trials) = load_study(&args.study)?;
     let spec = with_derived_references(&spec, &trials);
-    let settings = args.payback.settings()?;
+    let settings = args.payback.settings(&trials)?;
     let summary = match &args.out {
         Some(out) => {
             let (summary, files) =
@@ -593,6 +704,8 @@ pub fn compare(args: CompareArgs) -> Result<()> {
                 .unwrap_or_else(|| "table".into())
         )),
     };
+    // Read the intensity source now: a bad trace fails before any training.
+    let carbon = args.payback.carbon.settings()?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let studies_at = args
         .studies
@@ -691,14 +804,18 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     let comparison = nas_search::compare::compare(&studies[0].1, &studies[1].1, &options)
         .context("comparing the two searches")?;
     let spent = nas_search::report::search_energy;
-    let payback = nas_search::compare::compare_report(
+    let mut payback = nas_search::compare::compare_report(
         &studies[0].1,
         &studies[1].1,
         calibrated.as_ref().map(|(_, run)| run.trials.as_slice()),
         &options,
-        &args.payback.settings()?,
+        &args.payback.settings_with(&studies[1].1, carbon.as_ref())?,
     )
     .context("comparing the two searches")?;
+    payback.search_carbon_conventional = carbon
+        .as_ref()
+        .map(|c| search_carbon(&studies[0].1, c))
+        .transpose()?;
     let energy_aware_spec = load_study(&studies[1].0)?.0;
     let report_dir = dir.join("report");
     let report_files = nas_search::compare::write_compare_report(
@@ -799,6 +916,17 @@ pub fn compare(args: CompareArgs) -> Result<()> {
                 e.provenance.map_or("unknown", |p| p.label())
             ),
             None => println!("energy spent by the {label} search: not measured"),
+        }
+    }
+    for (label, c) in [
+        ("accuracy-only", &payback.search_carbon_conventional),
+        ("energy-aware", &payback.settings.search_carbon),
+    ] {
+        if let Some(c) = c {
+            println!(
+                "{}",
+                carbon_line(c).replacen("the search", &format!("the {label} search"), 1)
+            );
         }
     }
     if let (Some((file, run)), Some(f)) = (&calibrated, &calibration_figures) {
@@ -1224,6 +1352,32 @@ fn print_summary(summary: &ReportSummary, study: &StudyLocation) {
         ),
         None => println!("energy spent by the search: not measured"),
     }
+    if let Some(c) = &summary.carbon {
+        println!("{}", carbon_line(c));
+    }
+}
+
+/// The search's carbon in one line of terminal output.
+fn carbon_line(c: &SearchCarbon) -> String {
+    if c.trials_charged == 0 {
+        return format!(
+            "carbon of the search: nothing to charge, no trial reported energy ({})",
+            c.label()
+        );
+    }
+    format!(
+        "carbon of the search: {:.3} gCO2eq ({}; {:.6} kWh of {} energy over {} trials{})",
+        c.grams_co2eq,
+        c.label(),
+        c.it_energy_kwh,
+        c.energy_provenance.map_or("unknown", |p| p.label()),
+        c.trials_charged,
+        match c.timing {
+            nas_search::footprint::CarbonTiming::HourlyFromTrialTimes =>
+                format!(", charged over {} UTC hours", c.hours.len()),
+            nas_search::footprint::CarbonTiming::ConstantIntensity => String::new(),
+        }
+    )
 }
 
 fn sanitize(s: &str) -> String {

@@ -94,6 +94,7 @@ pub fn summarize_with(
         front,
         hypervolume: trials_hypervolume(trials, objectives),
         search_energy: search_energy(trials),
+        carbon: settings.search_carbon.clone(),
         mean_overhead_ms: (!overheads.is_empty())
             .then(|| overheads.iter().sum::<f64>() / overheads.len() as f64),
         predicted_vs_measured: predicted_vs_measured(trials, &spec.metrics),
@@ -224,7 +225,7 @@ pub fn decide(
                 c.clone(),
                 r,
                 settings.predictions_per_day,
-                settings.carbon,
+                settings.carbon.clone(),
             )),
             None,
         ),

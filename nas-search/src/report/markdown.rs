@@ -122,11 +122,15 @@ pub(crate) fn payback_lines(p: &Payback) -> Vec<String> {
     }
     if let Some(c) = &p.carbon {
         out.push(format!(
-            "- CO₂: the search emitted {} g (at {} gCO₂/kWh); the pick saves {} g per prediction (at {} gCO₂/kWh): pays back {}.",
+            "- CO₂{}: the search emitted {} g (at {} gCO₂/kWh); the pick saves {} g per prediction (at {} gCO₂/kWh): pays back {}.",
+            c.intensities
+                .source
+                .as_ref()
+                .map_or(String::new(), |s| format!(" ({s})")),
             tick(c.search_co2_g.value),
-            c.intensities.search.get(),
+            sig(c.intensities.search.get()),
             tick(c.saving_co2_g_per_prediction.value),
-            c.intensities.deployment.get(),
+            sig(c.intensities.deployment.get()),
             c.payback
         ));
     }
@@ -286,6 +290,9 @@ pub(crate) fn study_markdown(
             );
         }
     }
+    for l in carbon_lines(s.carbon.as_ref()) {
+        let _ = writeln!(md, "{l}");
+    }
     if let Some(o) = s.mean_overhead_ms {
         let _ = writeln!(
             md,
@@ -414,4 +421,64 @@ pub(crate) fn study_markdown(
     }
     let _ = writeln!(md, "- `summary.json`: this summary");
     md
+}
+
+/// The search's carbon as bullets of the Study section (and, for an
+/// hourly source, the hours as a table under it).
+pub(crate) fn carbon_lines(c: Option<&crate::footprint::SearchCarbon>) -> Vec<String> {
+    use crate::footprint::CarbonTiming;
+    let Some(c) = c else {
+        return vec![
+            "- Carbon of the search: not computed (no intensity source given: pass `--carbon-intensity`)".into(),
+        ];
+    };
+    let mut out = Vec::new();
+    if c.trials_charged == 0 {
+        out.push(format!(
+            "- Carbon of the search: nothing to charge: no trial reported energy ({})",
+            c.label()
+        ));
+        return out;
+    }
+    out.push(format!(
+        "- Carbon of the search: **{} gCO₂eq** ({}), from {} kWh of {} energy over {} trials",
+        sig(c.grams_co2eq),
+        c.label(),
+        sig(c.it_energy_kwh),
+        c.energy_provenance.map_or("unknown", |p| p.label()),
+        c.trials_charged
+    ));
+    out.push(match c.timing {
+        CarbonTiming::HourlyFromTrialTimes => format!(
+            "  - each trial's energy charged to the UTC hours between its start and finish, at each hour's intensity: {} gCO₂eq/kWh on average (PUE included)",
+            c.search_intensity_g_per_kwh.map_or("-".into(), sig)
+        ),
+        CarbonTiming::ConstantIntensity => {
+            "  - one intensity for every hour: when the trials ran does not matter".into()
+        }
+    });
+    if c.intensity_kind == crate::footprint::SignalKind::Marginal {
+        out.push("  - marginal intensity: the emissions of the generators that respond to extra load, not the grid's average mix; not comparable with average-intensity figures".into());
+    }
+    out.push(format!(
+        "  - the pick's savings are charged at {} gCO₂eq/kWh: {}",
+        sig(c.deployment_intensity_g_per_kwh),
+        c.deployment_basis()
+    ));
+    if !c.hours.is_empty() {
+        out.push(String::new());
+        out.push("| hour (UTC) | IT energy (kWh) | intensity (gCO₂eq/kWh) | gCO₂eq |".into());
+        out.push("|---|---|---|---|".into());
+        for h in &c.hours {
+            out.push(format!(
+                "| {} | {} | {} | {} |",
+                h.hour_start,
+                sig(h.it_energy_kwh),
+                sig(h.intensity_g_per_kwh),
+                sig(h.grams_co2eq)
+            ));
+        }
+        out.push(String::new());
+    }
+    out
 }

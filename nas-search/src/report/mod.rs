@@ -30,7 +30,7 @@ pub use analysis::{
     summarize, summarize_with, with_derived_references,
 };
 pub use csv::trials_csv;
-pub(crate) use markdown::{decision_lines, figure, payback_lines};
+pub(crate) use markdown::{carbon_lines, decision_lines, figure, payback_lines};
 pub(crate) use plot::{
     ParetoPlot, PickLabel, PlotFiles, PointClass, ProgressPlot, ProgressSeries, ScatterPoint,
     ThresholdLine,
@@ -207,6 +207,9 @@ pub struct ReportSummary {
     pub chosen: Vec<ChosenArchitecture>,
     /// Energy spent by the search.
     pub search_energy: SearchEnergy,
+    /// The search's carbon, when an intensity source was given (`None`:
+    /// no carbon figures; there is no default intensity).
+    pub carbon: Option<crate::footprint::SearchCarbon>,
     /// Mean engine time per trial outside the evaluator, milliseconds.
     pub mean_overhead_ms: Option<f64>,
     /// Trials holding both a predicted figure and the measured one it
