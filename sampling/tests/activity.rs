@@ -91,6 +91,13 @@ fn own_cpu_ns() -> u64 {
     (stat.utime + stat.stime) * (1_000_000_000 / procfs::ticks_per_second())
 }
 
+/// CPU time of the calling thread, ns.
+fn thread_cpu_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .expect("thread CPU clock");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
 /// Work done on threads that live shorter than a sample period (a thread
 /// pool built for one job and dropped after it) is never seen by a
 /// per-thread counter; the tracker must still count it, from procfs.
@@ -105,19 +112,38 @@ fn short_lived_threads_are_counted() {
     std::thread::sleep(Duration::from_millis(200));
     let (t0, cpu0) = (MonotonicNs::now(), own_cpu_ns());
     for _ in 0..60 {
+        // Each worker burns 8 ms of its own CPU time, not of wall time: on
+        // a loaded machine a wall-time spin got as little as 5 ms of CPU
+        // per worker and the test measured the scheduler, not the tracker.
         std::thread::spawn(|| {
-            let start = MonotonicNs::now();
             let mut x = 1u64;
-            while MonotonicNs::now().saturating_sub(start) < 8_000_000 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            while thread_cpu_ns() < 8_000_000 {
+                for _ in 0..1000 {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
             }
             std::hint::black_box(x);
         })
         .join()
         .expect("worker");
     }
-    // Past the next full refresh (every 10 samples of 10 ms).
-    std::thread::sleep(Duration::from_millis(250));
+    // Until the tracker has sampled past its next full refresh (every 10
+    // samples of 10 ms) after the last worker ended; waited for, not slept
+    // for, since a loaded machine delays the sampler's thread too.
+    let done = MonotonicNs::now();
+    let deadline = Duration::from_secs(20);
+    let waited = std::time::Instant::now();
+    while tracker
+        .cpu_samples(pid, done, MonotonicNs::now())
+        .last()
+        .is_none_or(|s| s.0.saturating_sub(done) < 250_000_000)
+    {
+        assert!(
+            waited.elapsed() < deadline,
+            "no sample 250 ms after the workers in 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (t1, cpu1) = (MonotonicNs::now(), own_cpu_ns());
     let samples = tracker.cpu_samples(pid, t0, t1);
     let (first, last) = (
