@@ -60,7 +60,9 @@ pub struct ScreenLog {
     pub pools: usize,
     /// New candidates drawn into pools.
     pub drawn: usize,
-    /// Of those, let through to training.
+    /// Of those, scored (the others are trained unscored).
+    pub scored: usize,
+    /// Of those drawn, let through to training.
     pub kept: usize,
     /// Candidates screened out, in the order they were judged.
     pub screened_out: Vec<Config>,
@@ -249,6 +251,7 @@ impl Strategy for Screen {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         log.pools += 1;
         log.drawn += drawn;
+        log.scored += ranked.len();
         log.light_cost_j += ranked
             .iter()
             .filter_map(|(_, s)| s.map(|s| s.cost_j))
@@ -376,6 +379,7 @@ mod tests {
             let (trials, log) = screened("random", sign);
             assert_eq!(trials.len(), 12);
             assert_eq!((log.pools, log.drawn, log.kept), (4, 40, 12));
+            assert_eq!(log.scored, 40);
             assert_eq!(log.screened_out.len(), 28);
             assert_eq!(log.light_cost_j, 20.0);
             assert_eq!(log.light_cost_provenance, Some(Provenance::Simulated));
@@ -463,6 +467,7 @@ mod tests {
         assert_eq!(run(&mut s, &space).len(), 40);
         let log = log.lock().unwrap();
         assert!(log.screened_out.is_empty());
+        assert_eq!((log.drawn, log.scored), (40, 0));
         assert_eq!((log.light_cost_j, log.light_cost_provenance), (0.0, None));
         assert_eq!(s.kept_of(10), 1);
         let s = Screen::new(
