@@ -101,7 +101,10 @@ fn scores_of_another_table_are_refused_with_the_file_named() {
     std::fs::write(dir.path().join("s.csv"), lines.join("\n") + "\n").unwrap();
     let (ok, _, err) = sim(dir.path(), "good");
     assert!(!ok);
-    assert!(err.contains("s.csv line 2") && err.contains("not the same rows"), "{err}");
+    assert!(
+        err.contains("s.csv line 2") && err.contains("not the same rows"),
+        "{err}"
+    );
     // A row missing.
     lines.truncate(50);
     std::fs::write(dir.path().join("s.csv"), lines.join("\n") + "\n").unwrap();

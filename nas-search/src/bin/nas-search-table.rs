@@ -90,9 +90,10 @@ struct SimArgs {
 /// candidate.
 #[derive(Args, Clone)]
 struct ScreenArgs {
-    /// `FILE:COLUMN`: a CSV with one row per table row, in the table's
-    /// order (as `nas-client proxies --scores-out` writes it), whose
-    /// COLUMN is the light score (higher = better). With it, each seed
+    /// `FILE:COLUMN[,COLUMN...]`: a CSV with one row per table row, in
+    /// the table's order (as `nas-client proxies --scores-out` writes it),
+    /// whose COLUMN is the light score (higher = better; `-COLUMN`: lower
+    /// = better; several: pools ranked by Pareto front, then crowding). With it, each seed
     /// runs the strategy twice over the largest `--at` candidates: training
     /// every one, and screened, and prints hypervolume and search energy
     /// of both.
@@ -462,15 +463,15 @@ fn simulate(
 /// Light scores looked up by configuration (a proxy column of a scores
 /// file); the cost of one score is the caller's estimate.
 struct TableScores {
-    scores: HashMap<String, f64>,
+    scores: HashMap<String, Vec<f64>>,
     cost_j: f64,
     name: String,
 }
 
 impl LightScorer for TableScores {
     fn score(&self, config: &Config) -> Option<LightScore> {
-        self.scores.get(&config.key()).map(|&value| LightScore {
-            value,
+        self.scores.get(&config.key()).map(|values| LightScore {
+            values: values.clone(),
             cost_j: self.cost_j,
         })
     }
@@ -482,12 +483,13 @@ impl LightScorer for TableScores {
     }
 }
 
-/// Reads `FILE:COLUMN` and pairs its rows with the table's rows (same
+/// Reads `FILE:COLUMN[,COLUMN...]` (a `-` before a column negates it:
+/// lower is better there) and pairs its rows with the table's rows (same
 /// order). When both files have an accuracy (`accuracy` there,
 /// `val_accuracy` here), they must agree row by row, which catches files
 /// of different tables or orders.
-fn load_scores(spec: &str, args: &TableArgs) -> Result<HashMap<String, f64>> {
-    let (file, column) = spec
+fn load_scores(spec: &str, args: &TableArgs) -> Result<HashMap<String, Vec<f64>>> {
+    let (file, columns) = spec
         .rsplit_once(':')
         .with_context(|| format!("--screen-scores `{spec}`: expected FILE:COLUMN"))?;
     let read = |path: &Path| -> Result<(Vec<String>, Vec<csv::StringRecord>)> {
@@ -505,12 +507,19 @@ fn load_scores(spec: &str, args: &TableArgs) -> Result<HashMap<String, f64>> {
     };
     let (s_head, s_rows) = read(Path::new(file))?;
     let (t_head, t_rows) = read(&args.table)?;
-    let col = s_head.iter().position(|h| h == column).with_context(|| {
-        format!(
-            "{file}: no column `{column}` (header: {})",
-            s_head.join(",")
-        )
-    })?;
+    let cols: Vec<(usize, f64, &str)> = columns
+        .split(',')
+        .map(|c| {
+            let (sign, name) = match c.trim().strip_prefix('-') {
+                Some(n) => (-1.0, n),
+                None => (1.0, c.trim()),
+            };
+            let i = s_head.iter().position(|h| h == name).with_context(|| {
+                format!("{file}: no column `{name}` (header: {})", s_head.join(","))
+            })?;
+            Ok((i, sign, name))
+        })
+        .collect::<Result<_>>()?;
     if s_rows.len() != t_rows.len() {
         bail!(
             "{file} has {} rows, table {} has {}: scores must have one row per table row",
@@ -541,10 +550,15 @@ fn load_scores(spec: &str, args: &TableArgs) -> Result<HashMap<String, f64>> {
                 }
             }
         }
-        let cell = s.get(col).unwrap_or("");
-        let value: f64 = cell.parse().with_context(|| {
-            format!("{file} line {line}, column `{column}`: `{cell}` is not a number")
-        })?;
+        let values = cols
+            .iter()
+            .map(|&(c, sign, name)| {
+                let cell = s.get(c).unwrap_or("");
+                cell.parse::<f64>().map(|v| sign * v).with_context(|| {
+                    format!("{file} line {line}, column `{name}`: `{cell}` is not a number")
+                })
+            })
+            .collect::<Result<Vec<f64>>>()?;
         let config = Config(
             t_head
                 .iter()
@@ -553,7 +567,7 @@ fn load_scores(spec: &str, args: &TableArgs) -> Result<HashMap<String, f64>> {
                 .map(|(h, v)| (h.clone(), nas_search::space::ParamValue::parse_cell(v)))
                 .collect(),
         );
-        out.insert(config.key(), value);
+        out.insert(config.key(), values);
     }
     Ok(out)
 }

@@ -2,6 +2,11 @@
 //! wrapped strategy, ranks them by a light score (a zero-cost proxy, a
 //! surrogate) and lets only the top fraction be trained.
 //!
+//! A light score has one or more values, each higher = better. With one,
+//! the pool is ranked by it; with several (e.g. a proxy for accuracy and
+//! minus FLOPs for a multi-objective front), by non-dominated rank, then
+//! crowding distance, as NSGA-II ranks a population.
+//!
 //! The pool comes from the *inner strategy's proposals*, not from the
 //! space: [`Screen`] asks the inner strategy `pool` times in a row, each
 //! time with the candidates drawn so far added to the history as running
@@ -25,6 +30,7 @@
 //! wrapper, not in the study, so a resumed study draws a fresh pool and may
 //! redraw candidates screened out before the crash.
 
+use crate::objective::constrained_rank;
 use crate::space::Config;
 use crate::strategy::{Ask, History, Proposal, Strategy};
 use crate::study::{TrialRecord, TrialStatus};
@@ -33,11 +39,12 @@ use shared::Provenance;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-/// A light score of one candidate: higher means more promising.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A light score of one candidate.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LightScore {
-    /// The score; NaN or infinite values rank last.
-    pub value: f64,
+    /// The score's values, each higher = better (the same number for every
+    /// candidate of a scorer); NaN or infinite values rank last.
+    pub values: Vec<f64>,
     /// Energy spent computing it, joules.
     pub cost_j: f64,
 }
@@ -127,13 +134,46 @@ impl Screen {
     fn with_rejected(&self, history: &History<'_>) -> Vec<TrialRecord> {
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let mut trials = history.trials.to_vec();
-        let mut number = next_number(&trials);
-        for config in &log.screened_out {
+        let first = next_number(&trials);
+        for (number, config) in (first..).zip(&log.screened_out) {
             trials.push(pseudo_trial(number, config.clone(), TrialStatus::Failed));
-            number += 1;
         }
         trials
     }
+}
+
+/// Sorts scored candidates best first: by non-dominated rank of their
+/// values (maximised), then crowding distance; ties keep the inner
+/// strategy's order (stable sort). With one value this is a sort by it.
+fn rank_by_score(ranked: &mut Vec<(Proposal, Option<LightScore>)>) {
+    let width = ranked
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().map(|s| s.values.len()))
+        .max()
+        .unwrap_or(0);
+    // Minimisation vectors; a missing or non-finite value is the worst.
+    let points: Vec<Vec<f64>> = ranked
+        .iter()
+        .map(|(_, s)| {
+            (0..width)
+                .map(|i| {
+                    s.as_ref()
+                        .and_then(|s| s.values.get(i))
+                        .filter(|v| v.is_finite())
+                        .map_or(f64::MAX, |v| -v)
+                })
+                .collect()
+        })
+        .collect();
+    let ranks = constrained_rank(&points, &vec![0.0; points.len()]);
+    let mut order: Vec<usize> = (0..ranked.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ra, rb) = (ranks[a], ranks[b]);
+        ra.0.cmp(&rb.0).then(rb.1.total_cmp(&ra.1))
+    });
+    let mut taken: Vec<Option<(Proposal, Option<LightScore>)>> =
+        std::mem::take(ranked).into_iter().map(Some).collect();
+    ranked.extend(order.into_iter().filter_map(|i| taken[i].take()));
 }
 
 fn next_number(trials: &[TrialRecord]) -> u64 {
@@ -235,13 +275,7 @@ impl Strategy for Screen {
             .collect();
         let (mut ranked, unscored): (Vec<_>, Vec<_>) =
             scored.into_iter().partition(|(_, s)| s.is_some());
-        let value = |s: &Option<LightScore>| {
-            s.map(|s| s.value)
-                .filter(|v| v.is_finite())
-                .unwrap_or(f64::NEG_INFINITY)
-        };
-        // Stable sort: ties keep the inner strategy's order.
-        ranked.sort_by(|a, b| value(&b.1).total_cmp(&value(&a.1)));
+        rank_by_score(&mut ranked);
         let drawn = ranked.len() + unscored.len();
         let top = if ranked.is_empty() {
             0
@@ -254,7 +288,7 @@ impl Strategy for Screen {
         log.scored += ranked.len();
         log.light_cost_j += ranked
             .iter()
-            .filter_map(|(_, s)| s.map(|s| s.cost_j))
+            .filter_map(|(_, s)| s.as_ref().map(|s| s.cost_j))
             .sum::<f64>();
         if !ranked.is_empty() {
             log.light_cost_provenance = Some(self.scorer.cost_provenance());
@@ -313,7 +347,7 @@ mod tests {
     impl LightScorer for Linear {
         fn score(&self, config: &Config) -> Option<LightScore> {
             Some(LightScore {
-                value: self.sign * x_of(config),
+                values: vec![self.sign * x_of(config)],
                 cost_j: 0.5,
             })
         }
@@ -430,6 +464,38 @@ mod tests {
             assert_eq!(log.kept + log.screened_out.len(), log.drawn, "{inner}");
             assert!(log.drawn <= 40 && !trials.is_empty(), "{inner}");
         }
+    }
+
+    #[test]
+    fn several_values_rank_by_pareto_front_then_crowding() {
+        let p = |x: i64| Proposal {
+            config: Config([("x".to_string(), crate::space::ParamValue::Int(x))].into()),
+            fidelity: 1.0,
+            tag: None,
+        };
+        let s = |a: f64, b: f64| {
+            Some(LightScore {
+                values: vec![a, b],
+                cost_j: 0.0,
+            })
+        };
+        // (1,1) is dominated by (2,2); (3,0), (2,2), (0,3) are mutually
+        // non-dominated, (3,0) and (0,3) the extremes (infinite crowding);
+        // a NaN counts as the worst value, so (NaN, -1) is behind (1,1).
+        let mut v = vec![
+            (p(0), s(1.0, 1.0)),
+            (p(1), s(2.0, 2.0)),
+            (p(2), s(f64::NAN, -1.0)),
+            (p(3), s(3.0, 0.0)),
+            (p(4), s(0.0, 3.0)),
+        ];
+        rank_by_score(&mut v);
+        let order: Vec<f64> = v.iter().map(|(p, _)| x_of(&p.config)).collect();
+        assert_eq!(order[3..], [0.0, 2.0]);
+        assert_eq!(order[2], 1.0);
+        let mut ends = order[..2].to_vec();
+        ends.sort_by(f64::total_cmp);
+        assert_eq!(ends, [3.0, 4.0]);
     }
 
     #[test]
