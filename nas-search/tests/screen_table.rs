@@ -85,6 +85,14 @@ fn screened_search_trains_the_kept_fraction_and_counts_light_cost() {
         assert_eq!(field(g, "full_hv"), field(b, "full_hv"));
     }
     assert!(good.lines().last().unwrap().starts_with("mean "));
+    // `-COLUMN` negates: `-bad` is `good`, and the Pareto ranking of two
+    // equal values orders a pool as the one value does.
+    let (ok, neg, err) = sim(dir.path(), "-bad");
+    assert!(ok, "{err}");
+    assert_eq!(neg, good);
+    let (ok, two, err) = sim(dir.path(), "good,-bad");
+    assert!(ok, "{err}");
+    assert_eq!(two, good);
 }
 
 #[test]
