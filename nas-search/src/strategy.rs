@@ -20,9 +20,11 @@ use rand::Rng;
 use std::collections::{HashMap, HashSet};
 
 pub mod lamoo;
+pub mod screen;
 pub mod tpe;
 
 pub use lamoo::{InnerOptimizer, Lamoo};
+pub use screen::{LightScore, LightScorer, Screen, ScreenLog};
 pub use tpe::MoTpe;
 
 /// Fidelity of a full evaluation.

@@ -11,7 +11,12 @@
 //! ```
 //! `sim` runs a strategy in memory, one worker and no database, with the
 //! proposals seeded as `run` seeds them (the same figures, much faster).
-//! It prints each seed's hypervolumes, one line per seed.
+//! It prints each seed's hypervolumes, one line per seed. With
+//! `--screen-scores FILE:COLUMN [--screen-keep 0.3] [--screen-pool 10]
+//! [--screen-cost-j J]` it compares, per seed, the strategy training every
+//! one of the largest `--at` candidates with the same strategy screened by
+//! that score column (`nas_search::strategy::Screen`): hypervolume and
+//! search energy (trainings' `training_energy_j` plus the light scores').
 //! `--study` takes a SQLite file or `postgresql://…[?study=NAME]`.
 //! Without a subcommand, `run` is assumed. Reference points default to the
 //! table's worst value of each objective plus 10% of its range, ideals to its
@@ -24,10 +29,14 @@ use nas_search::metric::{MetricInfo, MetricRegistry};
 use nas_search::objective::{Metrics, Objective, ObjectiveSet};
 use nas_search::runner::{run_study, trials_hypervolume, RunOptions};
 use nas_search::space::Config;
-use nas_search::strategy::{strategy_from_spec, Ask, History};
+use nas_search::strategy::{
+    strategy_from_spec, Ask, History, LightScore, LightScorer, Screen, Strategy,
+};
 use nas_search::study::{derive_seed, Study, StudyLocation, StudySpec, TrialRecord, TrialStatus};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use shared::Provenance;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +81,38 @@ struct SimArgs {
     /// Budgets at which to score, comma-separated (the largest is run).
     #[arg(long, default_value = "25,50,100")]
     at: String,
+    #[command(flatten)]
+    screen: ScreenArgs,
+}
+
+/// Screened search (`sim` only): the strategy wrapped in
+/// `nas_search::strategy::Screen`, against the same strategy training every
+/// candidate.
+#[derive(Args, Clone)]
+struct ScreenArgs {
+    /// `FILE:COLUMN[,COLUMN...]`: a CSV with one row per table row, in
+    /// the table's order (as `nas-client proxies --scores-out` writes it),
+    /// whose COLUMN is the light score (higher = better; `-COLUMN`: lower
+    /// = better; several: pools ranked by Pareto front, then crowding). With it, each seed
+    /// runs the strategy twice over the largest `--at` candidates: training
+    /// every one, and screened, and prints hypervolume and search energy
+    /// of both.
+    #[arg(long)]
+    screen_scores: Option<String>,
+    /// Fraction of each pool that is trained.
+    #[arg(long, default_value_t = 0.3)]
+    screen_keep: f64,
+    /// Candidates per pool.
+    #[arg(long, default_value_t = 10)]
+    screen_pool: usize,
+    /// Energy of one light score, joules (an estimate the caller makes,
+    /// e.g. proxy time over training time times a training's energy).
+    #[arg(long, default_value_t = 0.0)]
+    screen_cost_j: f64,
+    /// The table's metric holding a training's energy, joules (give it in
+    /// `--metrics` too).
+    #[arg(long, default_value = "training_energy_j")]
+    energy_metric: String,
 }
 
 #[derive(Args)]
@@ -342,49 +383,14 @@ fn sim(args: SimArgs) -> Result<()> {
             (s, s)
         }
     };
-    let space = table.space().clone();
+    if let Some(spec) = &args.screen.screen_scores {
+        return sim_screened(&args, spec, &table, &objectives, budget, first, last);
+    }
     for seed in first..=last {
         let mut strategy = strategy_from_spec(&args.strategy)?;
-        let mut trials: Vec<TrialRecord> = Vec::new();
-        for n in 0..budget as u64 {
-            let history = History {
-                trials: &trials,
-                space: &space,
-                objectives: &objectives,
-            };
-            let mut rng = StdRng::seed_from_u64(derive_seed(seed, n ^ 0x5eed));
-            let Ask::Propose(p) = strategy.ask(&history, &mut rng) else {
-                break;
-            };
-            let result = table
-                .evaluate(&p.config, p.fidelity, derive_seed(seed, n))
-                .with_context(|| format!("evaluating {}", p.config))?;
-            let record = TrialRecord {
-                number: n,
-                config_key: p.config.key(),
-                config: p.config,
-                fidelity: p.fidelity,
-                tag: p.tag,
-                status: TrialStatus::Finished,
-                worker: None,
-                seed: derive_seed(seed, n),
-                metrics: Some(result.metrics),
-                kernel_energy: Vec::new(),
-                provenance: result.provenance,
-                energy_spent_j: None,
-                error: None,
-                notes: Vec::new(),
-                created_ns: 0,
-                started_ns: None,
-                finished_ns: None,
-                finish_seq: Some(n),
-                eval_ns: None,
-                overhead_ns: None,
-                attempts: 1,
-            };
-            strategy.tell(&record);
-            trials.push(record);
-        }
+        let trials = simulate(strategy.as_mut(), &table, &objectives, seed, &|t| {
+            t.len() >= budget
+        })?;
         let parts: Vec<String> = at
             .iter()
             .map(|&n| {
@@ -395,6 +401,264 @@ fn sim(args: SimArgs) -> Result<()> {
             .collect();
         println!("{seed} {}", parts.join(" "));
     }
+    Ok(())
+}
+
+/// Runs `strategy` in memory over `table`, one trial at a time with the
+/// proposals seeded as `run` seeds them, until `done` says so or the
+/// strategy stops proposing.
+fn simulate(
+    strategy: &mut dyn Strategy,
+    table: &TableEvaluator,
+    objectives: &ObjectiveSet,
+    seed: u64,
+    done: &dyn Fn(&[TrialRecord]) -> bool,
+) -> Result<Vec<TrialRecord>> {
+    let space = table.space().clone();
+    let mut trials: Vec<TrialRecord> = Vec::new();
+    let mut n = 0u64;
+    while !done(&trials) {
+        let history = History {
+            trials: &trials,
+            space: &space,
+            objectives,
+        };
+        let mut rng = StdRng::seed_from_u64(derive_seed(seed, n ^ 0x5eed));
+        let Ask::Propose(p) = strategy.ask(&history, &mut rng) else {
+            break;
+        };
+        let result = table
+            .evaluate(&p.config, p.fidelity, derive_seed(seed, n))
+            .with_context(|| format!("evaluating {}", p.config))?;
+        let record = TrialRecord {
+            number: n,
+            config_key: p.config.key(),
+            config: p.config,
+            fidelity: p.fidelity,
+            tag: p.tag,
+            status: TrialStatus::Finished,
+            worker: None,
+            seed: derive_seed(seed, n),
+            metrics: Some(result.metrics),
+            kernel_energy: Vec::new(),
+            provenance: result.provenance,
+            energy_spent_j: None,
+            error: None,
+            notes: Vec::new(),
+            created_ns: 0,
+            started_ns: None,
+            finished_ns: None,
+            finish_seq: Some(n),
+            eval_ns: None,
+            overhead_ns: None,
+            attempts: 1,
+        };
+        strategy.tell(&record);
+        trials.push(record);
+        n += 1;
+    }
+    Ok(trials)
+}
+
+/// Light scores looked up by configuration (a proxy column of a scores
+/// file); the cost of one score is the caller's estimate.
+struct TableScores {
+    scores: HashMap<String, Vec<f64>>,
+    cost_j: f64,
+    name: String,
+}
+
+impl LightScorer for TableScores {
+    fn score(&self, config: &Config) -> Option<LightScore> {
+        self.scores.get(&config.key()).map(|values| LightScore {
+            values: values.clone(),
+            cost_j: self.cost_j,
+        })
+    }
+    fn cost_provenance(&self) -> Provenance {
+        Provenance::Estimated
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// Reads `FILE:COLUMN[,COLUMN...]` (a `-` before a column negates it:
+/// lower is better there) and pairs its rows with the table's rows (same
+/// order). When both files have an accuracy (`accuracy` there,
+/// `val_accuracy` here), they must agree row by row, which catches files
+/// of different tables or orders.
+fn load_scores(spec: &str, args: &TableArgs) -> Result<HashMap<String, Vec<f64>>> {
+    let (file, columns) = spec
+        .rsplit_once(':')
+        .with_context(|| format!("--screen-scores `{spec}`: expected FILE:COLUMN"))?;
+    let read = |path: &Path| -> Result<(Vec<String>, Vec<csv::StringRecord>)> {
+        let mut r = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_path(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let header = r.headers()?.iter().map(String::from).collect();
+        let rows = r
+            .records()
+            .enumerate()
+            .map(|(i, rec)| rec.with_context(|| format!("{} line {}", path.display(), i + 2)))
+            .collect::<Result<_>>()?;
+        Ok((header, rows))
+    };
+    let (s_head, s_rows) = read(Path::new(file))?;
+    let (t_head, t_rows) = read(&args.table)?;
+    let cols: Vec<(usize, f64, &str)> = columns
+        .split(',')
+        .map(|c| {
+            let (sign, name) = match c.trim().strip_prefix('-') {
+                Some(n) => (-1.0, n),
+                None => (1.0, c.trim()),
+            };
+            let i = s_head.iter().position(|h| h == name).with_context(|| {
+                format!("{file}: no column `{name}` (header: {})", s_head.join(","))
+            })?;
+            Ok((i, sign, name))
+        })
+        .collect::<Result<_>>()?;
+    if s_rows.len() != t_rows.len() {
+        bail!(
+            "{file} has {} rows, table {} has {}: scores must have one row per table row",
+            s_rows.len(),
+            args.table.display(),
+            t_rows.len()
+        );
+    }
+    let mut metric_names: Vec<String> = split_list(&args.objectives)
+        .iter()
+        .map(|o| o.split(':').next().unwrap_or("").to_string())
+        .collect();
+    metric_names.extend(split_list(&args.metrics));
+    let reserved = |c: &str| {
+        matches!(c, "fidelity" | "provenance" | "energy_spent_j")
+            || c.starts_with("kernel_energy_j:")
+    };
+    let s_acc = s_head.iter().position(|h| h == "accuracy");
+    let t_acc = t_head.iter().position(|h| h == "val_accuracy");
+    let mut out = HashMap::new();
+    for (i, (s, t)) in s_rows.iter().zip(&t_rows).enumerate() {
+        let line = i + 2;
+        if let (Some(a), Some(b)) = (s_acc, t_acc) {
+            let (a, b) = (s.get(a).unwrap_or(""), t.get(b).unwrap_or(""));
+            if let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
+                if (x - y).abs() > 1e-9 {
+                    bail!("{file} line {line}: accuracy {a} but the table's row has val_accuracy {b}: not the same rows");
+                }
+            }
+        }
+        let values = cols
+            .iter()
+            .map(|&(c, sign, name)| {
+                let cell = s.get(c).unwrap_or("");
+                cell.parse::<f64>().map(|v| sign * v).with_context(|| {
+                    format!("{file} line {line}, column `{name}`: `{cell}` is not a number")
+                })
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        let config = Config(
+            t_head
+                .iter()
+                .zip(t.iter())
+                .filter(|(h, v)| !v.is_empty() && !reserved(h) && !metric_names.contains(h))
+                .map(|(h, v)| (h.clone(), nas_search::space::ParamValue::parse_cell(v)))
+                .collect(),
+        );
+        out.insert(config.key(), values);
+    }
+    Ok(out)
+}
+
+/// `sim --screen-scores`: per seed, the strategy training every one of
+/// `budget` candidates against the same strategy screened (pools drawn
+/// until `budget` candidates were considered, trained or screened out).
+fn sim_screened(
+    args: &SimArgs,
+    spec: &str,
+    table: &TableEvaluator,
+    objectives: &ObjectiveSet,
+    budget: usize,
+    first: u64,
+    last: u64,
+) -> Result<()> {
+    let o = &args.screen;
+    let scores = load_scores(spec, &args.table)?;
+    let energy_of = |trials: &[TrialRecord]| -> Result<f64> {
+        trials
+            .iter()
+            .map(|t| {
+                t.metrics
+                    .as_ref()
+                    .and_then(|m| m.get(&o.energy_metric).copied())
+                    .with_context(|| {
+                        format!(
+                            "trial {} has no `{}` (name it in --metrics)",
+                            t.config, o.energy_metric
+                        )
+                    })
+            })
+            .sum()
+    };
+    let column = spec.rsplit_once(':').map(|(_, c)| c).unwrap_or(spec);
+    let mut sums = [0.0f64; 5];
+    let mut n = 0.0f64;
+    for seed in first..=last {
+        let mut full = strategy_from_spec(&args.strategy)?;
+        let full_trials = simulate(full.as_mut(), table, objectives, seed, &|t| {
+            t.len() >= budget
+        })?;
+        let mut screen = Screen::new(
+            strategy_from_spec(&args.strategy)?,
+            Box::new(TableScores {
+                scores: scores.clone(),
+                cost_j: o.screen_cost_j,
+                name: column.to_string(),
+            }),
+            o.screen_pool,
+            o.screen_keep,
+        );
+        let log = screen.log();
+        let considered = |t: &[TrialRecord]| {
+            t.len() + log.lock().map(|l| l.screened_out.len()).unwrap_or(0) >= budget
+        };
+        let screened_trials = simulate(&mut screen, table, objectives, seed, &considered)?;
+        let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+        let full_hv = trials_hypervolume(&full_trials, objectives).unwrap_or(f64::NAN);
+        let full_e = energy_of(&full_trials)?;
+        let hv = trials_hypervolume(&screened_trials, objectives).unwrap_or(f64::NAN);
+        let train_e = energy_of(&screened_trials)?;
+        let e = train_e + log.light_cost_j;
+        // The control: the same unscreened run stopped after as many
+        // trainings as the screened one made (is screening better than
+        // just training less?).
+        let k = screened_trials.len().min(full_trials.len());
+        let matched_hv = trials_hypervolume(&full_trials[..k], objectives).unwrap_or(f64::NAN);
+        println!(
+            "{seed} full_hv={full_hv:.6} full_energy_j={full_e:.3} full_trained={} \
+             matched_hv={matched_hv:.6} screened_hv={hv:.6} screened_energy_j={e:.3} screened_training_j={train_e:.3} \
+             light_j={:.3} screened_trained={} screened_out={} unscored={}",
+            full_trials.len(),
+            log.light_cost_j,
+            screened_trials.len(),
+            log.screened_out.len(),
+            log.drawn - log.scored,
+        );
+        for (s, v) in sums.iter_mut().zip([full_hv, full_e, hv, e, matched_hv]) {
+            *s += v;
+        }
+        n += 1.0;
+    }
+    let [fh, fe, sh, se, mh] = sums.map(|s| s / n.max(1.0));
+    println!(
+        "mean full_hv={fh:.6} full_energy_j={fe:.3} matched_hv={mh:.6} screened_hv={sh:.6} screened_energy_j={se:.3} \
+         hv_ratio={:.4} energy_ratio={:.4} matched_hv_ratio={:.4} (training energy: the table's provenance; light cost: estimated)",
+        sh / fh,
+        se / fe,
+        mh / fh
+    );
     Ok(())
 }
 
