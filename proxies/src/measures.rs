@@ -58,16 +58,7 @@ pub(crate) fn grad_norm(net: &mut Network, data: &ProxyData) -> f64 {
 /// Σ |W ⊙ ∂L/∂W|.
 pub(crate) fn snip(net: &mut Network, data: &ProxyData) -> f64 {
     loss_backward(net, &data.batches()[0], data.loss(), None);
-    weights(net)
-        .iter()
-        .map(|w| {
-            w.value
-                .iter()
-                .zip(&w.grad)
-                .map(|(&v, &g)| (f64::from(v) * f64::from(g)).abs())
-                .sum::<f64>()
-        })
-        .sum()
+    saliency(net)
 }
 
 /// −Σ W ⊙ (H g), g = ∂L/∂W (GraSP as the reference code signs it).
@@ -156,6 +147,12 @@ pub(crate) fn synflow(net: &mut Network) -> f64 {
     abs_parameters(net);
     let ones = Array2::<f32>::ones((1, net.inputs));
     sum_backward(net, ones.view(), Mode::Eval, false, None);
+    saliency(net)
+}
+
+/// Σ |W ⊙ ∂/∂W| over the linear weights, of the gradient the last backward
+/// pass left: SNIP's and synflow's sum, on their different passes.
+fn saliency(net: &mut Network) -> f64 {
     weights(net)
         .iter()
         .map(|w| {
