@@ -5,7 +5,8 @@
 use crate::breakdown;
 use crate::config::Config;
 use crate::policy::{
-    process_owner, BreakdownGate, Caller, Coarsening, ConnectionSlots, PrivilegeRule, RateLimiter,
+    process_owner, BreakdownGate, BreakdownPermit, Caller, Coarsening, ConnectionSlots,
+    PrivilegeRule, RateLimiter,
 };
 use crate::spans::SpanStore;
 use sampling::activity::ActivityTracker;
@@ -220,27 +221,11 @@ impl DaemonState {
             Request::Breakdown { pid, from, to } => match self.visible_process(caller, pid) {
                 Err(resp) => resp,
                 Ok(tracked) => {
-                    let from = from.unwrap_or(tracked.since);
-                    // Nothing is known after now: a later end would only
-                    // stretch the interval over history that does not exist.
-                    let to = to.map_or(now, |to| to.min(now));
-                    if from > to {
-                        return error(
-                            ErrorCode::InvalidArgument,
-                            format!("from ({from}) is after to ({to})"),
-                        );
-                    }
-                    let Some(_permit) = self.breakdowns.enter(caller) else {
-                        return error(
-                            ErrorCode::ResourceExhausted,
-                            format!(
-                                "too many breakdowns running (at most {} at once, {} per uid); \
-                                 retry when one has finished",
-                                self.config.policy.max_concurrent_breakdowns,
-                                self.config.policy.max_concurrent_breakdowns_per_uid
-                            ),
-                        );
-                    };
+                    let (from, to, _permit) =
+                        match self.breakdown_window(caller, from, to, tracked.since, now) {
+                            Ok(w) => w,
+                            Err(resp) => return resp,
+                        };
                     if !caller.privileged {
                         // The rate limit counts work: one token per
                         // `breakdown_spans_per_token` spans considered.
@@ -459,6 +444,40 @@ impl DaemonState {
         Response::CgroupTracking(answer)
     }
 
+    /// The interval of a breakdown (a process's or a cgroup's) and the
+    /// permit to compute it: `from` defaults to when tracking began, `to`
+    /// is clamped to now (nothing is known after now: a later end would
+    /// only stretch the interval over history that does not exist).
+    fn breakdown_window(
+        &self,
+        caller: &Caller,
+        from: Option<MonotonicNs>,
+        to: Option<MonotonicNs>,
+        since: MonotonicNs,
+        now: MonotonicNs,
+    ) -> Result<(MonotonicNs, MonotonicNs, BreakdownPermit<'_>), Response> {
+        let from = from.unwrap_or(since);
+        let to = to.map_or(now, |to| to.min(now));
+        if from > to {
+            return Err(error(
+                ErrorCode::InvalidArgument,
+                format!("from ({from}) is after to ({to})"),
+            ));
+        }
+        let permit = self.breakdowns.enter(caller).ok_or_else(|| {
+            error(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "too many breakdowns running (at most {} at once, {} per uid); retry when \
+                     one has finished",
+                    self.config.policy.max_concurrent_breakdowns,
+                    self.config.policy.max_concurrent_breakdowns_per_uid
+                ),
+            )
+        })?;
+        Ok((from, to, permit))
+    }
+
     fn cgroup_energy(
         &self,
         caller: &Caller,
@@ -471,24 +490,9 @@ impl DaemonState {
             Ok(t) => t,
             Err(resp) => return resp,
         };
-        let from = from.unwrap_or(record.since);
-        let to = to.map_or(now, |to| to.min(now));
-        if from > to {
-            return error(
-                ErrorCode::InvalidArgument,
-                format!("from ({from}) is after to ({to})"),
-            );
-        }
-        let Some(_permit) = self.breakdowns.enter(caller) else {
-            return error(
-                ErrorCode::ResourceExhausted,
-                format!(
-                    "too many breakdowns running (at most {} at once, {} per uid); retry when \
-                     one has finished",
-                    self.config.policy.max_concurrent_breakdowns,
-                    self.config.policy.max_concurrent_breakdowns_per_uid
-                ),
-            );
+        let (from, to, _permit) = match self.breakdown_window(caller, from, to, record.since, now) {
+            Ok(w) => w,
+            Err(resp) => return resp,
         };
         let subject = breakdown::Subject {
             key: record.key,
