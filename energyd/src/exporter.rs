@@ -217,17 +217,20 @@ impl Exporter {
 
     fn snapshot(&self, now: MonotonicNs) -> Snapshot {
         let coarse = self.coarsening();
-        // Coarse: the end of the last whole window; full: now (each
-        // counter is then read at its newest sample).
-        let end = now
-            .0
-            .checked_div(coarse.window_ns)
-            .map_or(now, |windows| MonotonicNs(windows * coarse.window_ns));
+        // Coarse: each counter is read at the last grid point its history
+        // has reached (and `now` has passed), so a published value depends
+        // on that grid point alone: it cannot move within a window when a
+        // sample arrives late. Full: read at now (each counter is then at
+        // its newest sample).
         let engine = &self.state.engine;
         let infos = engine.sources();
         let sources = infos
             .iter()
             .map(|info| {
+                let end = match engine.latest(info.id) {
+                    Some((newest, _)) if coarse.window_ns > 0 => coarse.floor(now.min(newest)),
+                    _ => now,
+                };
                 let energy_j =
                     coarse.energy(engine.energy_since_start(info.id, end).unwrap_or(0.0));
                 let coverage = engine
@@ -331,7 +334,9 @@ impl Exporter {
                 .last_sample(subject.key)
                 .map_or(MonotonicNs(0), |(t, _)| t)
                 .min(energy_reach)
-                .min(end);
+                .min(now);
+            // Coarse: attributed up to a grid point only.
+            let reach = coarse.floor(reach);
             self.advance(acc, &subject, reach);
             let figures = SubjectFigures {
                 labels,

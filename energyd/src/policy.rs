@@ -158,6 +158,14 @@ impl Coarsening {
         Some((MonotonicNs(start), MonotonicNs(end)))
     }
 
+    /// The last grid point at or before `t` (`t` itself without a grid).
+    pub fn floor(&self, t: MonotonicNs) -> MonotonicNs {
+        match t.0.checked_div(self.window_ns) {
+            Some(windows) => MonotonicNs(windows * self.window_ns),
+            None => t,
+        }
+    }
+
     /// Rounds an energy figure to the quantum.
     pub fn energy(&self, joules: f64) -> f64 {
         if self.quantum_j > 0.0 {
