@@ -220,17 +220,13 @@ impl Exporter {
         // Coarse: each counter is read at the last grid point its history
         // has reached (and `now` has passed), so a published value depends
         // on that grid point alone: it cannot move within a window when a
-        // sample arrives late. Full: read at now (each counter is then at
-        // its newest sample).
+        // sample arrives late. Full: no grid, read at the newest sample.
         let engine = &self.state.engine;
         let infos = engine.sources();
         let sources = infos
             .iter()
             .map(|info| {
-                let end = match engine.latest(info.id) {
-                    Some((newest, _)) if coarse.window_ns > 0 => coarse.floor(now.min(newest)),
-                    _ => now,
-                };
+                let end = coarse.floor(engine.latest(info.id).map_or(now, |(t, _)| now.min(t)));
                 let energy_j =
                     coarse.energy(engine.energy_since_start(info.id, end).unwrap_or(0.0));
                 let coverage = engine

@@ -143,7 +143,7 @@ impl Coarsening {
             return Some((from, to));
         }
         let w = self.window_ns;
-        let last = now.0 / w * w;
+        let last = self.floor(now).0;
         let mut end = to.0.div_ceil(w).saturating_mul(w).min(last);
         let mut start = (from.0 / w * w).min(end.saturating_sub(w));
         if end < w {
