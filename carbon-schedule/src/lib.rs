@@ -18,7 +18,9 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod live;
 pub mod policy;
+pub mod queue;
 pub mod report;
 pub mod sim;
 pub mod table;
