@@ -10,7 +10,9 @@
 //! phase through energyd). Light results join a queue ranked by dominance
 //! ([`carbon_schedule::queue::DominanceQueue`]: proxy score, max, against
 //! the network's FLOPs per row, min, as its inference-energy stand-in);
-//! heavy slots pop its best.
+//! heavy slots pop its best. With `--calibration`, the energy axis is the
+//! inference energy the calibration predicts (stored on the light trial
+//! as `predicted_inference_energy_j_per_1k`, a prediction), not FLOPs.
 //!
 //! Every evaluation is a trial of the study, tagged `carbon-light` or
 //! `carbon-heavy`, with the intensity of the hour it started in
@@ -47,7 +49,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::trainer::{metric, DataSource, TrainingEvaluator};
+use super::calibrated::CalibrationPricer;
+use super::trainer::{metric, DataSource, TrainingEvaluator, TrialMetric};
+use nas_search::prescreen::CandidatePricer;
 
 /// Tag of a light evaluation's trial.
 pub const LIGHT_TAG: &str = "carbon-light";
@@ -348,6 +352,9 @@ pub struct CarbonAwareRun<'a> {
     pub spec: StudySpec,
     /// The trainer of heavy work.
     pub trainer: TrainingEvaluator,
+    /// Prices a candidate's inference energy from a calibration (the
+    /// queue's energy axis); without one, the network's FLOPs per row.
+    pub pricer: Option<CalibrationPricer>,
     /// The strategy proposing light work.
     pub strategy: Box<dyn Strategy>,
     /// The intensity signal.
@@ -452,6 +459,7 @@ pub fn run(run: CarbonAwareRun<'_>, clock: HourClock) -> Result<CarbonSchedule> 
         args,
         run_spec: &run.spec,
         trainer: &run.trainer,
+        pricer: run.pricer.as_ref(),
         planner: &planner,
         clock,
         started,
@@ -512,6 +520,7 @@ struct SlotContext<'a> {
     args: &'a CarbonAwareArgs,
     run_spec: &'a StudySpec,
     trainer: &'a TrainingEvaluator,
+    pricer: Option<&'a CalibrationPricer>,
     planner: &'a HourPlanner,
     clock: HourClock,
     started: Instant,
@@ -747,12 +756,30 @@ impl SlotContext<'_> {
                 }
                 r.metrics.insert(metric::FLOPS.into(), report.flops);
                 r.metrics.insert(metric::HOUR_INTENSITY.into(), d.intensity);
+                let predicted = self
+                    .pricer
+                    .and_then(|p| p.predicted_cost(&trial.config, trial.fidelity))
+                    .filter(|e| e.is_finite());
+                if let Some(e) = predicted {
+                    r.metrics
+                        .insert(TrialMetric::PredictedInferenceEnergyJPer1k.name().into(), e);
+                }
                 r.energy_spent_j = report.energy_j;
                 r.provenance = report.provenance;
                 r.notes.push(format!(
-                    "carbon-aware: light evaluation ({} proxy on {} rows, FLOPs per row as the energy stand-in), {}",
+                    "carbon-aware: light evaluation ({} proxy on {} rows; queued against {}), {}",
                     self.args.light_proxy,
                     self.args.light_batch_rows,
+                    match (predicted, self.pricer) {
+                        (Some(_), Some(p)) => format!(
+                            "the inference energy predicted from calibration {}",
+                            p.model.path().display()
+                        ),
+                        (None, Some(_)) => {
+                            "FLOPs per row (the calibration could not price it)".to_owned()
+                        }
+                        (_, None) => "FLOPs per row".to_owned(),
+                    },
                     self.hour_note(d)
                 ));
                 if let Some(n) = &report.energy_note {
@@ -761,7 +788,8 @@ impl SlotContext<'_> {
                 let score = report.score.unwrap_or(f64::NEG_INFINITY);
                 study.finish(trial.id, &Ok(r), eval_ns, 0)?;
                 let mut st = self.lock();
-                st.queue.push(trial.number, score, report.flops);
+                st.queue
+                    .push(trial.number, score, predicted.unwrap_or(report.flops));
                 st.queued.insert(
                     trial.number,
                     Queued {

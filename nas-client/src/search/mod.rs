@@ -640,12 +640,25 @@ fn search_carbon_aware(
     carbon: Option<CarbonSettings>,
     options: &RunOptions,
 ) -> Result<()> {
+    // With a calibration, the queue ranks by predicted inference energy;
+    // heavy work is still measured (the calibration prices, never replaces,
+    // a training here).
+    let pricer = match &args.calibrated.file.calibration {
+        Some(file) => {
+            if args.calibrated.prescreen || args.calibrated.measure_front {
+                bail!("--carbon-aware uses --calibration to rank its queue only: drop --prescreen and --measure-front");
+            }
+            let cal = Calibrated::setup(&evaluator, file, &args.calibrated.file)?;
+            Some(CalibrationPricer {
+                pricer: cal.pricer.clone(),
+                model: Arc::clone(&cal.model),
+            })
+        }
+        None => None,
+    };
     let EvaluatorChoice::Train(trainer) = evaluator else {
         bail!("--carbon-aware trains its heavy work: it does not combine with --evaluator table:");
     };
-    if args.calibrated.file.calibration.is_some() {
-        bail!("--carbon-aware ranks its queue by the proxy's FLOPs; it does not take --calibration yet");
-    }
     if args.resume {
         bail!("--carbon-aware starts a new study: its queue is not stored, so it cannot --resume");
     }
@@ -658,6 +671,7 @@ fn search_carbon_aware(
             study: &args.study,
             spec: spec.clone(),
             trainer,
+            pricer,
             strategy,
             signal: carbon.signal.clone(),
             budget: args.budget as usize,
