@@ -195,5 +195,16 @@ fn replayed_carbon_aware_search_moves_slots_to_light_work_in_the_dirty_hour() {
     }
     assert!(close(hour_kwh, kwh));
     assert!(close(carbon["grams_co2eq"].as_f64().unwrap(), grams));
+    // Light and heavy work each charged on their own add up to the whole.
+    let kinds = &summary["carbon_by_kind"];
+    let part = |k: &str, f: &str| kinds[k][f].as_f64().unwrap();
+    assert!(close(
+        part("light", "energy_spent_j") + part("heavy", "energy_spent_j"),
+        spent
+    ));
+    assert!(close(
+        part("light", "grams_co2eq") + part("heavy", "grams_co2eq"),
+        grams
+    ));
     d.stop().unwrap();
 }

@@ -469,7 +469,13 @@ pub fn run(run: CarbonAwareRun<'_>, clock: HourClock) -> Result<CarbonSchedule> 
         state: &state,
         strategy: &strategy,
     };
-    slot_ctx.decide(first_hour);
+    if !slot_ctx.decide(first_hour) {
+        // Nothing has run: an intensity source without the first hour is
+        // the user's to fix (a wall-clock search on a past trace, a replay
+        // outside it), not a search that ended.
+        let why = slot_ctx.lock().stop.take().unwrap_or_default();
+        bail!("{why} (replay a past trace with --carbon-replay-from UTC_TIME --hour-seconds S)");
+    }
     let ended = AtomicUsize::new(0);
     let result: Result<()> = std::thread::scope(|scope| {
         let mut handles = Vec::new();

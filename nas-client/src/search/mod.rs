@@ -707,11 +707,39 @@ fn search_carbon_aware(
             PaybackSettings::default()
         }
     };
+    // The same accounting over each kind's trials alone: what light and
+    // heavy work each emitted (their sum is the search's).
+    let by_kind: Vec<(&str, f64, Option<f64>)> = [
+        ("light", carbon_aware::LIGHT_TAG),
+        ("heavy", carbon_aware::HEAVY_TAG),
+    ]
+    .into_iter()
+    .map(|(kind, tag)| {
+        let part: Vec<TrialRecord> = trials
+            .iter()
+            .filter(|t| t.tag.as_deref().is_some_and(|x| x.starts_with(tag)))
+            .cloned()
+            .collect();
+        let joules = part.iter().filter_map(|t| t.energy_spent_j).sum();
+        let grams = account_search(&part, &carbon).ok().map(|c| c.grams_co2eq);
+        (kind, joules, grams)
+    })
+    .collect();
     let report = summarize_with(&with_derived_references(&spec, &trials), &trials, &settings);
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         if let Some(obj) = value.as_object_mut() {
             obj.insert("carbon_schedule".into(), serde_json::to_value(&schedule)?);
+            let kinds: serde_json::Map<String, serde_json::Value> = by_kind
+                .iter()
+                .map(|(k, j, g)| {
+                    (
+                        (*k).to_owned(),
+                        serde_json::json!({ "energy_spent_j": j, "grams_co2eq": g }),
+                    )
+                })
+                .collect();
+            obj.insert("carbon_by_kind".into(), kinds.into());
         }
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
@@ -730,6 +758,12 @@ fn search_carbon_aware(
             schedule.light_proxy,
             schedule.evaluations.len() - light
         );
+        for (kind, joules, grams) in &by_kind {
+            println!(
+                "  {kind} work: {joules:.1} J{}",
+                grams.map_or(String::new(), |g| format!(", {g:.6} gCO2eq"))
+            );
+        }
     }
     Ok(())
 }
