@@ -303,6 +303,11 @@ pub struct CarbonSchedule {
     pub evaluations: Vec<EvaluationRecord>,
     /// Why new work stopped.
     pub stopped: String,
+    /// CLOCK_MONOTONIC at the instant the hour clock started (a replay's
+    /// calendar is anchored here, so trials are charged on the hours the
+    /// decisions were made for).
+    #[serde(skip)]
+    pub started_ns: MonotonicNs,
 }
 
 /// One hour's decision, as recorded.
@@ -444,6 +449,7 @@ pub fn run(run: CarbonAwareRun<'_>, clock: HourClock) -> Result<CarbonSchedule> 
             hours: Vec::new(),
             evaluations: Vec::new(),
             stopped: String::new(),
+            started_ns: MonotonicNs(0),
         },
         heavy_started: 0,
         heavy_running: 0,
@@ -454,6 +460,11 @@ pub fn run(run: CarbonAwareRun<'_>, clock: HourClock) -> Result<CarbonSchedule> 
     });
     let strategy = Mutex::new(run.strategy);
     let started = Instant::now();
+    state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .schedule
+        .started_ns = MonotonicNs::now();
     let first_hour = clock.hour(now_utc(), 0.0);
     let slot_ctx = SlotContext {
         args,

@@ -663,8 +663,9 @@ fn search_carbon_aware(
         bail!("--carbon-aware starts a new study: its queue is not stored, so it cannot --resume");
     }
     let mut carbon = carbon.context("--carbon-aware needs --carbon-intensity")?;
-    let start = shared::MonotonicNs::now();
-    let (clock, replay_anchor) = args.carbon_aware.clock(start)?;
+    // The anchor is checked now and re-taken at the instant the hour clock
+    // started (below).
+    let (clock, _) = args.carbon_aware.clock(shared::MonotonicNs::now())?;
     let schedule = carbon_aware::run(
         carbon_aware::CarbonAwareRun {
             args: &args.carbon_aware,
@@ -683,7 +684,7 @@ fn search_carbon_aware(
     eprintln!("carbon-aware: stopped: {}", schedule.stopped);
     let (spec, trials) = load_study(&args.study)?;
     carbon.clock = ClockContext::current();
-    if let Some(anchor) = replay_anchor {
+    if let (_, Some(anchor)) = args.carbon_aware.clock(schedule.started_ns)? {
         // Trial times are placed on the replayed trace's hours, and the
         // report names the source as replayed.
         carbon.clock.anchor = anchor;
