@@ -761,7 +761,7 @@ fn search_carbon_aware(
         );
         for (kind, joules, grams) in &by_kind {
             println!(
-                "  {kind} work: {joules:.1} J{}",
+                "  {kind} work: {joules:.3} J{}",
                 grams.map_or(String::new(), |g| format!(", {g:.6} gCO2eq"))
             );
         }
