@@ -107,7 +107,7 @@ impl Policy for CeNasHeuristic {
 /// All slots heavy when the current intensity is at or below the
 /// `percentile` of the last `window_hours` hours (past only), else
 /// `floor` heavy slots.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ThresholdPolicy {
     /// Percentile in (0, 100].
     pub percentile: f64,

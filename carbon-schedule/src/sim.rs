@@ -28,6 +28,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::error::ScheduleError;
+use crate::queue::DominanceQueue;
 use crate::table::{Candidate, LightEstimates};
 
 /// Seconds of one slot in one simulated hour.
@@ -84,6 +85,9 @@ pub struct SimConfig {
     pub horizon_hours: usize,
     /// Seed of the sampling and random orders.
     pub seed: u64,
+    /// Facility energy over IT energy: every charge's grams are × PUE
+    /// (its joules stay IT energy, as measured).
+    pub pue: carbon::Pue,
 }
 
 /// Kind of an evaluation.
@@ -108,7 +112,7 @@ pub struct Charge {
     pub seconds: f64,
     /// Joules spent (simulated, from the table's estimated energies).
     pub joules: f64,
-    /// gCO2eq = joules / 3.6e6 × intensity of the hour.
+    /// gCO2eq = joules / 3.6e6 × intensity of the hour × PUE.
     pub grams: f64,
 }
 
@@ -190,69 +194,9 @@ fn joules_until(segments: &[Segment], t: f64) -> f64 {
         .sum()
 }
 
-/// The queue of light-scored candidates, with each member's count of
-/// members dominating it kept up to date on push and pop.
-struct DominanceQueue {
-    members: Vec<usize>,
-    counts: Vec<usize>,
-    points: Vec<[f64; 2]>,
-}
-
-impl DominanceQueue {
-    fn new(light: &LightEstimates) -> Self {
-        let points = light
-            .score
-            .iter()
-            .zip(&light.predicted_energy)
-            .map(|(&s, &e)| [-s, e])
-            .collect();
-        DominanceQueue {
-            members: Vec::new(),
-            counts: Vec::new(),
-            points,
-        }
-    }
-
-    fn dom(&self, a: usize, b: usize) -> bool {
-        nas_search::objective::dominates(&self.points[a], &self.points[b])
-    }
-
-    fn push(&mut self, c: usize) {
-        let mut own = 0;
-        for (i, &m) in self.members.iter().enumerate() {
-            if self.dom(c, m) {
-                self.counts[i] += 1;
-            }
-            if self.dom(m, c) {
-                own += 1;
-            }
-        }
-        self.members.push(c);
-        self.counts.push(own);
-    }
-
-    /// Lowest dominance count; ties: higher score, then lower index.
-    fn pop(&mut self) -> Option<usize> {
-        let best = (0..self.members.len()).min_by(|&i, &j| {
-            let (a, b) = (self.members[i], self.members[j]);
-            self.counts[i]
-                .cmp(&self.counts[j])
-                .then(self.points[a][0].total_cmp(&self.points[b][0]))
-                .then(a.cmp(&b))
-        })?;
-        let c = self.members.swap_remove(best);
-        self.counts.swap_remove(best);
-        for i in 0..self.members.len() {
-            if self.dom(c, self.members[i]) {
-                self.counts[i] -= 1;
-            }
-        }
-        Some(c)
-    }
-
-    fn len(&self) -> usize {
-        self.members.len()
-    }
+/// The simulator's queue: table rows with their light estimates.
+fn push_row(queue: &mut DominanceQueue<usize>, light: &LightEstimates, c: usize) {
+    queue.push(c, light.score[c], light.predicted_energy[c]);
 }
 
 /// Runs one simulated search over `intensity` (gCO2eq/kWh, one value per
@@ -287,7 +231,7 @@ pub fn simulate(
     // order of the carbon-agnostic baseline.
     perm.reverse();
     let mut unscored = perm;
-    let mut queue = DominanceQueue::new(light);
+    let mut queue = DominanceQueue::new();
     // Preempted trainings: (candidate, remaining seconds), oldest first.
     let mut in_progress: Vec<(usize, f64)> = Vec::new();
     let mut result = SimResult {
@@ -330,7 +274,8 @@ pub fn simulate(
             config.slots - heavy
         };
         let mut segments: Vec<Segment> = Vec::new();
-        let charge_of = |joules: f64| joules / JOULES_PER_KWH * ci;
+        let pue = config.pue.get();
+        let charge_of = |joules: f64| joules / JOULES_PER_KWH * ci * pue;
         let first_charge = result.charges.len();
 
         // Heavy work: resumed trainings first, then new ones.
@@ -452,7 +397,7 @@ pub fn simulate(
             .completions
             .sort_by(|a, b| a.time_h.total_cmp(&b.time_h));
         for c in scored_now {
-            queue.push(c);
+            push_row(&mut queue, light, c);
         }
         result.hours.push(HourRecord {
             hour,

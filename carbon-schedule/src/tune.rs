@@ -19,6 +19,8 @@ pub struct Setting<'a> {
     pub intensity: &'a [f64],
     /// Worker slots.
     pub slots: usize,
+    /// Facility energy over IT energy (grams × PUE).
+    pub pue: carbon::Pue,
     /// Simulated hours at most per search.
     pub horizon_hours: usize,
     /// Hypervolume reference point.
@@ -43,6 +45,7 @@ impl Setting<'_> {
                 start,
                 horizon_hours: self.horizon_hours,
                 seed,
+                pue: self.pue,
             },
         )?;
         let c = curve(&r, self.candidates, self.reference);

@@ -42,6 +42,49 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 #[test]
+fn pue_multiplies_every_charge_and_leaves_the_joules() {
+    // Two candidates: c0 1 h and 1 kWh, c1 0.5 h and 0.5 kWh; light work
+    // 0.1 kWh each, 1200 s. One slot; hour 0 light (100 g/kWh), hour 1
+    // heavy (400 g/kWh), at PUE 1.25.
+    let cands = vec![cand(0.9, 1.0, 3600.0, 3.6e6), cand(0.8, 0.5, 1800.0, 1.8e6)];
+    let light = LightEstimates {
+        name: "hand".into(),
+        score: vec![2.0, 1.0],
+        predicted_energy: vec![1.0, 0.5],
+        cost: LightCost {
+            seconds: 1200.0,
+            joules: 0.36e6,
+            provenance: "test".into(),
+        },
+    };
+    let mut policy = Fixed {
+        start: 0,
+        heavy: vec![0, 1],
+    };
+    let cfg = SimConfig {
+        slots: 1,
+        start: 0,
+        horizon_hours: 2,
+        seed: 1,
+        pue: carbon::Pue::new(1.25).unwrap(),
+    };
+    let r = simulate(&cands, &light, &[100.0, 400.0], &mut policy, cfg).unwrap();
+    // Hour 0: 2 light evaluations, 0.2 kWh × 100 × 1.25 = 25 g.
+    // Hour 1: the slot trains c0 for the whole hour (it is dominated by
+    //   nobody and scores higher): 1 kWh × 400 × 1.25 = 500 g; c1 waits.
+    assert_eq!(r.hours[0].light_evaluations, 2);
+    assert!(close(r.hours[0].grams, 25.0), "{:?}", r.hours);
+    assert!(close(r.hours[0].joules, 0.72e6));
+    assert!(close(r.hours[1].grams, 500.0), "{:?}", r.hours);
+    assert!(close(r.hours[1].joules, 3.6e6));
+    for c in &r.charges {
+        let i = if c.hour == 0 { 100.0 } else { 400.0 };
+        assert!(close(c.grams, c.joules / 3.6e6 * i * 1.25));
+    }
+    assert!(close(r.total_grams(), 525.0));
+}
+
+#[test]
 fn three_hours_three_candidates_by_hand() {
     // c0: 1.5 h, 1 kWh; c1: 0.5 h, 0.5 kWh; c2: 1 h, 2 kWh.
     let cands = vec![
@@ -71,6 +114,7 @@ fn three_hours_three_candidates_by_hand() {
         start: 0,
         horizon_hours: 3,
         seed: 7,
+        pue: carbon::Pue::new(1.0).unwrap(),
     };
     let r = simulate(&cands, &light, &intensity, &mut policy, cfg).unwrap();
     // Hour 0 (100 g/kWh): two light slots, 3 evaluations of 0.1 kWh: 30 g.
@@ -156,6 +200,7 @@ fn every_evaluation_is_charged_once_with_carry_over() {
             start: 30,
             horizon_hours: horizon,
             seed,
+            pue: carbon::Pue::new(1.0).unwrap(),
         };
         let r = simulate(&cands, &light, &intensity, &mut policy, cfg).unwrap();
         let mut light_count = vec![0usize; cands.len()];
@@ -251,6 +296,7 @@ fn heuristic_trains_more_in_the_clean_half() {
         start: 48,
         horizon_hours: 48,
         seed: 1,
+        pue: carbon::Pue::new(1.0).unwrap(),
     };
     let r = simulate(&cands, &light, &intensity, &mut policy, cfg).unwrap();
     let clean: f64 = r.hours[..24].iter().map(|h| h.heavy_seconds).sum();
@@ -314,6 +360,7 @@ fn idle_heavy_slots_score_and_nothing_trains_unscored() {
             start: 0,
             horizon_hours: 100,
             seed: 3,
+            pue: carbon::Pue::new(1.0).unwrap(),
         },
     )
     .unwrap();
@@ -345,6 +392,7 @@ fn percentile_is_nearest_rank_and_tuning_picks_the_least_carbon() {
         light: &light,
         intensity: &intensity,
         slots: 4,
+        pue: carbon::Pue::new(1.0).unwrap(),
         horizon_hours: 150,
         reference: &reference,
     };

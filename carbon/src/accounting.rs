@@ -103,12 +103,45 @@ impl EnergyInterval {
 pub struct ClockAnchor {
     monotonic: shared::MonotonicNs,
     utc: UtcMillis,
+    /// Calendar milliseconds per `per_real_ms` real milliseconds: 1/1 for
+    /// the wall clock; a replay of a trace runs the calendar faster (an
+    /// integer ratio keeps the anchor exact and comparable).
+    calendar_ms: u64,
+    per_real_ms: u64,
 }
 
 impl ClockAnchor {
     /// An anchor from two readings the caller took together.
     pub fn new(monotonic: shared::MonotonicNs, utc: UtcMillis) -> Self {
-        ClockAnchor { monotonic, utc }
+        ClockAnchor {
+            monotonic,
+            utc,
+            calendar_ms: 1,
+            per_real_ms: 1,
+        }
+    }
+
+    /// A replayed calendar: monotonic time `monotonic` is the instant
+    /// `utc`, and every `real_ms_per_hour` real milliseconds after it
+    /// advance the calendar by one hour (a trace replayed faster than it
+    /// was recorded). `None` for a zero rate.
+    pub fn replayed(
+        monotonic: shared::MonotonicNs,
+        utc: UtcMillis,
+        real_ms_per_hour: u64,
+    ) -> Option<Self> {
+        (real_ms_per_hour > 0).then_some(ClockAnchor {
+            monotonic,
+            utc,
+            calendar_ms: 3_600_000,
+            per_real_ms: real_ms_per_hour,
+        })
+    }
+
+    /// Whether this anchor replays a calendar at another rate than the
+    /// wall clock's.
+    pub fn is_replay(&self) -> bool {
+        self.calendar_ms != self.per_real_ms
     }
 
     /// Reads both clocks now, back to back.
@@ -118,13 +151,19 @@ impl ClockAnchor {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let utc = UtcMillis(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX));
-        ClockAnchor { monotonic, utc }
+        ClockAnchor {
+            monotonic,
+            utc,
+            calendar_ms: 1,
+            per_real_ms: 1,
+        }
     }
 
     /// The UTC instant of monotonic time `t` (same boot).
     pub fn to_utc(&self, t: shared::MonotonicNs) -> UtcMillis {
         let delta_ns = i128::from(t.0) - i128::from(self.monotonic.0);
-        let delta_ms = delta_ns.div_euclid(1_000_000);
+        let delta_ms = (delta_ns * i128::from(self.calendar_ms))
+            .div_euclid(1_000_000 * i128::from(self.per_real_ms));
         UtcMillis(
             self.utc
                 .0
@@ -508,6 +547,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(none.effective_intensity(), None);
+        // Replayed at 2 real seconds per hour: 1 real second later is
+        // half an hour later on the calendar.
+        let replay = ClockAnchor::replayed(
+            shared::MonotonicNs(5_000_000_000),
+            UtcMillis(HOUR_MS),
+            2_000,
+        )
+        .unwrap();
+        assert!(replay.is_replay());
+        assert_eq!(
+            replay.to_utc(shared::MonotonicNs(6_000_000_000)),
+            UtcMillis(HOUR_MS + 30 * MIN)
+        );
+        assert_eq!(
+            replay.to_utc(shared::MonotonicNs(4_000_000_000)),
+            UtcMillis(30 * MIN)
+        );
+        assert!(ClockAnchor::replayed(shared::MonotonicNs(0), UtcMillis(0), 0).is_none());
         let now = ClockAnchor::now();
         assert!(
             now.utc.0 > 1_700_000_000_000,

@@ -181,6 +181,13 @@ pub fn parse_trace<R: std::io::Read>(
     Ok(points)
 }
 
+/// A UTC instant as the traces write them (RFC 3339, or `YYYY-MM-DD
+/// HH:MM:SS[.f]` / `…T…` with an optional `Z`, read as UTC); `None` when
+/// the text is none of these.
+pub fn parse_utc(text: &str) -> Option<UtcMillis> {
+    parse_time(text.trim())
+}
+
 /// Parses the timestamp forms listed in the module doc.
 fn parse_time(text: &str) -> Option<UtcMillis> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {

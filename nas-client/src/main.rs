@@ -62,6 +62,11 @@ enum Command {
     /// stdout.
     #[command(hide = true)]
     Trial,
+    /// One light evaluation of a carbon-aware search (the child process it
+    /// starts): reads a JSON light request on stdin, scores the untrained
+    /// network with a zero-cost proxy measured by energyd, writes JSON.
+    #[command(hide = true)]
+    LightTrial,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +120,7 @@ fn main() {
         Command::Proxies(a) => nas_client::proxies_cli::proxies(*a),
         Command::Study(StudyCommand::Copy(a)) => nas_client::search::study_copy(a),
         Command::Trial => trial(),
+        Command::LightTrial => nas_client::search::carbon_aware::light_trial(),
     };
     if let Err(e) = result {
         eprintln!("nas-client: error: {e:#}");

@@ -383,7 +383,12 @@ fn evolve_on(
 
 /// `count` minibatches of `rows` rows drawn without replacement from the
 /// training split (seeded), with the task's loss.
-fn minibatches(dataset: &Dataset, rows: usize, count: usize, seed: u64) -> Result<ProxyData> {
+pub(crate) fn minibatches(
+    dataset: &Dataset,
+    rows: usize,
+    count: usize,
+    seed: u64,
+) -> Result<ProxyData> {
     let n = dataset.train.rows();
     if rows < 2 || count == 0 || rows * count > n {
         bail!(

@@ -7,7 +7,7 @@
 //! Usage: carbon-schedule-bench [--table CSV] [--light-score SCORE[,SCORE...]]
 //!   (SCORE: COLUMN or csv:PATH:COLUMN; with several, each trace picks one on its earlier weeks)
 //!   (a leading '-' negates a column: -params = smaller is more promising)
-//!   [--predicted-energy COLUMN] [--slots W] [--seeds N] [--mean-train-hours H]
+//!   [--predicted-energy COLUMN] [--slots W] [--pue X] [--seeds N] [--mean-train-hours H]
 //!   [--light-seconds S] [--light-joules J] [--horizon-days D]
 //!   [--eval-start YYYY-MM-DD] [--tune-start YYYY-MM-DD] [--curves DIR] TRACE.csv...
 
@@ -41,6 +41,7 @@ struct Args {
     light_score: String,
     predicted_energy: String,
     slots: usize,
+    pue: carbon::Pue,
     seeds: usize,
     mean_train_hours: f64,
     light_seconds: f64,
@@ -58,6 +59,7 @@ fn parse_args() -> Result<Args> {
         light_score: "params".into(),
         predicted_energy: "flops".into(),
         slots: 8,
+        pue: carbon::Pue::new(1.0)?,
         seeds: 10,
         mean_train_hours: 1.0,
         light_seconds: 36.0,
@@ -76,6 +78,10 @@ fn parse_args() -> Result<Args> {
             "--light-score" => a.light_score = val("--light-score")?,
             "--predicted-energy" => a.predicted_energy = val("--predicted-energy")?,
             "--slots" => a.slots = val("--slots")?.parse().context("--slots")?,
+            "--pue" => {
+                let x: f64 = val("--pue")?.parse().context("--pue")?;
+                a.pue = carbon::Pue::new(x).context("--pue")?;
+            }
             "--seeds" => a.seeds = val("--seeds")?.parse().context("--seeds")?,
             "--mean-train-hours" => {
                 a.mean_train_hours = val("--mean-train-hours")?
@@ -262,6 +268,7 @@ fn main() -> Result<()> {
                 light,
                 intensity: v,
                 slots: a.slots,
+                pue: a.pue,
                 horizon_hours: horizon,
                 reference: &reference,
             };
@@ -296,6 +303,7 @@ fn main() -> Result<()> {
             light,
             intensity: v,
             slots: a.slots,
+            pue: a.pue,
             horizon_hours: horizon,
             reference: &reference,
         };

@@ -5,6 +5,7 @@
 //! nas-client's training loop and to energyd for per-trial energy.
 
 pub mod calibrated;
+pub mod carbon_aware;
 pub mod trainer;
 
 use anyhow::{bail, Context, Result};
@@ -102,6 +103,9 @@ pub struct SearchArgs {
     /// Carbon of the search, in its summary.
     #[command(flatten)]
     pub carbon: CarbonArgs,
+    /// Carbon-aware scheduling of light and heavy work.
+    #[command(flatten)]
+    pub carbon_aware: carbon_aware::CarbonAwareArgs,
     /// Print the final Pareto front as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -541,6 +545,9 @@ pub fn search(args: SearchArgs) -> Result<()> {
     options.workers = args.workers.max(1);
     options.resume = args.resume;
     options.stale_after = stale_after(args.stale_after)?;
+    if args.carbon_aware.carbon_aware {
+        return search_carbon_aware(&args, evaluator, spec, strategy, carbon, &options);
+    }
     let bar = progress_bar(args.budget as u64, args.json);
     let names: Vec<String> = spec
         .objectives
@@ -619,6 +626,145 @@ pub fn search(args: SearchArgs) -> Result<()> {
             "stopped: {:?}; {} trials evaluated by this process",
             summary.stop_reason, summary.evaluated_here
         );
+    }
+    Ok(())
+}
+
+/// `search --carbon-aware`: the live (or replayed) carbon-aware search,
+/// then the same summary as a search, with the schedule it followed.
+fn search_carbon_aware(
+    args: &SearchArgs,
+    evaluator: EvaluatorChoice,
+    spec: StudySpec,
+    strategy: Box<dyn Strategy>,
+    carbon: Option<CarbonSettings>,
+    options: &RunOptions,
+) -> Result<()> {
+    // With a calibration, the queue ranks by predicted inference energy;
+    // heavy work is still measured (the calibration prices, never replaces,
+    // a training here).
+    let pricer = match &args.calibrated.file.calibration {
+        Some(file) => {
+            if args.calibrated.prescreen || args.calibrated.measure_front {
+                bail!("--carbon-aware uses --calibration to rank its queue only: drop --prescreen and --measure-front");
+            }
+            let cal = Calibrated::setup(&evaluator, file, &args.calibrated.file)?;
+            Some(CalibrationPricer {
+                pricer: cal.pricer.clone(),
+                model: Arc::clone(&cal.model),
+            })
+        }
+        None => None,
+    };
+    let EvaluatorChoice::Train(trainer) = evaluator else {
+        bail!("--carbon-aware trains its heavy work: it does not combine with --evaluator table:");
+    };
+    if args.resume {
+        bail!("--carbon-aware starts a new study: its queue is not stored, so it cannot --resume");
+    }
+    let mut carbon = carbon.context("--carbon-aware needs --carbon-intensity")?;
+    // The anchor is checked now and re-taken at the instant the hour clock
+    // started (below).
+    let (clock, _) = args.carbon_aware.clock(shared::MonotonicNs::now())?;
+    let schedule = carbon_aware::run(
+        carbon_aware::CarbonAwareRun {
+            args: &args.carbon_aware,
+            study: &args.study,
+            spec: spec.clone(),
+            trainer,
+            pricer,
+            strategy,
+            signal: carbon.signal.clone(),
+            budget: args.budget as usize,
+            slots: options.workers,
+            stale_after: options.stale_after,
+        },
+        clock,
+    )?;
+    eprintln!("carbon-aware: stopped: {}", schedule.stopped);
+    let (spec, trials) = load_study(&args.study)?;
+    carbon.clock = ClockContext::current();
+    if let (_, Some(anchor)) = args.carbon_aware.clock(schedule.started_ns)? {
+        // Trial times are placed on the replayed trace's hours, and the
+        // report names the source as replayed.
+        carbon.clock.anchor = anchor;
+        if let carbon::IntensitySignal::Hourly(h) = &mut carbon.signal {
+            h.source.name = format!(
+                "{} (replayed from {} at {} s per hour)",
+                h.source.name,
+                carbon::UtcMillis::from_hour_index(
+                    args.carbon_aware
+                        .carbon_replay_from
+                        .map_or(0, |t| t.hour_index())
+                ),
+                args.carbon_aware.hour_seconds.unwrap_or_default()
+            );
+        }
+    }
+    let settings = match search_carbon(&trials, &carbon) {
+        Ok(sc) => PaybackSettings::default().with_search_carbon(sc),
+        Err(e) => {
+            eprintln!("note: no carbon figures: {e:#}");
+            PaybackSettings::default()
+        }
+    };
+    // The same accounting over each kind's trials alone: what light and
+    // heavy work each emitted (their sum is the search's).
+    let by_kind: Vec<(&str, f64, Option<f64>)> = [
+        ("light", carbon_aware::LIGHT_TAG),
+        ("heavy", carbon_aware::HEAVY_TAG),
+    ]
+    .into_iter()
+    .map(|(kind, tag)| {
+        let part: Vec<TrialRecord> = trials
+            .iter()
+            .filter(|t| t.tag.as_deref().is_some_and(|x| x.starts_with(tag)))
+            .cloned()
+            .collect();
+        let joules = part.iter().filter_map(|t| t.energy_spent_j).sum();
+        let grams = account_search(&part, &carbon).ok().map(|c| c.grams_co2eq);
+        (kind, joules, grams)
+    })
+    .collect();
+    let report = summarize_with(&with_derived_references(&spec, &trials), &trials, &settings);
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("carbon_schedule".into(), serde_json::to_value(&schedule)?);
+            let kinds: serde_json::Map<String, serde_json::Value> = by_kind
+                .iter()
+                .map(|(k, j, g)| {
+                    (
+                        (*k).to_owned(),
+                        serde_json::json!({ "energy_spent_j": j, "grams_co2eq": g }),
+                    )
+                })
+                .collect();
+            obj.insert("carbon_by_kind".into(), kinds.into());
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_summary(&report, &args.study);
+        let light = schedule
+            .evaluations
+            .iter()
+            .filter(|e| e.kind == "light")
+            .count();
+        println!(
+            "carbon-aware ({}, {}): {} hours, {} light evaluations ({}), {} trainings",
+            schedule.mode,
+            schedule.policy,
+            schedule.hours.len(),
+            light,
+            schedule.light_proxy,
+            schedule.evaluations.len() - light
+        );
+        for (kind, joules, grams) in &by_kind {
+            println!(
+                "  {kind} work: {joules:.3} J{}",
+                grams.map_or(String::new(), |g| format!(", {g:.6} gCO2eq"))
+            );
+        }
     }
     Ok(())
 }

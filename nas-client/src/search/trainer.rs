@@ -122,6 +122,13 @@ trial_metrics! {
     PredictedInferenceEnergySigma => ("predicted_inference_energy_sigma_j_per_1k", "J per 1000 rows", Minimize, Predicted(InferenceEnergyJPer1k)),
     /// One-sigma uncertainty of the predicted training energy.
     PredictedTrainingEnergySigma => ("predicted_training_energy_sigma_j", "J", Minimize, Predicted(TrainingEnergyJ)),
+    /// A carbon-aware search's light evaluation: the zero-cost proxy's
+    /// score of the untrained network (higher is better; which proxy is in
+    /// the trial's notes).
+    LightScore => ("light_score", "proxy score", Maximize, Measured),
+    /// A carbon-aware search: grid intensity of the UTC (or replayed) hour
+    /// the evaluation started in, from the study's intensity source.
+    HourIntensity => ("hour_intensity_g_per_kwh", "gCO2eq/kWh", Minimize, Measured),
 }
 
 impl TrialMetric {
@@ -197,6 +204,10 @@ pub mod metric {
     pub const FLOPS: &str = M::Flops.name();
     /// See [`M::TrainTimeS`].
     pub const TRAIN_TIME_S: &str = M::TrainTimeS.name();
+    /// See [`M::LightScore`].
+    pub const LIGHT_SCORE: &str = M::LightScore.name();
+    /// See [`M::HourIntensity`].
+    pub const HOUR_INTENSITY: &str = M::HourIntensity.name();
     /// See [`M::EpochsRun`].
     pub const EPOCHS_RUN: &str = M::EpochsRun.name();
     /// See [`M::RemeasuredValAccuracy`].
