@@ -17,7 +17,7 @@ use clap::Args;
 use nas_search::study::{Study, StudyLocation, TrialStatus};
 use nn_plan::{Activation, Backbone, ModelSpec, Norm};
 use proxies::rank::{kendall_tau_b, random_sample, spearman_rho, stratified_sample};
-use proxies::{LossKind, ProxyBatch, ProxyData, ProxyKind};
+use proxies::{LossKind, Proxy, ProxyBatch, ProxyData, ProxyKind};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -45,11 +45,13 @@ pub struct ProxiesArgs {
     /// Target column of --data.
     #[arg(long)]
     pub target: Option<String>,
-    /// Proxies to compute (repeat; default: all). Names: grad_norm, snip,
-    /// grasp, fisher, synflow, jacob_cov, naswot, zen, zico, expressflow,
-    /// params, flops.
-    #[arg(long = "proxy")]
-    pub proxies: Vec<ProxyKind>,
+    /// Proxies to compute (repeat; default: every standard one). Names:
+    /// grad_norm, snip, grasp, fisher, synflow, jacob_cov, naswot, zen,
+    /// zico, expressflow, params, flops; a bundled evolved proxy
+    /// (evolved_phoneme); or a saved expression file (`PATH.expr`, as
+    /// --evolve-out writes), reported under its file name.
+    #[arg(long = "proxy", value_parser = parse_proxy)]
+    pub proxies: Vec<Proxy>,
     /// Trained-accuracy metric (study metric or table column).
     #[arg(long, default_value = "val_accuracy")]
     pub metric: String,
@@ -78,33 +80,41 @@ pub struct ProxiesArgs {
     /// Print a JSON summary instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Evolve a proxy (`proxies::evolve`) on this other table of trainings
-    /// and judge it here beside the standard ones, as the row `evolved`
-    /// (needs --evolve-dataset).
+    /// Evolve a proxy (`proxies::evolve::Evolution`) on this other table
+    /// of trainings (repeat, with one --evolve-dataset each, to evolve on
+    /// several datasets: fitness is the mean Kendall τ over them) and judge
+    /// it here beside the standard ones, as the row `evolved`.
     #[arg(long, requires = "evolve_dataset")]
-    pub evolve_table: Option<PathBuf>,
-    /// Bundled dataset of --evolve-table.
+    pub evolve_table: Vec<PathBuf>,
+    /// Bundled dataset of each --evolve-table, in the same order.
     #[arg(long)]
-    pub evolve_dataset: Option<String>,
-    /// Architectures of --evolve-table evolution may see: a stratified
-    /// sample of --bins equal-range accuracy bins, this / --bins draws per
-    /// bin (all of a bin that has fewer).
+    pub evolve_dataset: Vec<String>,
+    /// Architectures of each --evolve-table evolution may see: a
+    /// stratified sample of --bins equal-range accuracy bins, this / --bins
+    /// draws per bin (all of a bin that has fewer).
     #[arg(long, default_value_t = 150)]
     pub evolve_sample: usize,
+    /// Architectures of each --evolve-table held out from evolution (a
+    /// stratified sample of the rest, drawn like --evolve-sample): the
+    /// final expression is the generation best with the highest τ there.
+    /// 0: no validation, the best by search τ.
+    #[arg(long, default_value_t = 150)]
+    pub evolve_validation_sample: usize,
     /// Population of the evolution.
     #[arg(long, default_value_t = 40)]
     pub evolve_population: usize,
     /// Generations of the evolution.
     #[arg(long, default_value_t = 20)]
     pub evolve_generations: usize,
+    /// Save the evolution here after every generation, and resume from it
+    /// when it exists (same settings; more generations may be asked).
+    #[arg(long, requires = "evolve_table")]
+    pub evolve_checkpoint: Option<PathBuf>,
     /// Write the evolved expression to this file (readable: comment lines
-    /// say where it was evolved, then the expression on one line).
+    /// say where it was evolved, then the expression on one line); it is
+    /// then usable as `--proxy FILE`.
     #[arg(long, requires = "evolve_table")]
     pub evolve_out: Option<PathBuf>,
-    /// Also score with a saved expression (a file --evolve-out wrote), as
-    /// a row named after the file.
-    #[arg(long)]
-    pub expression: Option<PathBuf>,
 }
 
 /// One architecture to score and the accuracy it trained to.
@@ -157,8 +167,8 @@ pub fn proxies(args: ProxiesArgs) -> Result<()> {
             args.metric
         );
     }
-    let kinds = if args.proxies.is_empty() {
-        ProxyKind::ALL.to_vec()
+    let chosen: Vec<Proxy> = if args.proxies.is_empty() {
+        ProxyKind::ALL.into_iter().map(Proxy::Standard).collect()
     } else {
         args.proxies.clone()
     };
@@ -172,70 +182,59 @@ pub fn proxies(args: ProxiesArgs) -> Result<()> {
         .collect();
     let mut all_scores = Vec::new();
     let mut figures = Vec::new();
-    for &kind in &kinds {
+    let score_all = |proxy: &Proxy| -> Result<(Vec<f64>, ProxyFigures)> {
         let start = Instant::now();
         let mut scores = Vec::with_capacity(archs.len());
         for a in &archs {
-            let s = proxies::score(kind, &a.spec, &data, args.seed)
-                .with_context(|| format!("{kind} on {}", a.label))?;
+            let s = proxy
+                .score(&a.spec, &data, args.seed)
+                .with_context(|| format!("{proxy} on {}", a.label))?;
             scores.push(s);
         }
         let ms = start.elapsed().as_secs_f64() * 1e3 / archs.len() as f64;
-        figures.push(figures_of(
-            kind.name(),
-            &scores,
-            &accuracy,
-            &random,
-            &strat,
-            ms,
-        ));
+        let f = figures_of(proxy.name(), &scores, &accuracy, &random, &strat, ms);
+        Ok((scores, f))
+    };
+    for proxy in &chosen {
+        let (scores, f) = score_all(proxy)?;
+        figures.push(f);
         all_scores.push(scores);
     }
     let mut evolved_expression = None;
-    if let (Some(table), Some(name)) = (&args.evolve_table, &args.evolve_dataset) {
-        let (expr, search_tau) = evolve_on(table, name, &args)?;
-        let start = Instant::now();
-        let mut scores = Vec::with_capacity(archs.len());
-        for a in &archs {
-            let layers = proxies::evolve::layer_tensors(&a.spec, &data, args.seed)
-                .with_context(|| format!("evolved proxy on {}", a.label))?;
-            scores.push(expr.score(&layers));
-        }
-        let ms = start.elapsed().as_secs_f64() * 1e3 / archs.len() as f64;
-        figures.push(figures_of(
-            "evolved", &scores, &accuracy, &random, &strat, ms,
-        ));
+    if !args.evolve_table.is_empty() {
+        let evolved = evolve_on(&args)?;
+        let proxy = Proxy::Evolved {
+            name: "evolved".to_owned(),
+            expression: evolved.expression.clone(),
+        };
+        let (_, f) = score_all(&proxy)?;
+        figures.push(f);
         if let Some(path) = &args.evolve_out {
             let text = format!(
-                "# evolved by nas-client proxies on {} ({name}), seed {}; Kendall tau {search_tau:.4} on its search sample\n{expr}\n",
-                table.display(),
-                args.seed
+                "# evolved by nas-client proxies on {}, seed {}, population {}, {} generations; picked: generation {}, mean Kendall tau {:.4} on its search samples{}\n{}\n",
+                evolved.on,
+                args.seed,
+                args.evolve_population,
+                args.evolve_generations,
+                evolved.generation,
+                evolved.search_tau,
+                evolved
+                    .validation_tau
+                    .map_or(String::new(), |v| format!(", {v:.4} on its validation samples")),
+                evolved.expression
             );
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         }
         evolved_expression = Some(serde_json::json!({
-            "expression": expr.to_string(),
-            "evolved_on": format!("{} ({name})", table.display()),
-            "search_sample_tau": search_tau,
+            "expression": evolved.expression.to_string(),
+            "evolved_on": evolved.on,
+            "search_sample_tau": evolved.search_tau,
+            "validation_sample_tau": evolved.validation_tau,
+            "generation": evolved.generation,
         }));
     }
-    if let Some(path) = &args.expression {
-        let expr = read_expression(path)?;
-        let name = path
-            .file_stem()
-            .map_or("expression".into(), |s| s.to_string_lossy().into_owned());
-        let start = Instant::now();
-        let mut scores = Vec::with_capacity(archs.len());
-        for a in &archs {
-            let layers = proxies::evolve::layer_tensors(&a.spec, &data, args.seed)
-                .with_context(|| format!("{name} on {}", a.label))?;
-            scores.push(expr.score(&layers));
-        }
-        let ms = start.elapsed().as_secs_f64() * 1e3 / archs.len() as f64;
-        figures.push(figures_of(&name, &scores, &accuracy, &random, &strat, ms));
-    }
     if let Some(path) = &args.scores_out {
-        write_scores(path, &archs, &kinds, &all_scores)?;
+        write_scores(path, &archs, &chosen, &all_scores)?;
     }
     let strat_size = strat.first().map_or(0, Vec::len);
     if args.json {
@@ -335,50 +334,145 @@ fn figures_of(
     }
 }
 
-/// The expression of a file `--evolve-out` wrote: the first line that is
-/// neither empty nor a `#` comment.
-fn read_expression(path: &Path) -> Result<proxies::evolve::Expression> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let (line, expr) = text
-        .lines()
-        .enumerate()
-        .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .with_context(|| format!("{}: no expression in the file", path.display()))?;
-    expr.parse()
-        .with_context(|| format!("{}: line {}", path.display(), line + 1))
+/// `--proxy`'s value: a name or a saved expression file.
+fn parse_proxy(text: &str) -> std::result::Result<Proxy, String> {
+    Proxy::resolve(text).map_err(|e| e.to_string())
 }
 
-/// Evolves an expression on a stratified sample of `table`'s
-/// architectures trained on the bundled `dataset`; returns it with its
-/// Kendall τ on that sample.
-fn evolve_on(
-    table: &Path,
-    dataset: &str,
-    args: &ProxiesArgs,
-) -> Result<(proxies::evolve::Expression, f64)> {
-    let ds = DataSource::Bundled(dataset.to_owned()).load()?;
-    let data = minibatches(&ds, args.batch_size, 1, args.seed)?;
-    let archs = from_table(table, &args.metric)?;
-    let accuracy: Vec<f64> = archs.iter().map(|a| a.accuracy).collect();
-    let per_bin = (args.evolve_sample / args.bins.max(1)).max(1);
-    let sample = stratified_sample(&accuracy, args.bins, per_bin, args.seed);
+/// What an evolution found.
+struct Evolved {
+    expression: proxies::evolve::Expression,
+    /// The tables and datasets it was evolved on.
+    on: String,
+    search_tau: f64,
+    validation_tau: Option<f64>,
+    generation: usize,
+}
+
+/// The layer tensors of a sample of `archs`, and their accuracies.
+type TaskData = (Vec<Vec<proxies::evolve::LayerTensors>>, Vec<f64>);
+
+fn task_of(archs: &[Scored], sample: &[usize], data: &ProxyData, seed: u64) -> Result<TaskData> {
     let mut tensors = Vec::with_capacity(sample.len());
-    for &i in &sample {
+    for &i in sample {
         tensors.push(
-            proxies::evolve::layer_tensors(&archs[i].spec, &data, args.seed)
+            proxies::evolve::layer_tensors(&archs[i].spec, data, seed)
                 .with_context(|| format!("layer tensors of {}", archs[i].label))?,
         );
     }
-    let acc: Vec<f64> = sample.iter().map(|&i| accuracy[i]).collect();
-    let settings = proxies::evolve::EvolveSettings {
+    Ok((tensors, sample.iter().map(|&i| archs[i].accuracy).collect()))
+}
+
+/// Evolves an expression on stratified samples of the `--evolve-table`s'
+/// architectures (trained on their `--evolve-dataset`s), picking it on
+/// disjoint validation samples of the same tables when asked; resumes
+/// from and saves to `--evolve-checkpoint`; progress on stderr.
+fn evolve_on(args: &ProxiesArgs) -> Result<Evolved> {
+    use proxies::evolve::{Evolution, EvolveSettings, RankTask};
+    if args.evolve_table.len() != args.evolve_dataset.len() {
+        bail!(
+            "{} --evolve-table but {} --evolve-dataset: give one dataset per table, in order",
+            args.evolve_table.len(),
+            args.evolve_dataset.len()
+        );
+    }
+    let per_bin = (args.evolve_sample / args.bins.max(1)).max(1);
+    let valid_per_bin = args.evolve_validation_sample / args.bins.max(1);
+    let mut search_data = Vec::new();
+    let mut valid_data = Vec::new();
+    let mut on = Vec::new();
+    for (table, dataset) in args.evolve_table.iter().zip(&args.evolve_dataset) {
+        let ds = DataSource::Bundled(dataset.clone()).load()?;
+        let data = minibatches(&ds, args.batch_size, 1, args.seed)?;
+        let archs = from_table(table, &args.metric)?;
+        let accuracy: Vec<f64> = archs.iter().map(|a| a.accuracy).collect();
+        let sample = stratified_sample(&accuracy, args.bins, per_bin, args.seed);
+        search_data.push(task_of(&archs, &sample, &data, args.seed)?);
+        let mut counts = format!("{} search", sample.len());
+        if valid_per_bin > 0 {
+            // The rest of the table, then a stratified draw from it.
+            let rest: Vec<usize> = (0..archs.len()).filter(|i| !sample.contains(i)).collect();
+            let rest_acc: Vec<f64> = rest.iter().map(|&i| accuracy[i]).collect();
+            let picked: Vec<usize> =
+                stratified_sample(&rest_acc, args.bins, valid_per_bin, args.seed)
+                    .into_iter()
+                    .map(|k| rest[k])
+                    .collect();
+            counts.push_str(&format!(", {} validation", picked.len()));
+            if picked.len() >= 2 {
+                valid_data.push(task_of(&archs, &picked, &data, args.seed)?);
+            }
+        }
+        on.push(format!("{} ({dataset}; {counts})", table.display()));
+    }
+    let search: Vec<RankTask<'_>> = search_data
+        .iter()
+        .map(|(archs, accuracy)| RankTask { archs, accuracy })
+        .collect();
+    let validation: Vec<RankTask<'_>> = valid_data
+        .iter()
+        .map(|(archs, accuracy)| RankTask { archs, accuracy })
+        .collect();
+    let settings = EvolveSettings {
         population: args.evolve_population,
         generations: args.evolve_generations,
         seed: args.seed,
-        ..proxies::evolve::EvolveSettings::default()
+        ..EvolveSettings::default()
     };
-    let result = proxies::evolve::evolve(&tensors, &acc, &settings);
-    Ok((result.best, result.fitness))
+    let mut run = match &args.evolve_checkpoint {
+        Some(path) if path.exists() => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let run = Evolution::resume(&settings, &text)
+                .with_context(|| format!("resuming from {}", path.display()))?;
+            eprintln!(
+                "evolution resumed from {} at generation {}",
+                path.display(),
+                run.generation()
+            );
+            run
+        }
+        _ => Evolution::start(&settings, &search, &validation),
+    };
+    let show = |run: &Evolution| {
+        if let Some(b) = run.bests().last() {
+            eprintln!(
+                "evolution generation {}/{}: best search tau {:.4}{}  {}",
+                b.generation,
+                settings.generations,
+                b.fitness,
+                b.validation
+                    .map_or(String::new(), |v| format!(", validation tau {v:.4}")),
+                b.expression
+            );
+        }
+    };
+    let save = |run: &Evolution| -> Result<()> {
+        if let Some(path) = &args.evolve_checkpoint {
+            // Written beside and renamed, so a stop mid-write keeps the
+            // previous generation's checkpoint.
+            let tmp = path.with_extension("partial");
+            std::fs::write(&tmp, run.checkpoint())
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    };
+    show(&run);
+    save(&run)?;
+    while !run.finished() {
+        run.step(&search, &validation);
+        show(&run);
+        save(&run)?;
+    }
+    let result = run.result();
+    Ok(Evolved {
+        expression: result.best,
+        on: on.join(" + "),
+        search_tau: result.fitness,
+        validation_tau: result.validation,
+        generation: result.generation,
+    })
 }
 
 /// `count` minibatches of `rows` rows drawn without replacement from the
@@ -534,13 +628,13 @@ fn from_table(path: &Path, metric: &str) -> Result<Vec<Scored>> {
 fn write_scores(
     path: &Path,
     archs: &[Scored],
-    kinds: &[ProxyKind],
+    proxies: &[Proxy],
     scores: &[Vec<f64>],
 ) -> Result<()> {
     let mut w =
         csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
     let mut header = vec!["architecture".to_owned(), "accuracy".to_owned()];
-    header.extend(kinds.iter().map(|k| k.name().to_owned()));
+    header.extend(proxies.iter().map(|p| p.name().to_owned()));
     w.write_record(&header)?;
     for (i, a) in archs.iter().enumerate() {
         let mut row = vec![a.spec.describe(), a.accuracy.to_string()];
@@ -602,16 +696,6 @@ mod tests {
         assert!(err.contains("line 2, column activation"), "{err}");
         let err = format!("{:#}", from_table(&path, "accuracy").err().expect("fails"));
         assert!(err.contains("no column \"accuracy\""), "{err}");
-    }
-
-    #[test]
-    fn saved_expressions_read_back() {
-        let (_dir, path) = table("# evolved on somewhere\n\nsum_layers(norm(mul(W, dW)))\n");
-        let e = read_expression(&path).expect("reads");
-        assert_eq!(e.to_string(), "sum_layers(norm(mul(W, dW)))");
-        let (_dir, path) = table("# comment\nsum_layers(norm(mul(W, A)))\n");
-        let err = format!("{:#}", read_expression(&path).expect_err("fails"));
-        assert!(err.contains("line 2"), "{err}");
     }
 }
 

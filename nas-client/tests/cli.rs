@@ -176,3 +176,151 @@ fn report_into_a_closed_pipe_ends_quietly() {
         out.status
     );
 }
+
+/// A small table of "trained" MLPs on phoneme: accuracy rises with width,
+/// so a proxy has something to rank.
+fn proxy_table(dir: &Path) -> String {
+    let mut text = String::from("n_layers,width_1,width_2,activation,val_accuracy\n");
+    let mut i = 0;
+    for w1 in [4, 8, 16, 32] {
+        for w2 in [4, 16, 64] {
+            for act in ["relu", "tanh"] {
+                i += 1;
+                let acc = 0.6 + 0.001 * (w1 * w2) as f64 / 10.0 + 0.0001 * i as f64;
+                text.push_str(&format!("2,{w1},{w2},{act},{acc}\n"));
+            }
+        }
+    }
+    write(dir, "table.csv", &text)
+}
+
+#[test]
+fn an_evolution_resumes_from_its_checkpoint_and_its_expression_is_a_proxy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = proxy_table(dir.path());
+    let checkpoint = dir.path().join("evolve.txt").display().to_string();
+    let out_expr = dir.path().join("mine.expr").display().to_string();
+    let evolve = |generations: &str| {
+        nas_client(&[
+            "proxies",
+            "--table",
+            &table,
+            "--dataset",
+            "phoneme",
+            "--proxy",
+            "params",
+            "--sample-size",
+            "10",
+            "--repeats",
+            "2",
+            "--bins",
+            "2",
+            "--evolve-table",
+            &table,
+            "--evolve-dataset",
+            "phoneme",
+            "--evolve-sample",
+            "12",
+            "--evolve-validation-sample",
+            "8",
+            "--evolve-population",
+            "6",
+            "--evolve-generations",
+            generations,
+            "--evolve-checkpoint",
+            &checkpoint,
+            "--evolve-out",
+            &out_expr,
+            "--json",
+        ])
+    };
+    let first = evolve("2");
+    assert!(first.status.success(), "{}", stderr(&first));
+    let progress = stderr(&first);
+    assert!(progress.contains("evolution generation 2/2"), "{progress}");
+    let saved = std::fs::read_to_string(&checkpoint).expect("checkpoint written");
+    assert!(saved.contains("generation 2"), "{saved}");
+    // Asked for more generations, it goes on from generation 2.
+    let second = evolve("3");
+    assert!(second.status.success(), "{}", stderr(&second));
+    let progress = stderr(&second);
+    assert!(
+        progress.contains("resumed") && progress.contains("at generation 2"),
+        "{progress}"
+    );
+    assert!(progress.contains("evolution generation 3/3"), "{progress}");
+    assert!(!progress.contains("evolution generation 1/3"), "{progress}");
+    let summary: serde_json::Value = serde_json::from_slice(&second.stdout).expect("JSON summary");
+    let expression = summary["evolved"]["expression"]
+        .as_str()
+        .expect("expression");
+    assert!(summary["evolved"]["validation_sample_tau"].is_number());
+    // The saved expression scores like any proxy, under its file name.
+    let scored = nas_client(&[
+        "proxies",
+        "--table",
+        &table,
+        "--dataset",
+        "phoneme",
+        "--proxy",
+        &out_expr,
+        "--proxy",
+        "evolved_phoneme",
+        "--sample-size",
+        "10",
+        "--repeats",
+        "2",
+        "--bins",
+        "2",
+        "--json",
+    ]);
+    assert!(scored.status.success(), "{}", stderr(&scored));
+    let summary: serde_json::Value = serde_json::from_slice(&scored.stdout).expect("JSON");
+    let names: Vec<&str> = summary["proxies"]
+        .as_array()
+        .expect("proxies")
+        .iter()
+        .map(|p| p["proxy"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["mine", "evolved_phoneme"]);
+    let text = std::fs::read_to_string(&out_expr).expect("expression file");
+    assert!(text.lines().any(|l| l == expression), "{text}");
+    // A checkpoint of other settings is refused, naming the file.
+    let other = nas_client(&[
+        "proxies",
+        "--table",
+        &table,
+        "--dataset",
+        "phoneme",
+        "--proxy",
+        "params",
+        "--evolve-table",
+        &table,
+        "--evolve-dataset",
+        "phoneme",
+        "--evolve-population",
+        "7",
+        "--evolve-generations",
+        "3",
+        "--evolve-checkpoint",
+        &checkpoint,
+    ]);
+    assert_eq!(other.status.code(), Some(1));
+    let err = stderr(&other);
+    assert!(
+        err.contains("evolve.txt") && err.contains("population=6"),
+        "{err}"
+    );
+    // An unknown proxy name is a clear error listing what exists.
+    let bad = nas_client(&[
+        "proxies",
+        "--table",
+        &table,
+        "--dataset",
+        "phoneme",
+        "--proxy",
+        "zenn",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("evolved_phoneme"), "{}", stderr(&bad));
+}

@@ -68,6 +68,7 @@
 
 pub mod evolve;
 mod measures;
+pub mod named;
 pub mod probe;
 pub mod rank;
 
@@ -75,6 +76,7 @@ pub mod rank;
 mod tests;
 
 pub use measures::{zen_inputs, zen_reinit};
+pub use named::{NamedProxyError, Proxy};
 use ndarray::{Array1, Array2};
 use nn_plan::ModelSpec;
 use std::fmt;

@@ -1,0 +1,208 @@
+//! Proxies by name: the standard ones ([`ProxyKind`]) and evolved
+//! expressions saved as files, so an evolved proxy is used like a built-in
+//! one. Evolved proxies bundled with the crate (in `proxies/evolved/`,
+//! compiled in) have names; any other saved expression is read from its
+//! file and named after it.
+//!
+//! A saved expression file is readable text: `#` comment lines (where and
+//! how it was evolved), then the expression on one line (see
+//! [`crate::evolve::Expression`]'s text form).
+
+use crate::evolve::{layer_tensors, Expression, ExpressionParseError};
+use crate::{ProxyData, ProxyError, ProxyKind};
+use nn_plan::ModelSpec;
+use std::fmt;
+use std::path::Path;
+
+/// Evolved proxies compiled into the crate: (name, file text).
+pub const BUNDLED_EVOLVED: &[(&str, &str)] = &[(
+    "evolved_phoneme",
+    include_str!("../evolved/evolved_phoneme.expr"),
+)];
+
+/// A proxy to score with: a standard one or an evolved expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Proxy {
+    /// One of the standard proxies.
+    Standard(ProxyKind),
+    /// An evolved expression and the name it is reported under.
+    Evolved {
+        /// Its name (bundled name or file stem).
+        name: String,
+        /// The expression.
+        expression: Expression,
+    },
+}
+
+/// Why a named proxy cannot be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NamedProxyError {
+    /// Neither a standard proxy, a bundled evolved one, nor a file.
+    #[error("unknown proxy {0:?} (standard: grad_norm, snip, grasp, fisher, synflow, jacob_cov, naswot, zen, zico, expressflow, params, flops; evolved: {bundled}; or a saved expression file NAME.expr)", bundled = bundled_names())]
+    Unknown(String),
+    /// The file cannot be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file holds no expression.
+    #[error("{path}: no expression in the file (only comments or blank lines)")]
+    Empty {
+        /// The file.
+        path: String,
+    },
+    /// The expression does not parse.
+    #[error("{path}: line {line}: {source}")]
+    Parse {
+        /// The file (or bundled name).
+        path: String,
+        /// Its line (from 1).
+        line: usize,
+        /// The parse error.
+        source: ExpressionParseError,
+    },
+}
+
+fn bundled_names() -> String {
+    BUNDLED_EVOLVED
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The expression of a saved file's text: the first line that is neither
+/// blank nor a `#` comment. `origin` names the text in errors.
+pub fn parse_saved(origin: &str, text: &str) -> Result<Expression, NamedProxyError> {
+    let (index, line) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .ok_or_else(|| NamedProxyError::Empty {
+            path: origin.to_owned(),
+        })?;
+    line.trim()
+        .parse()
+        .map_err(|source| NamedProxyError::Parse {
+            path: origin.to_owned(),
+            line: index + 1,
+            source,
+        })
+}
+
+impl Proxy {
+    /// A standard proxy's name or a bundled evolved one's.
+    pub fn by_name(name: &str) -> Result<Proxy, NamedProxyError> {
+        if let Ok(kind) = name.parse::<ProxyKind>() {
+            return Ok(Proxy::Standard(kind));
+        }
+        let key = name.trim().to_ascii_lowercase().replace('-', "_");
+        let (bundled, text) = BUNDLED_EVOLVED
+            .iter()
+            .find(|(n, _)| *n == key)
+            .ok_or_else(|| NamedProxyError::Unknown(name.to_owned()))?;
+        Ok(Proxy::Evolved {
+            name: (*bundled).to_owned(),
+            expression: parse_saved(bundled, text)?,
+        })
+    }
+
+    /// A saved expression file, named after its stem.
+    pub fn from_file(path: &Path) -> Result<Proxy, NamedProxyError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| NamedProxyError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| shown.clone(), |s| s.to_string_lossy().into_owned());
+        Ok(Proxy::Evolved {
+            name,
+            expression: parse_saved(&shown, &text)?,
+        })
+    }
+
+    /// A name ([`Proxy::by_name`]), or a path to a saved expression when it
+    /// ends in `.expr` or names a directory.
+    pub fn resolve(text: &str) -> Result<Proxy, NamedProxyError> {
+        if text.ends_with(".expr") || text.contains('/') {
+            Proxy::from_file(Path::new(text))
+        } else {
+            Proxy::by_name(text)
+        }
+    }
+
+    /// The name it is reported under.
+    pub fn name(&self) -> &str {
+        match self {
+            Proxy::Standard(kind) => kind.name(),
+            Proxy::Evolved { name, .. } => name,
+        }
+    }
+
+    /// Scores `spec`'s untrained network on `data` (seeded), higher =
+    /// predicted better, as [`crate::score`] does for standard proxies.
+    pub fn score(&self, spec: &ModelSpec, data: &ProxyData, seed: u64) -> Result<f64, ProxyError> {
+        match self {
+            Proxy::Standard(kind) => crate::score(*kind, spec, data, seed),
+            Proxy::Evolved { expression, .. } => {
+                let value = expression.score(&layer_tensors(spec, data, seed)?);
+                // As for standard proxies: degenerate is -∞, never NaN.
+                Ok(if value.is_nan() {
+                    f64::NEG_INFINITY
+                } else {
+                    value
+                })
+            }
+        }
+    }
+}
+
+impl fmt::Display for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_to_standard_bundled_and_saved_proxies() {
+        assert_eq!(
+            Proxy::by_name("zen").unwrap(),
+            Proxy::Standard(ProxyKind::Zen)
+        );
+        for (name, _) in BUNDLED_EVOLVED {
+            let p = Proxy::by_name(name).expect("bundled parses");
+            assert_eq!(p.name(), *name);
+            assert!(matches!(p, Proxy::Evolved { .. }));
+        }
+        let err = Proxy::by_name("nope").unwrap_err().to_string();
+        assert!(err.contains("evolved_phoneme"), "{err}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mine.expr");
+        std::fs::write(&path, "# evolved here\n\nsum_layers(norm(mul(W, dW)))\n").unwrap();
+        match Proxy::resolve(path.to_str().unwrap()).expect("reads") {
+            Proxy::Evolved { name, expression } => {
+                assert_eq!(name, "mine");
+                assert_eq!(expression.to_string(), "sum_layers(norm(mul(W, dW)))");
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&path, "# comment\nsum_layers(norm(mul(W, A)))\n").unwrap();
+        let err = Proxy::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        std::fs::write(&path, "# only a comment\n").unwrap();
+        assert!(matches!(
+            Proxy::from_file(&path),
+            Err(NamedProxyError::Empty { .. })
+        ));
+    }
+}
