@@ -213,6 +213,13 @@ pub struct GrowArgs {
     /// Rows per training step and per splitting-matrix batch.
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
+    /// Each round's inference phase (forward passes over the test split,
+    /// repeated) runs at least this long, so its measured energy per 1000
+    /// rows stands well above what energyd resolves (the trainer's default
+    /// is 300 ms; small grown networks need seconds on an estimated
+    /// source).
+    #[arg(long, default_value_t = 300)]
+    pub inference_min_ms: u64,
     /// Threads.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -276,12 +283,14 @@ fn save_checkpoint(dir: &Path, round: usize, net: &mut Network) -> Result<()> {
 
 fn load_checkpoint(dir: &Path, round: usize) -> Result<Network> {
     let path = checkpoint_path(dir, round);
-    let bytes = std::fs::read(&path).with_context(|| {
-        format!(
-            "reading {} (the study has round {round}; its weights are needed to resume)",
-            path.display()
-        )
-    })?;
+    load_round_file(&path)
+        .with_context(|| format!("the study has round {round}; its weights are needed to resume"))
+}
+
+/// The network a growth round saved (`STUDY.grow/round-N.json`): its spec
+/// rebuilt and its weights restored, checked against each other.
+pub fn load_round_file(path: &Path) -> Result<Network> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let c: Checkpoint =
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
     let mut net = c
@@ -492,6 +501,7 @@ pub fn grow(args: GrowArgs) -> Result<()> {
         patience: None,
         seed: args.seed,
         threads,
+        inference_min_ns: args.inference_min_ms.saturating_mul(1_000_000),
         ..TrainConfig::default()
     };
     let mut session = None;

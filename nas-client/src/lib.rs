@@ -1,7 +1,9 @@
 //! nas-client's command glue (the `nas-client` binary's library): the
 //! flags of `train` ([`train_cli`]) and the `search`, `report` and
 //! `compare` commands over `nas-search` ([`search`]), `grow` (neuron
-//! splitting over the `splitting` crate, [`grow`]), `proxies` (zero-cost
+//! splitting over the `splitting` crate, [`grow`]), `measure-inference`
+//! (saved growth rounds' inference energy measured interleaved,
+//! [`inference_ab`]), `proxies` (zero-cost
 //! proxies against trained accuracy, [`proxies_cli`]), with the trainer
 //! (`tabular-nn`) and the energy model (`energy-model`) linked in process.
 //!
@@ -11,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod grow;
+pub mod inference_ab;
 pub mod proxies_cli;
 pub mod search;
 pub mod train_cli;

@@ -46,6 +46,10 @@ enum Command {
     /// Grow a network by energy-aware neuron splitting (each round a
     /// trial of a study).
     Grow(Box<nas_client::grow::GrowArgs>),
+    /// Inference energy of saved growth rounds, measured interleaved
+    /// (A B A B …) in one process: median and spread per network and of
+    /// each one's paired ratio to the first.
+    MeasureInference(nas_client::inference_ab::MeasureInferenceArgs),
     /// Report on a search study.
     Report(nas_client::search::ReportArgs),
     /// Compare energy-aware and accuracy-only searches; with --calibration,
@@ -115,6 +119,7 @@ fn main() {
         Command::Export(a) => export(&a),
         Command::Search(a) => nas_client::search::search(a),
         Command::Grow(a) => nas_client::grow::grow(*a),
+        Command::MeasureInference(a) => nas_client::inference_ab::measure_inference(a),
         Command::Report(a) => nas_client::search::report(a),
         Command::Compare(a) => nas_client::search::compare(a),
         Command::Proxies(a) => nas_client::proxies_cli::proxies(*a),
