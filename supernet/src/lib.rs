@@ -36,3 +36,6 @@ pub mod space;
 pub use net::{ChildEvaluation, EvalSettings, Supernet, SupernetError};
 pub use sandwich::{SandwichConfig, SandwichEpoch, SandwichReport, StepLosses};
 pub use space::{ChildSettings, Decision, DecisionKind, SpaceBackbone, SpaceError, SupernetSpace};
+
+#[cfg(test)]
+mod tests;

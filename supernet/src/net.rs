@@ -235,6 +235,9 @@ impl Supernet {
                 field: "choice",
                 message: format!("the child {choice:?} has a layer the supernet lacks"),
             })?;
+        // The kept layers must agree on their widths before the child's are
+        // set: from a deeper child, the head still has that child's input.
+        at_allocated_widths(&mut self.trainer.net.body)?;
         let layers = self.trainer.net.body.layers_mut();
         let moved: Vec<(String, Box<dyn Layer>)> = names
             .into_iter()
@@ -257,6 +260,9 @@ impl Supernet {
         for (slot, &p) in child.body.layers_mut().iter_mut().zip(&positions) {
             layers[p] = std::mem::replace(slot, placeholder());
         }
+        // The skipped layers kept an earlier child's widths; the whole
+        // network's widths must agree for the next child.
+        at_allocated_widths(&mut self.trainer.net.body)?;
         Ok(result?)
     }
 
@@ -402,6 +408,32 @@ impl Supernet {
 /// is lent to a child.
 fn placeholder() -> Box<dyn Layer> {
     Box::new(Sequential::new(0, Vec::new()))
+}
+
+/// Sets every layer below `body` at the width its parameters are
+/// allocated for, layer by layer: unlike [`Network::set_full_width`], which
+/// reads the width graph, this also works where layers disagree (the layers
+/// a shallower child skipped hold the widths of an earlier child).
+fn at_allocated_widths(body: &mut dyn Layer) -> Result<(), WidthError> {
+    let mut result = Ok(());
+    visit_layers(body, &mut |_, layer| {
+        let r = match layer {
+            LayerRef::Linear(l) => {
+                let (i, o) = l.max_dims();
+                l.set_active(i, o)
+            }
+            LayerRef::Activation(l) => l.set_active(l.max_features()),
+            LayerRef::BatchNorm(l) => l.set_active(l.max_features()),
+            LayerRef::LayerNorm(l) => l.set_active(l.max_features()),
+            LayerRef::Dropout(l) => l.set_active(l.max_features()),
+            LayerRef::SelectToken(l) => l.set_active(l.max_features()),
+            LayerRef::Sequential(_) | LayerRef::Residual(_) | LayerRef::Other(_) => Ok(()),
+        };
+        if result.is_ok() {
+            result = r;
+        }
+    });
+    result
 }
 
 /// Up to `rows` rows of `split`, drawn without replacement by `seed`.
