@@ -447,3 +447,129 @@ fn sandwich_training_lifts_the_largest_and_smallest_children() {
     }
     assert_eq!(scores[0], scores[1], "seeded");
 }
+
+/// A meter that keeps what the training hands it: span batches and the
+/// phase asked for (a simulated figure, so nothing here reads as measured).
+struct KeepingMeter {
+    spans: std::sync::Arc<std::sync::Mutex<Vec<tabular_nn::kernels::KernelSpan>>>,
+    polls: usize,
+    flushed: bool,
+}
+
+struct KeepingUploader(std::sync::Arc<std::sync::Mutex<Vec<tabular_nn::kernels::KernelSpan>>>);
+
+impl tabular_nn::kernels::SpanUploader for KeepingUploader {
+    fn upload(&mut self, _pid: u32, _tid: u32, spans: &[tabular_nn::kernels::KernelSpan]) {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .extend_from_slice(spans);
+    }
+}
+
+impl tabular_nn::meter::PhaseMeter for KeepingMeter {
+    fn uploader(&self) -> Box<dyn tabular_nn::kernels::SpanUploader> {
+        Box::new(KeepingUploader(self.spans.clone()))
+    }
+    fn poll_spans(&mut self) {
+        self.polls += 1;
+    }
+    fn flush_spans(&mut self) {
+        self.flushed = true;
+    }
+    fn min_window_ns(&self) -> u64 {
+        0
+    }
+    fn phase(
+        &mut self,
+        from: shared::MonotonicNs,
+        to: shared::MonotonicNs,
+    ) -> Result<tabular_nn::meter::PhaseEnergy, tabular_nn::meter::MeterError> {
+        Ok(tabular_nn::meter::PhaseEnergy {
+            from_ns: from.as_ns(),
+            to_ns: to.as_ns(),
+            process_j: 1.5,
+            uncertainty_j: 0.1,
+            provenance: shared::Provenance::Simulated,
+            domains: Vec::new(),
+            kernels: Vec::new(),
+            notes: Vec::new(),
+        })
+    }
+    fn span_delivery(&self) -> tabular_nn::meter::SpanDelivery {
+        tabular_nn::meter::SpanDelivery::default()
+    }
+}
+
+/// Regression: sandwich training with distillation on the teacher's
+/// outputs brings both extreme children's validation RMSE (in the target's
+/// units) well under the target's deviation; the training phase goes
+/// through the `PhaseMeter` (every kernel span handed over, polled once per
+/// epoch, the phase asked for the training's own window).
+#[test]
+fn regression_supernets_train_and_report_through_the_meter() {
+    use tabular_nn::kernels::KernelKind;
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut text = String::from("x0,x1,y\n");
+    for _ in 0..400 {
+        let (x0, x1): (f64, f64) = (rng.gen_range(-2.0..2.0), rng.gen_range(-2.0..2.0));
+        let y = 3.0 * x0 - 2.0 * x1 + 10.0 + rng.gen_range(-0.2..0.2);
+        text.push_str(&format!("{x0},{x1},{y}\n"));
+    }
+    let table = read_table_bytes("linear.csv", text.as_bytes()).expect("reads");
+    let mut opts = LoadOptions::new("y");
+    opts.task = Some(Task::Regression);
+    let data = Dataset::from_table("linear", &table, &opts).expect("loads");
+    let space = SupernetSpace::resnet(
+        vec![4, 8],
+        vec![vec![4, 8], vec![4, 8]],
+        vec![1, 2],
+        settings(Norm::Batch, Activation::Relu, 0.0),
+    )
+    .expect("valid");
+    let mut sup = Supernet::for_dataset(space.clone(), &data, 1).expect("builds");
+    let mut meter = KeepingMeter {
+        spans: Default::default(),
+        polls: 0,
+        flushed: false,
+    };
+    let config = SandwichConfig {
+        epochs: 30,
+        batch_size: 32,
+        lr: 1e-2,
+        threads: 1,
+        ..SandwichConfig::default()
+    };
+    let report = sup
+        .train(&data, &config, Some(&mut meter), &mut |_| {})
+        .expect("trains");
+    let energy = report.energy.as_ref().expect("the meter answered");
+    assert_eq!(energy.provenance, shared::Provenance::Simulated);
+    assert_eq!(energy.to_ns - energy.from_ns, report.train_wall_ns);
+    assert_eq!(meter.polls, 30);
+    assert!(meter.flushed);
+    let spans = meter.spans.lock().expect("not poisoned");
+    let recorded: u64 = report.train_kernels.iter().map(|k| k.count).sum();
+    assert_eq!(spans.len() as u64, recorded, "every span handed over");
+    for kind in [
+        KernelKind::BatchGather,
+        KernelKind::LinearFwd,
+        KernelKind::BatchnormBwd,
+        KernelKind::MseBwd,
+    ] {
+        assert!(spans.iter().any(|s| s.kind == kind), "{kind:?}");
+    }
+    let std = data.target_scale.std;
+    for choice in [space.largest(), space.smallest()] {
+        let e = sup
+            .evaluate_child(&choice, &data, &EvalSettings::default())
+            .expect("evaluates");
+        let rmse = e.metrics.rmse.expect("regression");
+        assert!(
+            rmse < 0.25 * std,
+            "{}: rmse {rmse}, std {std}",
+            e.spec.describe()
+        );
+        assert_eq!(e.score(), -rmse);
+    }
+}
