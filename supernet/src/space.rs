@@ -407,6 +407,20 @@ impl SupernetSpace {
         Ok(self.spec_with(backbone))
     }
 
+    /// The choice vector with the decisions that do not change the child
+    /// (widths of layers or blocks beyond its depth) set to 0: two choice
+    /// vectors name the same network exactly when their canonical forms
+    /// are equal (a key for caching evaluations).
+    pub fn canonical(&self, choice: &[usize]) -> Result<Vec<usize>, SpaceError> {
+        self.check(choice)?;
+        let depth = self.depth_of(choice);
+        let mut out = choice.to_vec();
+        for slot in out.iter_mut().skip(self.first_width + depth) {
+            *slot = 0;
+        }
+        Ok(out)
+    }
+
     /// The free widths of the child (tabular-nn's order, see
     /// `tabular_nn::model::widths`): an MLP's hidden widths; a ResNet's
     /// main width, then each block's hidden width.
@@ -505,6 +519,8 @@ mod tests {
                 choices: 2
             })
         );
+        assert_eq!(space.canonical(&[0, 1, 2, 0]).unwrap(), [0, 1, 0, 0]);
+        assert_eq!(space.canonical(&[2, 1, 2, 0]).unwrap(), [2, 1, 2, 0]);
         assert!(matches!(
             space.child_spec(&[0, 0]),
             Err(SpaceError::ChoiceCount { .. })

@@ -63,7 +63,11 @@ fn spaces(dropout: f32) -> Vec<(SupernetSpace, Vec<Vec<usize>>)> {
             resnet(Norm::Batch, Activation::Silu),
             resnet_children.clone(),
         ),
-        (resnet(Norm::None, Activation::Relu), resnet_children),
+        (
+            resnet(Norm::None, Activation::Relu),
+            resnet_children.clone(),
+        ),
+        (resnet(Norm::Layer, Activation::Tanh), resnet_children),
     ]
 }
 
@@ -368,6 +372,46 @@ fn batchnorm_recalibration_gives_the_statistics_computed_by_hand() {
         })
         .expect("valid");
     assert_eq!((mean, var), (0.0, 1.0));
+}
+
+/// Recalibration runs with dropout off (the statistics are those the
+/// evaluation-mode network sees): a supernet with dropout 0.5 gets the same
+/// running statistics as the same supernet without dropout, and keeps its
+/// dropout afterwards.
+#[test]
+fn batchnorm_recalibration_runs_without_dropout() {
+    let mut rng = SmallRng::seed_from_u64(6);
+    let x = random(40, 4, &mut rng);
+    let choice = [1, 1, 0];
+    let mut stats = Vec::new();
+    for dropout in [0.5, 0.0] {
+        let space = SupernetSpace::mlp(
+            vec![vec![3, 5], vec![2, 6]],
+            vec![1, 2],
+            settings(Norm::Batch, Activation::Relu, dropout),
+        )
+        .expect("valid");
+        let mut sup = Supernet::new(space, 4, 2, Task::Binary, 3).expect("builds");
+        let done = sup.recalibrate_batch_norm(&choice, x.view(), 8, 5);
+        assert_eq!(done.expect("valid"), 5);
+        let mut seen = Vec::new();
+        let mut rates = Vec::new();
+        sup.with_child(&choice, |t| {
+            visit_layers(&mut t.net.body, &mut |_, layer| match layer {
+                LayerRef::BatchNorm(bn) => {
+                    let (m, v) = bn.running_stats();
+                    seen.push((m.to_vec(), v.to_vec()));
+                }
+                LayerRef::Dropout(d) => rates.push(d.p),
+                _ => {}
+            })
+        })
+        .expect("valid");
+        assert_eq!(seen.len(), 2, "two batch norms");
+        assert_eq!(rates, vec![dropout; if dropout > 0.0 { 2 } else { 0 }]);
+        stats.push(seen);
+    }
+    assert_eq!(stats[0], stats[1]);
 }
 
 /// Two noisy classes separated along x0 + x1, with a noise column.
