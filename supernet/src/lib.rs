@@ -14,7 +14,9 @@
 //!   evaluation of a child);
 //! - [`sandwich`]: training by the sandwich rule
 //!   ([`Supernet::train`], [`SandwichConfig`]), measured through
-//!   tabular-nn's `PhaseMeter`, with a per-epoch callback.
+//!   tabular-nn's `PhaseMeter`, with a per-epoch callback;
+//! - [`checkpoint`]: stop and resume ([`Supernet::checkpoint`],
+//!   [`Supernet::restore`], [`Supernet::train_epochs`]), exact.
 //!
 //! Everything goes through tabular-nn's model API (active widths, the
 //! visitor, accumulated gradients, `Trainer`, `Network::spec`); the crate
@@ -29,10 +31,12 @@
 //! BatchNorm, at every depth).
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod net;
 pub mod sandwich;
 pub mod space;
 
+pub use checkpoint::SupernetCheckpoint;
 pub use net::{ChildEvaluation, EvalSettings, Supernet, SupernetError};
 pub use sandwich::{SandwichConfig, SandwichEpoch, SandwichReport, StepLosses};
 pub use space::{ChildSettings, Decision, DecisionKind, SpaceBackbone, SpaceError, SupernetSpace};

@@ -15,7 +15,7 @@
 
 use crate::net::{Supernet, SupernetError};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
-use rand::rngs::StdRng;
+use rand::rngs::{SmallRng, StdRng};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use shared::MonotonicNs;
@@ -102,9 +102,10 @@ pub struct SandwichEpoch {
 pub struct SandwichReport {
     /// Each epoch.
     pub history: Vec<SandwichEpoch>,
-    /// Optimizer steps.
+    /// Optimizer steps of this call.
     pub steps: u64,
-    /// Child forward/backward passes (children per step × steps).
+    /// Child forward/backward passes of this call (children per step ×
+    /// steps).
     pub child_passes: u64,
     /// Wall time of the training, ns.
     pub train_wall_ns: u64,
@@ -198,7 +199,36 @@ impl Supernet {
         energy: Option<&mut dyn PhaseMeter>,
         on_epoch: &mut (dyn FnMut(&SandwichEpoch) + Send),
     ) -> Result<SandwichReport, SupernetError> {
+        self.train_epochs(dataset, config, 1..=config.epochs, energy, on_epoch)
+    }
+
+    /// Epochs `epochs` (1-based, within `1..=config.epochs`) of the
+    /// training [`Supernet::train`] runs whole: stopping after some epochs
+    /// ([`Supernet::checkpoint`]) and resuming from a restored state
+    /// ([`Supernet::restore`]). The optimizer starts fresh only at epoch 1;
+    /// the learning-rate schedule is that of `config.epochs` epochs; each
+    /// epoch's shuffling, children and dropout are seeded from the seed and
+    /// the epoch's number, so a resumed training equals the uninterrupted
+    /// one.
+    pub fn train_epochs(
+        &mut self,
+        dataset: &Dataset,
+        config: &SandwichConfig,
+        epochs: std::ops::RangeInclusive<usize>,
+        energy: Option<&mut dyn PhaseMeter>,
+        on_epoch: &mut (dyn FnMut(&SandwichEpoch) + Send),
+    ) -> Result<SandwichReport, SupernetError> {
         validate(config)?;
+        let (first_epoch, last_epoch) = (*epochs.start(), *epochs.end());
+        if first_epoch == 0 || first_epoch > last_epoch || last_epoch > config.epochs {
+            return Err(SupernetError::Config {
+                field: "epochs",
+                message: format!(
+                    "{first_epoch}..={last_epoch} is not a range within 1..={}",
+                    config.epochs
+                ),
+            });
+        }
         self.check_data(dataset)?;
         let pool = tabular_nn::threads::build_pool(config.threads).map_err(|e| {
             SupernetError::ThreadPool {
@@ -208,22 +238,38 @@ impl Supernet {
         })?;
         // The recorder is created on the pool thread that runs the loop, so
         // spans carry that thread's id.
-        pool.install(|| self.run(dataset, config, energy, on_epoch))
+        pool.install(|| self.run(dataset, config, (first_epoch, last_epoch), energy, on_epoch))
     }
 
     fn run(
         &mut self,
         dataset: &Dataset,
         config: &SandwichConfig,
+        (first_epoch, last_epoch): (usize, usize),
         mut energy: Option<&mut dyn PhaseMeter>,
         on_epoch: &mut (dyn FnMut(&SandwichEpoch) + Send),
     ) -> Result<SandwichReport, SupernetError> {
-        self.trainer().opt = Optimizer::new(
+        // The optimizer's settings are the config's; a resumed training
+        // keeps the moments of every parameter.
+        let mut opt = Optimizer::new(
             config.optimizer,
             config.momentum,
             0.999,
             config.weight_decay,
         );
+        if first_epoch > 1 {
+            self.network().set_full_width()?;
+            let mut ids = Vec::new();
+            self.network()
+                .body
+                .visit_parameters(&mut |p| ids.push(p.id));
+            for id in ids {
+                if let Some(state) = self.trainer().opt.state(id) {
+                    opt.set_state(id, state.clone());
+                }
+            }
+        }
+        self.trainer().opt = opt;
         let mut recorder =
             SpanRecorder::new(DEFAULT_SPAN_CAPACITY, energy.as_ref().map(|e| e.uploader()));
         let mut ctx = Ctx::new(&mut recorder, config.seed.wrapping_add(0x5eed));
@@ -233,17 +279,21 @@ impl Supernet {
         let total_steps = steps_per_epoch * config.epochs;
         let warmup =
             ((config.warmup_epochs.max(0.0) * steps_per_epoch as f32) as usize).min(total_steps);
-        let mut shuffle_rng = StdRng::seed_from_u64(config.seed);
-        let mut child_rng = StdRng::seed_from_u64(config.seed ^ 0xc41d);
         let mut order: Vec<usize> = (0..n).collect();
         let mut xb = Array2::<f32>::zeros((config.batch_size, dataset.n_features()));
         let mut yb = Array1::<f32>::zeros(config.batch_size);
         let train_start = MonotonicNs::now();
         let mut history = Vec::with_capacity(config.epochs);
-        let (mut step, mut child_passes) = (0usize, 0u64);
+        let (mut step, mut child_passes) = ((first_epoch - 1) * steps_per_epoch, 0u64);
         self.network().zero_grad();
-        for epoch in 1..=config.epochs {
-            order.shuffle(&mut shuffle_rng);
+        for epoch in first_epoch..=last_epoch {
+            // Each epoch's draws depend on the seed and the epoch only, so a
+            // resumed training draws what the uninterrupted one would.
+            let epoch_seed = config.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            order.sort_unstable();
+            order.shuffle(&mut StdRng::seed_from_u64(epoch_seed));
+            let mut child_rng = StdRng::seed_from_u64(epoch_seed ^ 0xc41d);
+            ctx.rng = SmallRng::seed_from_u64(epoch_seed ^ 0xd0);
             let epoch_start = MonotonicNs::now();
             let (mut largest, mut smallest, mut random) = (0.0f64, 0.0f64, 0.0f64);
             let mut lr = config.lr;
@@ -316,7 +366,7 @@ impl Supernet {
         };
         Ok(SandwichReport {
             history,
-            steps: step as u64,
+            steps: (step - (first_epoch - 1) * steps_per_epoch) as u64,
             child_passes,
             train_wall_ns: train_end.saturating_sub(train_start),
             train_kernels,

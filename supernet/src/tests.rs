@@ -617,3 +617,66 @@ fn regression_supernets_train_and_report_through_the_meter() {
         assert_eq!(e.score(), -rmse);
     }
 }
+
+/// Stop and resume: two epochs, a checkpoint, a fresh supernet (another
+/// initialisation) restored from it and trained two more epochs ends with
+/// exactly the weights, statistics and moments of four uninterrupted
+/// epochs (dropout and BatchNorm on, so every random draw counts).
+#[test]
+fn a_resumed_training_equals_the_uninterrupted_one() {
+    let data = two_classes(160);
+    let space = SupernetSpace::resnet(
+        vec![4, 8],
+        vec![vec![3, 6], vec![3, 6]],
+        vec![1, 2],
+        settings(Norm::Batch, Activation::Relu, 0.2),
+    )
+    .expect("valid");
+    let config = SandwichConfig {
+        epochs: 4,
+        batch_size: 32,
+        lr: 1e-2,
+        threads: 1,
+        ..SandwichConfig::default()
+    };
+    let mut whole = Supernet::for_dataset(space.clone(), &data, 5).expect("builds");
+    whole
+        .train(&data, &config, None, &mut |_| {})
+        .expect("trains");
+    let expect = whole.checkpoint(4).expect("checkpoint");
+    let mut first = Supernet::for_dataset(space.clone(), &data, 5).expect("builds");
+    let mut seen = Vec::new();
+    let half = first
+        .train_epochs(&data, &config, 1..=2, None, &mut |e| seen.push(e.epoch))
+        .expect("trains");
+    assert_eq!(half.steps, 2 * 4);
+    let stopped = first.checkpoint(2).expect("checkpoint");
+    let mut resumed = Supernet::for_dataset(space.clone(), &data, 99).expect("builds");
+    resumed.restore(&stopped).expect("fits");
+    resumed
+        .train_epochs(&data, &config, 3..=4, None, &mut |e| seen.push(e.epoch))
+        .expect("trains");
+    assert_eq!(seen, [1, 2, 3, 4]);
+    let got = resumed.checkpoint(4).expect("checkpoint");
+    assert_eq!(got.tensors, expect.tensors);
+    assert_eq!(got.moments.len(), expect.moments.len());
+    for (a, b) in got.moments.iter().zip(&expect.moments) {
+        let (a, b) = (a.as_ref().expect("stepped"), b.as_ref().expect("stepped"));
+        assert_eq!(
+            (&a.first, &a.second, a.steps),
+            (&b.first, &b.second, b.steps)
+        );
+    }
+    // A checkpoint of another space does not fit.
+    let other = SupernetSpace::mlp(
+        vec![vec![3]],
+        vec![],
+        settings(Norm::None, Activation::Relu, 0.0),
+    )
+    .expect("valid");
+    let mut small = Supernet::for_dataset(other, &data, 0).expect("builds");
+    assert!(small.restore(&stopped).is_err());
+    assert!(resumed
+        .train_epochs(&data, &config, 3..=5, None, &mut |_| {})
+        .is_err());
+}
