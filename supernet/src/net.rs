@@ -280,6 +280,7 @@ impl Supernet {
         batch_size: usize,
         batches: usize,
     ) -> Result<usize, SupernetError> {
+        self.check_input(x, None)?;
         if batch_size < 2 {
             return Err(SupernetError::Config {
                 field: "recalibration batch size",
@@ -336,6 +337,7 @@ impl Supernet {
         x: ArrayView2<f32>,
         batch: usize,
     ) -> Result<Array2<f32>, SupernetError> {
+        self.check_input(x, None)?;
         let batch = batch.max(1);
         self.with_child(choice, |t| {
             let mut sink = NullSink;
@@ -378,6 +380,28 @@ impl Supernet {
             metrics: metrics(dataset, &dataset.val, out.view()),
             recalibration_batches: recalibrated,
         })
+    }
+
+    /// Errors unless `x` has the supernet's input columns (and `rows` rows,
+    /// when given).
+    pub(crate) fn check_input(
+        &self,
+        x: ArrayView2<f32>,
+        rows: Option<usize>,
+    ) -> Result<(), SupernetError> {
+        let inputs = self.trainer.net.inputs;
+        if x.ncols() != inputs || rows.is_some_and(|r| r != x.nrows()) {
+            return Err(SupernetError::Config {
+                field: "input",
+                message: format!(
+                    "{} rows of {} columns{}; the supernet has {inputs} inputs",
+                    x.nrows(),
+                    x.ncols(),
+                    rows.map_or(String::new(), |r| format!(" with {r} targets"))
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Errors unless `dataset` has the supernet's inputs, outputs and task.

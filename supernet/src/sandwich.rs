@@ -151,6 +151,13 @@ impl Supernet {
         distillation: bool,
         ctx: &mut Ctx,
     ) -> Result<StepLosses, SupernetError> {
+        self.check_input(x, Some(y.len()))?;
+        if children.is_empty() {
+            return Err(SupernetError::Config {
+                field: "children",
+                message: "a sandwich step needs at least one child".to_owned(),
+            });
+        }
         let regression = self.task() == Task::Regression;
         let mut per_child = Vec::with_capacity(children.len());
         let mut teacher: Option<Array2<f32>> = None;

@@ -291,6 +291,16 @@ fn sandwich_accumulation_is_the_sum_of_per_child_gradients() {
             nonzero += usize::from(g.iter().any(|&v| v != 0.0));
         }
         assert_eq!(nonzero, accumulated.len(), "every parameter has a gradient");
+        // Bad input is an error, not a panic.
+        let wrong = random(8, 4, &mut rng);
+        assert!(sup
+            .accumulate_sandwich(wrong.view(), y.view(), &children, true, &mut ctx)
+            .is_err());
+        assert!(sup
+            .accumulate_sandwich(x.view(), labels(7, 3).view(), &children, true, &mut ctx)
+            .is_err());
+        assert!(sup.child_outputs(&children[0], wrong.view(), 4).is_err());
+        assert!(sup.with_child(&[0], |_| ()).is_err());
     }
 }
 
