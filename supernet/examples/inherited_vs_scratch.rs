@@ -2,8 +2,9 @@
 //! architectures trained from scratch, on one bundled dataset: how well
 //! does the supernet rank its children? (Run by `bench/supernet`.)
 //!
-//! Space: MLP, 1 or 2 hidden layers, each of 8, 32 or 128 units, ReLU,
-//! BatchNorm, no dropout (12 distinct networks). The supernet is trained
+//! Spaces (ReLU, BatchNorm, no dropout, 12 distinct networks each): MLP
+//! with 1 or 2 hidden layers of 8, 32 or 128 units; ResNet with main width
+//! 16 or 64 and 1 or 2 blocks of hidden width 16 or 64. The supernet is trained
 //! by the sandwich rule (largest, smallest and 2 random children per step,
 //! in-place distillation) for as many epochs as a from-scratch training
 //! may run; every child is then evaluated with inherited weights (BN
@@ -13,8 +14,8 @@
 //! accuracy of both, Kendall τ-b between them, wall times (no energy: this
 //! example does not talk to energyd).
 //!
-//! Usage: `inherited_vs_scratch [DATASET] [EPOCHS] [THREADS]` (default
-//! phoneme 40 2). Last line: `kendall_tau=… children=… dataset=… …`.
+//! Usage: `inherited_vs_scratch [DATASET] [EPOCHS] [THREADS] [mlp|resnet]`
+//! (default phoneme 40 2 mlp). Last line: `kendall_tau=… children=… dataset=… …`.
 
 use std::time::Instant;
 use supernet::{ChildSettings, EvalSettings, SandwichConfig, Supernet, SupernetSpace};
@@ -26,26 +27,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dataset = args.first().map_or("phoneme", String::as_str);
     let epochs: usize = args.get(1).map_or(Ok(40), |s| s.parse())?;
     let threads: usize = args.get(2).map_or(Ok(2), |s| s.parse())?;
+    let backbone = args.get(3).map_or("mlp", String::as_str);
     let data = tabular_nn::data::bundled::load(dataset, 0)?;
-    let widths = vec![8, 32, 128];
-    let space = SupernetSpace::mlp(
-        vec![widths.clone(), widths.clone()],
-        vec![1, 2],
-        ChildSettings {
-            activation: Activation::Relu,
-            norm: Norm::Batch,
-            dropout: 0.0,
-        },
-    )?;
-    // Every distinct network once: depth 1 with the second width fixed.
-    let mut children = Vec::new();
-    for (depth, seconds) in [(0, 1), (1, widths.len())] {
-        for a in 0..widths.len() {
-            for b in 0..seconds {
-                children.push(vec![depth, a, b]);
-            }
+    let settings = ChildSettings {
+        activation: Activation::Relu,
+        norm: Norm::Batch,
+        dropout: 0.0,
+    };
+    let space = match backbone {
+        "mlp" => SupernetSpace::mlp(vec![vec![8, 32, 128]; 2], vec![1, 2], settings)?,
+        "resnet" => {
+            SupernetSpace::resnet(vec![16, 64], vec![vec![16, 64]; 2], vec![1, 2], settings)?
+        }
+        other => return Err(format!("backbone {other:?}: mlp or resnet").into()),
+    };
+    // Every distinct network once (choice vectors that differ only in the
+    // widths of skipped layers name the same network).
+    let mut children: Vec<Vec<usize>> = vec![Vec::new()];
+    for d in space.decisions() {
+        children = children
+            .into_iter()
+            .flat_map(|c| {
+                (0..d.choices()).map(move |i| {
+                    let mut c = c.clone();
+                    c.push(i);
+                    c
+                })
+            })
+            .collect();
+    }
+    let mut distinct = Vec::new();
+    for c in &children {
+        let c = space.canonical(c)?;
+        if !distinct.contains(&c) {
+            distinct.push(c);
         }
     }
+    let children = distinct;
     let config = SandwichConfig {
         epochs,
         threads,
@@ -133,7 +151,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         children.len()
     );
     println!(
-        "kendall_tau={tau:.3} children={} dataset={dataset} mean_scratch_minus_inherited={mean_gap:.4} \
+        "kendall_tau={tau:.3} children={} dataset={dataset} backbone={backbone} mean_scratch_minus_inherited={mean_gap:.4} \
          pick_regret={regret:.4} supernet_s={supernet_total_s:.1} scratch_s={scratch_s:.1}",
         children.len()
     );
