@@ -18,6 +18,31 @@
 //! - [`checkpoint`]: stop and resume ([`Supernet::checkpoint`],
 //!   [`Supernet::restore`], [`Supernet::train_epochs`]), exact.
 //!
+//! What a one-shot search does with it:
+//!
+//! ```no_run
+//! use supernet::{ChildSettings, EvalSettings, SandwichConfig, Supernet, SupernetSpace};
+//! use tabular_nn::model::layers::{Activation, Norm};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let data = tabular_nn::data::bundled::load("phoneme", 0)?;
+//! let settings = ChildSettings { activation: Activation::Relu, norm: Norm::Batch, dropout: 0.0 };
+//! // Two hidden layers of 8..128 units, one or two of them.
+//! let space = SupernetSpace::mlp(vec![vec![8, 32, 128]; 2], vec![1, 2], settings)?;
+//! for d in space.decisions() {
+//!     // A controller's categorical per decision: d.choices() logits.
+//!     let _ = (d.kind, d.choices(), d.labels());
+//! }
+//! let mut sup = Supernet::for_dataset(space.clone(), &data, 0)?;
+//! sup.train(&data, &SandwichConfig::default(), None, &mut |_epoch| {})?;
+//! let child = space.sample(&mut rand::thread_rng());
+//! let spec = space.child_spec(&child)?; // priced by the energy model
+//! let accuracy = sup.evaluate_child(&child, &data, &EvalSettings::default())?.score();
+//! # let _ = (spec, accuracy);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Everything goes through tabular-nn's model API (active widths, the
 //! visitor, accumulated gradients, `Trainer`, `Network::spec`); the crate
 //! knows nothing of the energy model or of energyd. Sources: US-Nets
