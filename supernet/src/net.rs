@@ -356,7 +356,9 @@ impl Supernet {
 
     /// Child `choice` with inherited weights: its BatchNorm statistics
     /// recalibrated on training rows (a seeded sample of `dataset`'s
-    /// training split), then its metrics on the validation split.
+    /// training split), then its metrics on the validation split. Runs on
+    /// the caller's rayon pool (install one, `tabular_nn::threads::build_pool`,
+    /// to bound its threads).
     pub fn evaluate_child(
         &mut self,
         choice: &[usize],
