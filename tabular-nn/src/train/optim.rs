@@ -158,6 +158,13 @@ impl Optimizer {
         self.state.get_mut(&id)
     }
 
+    /// Sets the state of parameter `id` (resuming a training from states
+    /// [`Optimizer::state`] gave at the same shapes: a supernet's
+    /// checkpoint).
+    pub fn set_state(&mut self, id: ParamId, state: ParamState) {
+        self.state.insert(id, state);
+    }
+
     /// Forgets the state of parameters not in `keep` (after layers were
     /// removed).
     pub fn retain(&mut self, keep: &dyn Fn(ParamId) -> bool) {
