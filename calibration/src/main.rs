@@ -484,12 +484,23 @@ fn validate(
     for (network, mape) in &summary.per_network {
         println!("mape_pct[{network}]={mape:.1}");
     }
+    // nn-Meter's accuracy: the share of predictions within ±5% / ±10%.
+    for (backbone, a) in &summary.per_backbone {
+        println!(
+            "backbone[{backbone}] rows={} mape_pct={:.1} within_5pct={:.0}% within_10pct={:.0}%",
+            a.rows,
+            a.mape_pct,
+            100.0 * a.within_5pct_share,
+            100.0 * a.within_10pct_share
+        );
+    }
     println!(
-        "mape_pct={:.1} kernels={} networks={} provenance={}",
+        "mape_pct={:.1} kernels={} networks={} provenance={} within_10pct={:.0}%",
         summary.overall_mape_pct,
         calibration.kernel_names().len(),
         summary.per_network.len(),
-        summary.provenance
+        summary.provenance,
+        100.0 * summary.overall.within_10pct_share
     );
     Ok(())
 }

@@ -375,6 +375,7 @@ fn validate_trainer(
             }
             rows.push(NetworkComparison {
                 network: m.name.clone(),
+                backbone: m.description.model.backbone.clone(),
                 phase,
                 predicted_j: predicted.energy_j,
                 measured_j,
@@ -394,6 +395,14 @@ fn validate_reference(
     for (widths, batch) in REFERENCE_NETWORKS {
         let mut mlp = ReferenceMlp::new(widths);
         let name = format!("{} batch {batch}", mlp.describe());
+        // The reference widths list input and output too; the backbone
+        // names the hidden layers only.
+        let backbone = nn_plan::Backbone::Mlp {
+            widths: widths
+                .get(1..widths.len().saturating_sub(1))
+                .unwrap_or_default()
+                .to_vec(),
+        };
         let step = mlp.training_step_plan(batch, threads);
         let infer = mlp.inference_plan(batch, threads);
 
@@ -416,6 +425,7 @@ fn validate_reference(
         let predicted = calibration.predict_plan(&step.repeated(u64::from(steps)))?;
         rows.push(NetworkComparison {
             network: name.clone(),
+            backbone: backbone.clone(),
             phase: Phase::Training,
             predicted_j: predicted.energy_j,
             measured_j: measured.joules,
@@ -432,6 +442,7 @@ fn validate_reference(
         let predicted = calibration.predict_plan(&infer.repeated(u64::from(batches)))?;
         rows.push(NetworkComparison {
             network: name,
+            backbone,
             phase: Phase::Inference,
             predicted_j: predicted.energy_j,
             measured_j: measured.joules,

@@ -10,6 +10,9 @@
 //!   dominance, non-dominated sorting, crowding, exact hypervolume.
 //! - [`strategy`]: the ask/tell [`strategy::Strategy`] trait and random
 //!   search, regularised evolution, NSGA-II, successive halving, Hyperband.
+//! - [`controller`]: the policy-gradient controller of one-shot search
+//!   (REINFORCE over a factorized categorical policy; TabNAS rejection,
+//!   MnasNet soft reward, Abs reward), resumable from its saved state.
 //! - [`evaluator`]: the [`evaluator::Evaluator`] trait and the lookup-table
 //!   evaluator.
 //! - [`study`]: the SQLite study database (claims, results, recovery).
@@ -32,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod compare;
+pub mod controller;
 pub mod evaluator;
 pub mod footprint;
 pub mod metric;
