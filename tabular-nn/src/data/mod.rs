@@ -319,6 +319,22 @@ impl Dataset {
         }
     }
 
+    /// Encoded columns of each input feature, in input order, as an
+    /// FT-Transformer's tokenizer reads them (`nn_plan::Backbone::
+    /// FtTransformer`'s `feature_widths`): a categorical column is one
+    /// feature over its one-hot block; a numeric column is one feature, and
+    /// its missing-value indicator (when it has one) another.
+    pub fn feature_widths(&self) -> Vec<usize> {
+        self.summary
+            .columns
+            .iter()
+            .flat_map(|c| match c.kind {
+                ColumnKind::Categorical => vec![c.features],
+                ColumnKind::Numeric => vec![1; c.features],
+            })
+            .collect()
+    }
+
     /// Encoded input width.
     pub fn n_features(&self) -> usize {
         self.feature_names.len()
@@ -853,6 +869,12 @@ mod tests {
         // age + age=missing, 4 colors (one is <missing>), income.
         assert_eq!(ds.n_features(), 2 + 4 + 1, "{:?}", ds.feature_names);
         assert!(ds.feature_names.contains(&"color=<missing>".to_string()));
+        // FT-Transformer features: age, its missing indicator, color's
+        // one-hot block, income, over the columns in that order.
+        assert_eq!(ds.feature_widths(), [1, 1, 4, 1]);
+        assert!(ds.feature_names[2..6]
+            .iter()
+            .all(|n| n.starts_with("color=")));
         assert_eq!(ds.train.rows() + ds.val.rows() + ds.test.rows(), 100);
         assert_eq!(ds.test.rows(), 20);
         // Standardised on train: training mean of each numeric column is ~0.
