@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use nas_client::search::trainer::TrialRequest;
-use nas_client::train_cli::{config_from, load_dataset, TrainArgs};
+use nas_client::train_cli::{config_from, fit_model_to, load_dataset, TrainArgs};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use tabular_nn::baselines::run_baselines;
@@ -231,13 +231,9 @@ fn trial() -> anyhow::Result<()> {
     let request: TrialRequest = serde_json::from_reader(std::io::stdin().lock())
         .context("reading the trial request (JSON) on stdin")?;
     let dataset = request.data.load()?;
-    let report = train_measured(
-        &dataset,
-        &request.config,
-        request.socket,
-        false,
-        &mut |_| {},
-    )?;
+    let mut config = request.config;
+    fit_model_to(&mut config, &dataset);
+    let report = train_measured(&dataset, &config, request.socket, false, &mut |_| {})?;
     println!(
         "{}",
         serde_json::to_string(&report).context("writing the report")?
@@ -246,8 +242,9 @@ fn trial() -> anyhow::Result<()> {
 }
 
 fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let config = config_from(&args)?;
+    let mut config = config_from(&args)?;
     let dataset = load_dataset(&args)?;
+    fit_model_to(&mut config, &dataset);
     if !args.json {
         eprintln!(
             "nas-client: {} ({:?}): {} train / {} validation / {} test rows, {} features; {}; {} threads",

@@ -152,6 +152,8 @@ fn architecture_layers(arch: &Architecture) -> BTreeMap<String, String> {
                     walk(inner, &format!("{path}."), out);
                     format!("residual {width}")
                 }
+                // Token layers (FT-Transformer): not grown here.
+                other => format!("{other:?}"),
             };
             out.insert(path, what);
         }

@@ -100,6 +100,29 @@ kernel_kinds! {
     AdamwStep => "adamw_step",
     /// One SGD-with-momentum step over every parameter of the model.
     SgdStep => "sgd_step",
+    /// FT-Transformer feature tokenizer forward: per feature `Σ x_c·E_c + b`
+    /// over its encoded columns, [CLS] first; rows (batch·tokens) × d_token.
+    TokenizerFwd => "tokenizer_fwd",
+    /// Feature tokenizer backward (embedding, bias and [CLS] gradients).
+    TokenizerBwd => "tokenizer_bwd",
+    /// Attention scores `Q·Kᵀ/√d_head`: batch·heads products
+    /// (tokens×d_head)·(d_head×tokens).
+    AttentionScoreFwd => "attention_score_fwd",
+    /// Backward of the scores to Q and K: two GEMMs per (sample, head).
+    AttentionScoreBwd => "attention_score_bwd",
+    /// Row softmax of the attention scores, rows (batch·heads·tokens) × tokens.
+    AttentionSoftmaxFwd => "attention_softmax_fwd",
+    /// Softmax backward, same rows.
+    AttentionSoftmaxBwd => "attention_softmax_bwd",
+    /// Attention context `P·V`: batch·heads products
+    /// (tokens×tokens)·(tokens×d_head).
+    AttentionContextFwd => "attention_context_fwd",
+    /// Context backward to P and V: two GEMMs per (sample, head).
+    AttentionContextBwd => "attention_context_bwd",
+    /// ReGLU forward `a·ReLU(b)` of the halves of (rows, 2h), on (rows, h).
+    RegluFwd => "reglu_fwd",
+    /// ReGLU backward, on (rows, h).
+    RegluBwd => "reglu_bwd",
 }
 
 impl KernelKind {
@@ -111,9 +134,13 @@ impl KernelKind {
     /// The shape class calls of this kind have.
     pub fn shape_class(self) -> ShapeClass {
         match self {
-            KernelKind::LinearFwd | KernelKind::LinearBwdData | KernelKind::LinearBwdWeight => {
-                ShapeClass::Gemm
-            }
+            KernelKind::LinearFwd
+            | KernelKind::LinearBwdData
+            | KernelKind::LinearBwdWeight
+            | KernelKind::AttentionScoreFwd
+            | KernelKind::AttentionScoreBwd
+            | KernelKind::AttentionContextFwd
+            | KernelKind::AttentionContextBwd => ShapeClass::Gemm,
             KernelKind::AdamwStep | KernelKind::SgdStep => ShapeClass::Elementwise,
             _ => ShapeClass::Rows,
         }

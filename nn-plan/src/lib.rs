@@ -31,6 +31,6 @@ pub mod spec;
 pub use kernel::{KernelCall, KernelKind, KernelShape, Pass, ShapeClass};
 pub use plan::{DatasetShape, PlanError, PlannedCalls, RunPlan, RunShape};
 pub use spec::{
-    Activation, Architecture, Backbone, LayerShape, ModelSpec, NamedLayer, Norm, OptimizerKind,
-    SpecError, RELU_SURROGATE_BETA,
+    Activation, Architecture, Backbone, FtDropouts, LayerShape, ModelSpec, NamedLayer, Norm,
+    OptimizerKind, SpecError, RELU_SURROGATE_BETA,
 };

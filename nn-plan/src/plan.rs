@@ -87,9 +87,40 @@ fn rows(rows: usize, width: usize) -> KernelShape {
     }
 }
 
-/// Appends the kernels of a forward pass of `layers` over `batch` rows.
+fn gemm(m: usize, n: usize, k: usize, count: usize) -> KernelShape {
+    KernelShape::Gemm {
+        m: m as u64,
+        n: n as u64,
+        k: k as u64,
+        count: count as u64,
+    }
+}
+
+/// The attention kernels of one (sample, head) pass over `rows` token
+/// rows: (score GEMM, softmax/dropout rows, context GEMM).
+fn attention_shapes(
+    rows: usize,
+    tokens: usize,
+    width: usize,
+    heads: usize,
+) -> (KernelShape, KernelShape, KernelShape) {
+    let d_head = width / heads;
+    let pairs = rows / tokens * heads;
+    (
+        gemm(tokens, tokens, d_head, pairs),
+        self::rows(pairs * tokens, tokens),
+        gemm(tokens, d_head, tokens, pairs),
+    )
+}
+
+/// Appends the kernels of a forward pass of `layers` over `batch` rows
+/// (rows change where a layer adds or removes the token axis:
+/// [`LayerShape::out_rows`]).
 pub fn forward(layers: &[NamedLayer], batch: usize, pass: Pass, out: &mut Vec<KernelCall>) {
+    let mut rows_in = batch;
     for layer in layers {
+        let batch = rows_in;
+        rows_in = layer.shape.out_rows(batch);
         let (kind, shape) = match &layer.shape {
             LayerShape::Linear { inputs, outputs } => (
                 KernelKind::LinearFwd,
@@ -107,6 +138,39 @@ pub fn forward(layers: &[NamedLayer], batch: usize, pass: Pass, out: &mut Vec<Ke
                 forward(inner, batch, pass, out);
                 (KernelKind::ResidualAddFwd, rows(batch, *width))
             }
+            LayerShape::FeatureTokenizer { width, .. } => (
+                KernelKind::TokenizerFwd,
+                rows(layer.shape.out_rows(batch), *width),
+            ),
+            LayerShape::Attention {
+                tokens,
+                width,
+                heads,
+                dropout,
+            } => {
+                let mut push = |kind, shape| out.push(KernelCall { kind, shape, pass });
+                let qkv = KernelShape::dense(batch as u64, *width as u64, *width as u64);
+                for _ in 0..3 {
+                    push(KernelKind::LinearFwd, qkv);
+                }
+                let (score, probs, context) = attention_shapes(batch, *tokens, *width, *heads);
+                push(KernelKind::AttentionScoreFwd, score);
+                push(KernelKind::AttentionSoftmaxFwd, probs);
+                if *dropout > 0.0 {
+                    push(KernelKind::DropoutFwd, probs);
+                }
+                if *heads > 1 {
+                    push(KernelKind::AttentionContextFwd, context);
+                    (KernelKind::LinearFwd, qkv)
+                } else {
+                    (KernelKind::AttentionContextFwd, context)
+                }
+            }
+            LayerShape::Reglu { width } => (KernelKind::RegluFwd, rows(batch, *width)),
+            LayerShape::SelectToken { width, .. } => (
+                KernelKind::BatchGather,
+                rows(layer.shape.out_rows(batch), *width),
+            ),
         };
         out.push(KernelCall { kind, shape, pass });
     }
@@ -121,7 +185,15 @@ pub fn backward(
     need_grad_input: bool,
     out: &mut Vec<KernelCall>,
 ) {
+    // Rows at each layer's input.
+    let mut rows_in = Vec::with_capacity(layers.len());
+    let mut r = batch;
+    for layer in layers {
+        rows_in.push(r);
+        r = layer.shape.out_rows(r);
+    }
     for (i, layer) in layers.iter().enumerate().rev() {
+        let batch = rows_in[i];
         let need = i > 0 || need_grad_input;
         let mut push = |kind, shape| {
             out.push(KernelCall {
@@ -161,6 +233,52 @@ pub fn backward(
                         shape: rows(batch, *width),
                         pass: Pass::Train,
                     });
+                }
+            }
+            // Parameter gradients always; the input gradient is folded into
+            // the same span when asked for.
+            LayerShape::FeatureTokenizer { width, .. } => push(
+                KernelKind::TokenizerBwd,
+                rows(layer.shape.out_rows(batch), *width),
+            ),
+            LayerShape::Attention {
+                tokens,
+                width,
+                heads,
+                dropout,
+            } => {
+                let qkv = KernelShape::dense(batch as u64, *width as u64, *width as u64);
+                if *heads > 1 {
+                    push(KernelKind::LinearBwdWeight, qkv);
+                    push(KernelKind::LinearBwdData, qkv);
+                }
+                let (score, probs, context) = attention_shapes(batch, *tokens, *width, *heads);
+                push(KernelKind::AttentionContextBwd, context);
+                if *dropout > 0.0 {
+                    push(KernelKind::DropoutBwd, probs);
+                }
+                push(KernelKind::AttentionSoftmaxBwd, probs);
+                push(KernelKind::AttentionScoreBwd, score);
+                for _ in 0..3 {
+                    push(KernelKind::LinearBwdWeight, qkv);
+                }
+                if need {
+                    for _ in 0..3 {
+                        push(KernelKind::LinearBwdData, qkv);
+                    }
+                }
+            }
+            LayerShape::Reglu { width } => {
+                if need {
+                    push(KernelKind::RegluBwd, rows(batch, *width));
+                }
+            }
+            LayerShape::SelectToken { width, .. } => {
+                if need {
+                    push(
+                        KernelKind::BatchGather,
+                        rows(layer.shape.out_rows(batch), *width),
+                    );
                 }
             }
         }
@@ -458,5 +576,80 @@ mod tests {
             RunPlan::new(&ModelSpec::default(), &data(), &bad),
             Err(PlanError::Zero("epochs"))
         );
+    }
+
+    /// An FT-Transformer step by hand: tokens = 1 + 3 features, the
+    /// token axis from the tokenizer to the [CLS] selection, the first
+    /// block without its attention norm, W_out with two heads.
+    #[test]
+    fn ft_transformer_step_tracks_the_token_axis() {
+        use crate::spec::FtDropouts;
+        let spec = ModelSpec {
+            backbone: Backbone::FtTransformer {
+                d_token: 4,
+                n_blocks: 2,
+                n_heads: 2,
+                d_ffn: 3,
+                dropouts: FtDropouts {
+                    attention: 0.2,
+                    ffn: 0.0,
+                    residual: 0.0,
+                },
+                feature_widths: vec![1, 3, 1],
+            },
+            ..ModelSpec::ft_transformer(Vec::new())
+        };
+        let arch = spec.architecture(5, 3).unwrap();
+        // Tokenizer (5 columns + 3 biases + CLS) × 4; per block attention
+        // 4·(4+1)·4, norms 2·4 each (one in block 0, two in block 1), FFN
+        // (4+1)·6 + (3+1)·4; head norm and linear.
+        let blocks = 2 * (4 * 5 * 4 + (5 * 6 + 4 * 4)) + 3 * 8;
+        assert_eq!(arch.parameters(), 9 * 4 + blocks + 8 + 5 * 3);
+        let (b, t) = (8usize, 4usize);
+        let step = step_calls(&arch, &data(), OptimizerKind::AdamW, b);
+        let find = |kind| step.iter().find(|c| c.kind == kind).unwrap().shape;
+        assert_eq!(find(KernelKind::TokenizerFwd), rows(b * t, 4));
+        assert_eq!(
+            find(KernelKind::AttentionScoreFwd),
+            KernelShape::Gemm {
+                m: 4,
+                n: 4,
+                k: 2,
+                count: (b * 2) as u64
+            }
+        );
+        assert_eq!(find(KernelKind::AttentionSoftmaxFwd), rows(b * 2 * t, t));
+        assert_eq!(find(KernelKind::RegluFwd), rows(b * t, 3));
+        // The [CLS] gather and the loss are back on batch rows.
+        assert_eq!(find(KernelKind::BatchGather), rows(b, 5));
+        let gathers: Vec<_> = step
+            .iter()
+            .filter(|c| c.kind == KernelKind::BatchGather)
+            .map(|c| c.shape)
+            .collect();
+        assert_eq!(gathers, [rows(b, 5), rows(b, 4), rows(b, 4)]);
+        assert_eq!(find(KernelKind::SoftmaxXentFwd), rows(b, 3));
+        let count = |kind| step.iter().filter(|c| c.kind == kind).count();
+        // Layer norms: block 0 FFN, block 1 attention and FFN, head.
+        assert_eq!(count(KernelKind::LayernormFwd), 4);
+        // Forward: 4 projections per block, 2 FFN linears, the head.
+        assert_eq!(count(KernelKind::LinearFwd), 2 * 6 + 1);
+        // Attention dropout only (FFN and residual dropouts are 0).
+        assert_eq!(count(KernelKind::DropoutFwd), 2);
+        // The tokenizer's backward is recorded though it needs no input
+        // gradient; the first attention's q/k/v data GEMMs are needed
+        // (the tokenizer comes before it).
+        assert_eq!(count(KernelKind::TokenizerBwd), 1);
+        assert_eq!(count(KernelKind::LinearBwdData), 2 * (1 + 3 + 2) + 1);
+        assert!(spec.architecture(5, 3).is_ok());
+        let mut bad = spec.clone();
+        if let Backbone::FtTransformer { n_heads, .. } = &mut bad.backbone {
+            *n_heads = 3;
+        }
+        assert!(matches!(
+            bad.architecture(5, 3),
+            Err(crate::SpecError::FtTransformer(_))
+        ));
+        assert!(spec.architecture(6, 3).is_err(), "widths cover 5 columns");
     }
 }

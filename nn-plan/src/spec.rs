@@ -287,6 +287,62 @@ pub enum Backbone {
         /// Hidden width of each block (one entry per block).
         d_hidden: Vec<usize>,
     },
+    /// FT-Transformer (feature tokenizer + Transformer, Gorishniy et al.
+    /// 2021). Its dropouts are its own ([`FtDropouts`]); the spec's
+    /// `activation`, `dropout` and `norm` do not apply to it.
+    #[serde(rename = "ft-transformer")]
+    FtTransformer {
+        /// Token width (d_token).
+        d_token: usize,
+        /// Transformer blocks.
+        n_blocks: usize,
+        /// Attention heads (divides `d_token`).
+        n_heads: usize,
+        /// Hidden width h of the ReGLU feed-forward (its first linear layer
+        /// has 2h outputs); published: `int(d_token · 4/3)`.
+        d_ffn: usize,
+        /// Attention, feed-forward and residual dropout.
+        dropouts: FtDropouts,
+        /// Encoded input columns of each feature, in input order: 1 for a
+        /// numeric feature (its token is `x·w + b`), the one-hot width for
+        /// a categorical one (its token is the embedding of its category
+        /// plus a bias: `Σ_c x_c·E_c + b`, a lookup for a one-hot block).
+        /// Empty: every input column is a numeric feature.
+        #[serde(default)]
+        feature_widths: Vec<usize>,
+    },
+}
+
+/// Dropout probabilities of an FT-Transformer. Compared by their bits,
+/// so a description is `Eq` (two descriptions are the same network).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct FtDropouts {
+    /// On the attention probabilities.
+    pub attention: f32,
+    /// Inside the feed-forward, after ReGLU.
+    pub ffn: f32,
+    /// On each residual branch's output.
+    pub residual: f32,
+}
+
+impl PartialEq for FtDropouts {
+    fn eq(&self, other: &FtDropouts) -> bool {
+        self.attention.to_bits() == other.attention.to_bits()
+            && self.ffn.to_bits() == other.ffn.to_bits()
+            && self.residual.to_bits() == other.residual.to_bits()
+    }
+}
+
+impl Eq for FtDropouts {}
+
+impl FtDropouts {
+    /// The published default FT-Transformer's (attention 0.2, FFN 0.1,
+    /// residual 0).
+    pub const PUBLISHED: FtDropouts = FtDropouts {
+        attention: 0.2,
+        ffn: 0.1,
+        residual: 0.0,
+    };
 }
 
 /// Why a description cannot be built.
@@ -298,6 +354,9 @@ pub enum SpecError {
     /// A width is zero.
     #[error("architecture {0:?} has a zero width")]
     ZeroWidth(String),
+    /// An FT-Transformer description is inconsistent.
+    #[error("ft-transformer: {0}")]
+    FtTransformer(String),
     /// A ResNet needs its main width and at least one block.
     #[error("a resnet architecture is 'D_MAIN-D_HIDDEN[-D_HIDDEN...]' (one hidden width per block), got {0:?}")]
     Resnet(String),
@@ -315,9 +374,26 @@ pub enum SpecError {
 }
 
 impl Backbone {
+    /// The published default FT-Transformer (output/*/ft_transformer/
+    /// default/0.toml): 3 blocks, d_token 192, 8 heads, ReGLU hidden
+    /// int(192·4/3) = 256, attention dropout 0.2, FFN dropout 0.1, no
+    /// residual dropout; every input column a numeric feature until
+    /// `feature_widths` says otherwise.
+    pub fn ft_transformer_default() -> Backbone {
+        Backbone::FtTransformer {
+            d_token: 192,
+            n_blocks: 3,
+            n_heads: 8,
+            d_ffn: 256,
+            dropouts: FtDropouts::PUBLISHED,
+            feature_widths: Vec::new(),
+        }
+    }
+
     /// Parses `'256-256'` for `mlp` (hidden widths; `''` or `'-'` is a
-    /// linear model) or `'128-256-256'` for `resnet` (main width, then one
-    /// hidden width per block).
+    /// linear model), `'128-256-256'` for `resnet` (main width, then one
+    /// hidden width per block), or `'D_TOKEN-N_BLOCKS-N_HEADS-D_FFN'` for
+    /// `ft-transformer` (`''`: the published default; dropouts published).
     pub fn parse(kind: &str, arch: &str) -> Result<Backbone, SpecError> {
         let trimmed = arch.trim().trim_matches('-');
         let widths: Vec<usize> = if trimmed.is_empty() {
@@ -344,8 +420,22 @@ impl Backbone {
                 }),
                 _ => Err(SpecError::Resnet(arch.to_owned())),
             },
+            "ft-transformer" | "ft_transformer" | "ftt" => match widths[..] {
+                [] => Ok(Backbone::ft_transformer_default()),
+                [d_token, n_blocks, n_heads, d_ffn] => Ok(Backbone::FtTransformer {
+                    d_token,
+                    n_blocks,
+                    n_heads,
+                    d_ffn,
+                    dropouts: FtDropouts::PUBLISHED,
+                    feature_widths: Vec::new(),
+                }),
+                _ => Err(SpecError::FtTransformer(format!(
+                    "architecture is 'D_TOKEN-N_BLOCKS-N_HEADS-D_FFN' (e.g. '192-3-8-256'), got {arch:?}"
+                ))),
+            },
             _ => Err(SpecError::Arch(format!(
-                "{kind}: unknown backbone (mlp, resnet)"
+                "{kind}: unknown backbone (mlp, resnet, ft-transformer)"
             ))),
         }
     }
@@ -356,6 +446,13 @@ impl Backbone {
         match self {
             Backbone::Mlp { widths } => join(widths),
             Backbone::Resnet { d_main, d_hidden } => format!("{d_main}-{}", join(d_hidden)),
+            Backbone::FtTransformer {
+                d_token,
+                n_blocks,
+                n_heads,
+                d_ffn,
+                ..
+            } => format!("{d_token}-{n_blocks}-{n_heads}-{d_ffn}"),
         }
     }
 
@@ -364,6 +461,7 @@ impl Backbone {
         match self {
             Backbone::Mlp { .. } => "mlp",
             Backbone::Resnet { .. } => "resnet",
+            Backbone::FtTransformer { .. } => "ft-transformer",
         }
     }
 }
@@ -437,6 +535,42 @@ pub enum LayerShape {
         /// Features in and out.
         width: usize,
     },
+    /// FT-Transformer feature tokenizer: (rows, Σ feature_widths) →
+    /// (rows·tokens, width), tokens = 1 + features, [CLS] first.
+    FeatureTokenizer {
+        /// Encoded columns of each feature (see [`Backbone::FtTransformer`]).
+        feature_widths: Vec<usize>,
+        /// d_token.
+        width: usize,
+    },
+    /// Multi-head self-attention over `tokens` tokens of `width`
+    /// features: W_q, W_k, W_v (and W_out when `heads` > 1), dropout `p`
+    /// on the attention probabilities.
+    Attention {
+        /// Tokens per sample.
+        tokens: usize,
+        /// d_token.
+        width: usize,
+        /// Heads.
+        heads: usize,
+        /// Attention dropout (0: none).
+        dropout: f32,
+    },
+    /// ReGLU `a·ReLU(b)` of the halves `(a, b)` of 2·`width` features.
+    Reglu {
+        /// Output features (half the input's).
+        width: usize,
+    },
+    /// Token `index` of each sample of `tokens` tokens:
+    /// (rows·tokens, width) → (rows, width).
+    SelectToken {
+        /// Tokens per sample.
+        tokens: usize,
+        /// Which one.
+        index: usize,
+        /// Features.
+        width: usize,
+    },
 }
 
 impl LayerShape {
@@ -447,7 +581,24 @@ impl LayerShape {
             LayerShape::Norm { width, .. }
             | LayerShape::Activation { width, .. }
             | LayerShape::Dropout { width, .. }
-            | LayerShape::Residual { width, .. } => *width,
+            | LayerShape::Residual { width, .. }
+            | LayerShape::FeatureTokenizer { width, .. }
+            | LayerShape::Attention { width, .. }
+            | LayerShape::Reglu { width }
+            | LayerShape::SelectToken { width, .. } => *width,
+        }
+    }
+
+    /// Output rows for `rows` input rows: the tokenizer multiplies them by
+    /// its tokens, a token selection divides them (see tabular-nn's
+    /// `model::tokens`), every other layer keeps them.
+    pub fn out_rows(&self, rows: usize) -> usize {
+        match self {
+            LayerShape::FeatureTokenizer { feature_widths, .. } => {
+                rows * (1 + feature_widths.len())
+            }
+            LayerShape::SelectToken { tokens, .. } => rows / tokens,
+            _ => rows,
         }
     }
 
@@ -459,6 +610,17 @@ impl LayerShape {
             LayerShape::Norm { width, .. } => 2 * width,
             LayerShape::Activation { .. } | LayerShape::Dropout { .. } => 0,
             LayerShape::Residual { inner, .. } => inner.iter().map(|l| l.shape.parameters()).sum(),
+            // Embeddings (one row per encoded column), a bias per feature,
+            // the [CLS] row.
+            LayerShape::FeatureTokenizer {
+                feature_widths,
+                width,
+            } => (feature_widths.iter().sum::<usize>() + feature_widths.len() + 1) * width,
+            LayerShape::Attention { width, heads, .. } => {
+                let projections = if *heads > 1 { 4 } else { 3 };
+                projections * (width + 1) * width
+            }
+            LayerShape::Reglu { .. } | LayerShape::SelectToken { .. } => 0,
         }
     }
 }
@@ -506,7 +668,168 @@ impl Architecture {
     }
 }
 
+struct FtSizes {
+    d: usize,
+    blocks: usize,
+    heads: usize,
+    hidden: usize,
+}
+
+/// The FT-Transformer's layers, as `bin/ft_transformer.py` of the
+/// reference code runs them: tokenizer ([CLS] first), per block
+/// `x + Drop_res(Attn(LN(x)))` (no LN in the first block) and
+/// `x + Drop_res(Linear(Drop_ffn(ReGLU(Linear(LN(x))))))`, then the head
+/// `Linear(ReLU(LN(x_cls)))`. One change: the last block runs on every
+/// token, where the reference computes its attention and FFN for the
+/// [CLS] query only; the head reads only [CLS], so the function is the
+/// same and only the last block's work on the other tokens is extra.
+fn ft_transformer_layers(
+    layers: &mut Vec<NamedLayer>,
+    FtSizes {
+        d,
+        blocks,
+        heads,
+        hidden,
+    }: FtSizes,
+    dropouts: FtDropouts,
+    feature_widths: &[usize],
+    inputs: usize,
+    outputs: usize,
+) -> Result<(), SpecError> {
+    let bad = |m: String| Err(SpecError::FtTransformer(m));
+    if d == 0 || blocks == 0 || heads == 0 || hidden == 0 {
+        return bad(format!(
+            "d_token {d}, blocks {blocks}, heads {heads} and d_ffn {hidden} must be at least 1"
+        ));
+    }
+    if d % heads != 0 {
+        return bad(format!("{heads} heads do not divide d_token {d}"));
+    }
+    for p in [dropouts.attention, dropouts.ffn, dropouts.residual] {
+        if !(0.0..1.0).contains(&p) {
+            return Err(SpecError::Dropout(p));
+        }
+    }
+    let feature_widths: Vec<usize> = if feature_widths.is_empty() {
+        vec![1; inputs]
+    } else {
+        feature_widths.to_vec()
+    };
+    if feature_widths.contains(&0) || feature_widths.iter().sum::<usize>() != inputs {
+        return bad(format!(
+            "feature widths {feature_widths:?} do not cover the {inputs} input columns"
+        ));
+    }
+    let tokens = 1 + feature_widths.len();
+    let norm = |width| LayerShape::Norm {
+        norm: Norm::Layer,
+        width,
+    };
+    let dropout = |p: f32, width, name: &str, into: &mut Vec<NamedLayer>| {
+        if p > 0.0 {
+            into.push(NamedLayer::new(name, LayerShape::Dropout { p, width }));
+        }
+    };
+    layers.push(NamedLayer::new(
+        "tokenizer",
+        LayerShape::FeatureTokenizer {
+            feature_widths,
+            width: d,
+        },
+    ));
+    for i in 0..blocks {
+        let mut attn = Vec::new();
+        if i > 0 {
+            attn.push(NamedLayer::new("norm", norm(d)));
+        }
+        attn.push(NamedLayer::new(
+            "attention",
+            LayerShape::Attention {
+                tokens,
+                width: d,
+                heads,
+                dropout: dropouts.attention,
+            },
+        ));
+        dropout(dropouts.residual, d, "dropout", &mut attn);
+        layers.push(NamedLayer::new(
+            format!("attn{i}"),
+            LayerShape::Residual {
+                inner: attn,
+                width: d,
+            },
+        ));
+        let mut ffn = vec![
+            NamedLayer::new("norm", norm(d)),
+            NamedLayer::new(
+                "linear1",
+                LayerShape::Linear {
+                    inputs: d,
+                    outputs: 2 * hidden,
+                },
+            ),
+            NamedLayer::new("reglu", LayerShape::Reglu { width: hidden }),
+        ];
+        dropout(dropouts.ffn, hidden, "dropout1", &mut ffn);
+        ffn.push(NamedLayer::new(
+            "linear2",
+            LayerShape::Linear {
+                inputs: hidden,
+                outputs: d,
+            },
+        ));
+        dropout(dropouts.residual, d, "dropout2", &mut ffn);
+        layers.push(NamedLayer::new(
+            format!("ffn{i}"),
+            LayerShape::Residual {
+                inner: ffn,
+                width: d,
+            },
+        ));
+    }
+    layers.push(NamedLayer::new(
+        "cls",
+        LayerShape::SelectToken {
+            tokens,
+            index: 0,
+            width: d,
+        },
+    ));
+    layers.push(NamedLayer::new("head_norm", norm(d)));
+    layers.push(NamedLayer::new(
+        "head_act",
+        LayerShape::Activation {
+            activation: Activation::Relu,
+            width: d,
+        },
+    ));
+    layers.push(NamedLayer::new(
+        "head",
+        LayerShape::Linear { inputs: d, outputs },
+    ));
+    Ok(())
+}
+
 impl ModelSpec {
+    /// An FT-Transformer at the published defaults
+    /// ([`Backbone::ft_transformer_default`]) over inputs whose features
+    /// span `feature_widths` encoded columns (empty: all numeric).
+    pub fn ft_transformer(feature_widths: Vec<usize>) -> ModelSpec {
+        let mut backbone = Backbone::ft_transformer_default();
+        if let Backbone::FtTransformer {
+            feature_widths: f, ..
+        } = &mut backbone
+        {
+            *f = feature_widths;
+        }
+        ModelSpec {
+            backbone,
+            activation: Activation::Relu,
+            dropout: 0.0,
+            norm: Norm::Layer,
+        }
+    }
+
     /// The layers of this model for `inputs` features and `outputs`
     /// outputs.
     pub fn architecture(&self, inputs: usize, outputs: usize) -> Result<Architecture, SpecError> {
@@ -570,6 +893,28 @@ impl ModelSpec {
                 layers.push(act("head_act".into(), d_main));
                 layers.push(linear("head".into(), d_main, outputs));
             }
+            Backbone::FtTransformer {
+                d_token,
+                n_blocks,
+                n_heads,
+                d_ffn,
+                dropouts,
+                feature_widths,
+            } => {
+                ft_transformer_layers(
+                    &mut layers,
+                    FtSizes {
+                        d: *d_token,
+                        blocks: *n_blocks,
+                        heads: *n_heads,
+                        hidden: *d_ffn,
+                    },
+                    *dropouts,
+                    feature_widths,
+                    inputs,
+                    outputs,
+                )?;
+            }
         }
         Ok(Architecture {
             inputs,
@@ -578,8 +923,19 @@ impl ModelSpec {
         })
     }
 
-    /// One-line description, e.g. `mlp 256-256 relu dropout 0.1 norm none`.
+    /// One-line description, e.g. `mlp 256-256 relu dropout 0.1 norm none`
+    /// (`ft-transformer 192-3-8-256 dropouts attention 0.2 ffn 0.1
+    /// residual 0`).
     pub fn describe(&self) -> String {
+        if let Backbone::FtTransformer { dropouts, .. } = &self.backbone {
+            return format!(
+                "ft-transformer {} dropouts attention {} ffn {} residual {}",
+                self.backbone.arch_string(),
+                dropouts.attention,
+                dropouts.ffn,
+                dropouts.residual
+            );
+        }
         format!(
             "{} {} {:?} dropout {} norm {:?}",
             self.backbone.kind_name(),
@@ -622,6 +978,11 @@ mod tests {
         assert!(Backbone::parse("mlp", "12-x").is_err());
         assert!(Backbone::parse("mlp", "0-3").is_err());
         assert!(Backbone::parse("transformer", "3").is_err());
+        let ftt = Backbone::parse("ft-transformer", "").expect("default");
+        assert_eq!(ftt, Backbone::ft_transformer_default());
+        assert_eq!(ftt.arch_string(), "192-3-8-256");
+        assert_eq!(Backbone::parse("ftt", &ftt.arch_string()), Ok(ftt));
+        assert!(Backbone::parse("ft-transformer", "192-3").is_err());
     }
 
     #[test]

@@ -263,6 +263,85 @@ fn isolated_inner(
                 time_it(&mut || loss.backward(logits.view(), targets.view(), &mut ctx));
             }
         }
+        KernelKind::TokenizerFwd | KernelKind::TokenizerBwd => {
+            // `batch` token rows of `outputs` features: samples of 8 tokens
+            // (7 numeric features and [CLS]).
+            use crate::model::ft::FeatureTokenizer;
+            const TOKENS: usize = 8;
+            let samples = (batch / TOKENS).max(1);
+            let mut layer = FeatureTokenizer::new(&[1; TOKENS - 1], outputs, &mut rng);
+            let x = random_matrix(samples, TOKENS - 1, &mut rng);
+            let g = random_matrix(samples * TOKENS, outputs, &mut rng);
+            let mut ctx = Ctx::new(&mut sink, 1);
+            layer.forward(x.view(), Mode::Train, &mut ctx);
+            flops = (samples * TOKENS * outputs * 2) as u64;
+            if kind == KernelKind::TokenizerFwd {
+                time_it(&mut || layer.forward(x.view(), Mode::Train, &mut ctx));
+            } else {
+                time_it(&mut || {
+                    layer.zero_grad();
+                    layer.backward(x.view(), g.view(), false, &mut ctx)
+                });
+            }
+        }
+        KernelKind::AttentionScoreFwd
+        | KernelKind::AttentionScoreBwd
+        | KernelKind::AttentionContextFwd
+        | KernelKind::AttentionContextBwd => {
+            // One (sample, head) product (batch×inputs)·(inputs×outputs) as
+            // the attention layer runs it; backward is its two products.
+            use ndarray::linalg::general_mat_mul;
+            let a = random_matrix(batch, inputs, &mut rng);
+            let b = random_matrix(inputs, outputs, &mut rng);
+            let g = random_matrix(batch, outputs, &mut rng);
+            let mut c = Array2::<f32>::zeros((batch, outputs));
+            let mut da = Array2::<f32>::zeros((batch, inputs));
+            let mut db = Array2::<f32>::zeros((inputs, outputs));
+            let products = if matches!(
+                kind,
+                KernelKind::AttentionScoreFwd | KernelKind::AttentionContextFwd
+            ) {
+                time_it(&mut || general_mat_mul(1.0, &a, &b, 0.0, &mut c));
+                1
+            } else {
+                time_it(&mut || {
+                    general_mat_mul(1.0, &g, &b.t(), 0.0, &mut da);
+                    general_mat_mul(1.0, &a.t(), &g, 0.0, &mut db);
+                });
+                2
+            };
+            flops = products * 2 * (batch * inputs * outputs) as u64;
+        }
+        KernelKind::AttentionSoftmaxFwd | KernelKind::AttentionSoftmaxBwd => {
+            use crate::model::ft::{softmax_row, softmax_row_backward};
+            let mut p = x_out.clone();
+            p.rows_mut().into_iter().for_each(softmax_row);
+            let mut g = g_out.clone();
+            flops = bo * 4;
+            if kind == KernelKind::AttentionSoftmaxFwd {
+                time_it(&mut || {
+                    p.rows_mut().into_iter().for_each(softmax_row);
+                });
+            } else {
+                time_it(&mut || {
+                    for (g, p) in g.rows_mut().into_iter().zip(p.rows()) {
+                        softmax_row_backward(g, p);
+                    }
+                });
+            }
+        }
+        KernelKind::RegluFwd | KernelKind::RegluBwd => {
+            let mut layer = crate::model::ft::Reglu::new(outputs);
+            let x = random_matrix(batch, 2 * outputs, &mut rng);
+            let mut ctx = Ctx::new(&mut sink, 1);
+            layer.forward(x.view(), Mode::Train, &mut ctx);
+            flops = bo * 2;
+            if kind == KernelKind::RegluFwd {
+                time_it(&mut || layer.forward(x.view(), Mode::Train, &mut ctx));
+            } else {
+                time_it(&mut || layer.backward(x.view(), g_out.view(), true, &mut ctx));
+            }
+        }
         KernelKind::AdamwStep | KernelKind::SgdStep => {
             let mut lin = layers::Linear::new(inputs, outputs, &mut rng);
             let mut ctx = Ctx::new(&mut sink, 1);

@@ -4,13 +4,15 @@
 //! regression, AdamW and SGD. This is what makes pricing a plan price the
 //! network that is trained.
 
-use nn_plan::{Activation, Backbone, ModelSpec, Norm, OptimizerKind, RunPlan, RunShape};
+use nn_plan::{
+    Activation, Backbone, FtDropouts, ModelSpec, Norm, OptimizerKind, RunPlan, RunShape,
+};
 use std::collections::BTreeMap;
 use tabular_nn::data::{Dataset, LoadOptions, Task};
 use tabular_nn::train::{train_and_evaluate, Schedule, TrainConfig};
 
 /// A small seeded table with 3 classes (or a numeric target).
-fn dataset(dir: &std::path::Path, regression: bool) -> Dataset {
+fn dataset(dir: &std::path::Path, regression: bool, categorical: bool) -> Dataset {
     let path = dir.join("toy.csv");
     let mut text = String::from("a,b,c,target\n");
     for i in 0..230u32 {
@@ -26,6 +28,10 @@ fn dataset(dir: &std::path::Path, regression: bool) -> Dataset {
     }
     std::fs::write(&path, text).unwrap();
     let mut opts = LoadOptions::new("target");
+    if categorical {
+        opts.column_kinds
+            .insert("c".to_owned(), tabular_nn::data::ColumnKind::Categorical);
+    }
     if regression {
         opts.task = Some(Task::Regression);
     }
@@ -64,15 +70,76 @@ fn plan_counts_match_a_real_training_run() {
             false,
         ),
     ];
-    for (kind, arch, activation, dropout, norm, optimizer, regression) in cases {
-        let ds = dataset(dir.path(), regression);
-        let config = TrainConfig {
-            model: ModelSpec {
-                backbone: Backbone::parse(kind, arch).unwrap(),
-                activation,
-                dropout,
-                norm,
+    let ft_cases = [
+        // Two heads (W_out), every dropout, the `c` column categorical.
+        (
+            Backbone::FtTransformer {
+                d_token: 8,
+                n_blocks: 2,
+                n_heads: 2,
+                d_ffn: 6,
+                dropouts: FtDropouts {
+                    attention: 0.2,
+                    ffn: 0.1,
+                    residual: 0.1,
+                },
+                feature_widths: Vec::new(),
             },
+            true,
+            OptimizerKind::AdamW,
+            false,
+        ),
+        // One head (no W_out), no dropout, all numeric, regression.
+        (
+            Backbone::FtTransformer {
+                d_token: 4,
+                n_blocks: 1,
+                n_heads: 1,
+                d_ffn: 5,
+                dropouts: FtDropouts {
+                    attention: 0.0,
+                    ffn: 0.0,
+                    residual: 0.0,
+                },
+                feature_widths: Vec::new(),
+            },
+            false,
+            OptimizerKind::Sgd,
+            true,
+        ),
+    ];
+    let cases = cases
+        .into_iter()
+        .map(
+            |(kind, arch, activation, dropout, norm, optimizer, regression)| {
+                let model = ModelSpec {
+                    backbone: Backbone::parse(kind, arch).unwrap(),
+                    activation,
+                    dropout,
+                    norm,
+                };
+                (model, false, optimizer, regression)
+            },
+        )
+        .chain(
+            ft_cases
+                .into_iter()
+                .map(|(backbone, categorical, optimizer, regression)| {
+                    let model = ModelSpec {
+                        backbone,
+                        ..ModelSpec::ft_transformer(Vec::new())
+                    };
+                    (model, categorical, optimizer, regression)
+                }),
+        );
+    for (mut model, categorical, optimizer, regression) in cases {
+        let ds = dataset(dir.path(), regression, categorical);
+        if let Backbone::FtTransformer { feature_widths, .. } = &mut model.backbone {
+            *feature_widths = ds.feature_widths();
+        }
+        let (kind, arch) = (model.backbone.kind_name(), model.backbone.arch_string());
+        let config = TrainConfig {
+            model,
             optimizer,
             lr: 1e-3,
             batch_size: 32,

@@ -287,7 +287,8 @@ fn bad(message: String) -> EvalError {
 
 /// The model and schedule (no seed or threads) of `config` at `fidelity`
 /// (a fraction of `epochs`, at least one epoch), over the defaults of
-/// `nas-client train`. Parameters: `backbone` (mlp, resnet), `n_layers` and
+/// `nas-client train`. Parameters: `backbone` (mlp, resnet, ft-transformer:
+/// d_token `width_1`, `n_layers` blocks, `n_heads`), `n_layers` and
 /// `width_1..` (a ResNet's main width is its first width, one block per
 /// width), `activation`, `dropout`, `normalization`, `learning_rate`,
 /// `batch_size`, `epochs`.
@@ -318,7 +319,33 @@ pub fn train_config(config: &Config, fidelity: f64) -> Result<TrainConfig, EvalE
                 .ok_or_else(|| bad("a resnet needs at least one layer".into()))?,
             d_hidden: widths,
         },
-        other => return Err(bad(format!("unknown backbone {other:?} (mlp, resnet)"))),
+        // d_token is the first width and a block per layer; heads from
+        // `n_heads` (published 8), ReGLU hidden width d·4/3 and dropouts
+        // as published. The trial fits the tokenizer to the data's columns.
+        "ft-transformer" => {
+            let d_token = *widths
+                .first()
+                .ok_or_else(|| bad("an ft-transformer needs at least one block".into()))?;
+            let n_heads = num("n_heads").map_or(8, |h| h.round() as usize);
+            if n_heads == 0 || d_token % n_heads != 0 {
+                return Err(bad(format!(
+                    "{n_heads} heads do not divide the ft-transformer's width_1 {d_token}"
+                )));
+            }
+            Backbone::FtTransformer {
+                d_token,
+                n_blocks: n_layers,
+                n_heads,
+                d_ffn: (d_token * 4 / 3).max(1),
+                dropouts: nn_plan::FtDropouts::PUBLISHED,
+                feature_widths: Vec::new(),
+            }
+        }
+        other => {
+            return Err(bad(format!(
+                "unknown backbone {other:?} (mlp, resnet, ft-transformer)"
+            )))
+        }
     };
     if let Some(a) = text("activation") {
         out.model.activation =
@@ -550,6 +577,31 @@ mod tests {
         );
         let empty = Config::from_json(r#"{"backbone":"resnet","n_layers":0}"#).unwrap();
         assert!(train_config(&empty, 1.0).is_err());
+    }
+
+    #[test]
+    fn ft_transformer_width_is_d_token_and_layers_are_blocks() {
+        let config = Config::from_json(
+            r#"{"backbone":"ft-transformer","n_layers":2,"width_1":64,"width_2":64,"n_heads":4}"#,
+        )
+        .unwrap();
+        let c = train_config(&config, 1.0).unwrap();
+        assert_eq!(
+            c.model.backbone,
+            Backbone::FtTransformer {
+                d_token: 64,
+                n_blocks: 2,
+                n_heads: 4,
+                d_ffn: 85,
+                dropouts: nn_plan::FtDropouts::PUBLISHED,
+                feature_widths: Vec::new(),
+            }
+        );
+        let bad = Config::from_json(
+            r#"{"backbone":"ft-transformer","n_layers":1,"width_1":64,"n_heads":5}"#,
+        )
+        .unwrap();
+        assert!(train_config(&bad, 1.0).is_err());
     }
 
     /// A real (tiny) training report survives the JSON boundary and maps

@@ -334,3 +334,86 @@ fn supernet_children_gradients() {
         );
     }
 }
+
+#[test]
+fn feature_tokenizer_gradients() {
+    use crate::model::ft::FeatureTokenizer;
+    let mut rng = SmallRng::seed_from_u64(12);
+    // Numeric, a categorical of 3, numeric, a categorical of 2.
+    let mut layer = FeatureTokenizer::new(&[1, 3, 1, 2], 4, &mut rng);
+    check(
+        "tokenizer",
+        &mut layer,
+        random(3, 7, &mut rng, false),
+        Mode::Train,
+    );
+    // One-hot blocks as the encoder writes them (zeros are skipped in the
+    // lookup; the derivative there is still the embedding row).
+    let x = ndarray::array![
+        [0.5f32, 0.0, 1.0, 0.0, -1.2, 1.0, 0.0],
+        [-0.3, 1.0, 0.0, 0.0, 0.7, 0.0, 0.0],
+    ];
+    check("tokenizer one-hot", &mut layer, x, Mode::Train);
+}
+
+#[test]
+fn attention_gradients() {
+    use crate::model::ft::MultiHeadAttention;
+    let mut rng = SmallRng::seed_from_u64(13);
+    // Two heads with W_out and attention dropout; one head without.
+    for (heads, p) in [(2, 0.3), (1, 0.0)] {
+        let mut layer = MultiHeadAttention::new(3, 4, heads, p, &mut rng);
+        for mode in [Mode::Train, Mode::Eval] {
+            check(
+                &format!("attention {heads} heads p {p} {mode:?}"),
+                &mut layer,
+                random(6, 4, &mut rng, false),
+                mode,
+            );
+        }
+    }
+}
+
+#[test]
+fn reglu_gradients() {
+    let mut rng = SmallRng::seed_from_u64(14);
+    let mut layer = crate::model::ft::Reglu::new(3);
+    // Away from 0, where ReLU has its kink.
+    check(
+        "reglu",
+        &mut layer,
+        random(4, 6, &mut rng, true),
+        Mode::Train,
+    );
+}
+
+#[test]
+fn ft_transformer_gradients() {
+    let mut rng = SmallRng::seed_from_u64(15);
+    let spec = ModelSpec {
+        backbone: Backbone::FtTransformer {
+            d_token: 4,
+            n_blocks: 2,
+            n_heads: 2,
+            d_ffn: 3,
+            dropouts: nn_plan::FtDropouts {
+                attention: 0.2,
+                ffn: 0.1,
+                residual: 0.1,
+            },
+            feature_widths: vec![1, 2, 1],
+        },
+        ..ModelSpec::ft_transformer(Vec::new())
+    };
+    let mut net = spec.build(4, 2, 1).expect("builds");
+    assert_eq!(
+        net.parameter_count(),
+        spec.architecture(4, 2).unwrap().parameters()
+    );
+    check(
+        &spec.describe(),
+        &mut net.body,
+        random(3, 4, &mut rng, false),
+        Mode::Train,
+    );
+}

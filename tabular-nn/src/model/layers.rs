@@ -164,6 +164,11 @@ fn ensure(buf: &mut Array2<f32>, rows: usize, cols: usize) {
     }
 }
 
+/// [`ensure`] for the layers of sibling modules.
+pub(crate) fn ensure_shape(buf: &mut Array2<f32>, rows: usize, cols: usize) {
+    ensure(buf, rows, cols);
+}
+
 /// Gives the scratch vector `buf` length `len` (contents unspecified).
 fn ensure1(buf: &mut Array1<f32>, len: usize) {
     if buf.len() != len {

@@ -13,6 +13,7 @@
 
 #[cfg(test)]
 mod api_tests;
+pub mod ft;
 #[cfg(test)]
 mod gradcheck;
 pub mod layers;
@@ -68,6 +69,24 @@ fn build_layers(shapes: &[NamedLayer], rng: &mut SmallRng) -> Vec<(String, Box<d
                 LayerShape::Residual { inner, width } => Box::new(Residual::new(
                     Sequential::named(*width, build_layers(inner, rng)),
                 )),
+                LayerShape::FeatureTokenizer {
+                    feature_widths,
+                    width,
+                } => Box::new(ft::FeatureTokenizer::new(feature_widths, *width, rng)),
+                LayerShape::Attention {
+                    tokens,
+                    width,
+                    heads,
+                    dropout,
+                } => Box::new(ft::MultiHeadAttention::new(
+                    *tokens, *width, *heads, *dropout, rng,
+                )),
+                LayerShape::Reglu { width } => Box::new(ft::Reglu::new(*width)),
+                LayerShape::SelectToken {
+                    tokens,
+                    index,
+                    width,
+                } => Box::new(tokens::SelectToken::new(*tokens, *index, *width)),
             };
             Some((layer.name.clone(), built))
         })
