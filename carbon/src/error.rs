@@ -23,8 +23,9 @@ pub enum CarbonError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A trace file could not be opened or read.
-    #[error("{path}: {source}")]
+    /// A trace file could not be opened or read. The OS error is the
+    /// `source`, not part of the message, so an error chain names it once.
+    #[error("cannot read {path}")]
     Io {
         /// The file.
         path: PathBuf,
