@@ -234,7 +234,8 @@ fn train_measured(
 
 /// `nas-client oneshot`: progress on stderr, the summary on stdout.
 fn oneshot(args: &nas_client::oneshot::OneshotArgs) -> anyhow::Result<()> {
-    let summary = nas_client::oneshot::oneshot(args, &|line| eprintln!("nas-client oneshot: {line}"))?;
+    let summary =
+        nas_client::oneshot::oneshot(args, &|line| eprintln!("nas-client oneshot: {line}"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
@@ -259,7 +260,9 @@ fn oneshot(args: &nas_client::oneshot::OneshotArgs) -> anyhow::Result<()> {
     );
     println!(
         "pick         {}: inherited accuracy {:.4}, predicted {:.5} J per 1000 rows (estimated)",
-        summary.pick.spec, summary.pick.inherited_val_accuracy, summary.pick.predicted_inference_j_per_1k
+        summary.pick.spec,
+        summary.pick.inherited_val_accuracy,
+        summary.pick.predicted_inference_j_per_1k
     );
     for t in &summary.retrained {
         println!(

@@ -98,7 +98,9 @@ pub fn parse_reward(s: &str) -> std::result::Result<MnasReward, String> {
         return Err(format!("{s:?}: expected mnas:TARGET:W"));
     }
     if !(target.is_finite() && target > 0.0) {
-        return Err(format!("{s:?}: TARGET must be a positive number of J per 1000 rows"));
+        return Err(format!(
+            "{s:?}: TARGET must be a positive number of J per 1000 rows"
+        ));
     }
     if !(exponent.is_finite() && exponent <= 0.0) {
         return Err(format!("{s:?}: W must be ≤ 0 (MnasNet: -0.07)"));
@@ -288,7 +290,11 @@ struct StoredSupernet {
 }
 
 impl StoredSupernet {
-    fn from_checkpoint(c: SupernetCheckpoint, energy: Option<EnergySum>, notes: Vec<String>) -> Self {
+    fn from_checkpoint(
+        c: SupernetCheckpoint,
+        energy: Option<EnergySum>,
+        notes: Vec<String>,
+    ) -> Self {
         let moments = c
             .moments
             .into_iter()
@@ -356,7 +362,8 @@ pub fn oneshot_dir(study: &StudyLocation) -> PathBuf {
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?,
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))?,
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -466,7 +473,11 @@ pub mod metric {
 
 fn oneshot_registry() -> Result<MetricRegistry> {
     let extra = [
-        MetricInfo::measured(metric::INHERITED_VAL_ACCURACY, "fraction", Direction::Maximize),
+        MetricInfo::measured(
+            metric::INHERITED_VAL_ACCURACY,
+            "fraction",
+            Direction::Maximize,
+        ),
         MetricInfo::measured(metric::CONTROLLER_REWARD, "reward", Direction::Maximize),
         MetricInfo::measured(metric::SUPERNET_EPOCHS, "epochs", Direction::Minimize),
         MetricInfo::measured(metric::CONTROLLER_STEPS, "steps", Direction::Minimize),
@@ -924,9 +935,8 @@ pub fn oneshot(args: &OneshotArgs, progress: &dyn Fn(&str)) -> Result<OneshotSum
                 rejected_steps += 1;
                 continue;
             }
-            StepOutcome::NoFeasibleEstimate { reward, .. } | StepOutcome::Updated { reward, .. } => {
-                reward
-            }
+            StepOutcome::NoFeasibleEstimate { reward, .. }
+            | StepOutcome::Updated { reward, .. } => reward,
         };
         let key = space.canonical(&r.child.0)?;
         let e = best.entry(key).or_insert(f64::NEG_INFINITY);
@@ -982,10 +992,9 @@ pub fn oneshot(args: &OneshotArgs, progress: &dyn Fn(&str)) -> Result<OneshotSum
         if let Some(total) = EnergySum::plus(supernet_energy, controller_energy) {
             result.energy_spent_j = Some(total.joules);
             result.provenance = Some(total.provenance);
-            result.metrics.insert(
-                TrialMetric::EnergySpentSigmaJ.name().into(),
-                total.sigma_j,
-            );
+            result
+                .metrics
+                .insert(TrialMetric::EnergySpentSigmaJ.name().into(), total.sigma_j);
         }
         result.notes.push(format!(
             "one-shot search overhead: supernet ({} epochs, sandwich rule) and controller ({} \
@@ -1184,7 +1193,14 @@ mod tests {
             }
         );
         assert_eq!(parse_reward("mnas:2").unwrap().exponent, MNAS_SOFT_EXPONENT);
-        for bad in ["abs:1", "mnas", "mnas:0:-0.1", "mnas:1:0.2", "mnas:1:-1:3", "mnas:x"] {
+        for bad in [
+            "abs:1",
+            "mnas",
+            "mnas:0:-0.1",
+            "mnas:1:0.2",
+            "mnas:1:-1:3",
+            "mnas:x",
+        ] {
             assert!(parse_reward(bad).is_err(), "{bad}");
         }
     }
@@ -1245,6 +1261,9 @@ mod tests {
         let b = EnergySum::add(Some(a), &phase(2.0, 0.4, Provenance::Estimated));
         assert!((b.joules - 3.0).abs() < 1e-12);
         assert!((b.sigma_j - 0.5).abs() < 1e-12);
-        assert_eq!(b.provenance, Provenance::Measured.combine(Provenance::Estimated));
+        assert_eq!(
+            b.provenance,
+            Provenance::Measured.combine(Provenance::Estimated)
+        );
     }
 }
