@@ -68,22 +68,29 @@ fn synthetic_calibration(machine: MachineFingerprint) -> Calibration {
 const BUDGET_J_PER_1K: f64 = 0.05;
 
 fn oneshot(d: &Daemon, dir: &Path, calibration: Option<&Path>, extra: &[&str]) -> Output {
+    let budget = BUDGET_J_PER_1K.to_string();
+    let mut extra = extra.to_vec();
+    if !extra.contains(&"--reward") {
+        extra.extend(["--energy-budget", &budget]);
+    }
+    if !extra.contains(&"--retrain") {
+        extra.extend(["--retrain", "1"]);
+    }
     let mut cmd = Command::new(workspace_bin("nas-client", "nas-client"));
-    cmd.args(["oneshot", "--dataset", "credit_g", "--backbone", "mlp"])
+    cmd.args(["oneshot", "--dataset", "credit_g"])
         .arg("--study")
         .arg(dir.join("study.db"))
         .arg("--socket")
         .arg(&d.socket)
         .args(["--threads", "1", "--seed", "5", "--json"])
-        .args(["--controller-steps", "30", "--retrain", "1"])
+        .args(["--controller-steps", "30"])
         // Long enough (≥ 40 ms) to span several of energyd's 10 ms
         // activity samples (see calibrated_search.rs).
-        .args(["--retrain-epochs", "40"])
-        .args(["--energy-budget", &BUDGET_J_PER_1K.to_string()]);
+        .args(["--retrain-epochs", "40"]);
     if let Some(c) = calibration {
         cmd.arg("--calibration").arg(c);
     }
-    cmd.args(extra).output().expect("run nas-client oneshot")
+    cmd.args(&extra).output().expect("run nas-client oneshot")
 }
 
 fn stderr(o: &Output) -> String {
@@ -99,7 +106,12 @@ fn oneshot_trains_searches_retrains_and_resumes() {
     synthetic_calibration(here).save(&cal).unwrap();
 
     // Without a calibration: refused, saying how to make one.
-    let out = oneshot(&d, dir.path(), None, &["--supernet-epochs", "2"]);
+    let out = oneshot(
+        &d,
+        dir.path(),
+        None,
+        &["--supernet-epochs", "2", "--backbone", "mlp"],
+    );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("calibration run"), "{}", stderr(&out));
 
@@ -109,7 +121,14 @@ fn oneshot_trains_searches_retrains_and_resumes() {
         &d,
         dir.path(),
         Some(&cal),
-        &["--supernet-epochs", "2", "--stop-after-epochs", "1"],
+        &[
+            "--supernet-epochs",
+            "2",
+            "--backbone",
+            "mlp",
+            "--stop-after-epochs",
+            "1",
+        ],
     );
     assert!(!out.status.success(), "a stopped run reported success");
     assert!(
@@ -120,7 +139,12 @@ fn oneshot_trains_searches_retrains_and_resumes() {
     assert!(dir.path().join("study.db.oneshot/supernet.json").is_file());
 
     // Other settings are refused, naming what differs.
-    let out = oneshot(&d, dir.path(), Some(&cal), &["--supernet-epochs", "3"]);
+    let out = oneshot(
+        &d,
+        dir.path(),
+        Some(&cal),
+        &["--supernet-epochs", "3", "--backbone", "mlp"],
+    );
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("supernet_epochs: stored 2, given 3"),
@@ -129,7 +153,12 @@ fn oneshot_trains_searches_retrains_and_resumes() {
     );
 
     // The same command resumes: one epoch restored, one trained.
-    let out = oneshot(&d, dir.path(), Some(&cal), &["--supernet-epochs", "2"]);
+    let out = oneshot(
+        &d,
+        dir.path(),
+        Some(&cal),
+        &["--supernet-epochs", "2", "--backbone", "mlp"],
+    );
     assert!(out.status.success(), "oneshot failed: {}", stderr(&out));
     let summary: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     assert_eq!(summary["resumed_from_epoch"], 1, "{summary}");
@@ -234,10 +263,65 @@ fn oneshot_trains_searches_retrains_and_resumes() {
     assert_eq!(numbers, [1, 2], "{summary}");
 
     // A rerun of the finished run trains nothing and stores nothing new.
-    let out = oneshot(&d, dir.path(), Some(&cal), &["--supernet-epochs", "2"]);
+    let out = oneshot(
+        &d,
+        dir.path(),
+        Some(&cal),
+        &["--supernet-epochs", "2", "--backbone", "mlp"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let again: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(again["supernet_epochs_trained_now"], 0, "{again}");
     assert_eq!(again["pick"], summary["pick"]);
     assert_eq!(again["retrained"], summary["retrained"]);
+}
+
+/// The ResNet supernet under MnasNet's soft reward: one epoch, a few
+/// steps, the pick retrained alone; its trial is the ResNet the supernet
+/// picked (main width apart from the blocks' widths).
+#[test]
+fn oneshot_searches_a_resnet_supernet_with_the_soft_reward() {
+    let d = Daemon::start(SIMULATED_CONFIG);
+    let dir = tempfile::tempdir().unwrap();
+    let cal = dir.path().join("calibration.toml");
+    let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");
+    synthetic_calibration(here).save(&cal).unwrap();
+    let out = oneshot(
+        &d,
+        dir.path(),
+        Some(&cal),
+        &[
+            "--backbone",
+            "resnet",
+            "--supernet-epochs",
+            "1",
+            "--reward",
+            "mnas:0.05:-0.07",
+            "--retrain",
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "oneshot failed: {}", stderr(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["energy"]["kind"], "mnas_soft", "{summary}");
+    assert_eq!(summary["rejected_steps"], 0, "{summary}");
+    let pick = &summary["pick"];
+    // MnasNet's reward, recomputed: accuracy × (energy / target)^w.
+    let (q, e) = (
+        pick["inherited_val_accuracy"].as_f64().unwrap(),
+        pick["predicted_inference_j_per_1k"].as_f64().unwrap(),
+    );
+    let expected = q * (e / 0.05).powf(-0.07);
+    assert!(
+        (pick["reward"].as_f64().unwrap() - expected).abs() < 1e-9,
+        "{summary}"
+    );
+    assert!(
+        pick["spec"].as_str().unwrap().starts_with("resnet"),
+        "{summary}"
+    );
+    let retrained = summary["retrained"].as_array().unwrap();
+    assert_eq!(retrained.len(), 1, "{summary}");
+    assert_eq!(retrained[0]["tag"], "oneshot-pick");
+    assert!(retrained[0]["inference_energy_j_per_1k"].as_f64().unwrap() > 0.0);
 }
