@@ -726,6 +726,14 @@ pub fn oneshot(args: &OneshotArgs, progress: &dyn Fn(&str)) -> Result<OneshotSum
     // A calibration that cannot price this space's networks fails here,
     // before anything is trained.
     let space_range = (price(&space.smallest())?, price(&space.largest())?);
+    progress(&format!(
+        "space: {} decisions, {} children; predicted inference energy from {:.6} (smallest) to \
+         {:.6} (largest) J per 1000 rows (estimated)",
+        space.decisions().len(),
+        space.size(),
+        space_range.0,
+        space_range.1
+    ));
 
     let study_spec = StudySpec {
         space: SearchSpace::from_toml_str(ONESHOT_SPACE_TOML, "oneshot space")?,
