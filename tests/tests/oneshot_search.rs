@@ -236,6 +236,9 @@ fn oneshot_trains_searches_retrains_and_resumes() {
             .unwrap(),
         pick_j
     );
+    // The report's tables name the pick.
+    let md = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(md.contains(" (oneshot-pick) |"), "{md}");
     // The report's search energy is every trial's, the supernet's and
     // the controller's included.
     let report_summary: Value =
