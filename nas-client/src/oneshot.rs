@@ -172,9 +172,9 @@ pub struct OneshotArgs {
     pub stop_after_epochs: Option<usize>,
 }
 
-/// The default space of a backbone (documented in the module doc of
-/// [`OneshotBackbone`]'s variants): the widths of `bench/supernet` widened
-/// to 256, up to three layers or blocks.
+/// The default space of a backbone (as [`OneshotBackbone`]'s variants
+/// state): the widths of `bench/supernet` widened to 256, up to three
+/// layers or blocks; BatchNorm, ReLU, no dropout.
 pub fn default_space(backbone: OneshotBackbone) -> Result<SupernetSpace> {
     let settings = ChildSettings {
         activation: Activation::Relu,
