@@ -3,7 +3,9 @@
 //! `compare` commands over `nas-search` ([`search`]), `grow` (neuron
 //! splitting over the `splitting` crate, [`grow`]), `measure-inference`
 //! (saved growth rounds' inference energy measured interleaved,
-//! [`inference_ab`]), `proxies` (zero-cost
+//! [`inference_ab`]), `oneshot` (one-shot search: a supernet, the
+//! policy-gradient controller, the picks retrained as trials, [`oneshot`]),
+//! `proxies` (zero-cost
 //! proxies against trained accuracy, [`proxies_cli`]), with the trainer
 //! (`tabular-nn`) and the energy model (`energy-model`) linked in process.
 //!
@@ -14,6 +16,7 @@
 
 pub mod grow;
 pub mod inference_ab;
+pub mod oneshot;
 pub mod proxies_cli;
 pub mod search;
 pub mod train_cli;

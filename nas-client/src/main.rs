@@ -50,6 +50,11 @@ enum Command {
     /// (A B A B …) in one process: median and spread per network and of
     /// each one's paired ratio to the first.
     MeasureInference(nas_client::inference_ab::MeasureInferenceArgs),
+    /// One-shot energy-aware search: train a weight-sharing supernet
+    /// (measured by energyd), search it with a policy-gradient controller
+    /// on inherited accuracy and calibrated predicted energy, retrain the
+    /// pick and the best others as trials of the study. Resumable.
+    Oneshot(Box<nas_client::oneshot::OneshotArgs>),
     /// Report on a search study.
     Report(nas_client::search::ReportArgs),
     /// Compare energy-aware and accuracy-only searches; with --calibration,
@@ -120,6 +125,7 @@ fn main() {
         Command::Search(a) => nas_client::search::search(a),
         Command::Grow(a) => nas_client::grow::grow(*a),
         Command::MeasureInference(a) => nas_client::inference_ab::measure_inference(a),
+        Command::Oneshot(a) => oneshot(&a),
         Command::Report(a) => nas_client::search::report(a),
         Command::Compare(a) => nas_client::search::compare(a),
         Command::Proxies(a) => nas_client::proxies_cli::proxies(*a),
@@ -224,6 +230,54 @@ fn train_measured(
         }
     }
     Ok(report)
+}
+
+/// `nas-client oneshot`: progress on stderr, the summary on stdout.
+fn oneshot(args: &nas_client::oneshot::OneshotArgs) -> anyhow::Result<()> {
+    let summary =
+        nas_client::oneshot::oneshot(args, &|line| eprintln!("nas-client oneshot: {line}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    let energy = |e: Option<nas_client::oneshot::EnergySum>| {
+        e.map_or("not measured".to_owned(), |e| {
+            format!("{:.3} J ± {:.3} ({})", e.joules, e.sigma_j, e.provenance)
+        })
+    };
+    println!(
+        "supernet     {} epochs ({} this run), energy {}",
+        summary.supernet_epochs,
+        summary.supernet_epochs_trained_now,
+        energy(summary.supernet_energy)
+    );
+    println!(
+        "controller   {} steps ({} rejected), {} children evaluated, energy {}",
+        summary.controller_steps,
+        summary.rejected_steps,
+        summary.children_evaluated,
+        energy(summary.controller_energy)
+    );
+    println!(
+        "pick         {}: inherited accuracy {:.4}, predicted {:.5} J per 1000 rows (estimated)",
+        summary.pick.spec,
+        summary.pick.inherited_val_accuracy,
+        summary.pick.predicted_inference_j_per_1k
+    );
+    for t in &summary.retrained {
+        println!(
+            "trial #{:<4} {:<14} {}: val accuracy {}, inference {} J per 1000 rows ({})",
+            t.number,
+            t.tag,
+            t.child.spec,
+            t.val_accuracy.map_or("-".into(), |a| format!("{a:.4}")),
+            t.inference_energy_j_per_1k
+                .map_or("-".into(), |j| format!("{j:.5}")),
+            t.provenance.map_or("no energy".into(), |p| p.to_string())
+        );
+    }
+    println!("report: nas-client report --study {}", summary.study);
+    Ok(())
 }
 
 /// `nas-client trial`: one search trial, typed both ways.

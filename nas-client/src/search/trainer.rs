@@ -287,7 +287,8 @@ fn bad(message: String) -> EvalError {
 
 /// The model and schedule (no seed or threads) of `config` at `fidelity`
 /// (a fraction of `epochs`, at least one epoch), over the defaults of
-/// `nas-client train`. Parameters: `backbone` (mlp, resnet, ft-transformer:
+/// `nas-client train`. Parameters: `backbone` (mlp, resnet with an optional
+/// `d_main`, ft-transformer:
 /// d_token `width_1`, `n_layers` blocks, `n_heads`), `n_layers` and
 /// `width_1..` (a ResNet's main width is its first width, one block per
 /// width), `activation`, `dropout`, `normalization`, `learning_rate`,
@@ -313,10 +314,17 @@ pub fn train_config(config: &Config, fidelity: f64) -> Result<TrainConfig, EvalE
     let mut out = TrainConfig::default();
     out.model.backbone = match text("backbone").unwrap_or("mlp") {
         "mlp" => Backbone::Mlp { widths },
+        // The main width is `d_main` when given (a one-shot search's
+        // children choose it apart from the blocks' widths), else the
+        // first width.
         "resnet" => Backbone::Resnet {
-            d_main: *widths
-                .first()
-                .ok_or_else(|| bad("a resnet needs at least one layer".into()))?,
+            d_main: match num("d_main") {
+                Some(d) if d >= 1.0 => d.round() as usize,
+                Some(d) => return Err(bad(format!("d_main is {d}, not a positive width"))),
+                None => *widths
+                    .first()
+                    .ok_or_else(|| bad("a resnet needs at least one layer".into()))?,
+            },
             d_hidden: widths,
         },
         // d_token is the first width and a block per layer; heads from

@@ -114,6 +114,7 @@ pub(crate) fn entry(t: &TrialRecord) -> FrontEntry {
         config: t.config.clone(),
         metrics: t.metrics.clone().unwrap_or_default(),
         provenance: t.provenance,
+        tag: t.tag.clone(),
     }
 }
 

@@ -319,9 +319,13 @@ pub(crate) fn study_markdown(
             .collect();
         let _ = writeln!(
             md,
-            "| {} | {} | {} | `{}` |",
+            "| {} | {}{} | {} | `{}` |",
             c.reason,
             c.entry.number,
+            c.entry
+                .tag
+                .as_deref()
+                .map_or(String::new(), |t| format!(" ({t})")),
             vals.join(" | "),
             c.entry.config
         );
@@ -340,8 +344,12 @@ pub(crate) fn study_markdown(
             .collect();
         let _ = writeln!(
             md,
-            "| {} | {} | {} | `{}` |",
+            "| {}{} | {} | {} | `{}` |",
             e.number,
+            // Which trial is what: a one-shot search's pick, a bracket.
+            e.tag
+                .as_deref()
+                .map_or(String::new(), |t| format!(" ({t})")),
             vals.join(" | "),
             e.provenance.map(|p| p.label()).unwrap_or("-"),
             e.config

@@ -73,6 +73,9 @@ pub struct FrontEntry {
     pub metrics: Metrics,
     /// Provenance of its energy figures.
     pub provenance: Option<Provenance>,
+    /// The trial's tag (what proposed it: a bracket, `oneshot-pick`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 /// An architecture picked from the front, and why.

@@ -1,0 +1,332 @@
+//! `nas-client oneshot` end to end, with real processes: a supernet trained
+//! in the searching process and measured by a real energyd, the controller
+//! searching it under an energy budget priced by a calibration, the pick
+//! and the best other child retrained in `nas-client trial` children and
+//! stored as trials that `nas-client report` reads. A run stopped after the
+//! first supernet epoch resumes from its checkpoint without training that
+//! epoch again; other settings are refused; a missing calibration says how
+//! to make one.
+//!
+//! The calibration is synthetic, as in `calibrated_search.rs` (whose
+//! helper this repeats: the two tests share no library), so the test checks
+//! the wiring, not the accuracy of a calibration.
+
+use energy_model::model::{FitShape, KernelModel, Observation};
+use energy_model::predict::OverheadModel;
+use energy_model::{Calibration, MachineFingerprint, FORMAT_VERSION};
+use integration_tests::{workspace_bin, Daemon, SIMULATED_CONFIG};
+use nn_plan::KernelKind;
+use serde_json::Value;
+use shared::Provenance;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Every kernel kind at one thread, energy linear in the work of a call.
+fn synthetic_calibration(machine: MachineFingerprint) -> Calibration {
+    let mut kernels = Vec::new();
+    for kind in KernelKind::ALL {
+        let mut observations = Vec::new();
+        for batch in [16u64, 64, 256, 1024] {
+            for (i, o) in [(8u64, 128u64), (128, 16), (64, 64), (256, 512)] {
+                let work = (batch * i * o) as f64;
+                observations.push(Observation {
+                    kernel: kind.as_str().to_owned(),
+                    shape: FitShape {
+                        batch,
+                        in_width: i,
+                        out_width: o,
+                    },
+                    threads: 1,
+                    calls: 100,
+                    wall_time_per_call_ns: 2000.0 + 0.5 * work,
+                    cpu_time_per_call_ns: 2000.0 + 0.5 * work,
+                    power_w: 8.0,
+                });
+            }
+        }
+        kernels.push(KernelModel::fit(kind.as_str(), 1, &observations).expect("fit"));
+    }
+    Calibration {
+        format_version: FORMAT_VERSION,
+        created_by: "oneshot_search test".into(),
+        created_at_unix_s: 1,
+        provenance: Provenance::Estimated,
+        notes: vec!["synthetic".into()],
+        machine,
+        kernels,
+        overheads: vec![OverheadModel {
+            threads: 1,
+            j_per_call: 1e-7,
+            samples: 1,
+        }],
+    }
+}
+
+/// Cuts the default MLP space of credit_g under the synthetic calibration
+/// between its smallest and largest child (checked below, so a change of
+/// the space or the pricing fails here with the figures, not later).
+const BUDGET_J_PER_1K: f64 = 0.05;
+
+fn oneshot(d: &Daemon, dir: &Path, calibration: Option<&Path>, extra: &[&str]) -> Output {
+    let budget = BUDGET_J_PER_1K.to_string();
+    let mut extra = extra.to_vec();
+    if !extra.contains(&"--reward") {
+        extra.extend(["--energy-budget", &budget]);
+    }
+    if !extra.contains(&"--retrain") {
+        extra.extend(["--retrain", "1"]);
+    }
+    let mut cmd = Command::new(workspace_bin("nas-client", "nas-client"));
+    cmd.args(["oneshot", "--dataset", "credit_g"])
+        .arg("--study")
+        .arg(dir.join("study.db"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["--threads", "1", "--seed", "5", "--json"])
+        .args(["--controller-steps", "30"])
+        // Long enough (≥ 40 ms) to span several of energyd's 10 ms
+        // activity samples (see calibrated_search.rs).
+        .args(["--retrain-epochs", "40"]);
+    if let Some(c) = calibration {
+        cmd.arg("--calibration").arg(c);
+    }
+    cmd.args(&extra).output().expect("run nas-client oneshot")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn oneshot_trains_searches_retrains_and_resumes() {
+    let d = Daemon::start(SIMULATED_CONFIG);
+    let dir = tempfile::tempdir().unwrap();
+    let cal = dir.path().join("calibration.toml");
+    let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");
+    synthetic_calibration(here).save(&cal).unwrap();
+
+    // Without a calibration: refused, saying how to make one.
+    let out = oneshot(
+        &d,
+        dir.path(),
+        None,
+        &["--supernet-epochs", "2", "--backbone", "mlp"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("calibration run"), "{}", stderr(&out));
+
+    // Stopped after the first of two supernet epochs: an error (not a
+    // finished search), the checkpoint kept.
+    let out = oneshot(
+        &d,
+        dir.path(),
+        Some(&cal),
+        &[
+            "--supernet-epochs",
+            "2",
+            "--backbone",
+            "mlp",
+            "--stop-after-epochs",
+            "1",
+        ],
+    );
+    assert!(!out.status.success(), "a stopped run reported success");
+    assert!(
+        stderr(&out).contains("stopped after supernet epoch 1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(dir.path().join("study.db.oneshot/supernet.json").is_file());
+
+    // Other settings are refused, naming what differs.
+    let out = oneshot(
+        &d,
+        dir.path(),
+        Some(&cal),
+        &["--supernet-epochs", "3", "--backbone", "mlp"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("supernet_epochs: stored 2, given 3"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The same command resumes: one epoch restored, one trained.
+    let out = oneshot(
+        &d,
+        dir.path(),
+        Some(&cal),
+        &["--supernet-epochs", "2", "--backbone", "mlp"],
+    );
+    assert!(out.status.success(), "oneshot failed: {}", stderr(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(summary["resumed_from_epoch"], 1, "{summary}");
+    assert_eq!(summary["supernet_epochs_trained_now"], 1, "{summary}");
+    assert_eq!(summary["supernet_epochs"], 2, "{summary}");
+    assert_eq!(summary["controller_steps"], 30, "{summary}");
+    let (smallest, largest) = (
+        summary["space_predicted_j_per_1k"][0].as_f64().unwrap(),
+        summary["space_predicted_j_per_1k"][1].as_f64().unwrap(),
+    );
+    assert!(
+        smallest <= BUDGET_J_PER_1K && BUDGET_J_PER_1K < largest,
+        "the budget {BUDGET_J_PER_1K} must cut the space's range {smallest}..{largest}"
+    );
+    // The supernet's training was measured (energyd's simulated source),
+    // both epochs together; so was the controller.
+    let supernet_j = summary["supernet_energy"]["joules"].as_f64().unwrap();
+    assert!(supernet_j > 0.0, "{summary}");
+    assert_eq!(summary["supernet_energy"]["provenance"], "Simulated");
+
+    // The pick respects the budget.
+    let pick_j = summary["pick"]["predicted_inference_j_per_1k"]
+        .as_f64()
+        .unwrap();
+    assert!(pick_j <= BUDGET_J_PER_1K, "{summary}");
+
+    // The study: the supernet's trial, the pick and one more, retrained
+    // with measured energy and the predicted energy beside it.
+    let report = dir.path().join("report");
+    let status = Command::new(workspace_bin("nas-client", "nas-client"))
+        .args(["report", "--study"])
+        .arg(dir.path().join("study.db"))
+        .arg("--out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "report: {}", stderr(&status));
+    let trials: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("trials.json")).unwrap())
+            .unwrap();
+    let trials = trials.as_array().unwrap();
+    let tags: Vec<&str> = trials.iter().filter_map(|t| t["tag"].as_str()).collect();
+    assert_eq!(
+        tags,
+        ["oneshot-supernet", "oneshot-pick", "oneshot-top-1"],
+        "{trials:?}"
+    );
+    let supernet = &trials[0];
+    let spent = supernet["energy_spent_j"].as_f64().unwrap();
+    let m = &supernet["metrics"];
+    // A controller phase energyd could not measure is a note, not a
+    // failure, so its figure may be absent.
+    let parts =
+        m["supernet_energy_j"].as_f64().unwrap() + m["controller_energy_j"].as_f64().unwrap_or(0.0);
+    assert!((spent - parts).abs() < 1e-9, "{supernet}");
+    assert!((m["supernet_energy_j"].as_f64().unwrap() - supernet_j).abs() < 1e-9);
+    assert!(
+        m.get("val_accuracy").is_none(),
+        "never on a front: {supernet}"
+    );
+    for t in &trials[1..] {
+        let m = &t["metrics"];
+        assert_eq!(t["status"], "finished", "{t}");
+        assert!(
+            m["inference_energy_j_per_1k"].as_f64().unwrap() > 0.0,
+            "{t}"
+        );
+        assert!(m["training_energy_j"].as_f64().unwrap() > 0.0, "{t}");
+        assert!(m["predicted_inference_energy_j_per_1k"].as_f64().unwrap() > 0.0);
+        assert!(m["inherited_val_accuracy"].as_f64().is_some());
+        assert_eq!(t["config"]["kind"], "child");
+        assert_eq!(t["config"]["epochs"], 40);
+    }
+    assert_eq!(
+        trials[1]["metrics"]["predicted_inference_energy_j_per_1k"]
+            .as_f64()
+            .unwrap(),
+        pick_j
+    );
+    // The report's tables name the pick.
+    let md = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(md.contains(" (oneshot-pick) |"), "{md}");
+    // The report's search energy is every trial's, the supernet's and
+    // the controller's included.
+    let report_summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap())
+            .unwrap();
+    let all: f64 = trials
+        .iter()
+        .map(|t| t["energy_spent_j"].as_f64().unwrap())
+        .sum();
+    let search_j = report_summary["search_energy"]["energy_j"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (search_j - all).abs() < 1e-9,
+        "{search_j} J, trials {all} J"
+    );
+    assert_eq!(report_summary["search_energy"]["trials_with_energy"], 3);
+    // The summary's retrained trials are those of the study.
+    let numbers: Vec<u64> = summary["retrained"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [1, 2], "{summary}");
+
+    // A rerun of the finished run trains nothing and stores nothing new.
+    let out = oneshot(
+        &d,
+        dir.path(),
+        Some(&cal),
+        &["--supernet-epochs", "2", "--backbone", "mlp"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["supernet_epochs_trained_now"], 0, "{again}");
+    assert_eq!(again["pick"], summary["pick"]);
+    assert_eq!(again["retrained"], summary["retrained"]);
+}
+
+/// The ResNet supernet under MnasNet's soft reward: one epoch, a few
+/// steps, the pick retrained alone; its trial is the ResNet the supernet
+/// picked (main width apart from the blocks' widths).
+#[test]
+fn oneshot_searches_a_resnet_supernet_with_the_soft_reward() {
+    let d = Daemon::start(SIMULATED_CONFIG);
+    let dir = tempfile::tempdir().unwrap();
+    let cal = dir.path().join("calibration.toml");
+    let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");
+    synthetic_calibration(here).save(&cal).unwrap();
+    let out = oneshot(
+        &d,
+        dir.path(),
+        Some(&cal),
+        &[
+            "--backbone",
+            "resnet",
+            "--supernet-epochs",
+            "1",
+            "--reward",
+            "mnas:0.05:-0.07",
+            "--retrain",
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "oneshot failed: {}", stderr(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["energy"]["kind"], "mnas_soft", "{summary}");
+    assert_eq!(summary["rejected_steps"], 0, "{summary}");
+    let pick = &summary["pick"];
+    // MnasNet's reward, recomputed: accuracy × (energy / target)^w.
+    let (q, e) = (
+        pick["inherited_val_accuracy"].as_f64().unwrap(),
+        pick["predicted_inference_j_per_1k"].as_f64().unwrap(),
+    );
+    let expected = q * (e / 0.05).powf(-0.07);
+    assert!(
+        (pick["reward"].as_f64().unwrap() - expected).abs() < 1e-9,
+        "{summary}"
+    );
+    assert!(
+        pick["spec"].as_str().unwrap().starts_with("resnet"),
+        "{summary}"
+    );
+    let retrained = summary["retrained"].as_array().unwrap();
+    assert_eq!(retrained.len(), 1, "{summary}");
+    assert_eq!(retrained[0]["tag"], "oneshot-pick");
+    assert!(retrained[0]["inference_energy_j_per_1k"].as_f64().unwrap() > 0.0);
+}
