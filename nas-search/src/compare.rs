@@ -616,6 +616,9 @@ impl CompareReport {
             "most accurate energy-aware trial",
             &c.energy_aware_best,
         ));
+        if let Some(p) = self.oneshot.as_ref().and_then(|o| o.pick.as_ref()) {
+            md.push_str(&row("one-shot pick", p));
+        }
         md.push_str(&format!("\n- Accuracy floor: {:.4}\n", c.accuracy_floor));
         if let Some(r) = c.inference_energy_reduction {
             md.push_str(&format!(

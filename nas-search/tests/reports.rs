@@ -350,6 +350,7 @@ fn compare_report_with_a_oneshot_search() {
         "{md}"
     );
     assert!(md.contains("supernet and controller included"), "{md}");
+    assert!(md.contains("\n| one-shot pick | 2 | "), "{md}");
 
     // No retrained trial at the floor: no pick, no reduction, said so.
     let short = vec![oneshot[0].clone(), oneshot[1].clone()];
