@@ -318,13 +318,13 @@ pub struct CompareArgs {
     #[arg(long, requires = "oneshot")]
     pub oneshot_energy_budget: Option<f64>,
     /// The one-shot supernet's training epochs.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, requires = "oneshot")]
     pub oneshot_supernet_epochs: usize,
     /// The one-shot controller's steps.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, requires = "oneshot")]
     pub oneshot_controller_steps: u64,
     /// Epochs of each one-shot retraining.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, requires = "oneshot")]
     pub oneshot_retrain_epochs: usize,
     /// Whether the energy-aware search pays for itself: rate, baseline, carbon.
     #[command(flatten)]
