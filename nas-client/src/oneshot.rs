@@ -639,6 +639,58 @@ pub struct OneshotSummary {
     pub notes: Vec<String>,
 }
 
+/// A child's inference energy per 1000 rows predicted by the calibration
+/// (estimated).
+fn predict_child(
+    model: &EnergyModel,
+    calibration: &Path,
+    space: &SupernetSpace,
+    shape: &DatasetShape,
+    threads: usize,
+    choice: &[usize],
+) -> Result<f64> {
+    let spec = space.child_spec(choice)?;
+    let run = network_run(
+        &TrainConfig {
+            model: spec,
+            threads,
+            ..TrainConfig::default()
+        },
+        shape,
+        1,
+    );
+    Ok(model
+        .predict(&run)
+        .with_context(|| format!("calibration {}", calibration.display()))?
+        .inference_j_per_1000_rows)
+}
+
+/// The inference energy per 1000 rows of the backbone's smallest and
+/// largest child on a bundled dataset, predicted by a calibration
+/// (estimated): the range an `--energy-budget` cuts. Nothing is trained.
+pub fn predicted_range(
+    backbone: OneshotBackbone,
+    dataset: &str,
+    calibration: &Path,
+    force_calibration: bool,
+    threads: usize,
+) -> Result<(f64, f64)> {
+    let model = EnergyModel::load(calibration, force_calibration)?;
+    let data =
+        bundled::load(dataset, 0).with_context(|| format!("loading bundled dataset {dataset}"))?;
+    let space = default_space(backbone)?;
+    let shape = data.shape();
+    let price = |c: &[usize]| predict_child(&model, calibration, &space, &shape, threads, c);
+    Ok((price(&space.smallest())?, price(&space.largest())?))
+}
+
+/// The default energy budget of a space whose children are predicted
+/// between `smallest` and `largest` J per 1000 rows: their geometric mean,
+/// the middle of a range that spans an order of magnitude or more.
+pub fn default_energy_budget((smallest, largest): (f64, f64)) -> f64 {
+    (smallest * largest).sqrt()
+}
+
 /// Runs `nas-client oneshot`; returns the summary (the binary prints it).
 pub fn oneshot(args: &OneshotArgs, progress: &dyn Fn(&str)) -> Result<OneshotSummary> {
     let Some(calibration) = &args.calibration else {
@@ -707,22 +759,8 @@ pub fn oneshot(args: &OneshotArgs, progress: &dyn Fn(&str)) -> Result<OneshotSum
     }
     let space = default_space(args.backbone)?;
     let shape = dataset.shape();
-    let price = |choice: &[usize]| -> Result<f64> {
-        let spec = space.child_spec(choice)?;
-        let run = network_run(
-            &TrainConfig {
-                model: spec,
-                threads,
-                ..TrainConfig::default()
-            },
-            &shape,
-            1,
-        );
-        Ok(model
-            .predict(&run)
-            .with_context(|| format!("calibration {}", calibration.display()))?
-            .inference_j_per_1000_rows)
-    };
+    let price =
+        |choice: &[usize]| predict_child(&model, calibration, &space, &shape, threads, choice);
     // A calibration that cannot price this space's networks fails here,
     // before anything is trained.
     let space_range = (price(&space.smallest())?, price(&space.largest())?);

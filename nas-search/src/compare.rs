@@ -254,6 +254,97 @@ pub struct CompareReport {
     /// `None` from [`compare_report`]: the caller, which holds the source,
     /// accounts it (`crate::footprint::account_search`) and sets it.
     pub search_carbon_conventional: Option<crate::footprint::SearchCarbon>,
+    /// A one-shot search beside the two, when one ran; `None` from
+    /// [`compare_report`]: the caller sets it from [`oneshot_comparison`].
+    pub oneshot: Option<OneshotComparison>,
+}
+
+/// A one-shot search (supernet, controller, picks retrained as trials)
+/// beside the accuracy-only and the multi-trial energy-aware searches, on
+/// measured figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct OneshotComparison {
+    /// Its retrained trial with the least inference energy at or above the
+    /// accuracy floor of the accuracy-only pick (the same floor as
+    /// [`Comparison::accuracy_floor`]); `None` when none reaches it.
+    pub pick: Option<Pick>,
+    /// Its most accurate retrained trial.
+    pub best: Pick,
+    /// `1 - pick / accuracy-only pick` inference energy; `None` without a
+    /// pick.
+    pub inference_energy_reduction: Option<f64>,
+    /// Weakest provenance of the two energy figures compared.
+    pub energy_provenance: Option<Provenance>,
+    /// Energy it spent: every trial's `energy_spent_j`, the supernet's
+    /// training and the controller included (their own trial).
+    pub search_energy_j: Option<Figure>,
+    /// Hypervolume of its measured front and of the multi-trial
+    /// energy-aware search's, under one reference point; `None` from
+    /// [`oneshot_comparison`]: the caller, which chooses the objectives and
+    /// reference, sets them.
+    pub hypervolume: Option<f64>,
+    /// The multi-trial energy-aware search's hypervolume, same reference.
+    pub hypervolume_multi_trial: Option<f64>,
+    /// The one-shot search against the multi-trial energy-aware one, as
+    /// alternatives (`None` without search energies or picks).
+    pub vs_multi_trial: Option<SearchPayback>,
+}
+
+/// Compares a one-shot search's trials with the accuracy-only and the
+/// multi-trial energy-aware searches': its pick at the accuracy-only
+/// pick's floor, its search energy, and the two energy-aware searches as
+/// alternatives. Trials without the accuracy and energy metrics (the
+/// supernet's own trial) count for the search energy only.
+pub fn oneshot_comparison(
+    conventional: &[TrialRecord],
+    energy_aware: &[TrialRecord],
+    oneshot: &[TrialRecord],
+    options: &CompareOptions,
+    settings: &PaybackSettings,
+) -> Result<OneshotComparison, CompareError> {
+    let against_conventional = compare(conventional, oneshot, options).map_err(|e| match e {
+        CompareError::NoTrials {
+            which: "energy-aware",
+            accuracy,
+            energy,
+        } => CompareError::NoTrials {
+            which: "one-shot",
+            accuracy,
+            energy,
+        },
+        other => other,
+    })?;
+    let spent = search_energy_figure(oneshot);
+    let vs_multi_trial = (|| {
+        let multi_pick = compare(conventional, energy_aware, options)
+            .ok()?
+            .energy_aware_pick?;
+        let multi = SearchOutcome {
+            label: "multi-trial energy-aware".into(),
+            search_energy_j: search_energy_figure(energy_aware)?,
+            pick: candidate_of(&multi_pick, energy_aware),
+        };
+        let one = SearchOutcome {
+            label: "one-shot".into(),
+            search_energy_j: spent?,
+            pick: candidate_of(against_conventional.energy_aware_pick.as_ref()?, oneshot),
+        };
+        Some(search_against_search(
+            one,
+            multi,
+            settings.predictions_per_day,
+        ))
+    })();
+    Ok(OneshotComparison {
+        pick: against_conventional.energy_aware_pick,
+        best: against_conventional.energy_aware_best,
+        inference_energy_reduction: against_conventional.inference_energy_reduction,
+        energy_provenance: against_conventional.energy_provenance,
+        search_energy_j: spent,
+        hypervolume: None,
+        hypervolume_multi_trial: None,
+        vs_multi_trial,
+    })
 }
 
 fn candidate_of(p: &Pick, trials: &[TrialRecord]) -> Candidate {
@@ -355,6 +446,7 @@ pub fn compare_report(
         calibrated_vs_multi_trial,
         settings: settings.clone(),
         search_carbon_conventional: None,
+        oneshot: None,
     })
 }
 
@@ -436,6 +528,9 @@ impl CompareReport {
                 search_payback_line(s)
             ));
         }
+        if let Some(o) = &self.oneshot {
+            out.extend(o.lines(&self.comparison).into_iter().map(strip));
+        }
         out
     }
 
@@ -494,6 +589,14 @@ impl CompareReport {
                 search_payback_line(s)
             ));
         }
+        if let Some(o) = &self.oneshot {
+            md.push_str("One-shot search:\n\n");
+            for l in o.lines(c) {
+                md.push_str(&l);
+                md.push('\n');
+            }
+            md.push('\n');
+        }
         md.push_str("## Detail\n\n| | trial | accuracy | J / 1000 predictions | provenance | configuration |\n|---|---|---|---|---|---|\n");
         let row = |name: &str, p: &Pick| {
             format!(
@@ -513,6 +616,9 @@ impl CompareReport {
             "most accurate energy-aware trial",
             &c.energy_aware_best,
         ));
+        if let Some(p) = self.oneshot.as_ref().and_then(|o| o.pick.as_ref()) {
+            md.push_str(&row("one-shot pick", p));
+        }
         md.push_str(&format!("\n- Accuracy floor: {:.4}\n", c.accuracy_floor));
         if let Some(r) = c.inference_energy_reduction {
             md.push_str(&format!(
@@ -556,6 +662,49 @@ impl CompareReport {
         }
         md.push_str("\n## Files\n\n- `pareto.svg`, `pareto.png`: energy-aware trials (front red, feasible blue, infeasible grey crosses), accuracy-only trials green triangles, the accuracy floor dashed orange, both picks labelled\n- `progress.svg`, `progress.png`: hypervolume (same objectives and reference point for both) and least feasible inference energy against the energy each search had spent\n- `compare.json`: this comparison\n");
         md
+    }
+}
+
+impl OneshotComparison {
+    /// Its figures as Markdown list items (`- …`).
+    fn lines(&self, c: &Comparison) -> Vec<String> {
+        let mut out = Vec::new();
+        out.push(match (&self.pick, self.inference_energy_reduction) {
+            (Some(p), Some(r)) => format!(
+                "- one-shot pick: trial {} (`{}`): accuracy {:.4}, {} J per 1000 predictions, {:.1}% less than the accuracy-only pick [{}]",
+                p.number,
+                p.config,
+                p.accuracy,
+                crate::report::tick(p.energy),
+                r * 100.0,
+                self.energy_provenance.map_or("unknown", |p| p.label())
+            ),
+            _ => format!(
+                "- one-shot pick: none: no one-shot trial reached the accuracy floor {:.4} (its most accurate, trial {}, reached {:.4})",
+                c.accuracy_floor, self.best.number, self.best.accuracy
+            ),
+        });
+        out.push(format!(
+            "- one-shot search energy (supernet and controller included): {}",
+            energy_text(self.search_energy_j)
+        ));
+        match (self.hypervolume, self.hypervolume_multi_trial) {
+            (Some(h), Some(m)) if m > 0.0 => out.push(format!(
+                "- measured hypervolume: one-shot {h:.6}, multi-trial energy-aware {m:.6} (ratio {:.3}, same reference point)",
+                h / m
+            )),
+            (Some(h), Some(m)) => out.push(format!(
+                "- measured hypervolume: one-shot {h:.6}, multi-trial energy-aware {m:.6} (same reference point)"
+            )),
+            _ => out.push("- measured hypervolume: not computable (no measured front)".into()),
+        }
+        if let Some(s) = &self.vs_multi_trial {
+            out.push(format!(
+                "- one-shot against multi-trial: {}",
+                search_payback_line(s)
+            ));
+        }
+        out
     }
 }
 

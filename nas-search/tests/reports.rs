@@ -272,3 +272,92 @@ fn compare_report_with_paybacks_and_plots() {
     let progress = std::fs::read_to_string(dir.join("progress.svg")).unwrap();
     assert!(progress.contains("accuracy-only search") && progress.contains("energy-aware search"));
 }
+
+/// A one-shot search beside the two: its supernet's trial (energy, no
+/// objective metrics) counts for the search energy only; its pick is its
+/// cheapest retrained trial at the accuracy-only pick's floor, recomputed
+/// here by hand; the report and the decision lines say so.
+#[test]
+fn compare_report_with_a_oneshot_search() {
+    use nas_search::compare::oneshot_comparison;
+    use shared::Provenance::Simulated;
+    let conv = fixture::conventional_trials();
+    let aware = fixture::energy_aware_trials();
+    let options = CompareOptions::default();
+    let s = settings();
+    let mut r = compare_report(&conv, &aware, None, &options, &s).unwrap();
+    let floor = r.comparison.accuracy_floor;
+    let conv_e = r.comparison.conventional_pick.energy;
+    // The supernet (no metrics but its energy), then three retrained
+    // children: one just under the floor and cheapest, one at the floor,
+    // one above it and costlier.
+    let mut supernet = fixture::trial(0, &[256, 256, 256], &[], Some(40.0), Simulated);
+    supernet.metrics = None;
+    let retrained = |n: u64, acc: f64, e: f64| {
+        fixture::trial(
+            n,
+            &[32],
+            &[("val_accuracy", acc), ("inference_energy_j_per_1k", e)],
+            Some(2.0),
+            Simulated,
+        )
+    };
+    let oneshot = vec![
+        supernet,
+        retrained(1, floor - 1e-3, 0.1 * conv_e),
+        retrained(2, floor, 0.25 * conv_e),
+        retrained(3, floor + 0.01, 0.5 * conv_e),
+    ];
+    let o = oneshot_comparison(&conv, &aware, &oneshot, &options, &s).unwrap();
+    let pick = o.pick.as_ref().unwrap();
+    assert_eq!(pick.number, 2);
+    assert!((o.inference_energy_reduction.unwrap() - 0.75).abs() < 1e-12);
+    assert_eq!(o.best.number, 3);
+    // 40 J of supernet and controller, 3 × 2 J of retraining.
+    assert!((o.search_energy_j.unwrap().value - 46.0).abs() < 1e-12);
+    let vm = o.vs_multi_trial.as_ref().unwrap();
+    let aware_spent: f64 = aware.iter().filter_map(|t| t.energy_spent_j).sum();
+    let (one, multi) = if vm.costlier.label == "one-shot" {
+        (&vm.costlier, &vm.cheaper)
+    } else {
+        (&vm.cheaper, &vm.costlier)
+    };
+    assert_eq!(multi.label, "multi-trial energy-aware");
+    assert!((one.search_energy_j.value - 46.0).abs() < 1e-12);
+    assert!((multi.search_energy_j.value - aware_spent).abs() < 1e-9);
+    assert!((one.pick.energy_j_per_1k.value - 0.25 * conv_e).abs() < 1e-15);
+
+    r.oneshot = Some(nas_search::compare::OneshotComparison {
+        hypervolume: Some(0.3),
+        hypervolume_multi_trial: Some(0.4),
+        ..o
+    });
+    let text = r.decision_text();
+    assert!(
+        text.iter().any(|l| l.starts_with("one-shot pick: trial 2 ")
+            && l.contains("75.0% less than the accuracy-only pick [simulated]")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|l| l
+            == "measured hypervolume: one-shot 0.300000, multi-trial energy-aware 0.400000 \
+                (ratio 0.750, same reference point)"),
+        "{text:?}"
+    );
+    let md = r.markdown();
+    assert!(
+        md.contains("One-shot search:\n\n- one-shot pick: trial 2 "),
+        "{md}"
+    );
+    assert!(md.contains("supernet and controller included"), "{md}");
+    assert!(md.contains("\n| one-shot pick | 2 | "), "{md}");
+
+    // No retrained trial at the floor: no pick, no reduction, said so.
+    let short = vec![oneshot[0].clone(), oneshot[1].clone()];
+    let o = oneshot_comparison(&conv, &aware, &short, &options, &s).unwrap();
+    assert!(o.pick.is_none() && o.inference_energy_reduction.is_none());
+    assert!(o.vs_multi_trial.is_none());
+    // Only the supernet's trial: an error naming the one-shot study.
+    let err = oneshot_comparison(&conv, &aware, &short[..1], &options, &s).unwrap_err();
+    assert!(err.to_string().contains("one-shot study"), "{err}");
+}

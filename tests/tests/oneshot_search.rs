@@ -330,3 +330,133 @@ fn oneshot_searches_a_resnet_supernet_with_the_soft_reward() {
     assert_eq!(retrained[0]["tag"], "oneshot-pick");
     assert!(retrained[0]["inference_energy_j_per_1k"].as_f64().unwrap() > 0.0);
 }
+
+/// `compare --oneshot`: the one-shot study runs beside the accuracy-only,
+/// energy-aware and calibrated ones, with as many final trainings as each
+/// has trials, and the comparison carries its pick, its search energy (the
+/// supernet's trial included: recomputed here from the study) and both
+/// measured hypervolumes. Without a calibration `--oneshot` is refused.
+#[test]
+fn compare_adds_a_oneshot_search() {
+    let d = Daemon::start(SIMULATED_CONFIG);
+    let dir = tempfile::tempdir().unwrap();
+    let cal = dir.path().join("calibration.toml");
+    let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");
+    synthetic_calibration(here).save(&cal).unwrap();
+    // The one-shot MLP space, at the retrainings' epochs (≥ 40 ms of
+    // training each, as above).
+    let space = dir.path().join("space.toml");
+    std::fs::write(
+        &space,
+        r#"
+[[param]]
+name = "n_layers"
+type = "int"
+low = 1
+high = 2
+[[param]]
+name = "width_1"
+type = "categorical"
+choices = [16, 64, 256]
+[[param]]
+name = "width_2"
+type = "categorical"
+choices = [16, 64, 256]
+when = { param = "n_layers", at_least = 2 }
+[[param]]
+name = "activation"
+type = "categorical"
+choices = ["relu"]
+[[param]]
+name = "normalization"
+type = "categorical"
+choices = ["batch"]
+[[param]]
+name = "epochs"
+type = "int"
+low = 40
+high = 40
+"#,
+    )
+    .unwrap();
+    let compare = |with_calibration: bool| {
+        let mut cmd = Command::new(workspace_bin("nas-client", "nas-client"));
+        cmd.args(["compare", "--dataset", "credit_g", "--budget", "2"])
+            .arg("--space")
+            .arg(&space)
+            .arg("--dir")
+            .arg(dir.path().join("run"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["--threads", "1", "--seed", "3", "--json", "--oneshot"])
+            .args(["--oneshot-energy-budget", &BUDGET_J_PER_1K.to_string()])
+            .args(["--oneshot-supernet-epochs", "1"])
+            .args(["--oneshot-controller-steps", "10"])
+            .args(["--oneshot-retrain-epochs", "40"]);
+        if with_calibration {
+            cmd.arg("--calibration").arg(&cal);
+        }
+        cmd.output().expect("run nas-client compare")
+    };
+    let out = compare(false);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--calibration"), "{}", stderr(&out));
+
+    let out = compare(true);
+    assert!(out.status.success(), "compare failed: {}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let study = dir.path().join("run/oneshot.db");
+    assert_eq!(v["oneshot_study"], study.display().to_string(), "{v}");
+    let o = &v["payback"]["oneshot"];
+
+    // The one-shot study: the supernet's trial and 2 retrained children.
+    let trials = nas_search::study::Study::open_existing(nas_search::study::StudyLocation::Sqlite(
+        study.clone(),
+    ))
+    .unwrap()
+    .trials()
+    .unwrap();
+    let tags: Vec<_> = trials
+        .iter()
+        .map(|t| t.tag.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(tags, ["oneshot-supernet", "oneshot-pick", "oneshot-top-1"]);
+    let spent: f64 = trials.iter().filter_map(|t| t.energy_spent_j).sum();
+    assert!(trials[0].energy_spent_j.unwrap() > 0.0, "{:?}", trials[0]);
+    assert!(
+        (o["search_energy_j"]["value"].as_f64().unwrap() - spent).abs() < 1e-9,
+        "{o}"
+    );
+    assert_eq!(o["search_energy_j"]["provenance"], "simulated", "{o}");
+
+    // Its pick, by hand: the cheapest retrained child at the floor of the
+    // accuracy-only pick's accuracy.
+    let floor = v["comparison"]["accuracy_floor"].as_f64().unwrap();
+    let conv_e = v["comparison"]["conventional_pick"]["energy"]
+        .as_f64()
+        .unwrap();
+    let m = |t: &nas_search::study::TrialRecord, k: &str| t.metrics.as_ref().unwrap()[k];
+    let expected = trials[1..]
+        .iter()
+        .filter(|t| m(t, "val_accuracy") >= floor)
+        .min_by(|a, b| {
+            m(a, "inference_energy_j_per_1k").total_cmp(&m(b, "inference_energy_j_per_1k"))
+        });
+    match expected {
+        Some(t) => {
+            assert_eq!(o["pick"]["number"], t.number, "{o}");
+            let r = 1.0 - m(t, "inference_energy_j_per_1k") / conv_e;
+            assert!(
+                (o["inference_energy_reduction"].as_f64().unwrap() - r).abs() < 1e-9,
+                "{o}"
+            );
+        }
+        None => assert!(o["pick"].is_null(), "{o}"),
+    }
+    // Both fronts measured, under one reference point.
+    assert!(o["hypervolume"].as_f64().unwrap() > 0.0, "{o}");
+    assert!(o["hypervolume_multi_trial"].as_f64().unwrap() > 0.0, "{o}");
+    let md = std::fs::read_to_string(dir.path().join("run/report/summary.md")).unwrap();
+    assert!(md.contains("One-shot search:"), "{md}");
+    assert!(md.contains("measured hypervolume: one-shot"), "{md}");
+}

@@ -305,6 +305,27 @@ pub struct CompareArgs {
     /// with the measured one on measured hypervolume and energy spent.
     #[command(flatten)]
     pub calibration: CalibrationFileArgs,
+    /// A one-shot search too (`nas-client oneshot`: MLP supernet, TabNAS
+    /// rejection at --oneshot-energy-budget, --budget children retrained),
+    /// compared on measured hypervolume, search energy (supernet included)
+    /// and its pick's inference energy. Needs --calibration and a bundled
+    /// --dataset.
+    #[arg(long, requires = "calibration")]
+    pub oneshot: bool,
+    /// The one-shot search's energy budget, J per 1000 rows predicted
+    /// (default: the geometric mean of the space's smallest and largest
+    /// child's prediction).
+    #[arg(long, requires = "oneshot")]
+    pub oneshot_energy_budget: Option<f64>,
+    /// The one-shot supernet's training epochs.
+    #[arg(long, default_value_t = 10, requires = "oneshot")]
+    pub oneshot_supernet_epochs: usize,
+    /// The one-shot controller's steps.
+    #[arg(long, default_value_t = 200, requires = "oneshot")]
+    pub oneshot_controller_steps: u64,
+    /// Epochs of each one-shot retraining.
+    #[arg(long, default_value_t = 20, requires = "oneshot")]
+    pub oneshot_retrain_epochs: usize,
     /// Whether the energy-aware search pays for itself: rate, baseline, carbon.
     #[command(flatten)]
     pub payback: PaybackArgs,
@@ -946,6 +967,11 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             Some((file, run))
         }
     };
+    let oneshot_run = if args.oneshot {
+        Some(run_compare_oneshot(&args, &studies_at, threads)?)
+    } else {
+        None
+    };
     let options = nas_search::compare::CompareOptions::default();
     let comparison = nas_search::compare::compare(&studies[0].1, &studies[1].1, &options)
         .context("comparing the two searches")?;
@@ -962,6 +988,22 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         .as_ref()
         .map(|c| search_carbon(&studies[0].1, c))
         .transpose()?;
+    if let Some((file, trials)) = &oneshot_run {
+        let mut o = nas_search::compare::oneshot_comparison(
+            &studies[0].1,
+            &studies[1].1,
+            trials,
+            &options,
+            &payback.settings,
+        )
+        .with_context(|| format!("comparing the one-shot study {file}"))?;
+        // Both fronts under one set of objectives and reference point, as
+        // the calibrated search's.
+        let f = calibration_comparison(&studies[1].1, trials);
+        o.hypervolume = f.hypervolume_calibrated;
+        o.hypervolume_multi_trial = f.hypervolume_measured;
+        payback.oneshot = Some(o);
+    }
     let energy_aware_spec = load_study(&studies[1].0)?.0;
     let report_dir = dir.join("report");
     let report_files = nas_search::compare::write_compare_report(
@@ -989,6 +1031,9 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             "payback": payback,
             "report_files": report_files.files,
         });
+        if let (Some((file, _)), Some(obj)) = (&oneshot_run, v.as_object_mut()) {
+            obj.insert("oneshot_study".into(), serde_json::json!(file.to_string()));
+        }
         if let (Some((file, run)), Some(figures), Some(obj)) =
             (&calibrated, &calibration_figures, v.as_object_mut())
         {
@@ -1115,6 +1160,74 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     }
     println!("report: {}", report_dir.join("summary.md").display());
     Ok(())
+}
+
+/// `compare --oneshot`: runs (or resumes) the one-shot study beside the
+/// others, with as many retrained children as each search has trials;
+/// returns its location and trials.
+fn run_compare_oneshot(
+    args: &CompareArgs,
+    studies_at: &StudyLocation,
+    threads: usize,
+) -> Result<(StudyLocation, Vec<TrialRecord>)> {
+    use crate::oneshot::{self as os, OneshotArgs, OneshotBackbone};
+    let Some(dataset) = &args.dataset else {
+        bail!("--oneshot needs a bundled --dataset (the supernet trains in process on it)");
+    };
+    if args.evaluator != "train" {
+        bail!(
+            "--oneshot trains its picks: it cannot use --evaluator {}",
+            args.evaluator
+        );
+    }
+    if args.budget == 0 {
+        bail!("--oneshot: --budget must be at least 1 (the one-shot pick is retrained)");
+    }
+    let calibration = args
+        .calibration
+        .calibration
+        .clone()
+        .context("--oneshot needs --calibration")?;
+    let budget = match args.oneshot_energy_budget {
+        Some(b) => b,
+        None => os::default_energy_budget(os::predicted_range(
+            OneshotBackbone::Mlp,
+            dataset,
+            &calibration,
+            args.calibration.force_calibration,
+            threads,
+        )?),
+    };
+    let file = studies_at.child("oneshot");
+    let oneshot_args = OneshotArgs {
+        dataset: dataset.clone(),
+        backbone: OneshotBackbone::Mlp,
+        study: file.clone(),
+        calibration: Some(calibration),
+        force_calibration: args.calibration.force_calibration,
+        energy_budget: Some(budget),
+        reward: None,
+        supernet_epochs: args.oneshot_supernet_epochs,
+        controller_steps: args.oneshot_controller_steps,
+        // The pick and the next best: as many final trainings as each
+        // multi-trial search has trials.
+        retrain: args.budget as usize - 1,
+        retrain_epochs: args.oneshot_retrain_epochs,
+        seed: args.seed,
+        threads: Some(threads),
+        socket: args.socket.clone(),
+        json: false,
+        stop_after_epochs: None,
+    };
+    let quiet = args.json;
+    os::oneshot(&oneshot_args, &|line| {
+        if !quiet {
+            eprintln!("nas-client compare: one-shot: {line}");
+        }
+    })
+    .with_context(|| format!("the one-shot study {file}"))?;
+    let trials = load_study(&file)?.1;
+    Ok((file, trials))
 }
 
 /// Default pre-screening of the calibrated search of `compare`.
