@@ -1,8 +1,8 @@
 //! Helpers for the cross-crate integration tests in `tests/tests/`: an
 //! energyd started *in-process* (its library on a runtime thread, serving
 //! a temporary socket, as mini-redis's tests start their server), the
-//! `probe-client` run under other uids, and the lookup of other packages'
-//! binaries.
+//! `probe-client` run under other uids, the lookup of other packages'
+//! binaries, and a synthetic calibration ([`calibration`]).
 //!
 //! No test runs `cargo`: a nested build from inside a test recompiled
 //! whatever the outer build had not built with the same features and
@@ -10,6 +10,8 @@
 //! `energyctl` process (signals, socket activation, the command lines)
 //! live in the energyd package (`energyd/tests/processes.rs`), where
 //! cargo builds those binaries for them (`CARGO_BIN_EXE_*`).
+
+pub mod calibration;
 
 use energyd::config::Config;
 use energyd::daemon;

@@ -9,56 +9,12 @@
 //! types and fit, for this machine's fingerprint), so the test checks the
 //! wiring, not the accuracy of a real calibration (`bench/calibration`).
 
-use energy_model::model::{FitShape, KernelModel, Observation};
-use energy_model::predict::OverheadModel;
-use energy_model::{Calibration, MachineFingerprint, FORMAT_VERSION};
+use energy_model::MachineFingerprint;
+use integration_tests::calibration::synthetic_calibration;
 use integration_tests::{workspace_bin, Daemon, SIMULATED_CONFIG};
-use nn_plan::KernelKind;
 use serde_json::Value;
-use shared::Provenance;
 use std::path::Path;
 use std::process::Command;
-
-/// Every kernel kind at one thread, energy linear in the work of a call.
-fn synthetic_calibration(machine: MachineFingerprint) -> Calibration {
-    let mut kernels = Vec::new();
-    for kind in KernelKind::ALL {
-        let mut observations = Vec::new();
-        for batch in [16u64, 64, 256, 1024] {
-            for (i, o) in [(8u64, 128u64), (128, 16), (64, 64), (256, 512)] {
-                let work = (batch * i * o) as f64;
-                observations.push(Observation {
-                    kernel: kind.as_str().to_owned(),
-                    shape: FitShape {
-                        batch,
-                        in_width: i,
-                        out_width: o,
-                    },
-                    threads: 1,
-                    calls: 100,
-                    wall_time_per_call_ns: 2000.0 + 0.5 * work,
-                    cpu_time_per_call_ns: 2000.0 + 0.5 * work,
-                    power_w: 8.0,
-                });
-            }
-        }
-        kernels.push(KernelModel::fit(kind.as_str(), 1, &observations).expect("fit"));
-    }
-    Calibration {
-        format_version: FORMAT_VERSION,
-        created_by: "calibrated_search test".into(),
-        created_at_unix_s: 1,
-        provenance: Provenance::Estimated,
-        notes: vec!["synthetic".into()],
-        machine,
-        kernels,
-        overheads: vec![OverheadModel {
-            threads: 1,
-            j_per_call: 1e-7,
-            samples: 1,
-        }],
-    }
-}
 
 /// A small space: few, small, short trainings — but each long enough
 /// (≥ 40 ms) to span several of energyd's 10 ms activity samples: a 6 ms
@@ -140,7 +96,9 @@ fn calibrated_search_predicts_prescreens_and_remeasures_its_front() {
     let mut other = here.clone();
     other.cpu_model = format!("{} (another one)", other.cpu_model);
     let foreign = dir.path().join("foreign.toml");
-    synthetic_calibration(other).save(&foreign).unwrap();
+    synthetic_calibration(other, "calibrated_search test")
+        .save(&foreign)
+        .unwrap();
     let out = search(&d, dir.path(), &foreign, "foreign.db", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a foreign calibration was used");
@@ -151,7 +109,9 @@ fn calibrated_search_predicts_prescreens_and_remeasures_its_front() {
     );
 
     let cal = dir.path().join("calibration.toml");
-    synthetic_calibration(here).save(&cal).unwrap();
+    synthetic_calibration(here, "calibrated_search test")
+        .save(&cal)
+        .unwrap();
     let out = search(&d, dir.path(), &cal, "study.db", &[]);
     assert!(
         out.status.success(),

@@ -209,49 +209,6 @@ fn replayed_carbon_aware_search_moves_slots_to_light_work_in_the_dirty_hour() {
     d.stop().unwrap();
 }
 
-/// Every kernel kind at one thread, energy linear in a call's work (the
-/// calibrated-search test's synthetic calibration, made for this machine).
-fn synthetic_calibration() -> energy_model::Calibration {
-    use energy_model::model::{FitShape, KernelModel, Observation};
-    let mut kernels = Vec::new();
-    for kind in nn_plan::KernelKind::ALL {
-        let mut observations = Vec::new();
-        for batch in [16u64, 64, 256, 1024] {
-            for (i, o) in [(8u64, 128u64), (128, 16), (64, 64), (256, 512)] {
-                let work = (batch * i * o) as f64;
-                observations.push(Observation {
-                    kernel: kind.as_str().to_owned(),
-                    shape: FitShape {
-                        batch,
-                        in_width: i,
-                        out_width: o,
-                    },
-                    threads: 1,
-                    calls: 100,
-                    wall_time_per_call_ns: 2000.0 + 0.5 * work,
-                    cpu_time_per_call_ns: 2000.0 + 0.5 * work,
-                    power_w: 8.0,
-                });
-            }
-        }
-        kernels.push(KernelModel::fit(kind.as_str(), 1, &observations).expect("fit"));
-    }
-    energy_model::Calibration {
-        format_version: energy_model::FORMAT_VERSION,
-        created_by: "carbon_aware_search test".into(),
-        created_at_unix_s: 1,
-        provenance: shared::Provenance::Estimated,
-        notes: vec!["synthetic".into()],
-        machine: energy_model::MachineFingerprint::probe(&[]).expect("fingerprint"),
-        kernels,
-        overheads: vec![energy_model::predict::OverheadModel {
-            threads: 1,
-            j_per_call: 1e-7,
-            samples: 1,
-        }],
-    }
-}
-
 /// With a calibration the queue's energy axis is the predicted inference
 /// energy: every light trial stores it (as a prediction) and says so;
 /// trainings are still measured.
@@ -262,7 +219,12 @@ fn calibrated_carbon_aware_search_queues_by_predicted_energy() {
     std::fs::write(dir.path().join("space.toml"), SPACE).unwrap();
     std::fs::write(dir.path().join("trace.csv"), TRACE).unwrap();
     let cal = dir.path().join("calibration.toml");
-    synthetic_calibration().save(&cal).unwrap();
+    integration_tests::calibration::synthetic_calibration(
+        energy_model::MachineFingerprint::probe(&[]).expect("fingerprint"),
+        "carbon_aware_search test",
+    )
+    .save(&cal)
+    .unwrap();
     let study = dir.path().join("s.db");
     let out = Command::new(workspace_bin("nas-client", "nas-client"))
         .args(["search", "--dataset", "credit_g", "--threads", "1"])

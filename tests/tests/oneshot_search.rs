@@ -7,60 +7,15 @@
 //! epoch again; other settings are refused; a missing calibration says how
 //! to make one.
 //!
-//! The calibration is synthetic, as in `calibrated_search.rs` (whose
-//! helper this repeats: the two tests share no library), so the test checks
-//! the wiring, not the accuracy of a calibration.
+//! The calibration is synthetic (`integration_tests::calibration`), so the
+//! test checks the wiring, not the accuracy of a calibration.
 
-use energy_model::model::{FitShape, KernelModel, Observation};
-use energy_model::predict::OverheadModel;
-use energy_model::{Calibration, MachineFingerprint, FORMAT_VERSION};
+use energy_model::MachineFingerprint;
+use integration_tests::calibration::synthetic_calibration;
 use integration_tests::{workspace_bin, Daemon, SIMULATED_CONFIG};
-use nn_plan::KernelKind;
 use serde_json::Value;
-use shared::Provenance;
 use std::path::Path;
 use std::process::{Command, Output};
-
-/// Every kernel kind at one thread, energy linear in the work of a call.
-fn synthetic_calibration(machine: MachineFingerprint) -> Calibration {
-    let mut kernels = Vec::new();
-    for kind in KernelKind::ALL {
-        let mut observations = Vec::new();
-        for batch in [16u64, 64, 256, 1024] {
-            for (i, o) in [(8u64, 128u64), (128, 16), (64, 64), (256, 512)] {
-                let work = (batch * i * o) as f64;
-                observations.push(Observation {
-                    kernel: kind.as_str().to_owned(),
-                    shape: FitShape {
-                        batch,
-                        in_width: i,
-                        out_width: o,
-                    },
-                    threads: 1,
-                    calls: 100,
-                    wall_time_per_call_ns: 2000.0 + 0.5 * work,
-                    cpu_time_per_call_ns: 2000.0 + 0.5 * work,
-                    power_w: 8.0,
-                });
-            }
-        }
-        kernels.push(KernelModel::fit(kind.as_str(), 1, &observations).expect("fit"));
-    }
-    Calibration {
-        format_version: FORMAT_VERSION,
-        created_by: "oneshot_search test".into(),
-        created_at_unix_s: 1,
-        provenance: Provenance::Estimated,
-        notes: vec!["synthetic".into()],
-        machine,
-        kernels,
-        overheads: vec![OverheadModel {
-            threads: 1,
-            j_per_call: 1e-7,
-            samples: 1,
-        }],
-    }
-}
 
 /// Cuts the default MLP space of credit_g under the synthetic calibration
 /// between its smallest and largest child (checked below, so a change of
@@ -103,7 +58,9 @@ fn oneshot_trains_searches_retrains_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let cal = dir.path().join("calibration.toml");
     let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");
-    synthetic_calibration(here).save(&cal).unwrap();
+    synthetic_calibration(here, "oneshot_search test")
+        .save(&cal)
+        .unwrap();
 
     // Without a calibration: refused, saying how to make one.
     let out = oneshot(
@@ -290,7 +247,9 @@ fn oneshot_searches_a_resnet_supernet_with_the_soft_reward() {
     let dir = tempfile::tempdir().unwrap();
     let cal = dir.path().join("calibration.toml");
     let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");
-    synthetic_calibration(here).save(&cal).unwrap();
+    synthetic_calibration(here, "oneshot_search test")
+        .save(&cal)
+        .unwrap();
     let out = oneshot(
         &d,
         dir.path(),
@@ -342,7 +301,9 @@ fn compare_adds_a_oneshot_search() {
     let dir = tempfile::tempdir().unwrap();
     let cal = dir.path().join("calibration.toml");
     let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");
-    synthetic_calibration(here).save(&cal).unwrap();
+    synthetic_calibration(here, "oneshot_search test")
+        .save(&cal)
+        .unwrap();
     // The one-shot MLP space, at the retrainings' epochs (≥ 40 ms of
     // training each, as above).
     let space = dir.path().join("space.toml");
