@@ -115,7 +115,7 @@ fn an_unknown_dataset_stops_a_search_before_any_trial() {
     let dir = tempfile::tempdir().expect("tempdir");
     let study = dir.path().join("s.db");
     for command in ["search", "compare"] {
-        let mut args = vec![command, "--dataset", "spambase", "--budget", "3"];
+        let mut args = vec![command, "--dataset", "no_such_dataset", "--budget", "3"];
         let study_arg = study.display().to_string();
         if command == "search" {
             args.extend(["--study", &study_arg]);
@@ -126,7 +126,7 @@ fn an_unknown_dataset_stops_a_search_before_any_trial() {
         assert_eq!(out.status.code(), Some(1), "{command}");
         let err = stderr(&out);
         assert!(
-            err.contains("spambase") && err.contains("phoneme"),
+            err.contains("no_such_dataset") && err.contains("phoneme"),
             "{command}: {err}"
         );
         assert!(!err.contains("trial failed"), "{command}: {err}");

@@ -74,6 +74,13 @@ pub const BUNDLED: &[BundledDataset] = &[
         "MAGIC gamma telescope, binary, 19,020 rows x 10 (PMLB; UCI)"
     ),
     bundled!(
+        "spambase",
+        "spambase.tsv.gz",
+        "target",
+        Some(include_str!("../../../data/spambase.metadata.yaml")),
+        "spam e-mail, binary, 4,601 rows x 57 word and character frequencies (PMLB; UCI, CC BY 4.0)"
+    ),
+    bundled!(
         "california_housing",
         "california_housing.csv.gz",
         "median_house_value",
