@@ -19,10 +19,8 @@ use energy_model::Calibration;
 use nas_search::evaluator::TrialResult;
 use nas_search::objective::ObjectiveSet;
 use nas_search::space::{Config, ParamValue, SearchSpace};
-use nas_search::strategy::{Ask, History, Proposal, Strategy};
-use nas_search::study::{Claim, Study, StudyLocation, StudySpec, TrialStatus, WorkerIdentity};
+use nas_search::study::{Study, StudyLocation, StudySpec, TrialStatus, WorkerIdentity};
 use nn_plan::{Activation, Backbone, DatasetShape, ModelSpec, Norm, RunShape};
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use shared::MonotonicNs;
 use splitting::cost::{price_by_flops, price_with_calibration};
@@ -30,16 +28,16 @@ use splitting::{
     apply_splits, exact_eigenpairs, fast_eigenpairs, select_energy_aware, select_plain,
     split_sites, splitting_matrices, NeuronCosts, NeuronEigen, RayleighConfig, SplitPlan,
 };
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use tabular_nn::data::{bundled, Dataset, Task};
 use tabular_nn::meter::PhaseMeter;
 use tabular_nn::model::{BuildNetwork, Network};
 use tabular_nn::session::ProcessSession;
 use tabular_nn::train::{train_network, LossKind, TrainConfig, TrainReport};
 
-use crate::search::trainer::{metric, trial_result, TrialMetric};
+use crate::search::trainer::{
+    architecture_params, metric, record_trial, trial_result, TrialMetric,
+};
 use nas_search::metric::{MetricInfo, MetricRegistry};
 use nas_search::objective::Direction;
 
@@ -311,44 +309,11 @@ pub fn load_round_file(path: &Path) -> Result<Network> {
 }
 
 /// The stored configuration of a round's network.
-fn round_config(spec: &ModelSpec, variant: &str, round: usize) -> Config {
-    let mut map = BTreeMap::new();
+fn round_config(spec: &ModelSpec, variant: &str, round: usize) -> Result<Config> {
+    let mut map = architecture_params(spec)?;
     map.insert("variant".into(), ParamValue::Str(variant.into()));
     map.insert("round".into(), ParamValue::Int(round as i64));
-    let widths: Vec<usize> = match &spec.backbone {
-        Backbone::Mlp { widths } => {
-            map.insert("backbone".into(), ParamValue::Str("mlp".into()));
-            widths.clone()
-        }
-        Backbone::Resnet { d_main, d_hidden } => {
-            map.insert("backbone".into(), ParamValue::Str("resnet".into()));
-            map.insert("d_main".into(), ParamValue::Int(*d_main as i64));
-            d_hidden.clone()
-        }
-        _ => Vec::new(),
-    };
-    map.insert("n_layers".into(), ParamValue::Int(widths.len() as i64));
-    for (i, w) in widths.iter().enumerate() {
-        map.insert(format!("width_{}", i + 1), ParamValue::Int(*w as i64));
-    }
-    Config(map)
-}
-
-/// Proposes exactly the round's configuration, once: how a growth run
-/// stores its rounds through the study's claim (the one way trials enter a
-/// study).
-struct OneRound(Option<Proposal>);
-
-impl Strategy for OneRound {
-    fn spec(&self) -> String {
-        "splitting".into()
-    }
-    fn ask(&mut self, _history: &History<'_>, _rng: &mut StdRng) -> Ask {
-        match self.0.take() {
-            Some(p) => Ask::Propose(p),
-            None => Ask::Exhausted,
-        }
-    }
+    Ok(Config(map))
 }
 
 fn seed_spec(args: &GrowArgs) -> Result<ModelSpec> {
@@ -619,17 +584,15 @@ pub fn grow(args: GrowArgs) -> Result<()> {
             args.solver,
             args.epsilon
         ));
-        let mut once = OneRound(Some(Proposal {
-            config: round_config(&model, variant(&args), round),
-            fidelity: 1.0,
-            tag: None,
-        }));
-        let trial = match study.claim(&worker, usize::MAX, &mut once, Duration::from_secs(3600))? {
-            Claim::Trial(t) => t,
-            other => bail!("the study did not take round {round}: {other:?}"),
-        };
         let eval_ns = MonotonicNs::now().saturating_sub(started);
-        study.finish(trial.id, &Ok(result.clone()), eval_ns, 0)?;
+        record_trial(
+            &mut study,
+            &worker,
+            round_config(&model, variant(&args), round)?,
+            None,
+            &Ok(result.clone()),
+            eval_ns,
+        )?;
         save_checkpoint(&checkpoints, round, &mut net)?;
         print_round(&RoundLine {
             round,

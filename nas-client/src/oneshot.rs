@@ -28,7 +28,9 @@
 //! energy like every trial's.
 
 use crate::search::calibrated::{network_run, EnergyModel};
-use crate::search::trainer::{DataSource, TrainingEvaluator, TrialMetric};
+use crate::search::trainer::{
+    architecture_params, record_trial, DataSource, TrainingEvaluator, TrialMetric,
+};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use nas_search::controller::{
@@ -39,15 +41,12 @@ use nas_search::evaluator::{Evaluator, TrialResult};
 use nas_search::metric::{MetricInfo, MetricRegistry};
 use nas_search::objective::{Direction, Objective, ObjectiveSet};
 use nas_search::space::{Config, ParamValue, SearchSpace};
-use nas_search::strategy::{Ask, History, Proposal, Strategy};
-use nas_search::study::{Claim, Study, StudyLocation, StudySpec, TrialStatus, WorkerIdentity};
-use nn_plan::{Activation, Backbone, DatasetShape, ModelSpec, Norm};
-use rand::rngs::StdRng;
+use nas_search::study::{Study, StudyLocation, StudySpec, TrialStatus, WorkerIdentity};
+use nn_plan::{Activation, DatasetShape, ModelSpec, Norm};
 use serde::{Deserialize, Serialize};
 use shared::{MonotonicNs, Provenance};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use supernet::{
     ChildSettings, EvalSettings, SandwichConfig, Supernet, SupernetCheckpoint, SupernetSpace,
 };
@@ -521,24 +520,8 @@ fn norm_name(n: Norm) -> &'static str {
 /// The study configuration of a network: what the training evaluator
 /// builds back (`trainer::train_config`).
 pub fn spec_config(spec: &ModelSpec, kind: &str, epochs: usize) -> Result<Config> {
-    let mut map = BTreeMap::new();
+    let mut map = architecture_params(spec)?;
     map.insert("kind".into(), ParamValue::Str(kind.into()));
-    let widths = match &spec.backbone {
-        Backbone::Mlp { widths } => {
-            map.insert("backbone".into(), ParamValue::Str("mlp".into()));
-            widths.clone()
-        }
-        Backbone::Resnet { d_main, d_hidden } => {
-            map.insert("backbone".into(), ParamValue::Str("resnet".into()));
-            map.insert("d_main".into(), ParamValue::Int(*d_main as i64));
-            d_hidden.clone()
-        }
-        other => bail!("a one-shot search has no {other:?} children"),
-    };
-    map.insert("n_layers".into(), ParamValue::Int(widths.len() as i64));
-    for (i, w) in widths.iter().enumerate() {
-        map.insert(format!("width_{}", i + 1), ParamValue::Int(*w as i64));
-    }
     map.insert(
         "activation".into(),
         ParamValue::Str(activation_name(spec.activation).into()),
@@ -550,22 +533,6 @@ pub fn spec_config(spec: &ModelSpec, kind: &str, epochs: usize) -> Result<Config
     map.insert("dropout".into(), ParamValue::Float(f64::from(spec.dropout)));
     map.insert("epochs".into(), ParamValue::Int(epochs as i64));
     Ok(Config(map))
-}
-
-/// Proposes one given configuration, once: how a one-shot run stores its
-/// trials through the study's claim (the one way trials enter a study).
-struct OneProposal(Option<Proposal>);
-
-impl Strategy for OneProposal {
-    fn spec(&self) -> String {
-        "oneshot".into()
-    }
-    fn ask(&mut self, _history: &History<'_>, _rng: &mut StdRng) -> Ask {
-        match self.0.take() {
-            Some(p) => Ask::Propose(p),
-            None => Ask::Exhausted,
-        }
-    }
 }
 
 /// One child the controller evaluated, as the summary shows it.
@@ -1049,12 +1016,12 @@ pub fn oneshot(args: &OneshotArgs, progress: &dyn Fn(&str)) -> Result<OneshotSum
             controller.state().next_step
         ));
         result.notes.extend(notes.iter().cloned());
-        store(
+        record_trial(
             &mut study,
             &worker,
             spec_config(&spec, "supernet", args.supernet_epochs)?,
-            tag::SUPERNET,
-            Ok(result),
+            Some(tag::SUPERNET),
+            &Ok(result),
             0,
         )?;
     }
@@ -1092,7 +1059,7 @@ pub fn oneshot(args: &OneshotArgs, progress: &dyn Fn(&str)) -> Result<OneshotSum
                     })
                     .map_err(|e| e.to_string());
                 let eval_ns = MonotonicNs::now().saturating_sub(started);
-                let number = store(&mut study, &worker, config, t, outcome, eval_ns)?;
+                let number = record_trial(&mut study, &worker, config, Some(t), &outcome, eval_ns)?;
                 study
                     .trials()?
                     .into_iter()
@@ -1199,29 +1166,6 @@ fn add_prediction(
         model.path().display(),
         child.inherited_val_accuracy
     ));
-}
-
-/// Claims a trial of `config` tagged `tag` and commits `outcome`; returns
-/// its number.
-fn store(
-    study: &mut Study,
-    worker: &WorkerIdentity,
-    config: Config,
-    tag: &str,
-    outcome: std::result::Result<TrialResult, String>,
-    eval_ns: u64,
-) -> Result<u64> {
-    let mut once = OneProposal(Some(Proposal {
-        config,
-        fidelity: 1.0,
-        tag: Some(tag.to_owned()),
-    }));
-    let trial = match study.claim(worker, usize::MAX, &mut once, Duration::from_secs(3600))? {
-        Claim::Trial(t) => t,
-        other => bail!("the study did not take the {tag} trial: {other:?}"),
-    };
-    study.finish(trial.id, &outcome, eval_ns, 0)?;
-    Ok(trial.number)
 }
 
 #[cfg(test)]

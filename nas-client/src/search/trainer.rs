@@ -20,9 +20,12 @@ use nas_search::evaluator::{EvalError, Evaluator, KernelEnergyFigure, TrialResul
 use nas_search::metric::{MetricInfo, MetricRegistry};
 use nas_search::objective::Direction;
 use nas_search::space::{Config, ParamValue};
+use nas_search::strategy::{Ask, History, Proposal, Strategy};
+use nas_search::study::{Claim, Study, WorkerIdentity};
 use nn_plan::{Activation, Backbone, Norm};
 use serde::{Deserialize, Serialize};
 use shared::Provenance;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -283,6 +286,80 @@ pub struct TrainingEvaluator {
 
 fn bad(message: String) -> EvalError {
     EvalError::Failed(message)
+}
+
+/// The architecture parameters of `spec` as a study stores them and
+/// [`train_config`] reads them back: `backbone`, a ResNet's `d_main`,
+/// `n_layers` and `width_1..`. For programs that store networks they built
+/// themselves (`grow`, `oneshot`) rather than ones a strategy proposed.
+pub fn architecture_params(
+    spec: &nn_plan::ModelSpec,
+) -> anyhow::Result<BTreeMap<String, ParamValue>> {
+    let mut map = BTreeMap::new();
+    let widths = match &spec.backbone {
+        Backbone::Mlp { widths } => {
+            map.insert("backbone".into(), ParamValue::Str("mlp".into()));
+            widths
+        }
+        Backbone::Resnet { d_main, d_hidden } => {
+            map.insert("backbone".into(), ParamValue::Str("resnet".into()));
+            map.insert("d_main".into(), ParamValue::Int(*d_main as i64));
+            d_hidden
+        }
+        other => anyhow::bail!("no stored form for a {other:?} network built outside a search"),
+    };
+    map.insert("n_layers".into(), ParamValue::Int(widths.len() as i64));
+    for (i, w) in widths.iter().enumerate() {
+        map.insert(format!("width_{}", i + 1), ParamValue::Int(*w as i64));
+    }
+    Ok(map)
+}
+
+/// Stores one evaluation that ran outside the runner (a growth round, a
+/// one-shot phase or retraining) as a finished trial of `study`, through
+/// the study's claim (the one way trials enter a study); returns its number.
+pub fn record_trial(
+    study: &mut Study,
+    worker: &WorkerIdentity,
+    config: Config,
+    tag: Option<&str>,
+    outcome: &Result<TrialResult, String>,
+    eval_ns: u64,
+) -> anyhow::Result<u64> {
+    let mut once = OneProposal(Some(Proposal {
+        config,
+        fidelity: 1.0,
+        tag: tag.map(str::to_owned),
+    }));
+    let trial = match study.claim(
+        worker,
+        usize::MAX,
+        &mut once,
+        std::time::Duration::from_secs(3600),
+    )? {
+        Claim::Trial(t) => t,
+        other => anyhow::bail!(
+            "the study did not take the {} trial: {other:?}",
+            tag.unwrap_or("untagged")
+        ),
+    };
+    study.finish(trial.id, outcome, eval_ns, 0)?;
+    Ok(trial.number)
+}
+
+/// Proposes one given configuration, once.
+struct OneProposal(Option<Proposal>);
+
+impl Strategy for OneProposal {
+    fn spec(&self) -> String {
+        "given".into()
+    }
+    fn ask(&mut self, _history: &History<'_>, _rng: &mut rand::rngs::StdRng) -> Ask {
+        match self.0.take() {
+            Some(p) => Ask::Propose(p),
+            None => Ask::Exhausted,
+        }
+    }
 }
 
 /// The model and schedule (no seed or threads) of `config` at `fidelity`
