@@ -2,7 +2,7 @@
 //! energyd started *in-process* (its library on a runtime thread, serving
 //! a temporary socket, as mini-redis's tests start their server), the
 //! `probe-client` run under other uids, the lookup of other packages'
-//! binaries, and a synthetic calibration ([`calibration`]).
+//! binaries, and a small search space and a synthetic calibration ([`fixtures`]).
 //!
 //! No test runs `cargo`: a nested build from inside a test recompiled
 //! whatever the outer build had not built with the same features and
@@ -11,7 +11,7 @@
 //! live in the energyd package (`energyd/tests/processes.rs`), where
 //! cargo builds those binaries for them (`CARGO_BIN_EXE_*`).
 
-pub mod calibration;
+pub mod fixtures;
 
 use energyd::config::Config;
 use energyd::daemon;

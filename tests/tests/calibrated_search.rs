@@ -10,41 +10,11 @@
 //! wiring, not the accuracy of a real calibration (`bench/calibration`).
 
 use energy_model::MachineFingerprint;
-use integration_tests::calibration::synthetic_calibration;
+use integration_tests::fixtures::{small_mlp_space, synthetic_calibration};
 use integration_tests::{workspace_bin, Daemon, SIMULATED_CONFIG};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-
-/// A small space: few, small, short trainings — but each long enough
-/// (≥ 40 ms) to span several of energyd's 10 ms activity samples: a 6 ms
-/// training could fall between two and measure 0 J, and an 11 ms one
-/// (10–12 epochs) did so once in five runs on a loaded 2-core VM.
-const SPACE: &str = r#"
-[[param]]
-name = "n_layers"
-type = "int"
-low = 1
-high = 2
-[[param]]
-name = "width_1"
-type = "categorical"
-choices = [4, 8, 16, 32, 64]
-[[param]]
-name = "width_2"
-type = "categorical"
-choices = [4, 8, 16, 32, 64]
-when = { param = "n_layers", at_least = 2 }
-[[param]]
-name = "activation"
-type = "categorical"
-choices = ["relu", "tanh"]
-[[param]]
-name = "epochs"
-type = "int"
-low = 40
-high = 48
-"#;
 
 fn search(
     d: &Daemon,
@@ -88,7 +58,11 @@ fn search(
 fn calibrated_search_predicts_prescreens_and_remeasures_its_front() {
     let d = Daemon::start(SIMULATED_CONFIG);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("space.toml"), SPACE).unwrap();
+    // Few, small, short trainings — but each long enough (≥ 40 ms) to span
+    // several of energyd's 10 ms activity samples: a 6 ms training could
+    // fall between two and measure 0 J, and an 11 ms one (10–12 epochs) did
+    // so once in five runs on a loaded 2-core VM.
+    std::fs::write(dir.path().join("space.toml"), small_mlp_space(40, 48)).unwrap();
     let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");
 
     // Another machine's calibration is refused, with the reason, before

@@ -10,37 +10,12 @@
 //! candidate came from, and on the carbon report's sums, never on how much
 //! work fitted in an hour.
 
+use integration_tests::fixtures::small_mlp_space;
 use integration_tests::{workspace_bin, Daemon, SIMULATED_CONFIG};
 use nas_search::study::{Study, TrialStatus};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::process::Command;
-
-const SPACE: &str = r#"
-[[param]]
-name = "n_layers"
-type = "int"
-low = 1
-high = 2
-[[param]]
-name = "width_1"
-type = "categorical"
-choices = [4, 8, 16, 32, 64]
-[[param]]
-name = "width_2"
-type = "categorical"
-choices = [4, 8, 16, 32, 64]
-when = { param = "n_layers", at_least = 2 }
-[[param]]
-name = "activation"
-type = "categorical"
-choices = ["relu", "tanh"]
-[[param]]
-name = "epochs"
-type = "int"
-low = 10
-high = 12
-"#;
 
 const TRACE: &str = "Time,Carbon Intensity
 2020-01-06 00:00:00,50
@@ -57,7 +32,7 @@ fn close(a: f64, b: f64) -> bool {
 fn replayed_carbon_aware_search_moves_slots_to_light_work_in_the_dirty_hour() {
     let d = Daemon::start(SIMULATED_CONFIG);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("space.toml"), SPACE).unwrap();
+    std::fs::write(dir.path().join("space.toml"), small_mlp_space(10, 12)).unwrap();
     std::fs::write(dir.path().join("trace.csv"), TRACE).unwrap();
     let study = dir.path().join("s.db");
     let out = Command::new(workspace_bin("nas-client", "nas-client"))
@@ -216,10 +191,10 @@ fn replayed_carbon_aware_search_moves_slots_to_light_work_in_the_dirty_hour() {
 fn calibrated_carbon_aware_search_queues_by_predicted_energy() {
     let d = Daemon::start(SIMULATED_CONFIG);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("space.toml"), SPACE).unwrap();
+    std::fs::write(dir.path().join("space.toml"), small_mlp_space(10, 12)).unwrap();
     std::fs::write(dir.path().join("trace.csv"), TRACE).unwrap();
     let cal = dir.path().join("calibration.toml");
-    integration_tests::calibration::synthetic_calibration(
+    integration_tests::fixtures::synthetic_calibration(
         energy_model::MachineFingerprint::probe(&[]).expect("fingerprint"),
         "carbon_aware_search test",
     )

@@ -7,11 +7,11 @@
 //! epoch again; other settings are refused; a missing calibration says how
 //! to make one.
 //!
-//! The calibration is synthetic (`integration_tests::calibration`), so the
+//! The calibration is synthetic (`integration_tests::fixtures`), so the
 //! test checks the wiring, not the accuracy of a calibration.
 
 use energy_model::MachineFingerprint;
-use integration_tests::calibration::synthetic_calibration;
+use integration_tests::fixtures::synthetic_calibration;
 use integration_tests::{workspace_bin, Daemon, SIMULATED_CONFIG};
 use serde_json::Value;
 use std::path::Path;
