@@ -14,8 +14,9 @@
 //!    calibration (`--energy-budget`: TabNAS rejection; `--reward
 //!    mnas:T:W`: MnasNet's soft reward); the controller's state is saved
 //!    with the checkpoint, and its phase measured by energyd too;
-//! 3. the controller's pick and the top-K other children by reward are
-//!    retrained from scratch as normal trials of the study, each in a child
+//! 3. the controller's pick and K other children it evaluated (the best
+//!    by reward, or with `--retrain-by front` those spreading the final set
+//!    over the predicted front) are retrained from scratch as normal trials of the study, each in a child
 //!    `nas-client trial` process measured by energyd (the search's
 //!    [`TrainingEvaluator`]), tagged `oneshot-pick` / `oneshot-top-N`, with
 //!    their predicted energy and inherited accuracy stored beside the
@@ -39,7 +40,7 @@ use nas_search::controller::{
 };
 use nas_search::evaluator::{Evaluator, TrialResult};
 use nas_search::metric::{MetricInfo, MetricRegistry};
-use nas_search::objective::{Direction, Objective, ObjectiveSet};
+use nas_search::objective::{hypervolume, Direction, Objective, ObjectiveSet};
 use nas_search::space::{Config, ParamValue, SearchSpace};
 use nas_search::study::{Study, StudyLocation, StudySpec, TrialStatus, WorkerIdentity};
 use nn_plan::{Activation, DatasetShape, ModelSpec, Norm};
@@ -64,6 +65,21 @@ pub enum OneshotBackbone {
     Mlp,
     /// ResNet: main width 32–128, 1–3 blocks of hidden width 32–256.
     Resnet,
+}
+
+/// How the children retrained besides the pick are chosen among those the
+/// controller evaluated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetrainChoice {
+    /// The best by the controller's reward (a runner-up list).
+    #[default]
+    Reward,
+    /// Spread over the predicted front: greedily, the child adding the
+    /// most hypervolume of (inherited accuracy, predicted inference energy)
+    /// to the pick and the children already chosen, so that the final set
+    /// covers the trade-off instead of crowding around the pick.
+    Front,
 }
 
 /// MnasNet's soft reward `accuracy × (energy / target)^w`, from
@@ -149,6 +165,11 @@ pub struct OneshotArgs {
     /// those the controller evaluated.
     #[arg(long, default_value_t = 3)]
     pub retrain: usize,
+    /// How those children are chosen: by reward, or spread over the
+    /// predicted front (hypervolume of inherited accuracy and predicted
+    /// energy, with the pick).
+    #[arg(long, value_enum, default_value_t = RetrainChoice::Reward)]
+    pub retrain_by: RetrainChoice,
     /// Epochs of each from-scratch retraining.
     #[arg(long, default_value_t = 20)]
     pub retrain_epochs: usize,
@@ -203,6 +224,9 @@ struct RunSettings {
     controller_steps: u64,
     energy: EnergyHandling,
     retrain: usize,
+    /// Absent in runs stored before the choice existed: by reward.
+    #[serde(default)]
+    retrain_by: RetrainChoice,
     retrain_epochs: usize,
     seed: u64,
     threads: usize,
@@ -707,6 +731,7 @@ pub fn oneshot(args: &OneshotArgs, progress: &dyn Fn(&str)) -> Result<OneshotSum
         controller_steps: args.controller_steps,
         energy: energy.energy.clone(),
         retrain: args.retrain,
+        retrain_by: args.retrain_by,
         retrain_epochs: args.retrain_epochs,
         seed: args.seed,
         threads,
@@ -938,8 +963,8 @@ pub fn oneshot(args: &OneshotArgs, progress: &dyn Fn(&str)) -> Result<OneshotSum
         })
     };
     let pick_child = describe(&mut net, &pick_key, None, &mut quality_of, &mut cost_of)?;
-    // The best other children by reward among those evaluated (ties by
-    // choice, so the order is the same on every run).
+    // The other children evaluated, best by reward first (ties by choice,
+    // so the order is the same on every run); then those to retrain.
     let mut best: BTreeMap<Vec<usize>, f64> = BTreeMap::new();
     let mut rejected_steps = 0;
     for r in controller.history() {
@@ -959,6 +984,24 @@ pub fn oneshot(args: &OneshotArgs, progress: &dyn Fn(&str)) -> Result<OneshotSum
     let mut ranked: Vec<(Vec<usize>, f64)> =
         best.into_iter().filter(|(k, _)| *k != pick_key).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    if args.retrain_by == RetrainChoice::Front {
+        let point = |net: &mut Supernet,
+                     key: &[usize],
+                     quality_of: &mut dyn FnMut(&mut Supernet, &[usize]) -> Result<f64>,
+                     cost_of: &mut dyn FnMut(&[usize]) -> Result<f64>|
+         -> Result<(f64, f64)> { Ok((quality_of(net, key)?, cost_of(key)?)) };
+        let mut candidates = Vec::with_capacity(ranked.len());
+        for (key, _) in &ranked {
+            candidates.push(point(&mut net, key, &mut quality_of, &mut cost_of)?);
+        }
+        let fixed = [(
+            pick_child.inherited_val_accuracy,
+            pick_child.predicted_inference_j_per_1k,
+        )];
+        let order = front_choice(&fixed, &candidates, args.retrain);
+        let mut taken: Vec<Option<(Vec<usize>, f64)>> = ranked.into_iter().map(Some).collect();
+        ranked = order.into_iter().filter_map(|i| taken[i].take()).collect();
+    }
     let mut chosen = vec![(tag::PICK.to_owned(), pick_child.clone())];
     for (rank, (key, reward)) in ranked.into_iter().take(args.retrain).enumerate() {
         chosen.push((
@@ -1100,6 +1143,44 @@ pub fn oneshot(args: &OneshotArgs, progress: &dyn Fn(&str)) -> Result<OneshotSum
     })
 }
 
+/// `k` of `candidates` (inherited accuracy, predicted energy), greedily:
+/// each time the one adding the most hypervolume (accuracy maximised from
+/// 0, energy minimised up to 1.1 × the largest energy of all points) to
+/// `fixed` and those already chosen. Ties, and candidates adding nothing
+/// once the front is covered, go to the earliest (the caller orders
+/// candidates best by reward first). Greedy selection is the usual
+/// approximation of the best subset (hypervolume is submodular: within
+/// 1 − 1/e of the optimum).
+fn front_choice(fixed: &[(f64, f64)], candidates: &[(f64, f64)], k: usize) -> Vec<usize> {
+    let e_ref = 1.1
+        * fixed
+            .iter()
+            .chain(candidates)
+            .map(|p| p.1)
+            .fold(f64::MIN_POSITIVE, f64::max);
+    let reference = [0.0, e_ref];
+    let as_min = |p: &(f64, f64)| vec![-p.0, p.1];
+    let mut set: Vec<Vec<f64>> = fixed.iter().map(as_min).collect();
+    let mut order = Vec::new();
+    let mut left: Vec<usize> = (0..candidates.len()).collect();
+    while order.len() < k && !left.is_empty() {
+        let base = hypervolume(&set, &reference);
+        let mut best = (0, f64::NEG_INFINITY);
+        for (j, &i) in left.iter().enumerate() {
+            set.push(as_min(&candidates[i]));
+            let gain = hypervolume(&set, &reference) - base;
+            set.pop();
+            if gain > best.1 {
+                best = (j, gain);
+            }
+        }
+        let i = left.remove(best.0);
+        set.push(as_min(&candidates[i]));
+        order.push(i);
+    }
+    order
+}
+
 /// A run stopped on purpose (`--stop-after-epochs`): an error, so a
 /// caller never mistakes it for a finished search.
 fn bail_stopped(done: usize) -> Result<()> {
@@ -1222,6 +1303,7 @@ mod tests {
             controller_steps: 10,
             energy: EnergyHandling::QualityOnly,
             retrain: 3,
+            retrain_by: RetrainChoice::Reward,
             retrain_epochs: 5,
             seed: 0,
             threads: 1,
@@ -1255,5 +1337,22 @@ mod tests {
             b.provenance,
             Provenance::Measured.combine(Provenance::Estimated)
         );
+    }
+
+    #[test]
+    fn front_choice_spreads_the_final_set_over_the_front() {
+        // The pick at (0.90, 10). Candidates, best by reward first: two
+        // near copies of the pick, a cheap one and a middle one.
+        let fixed = [(0.90, 10.0)];
+        let candidates = [(0.89, 10.0), (0.90, 9.9), (0.70, 1.0), (0.85, 5.0)];
+        // Reference energy 11. Gains alone: (0.90, 9.9) adds 0.1·0.90 =
+        // 0.09; (0.70, 1.0) adds 0.70·9 = 6.3; (0.85, 5.0) adds
+        // 0.85·5 = 4.25; the dominated copy adds 0. After the cheap one,
+        // (0.85, 5.0) adds (0.85 − 0.70)·4 = 0.6, still the most.
+        assert_eq!(front_choice(&fixed, &candidates, 2), vec![2, 3]);
+        // Once nothing adds hypervolume the earliest (best by reward)
+        // comes next: (0.90, 9.9) adds 0.09 > 0 before the copy.
+        assert_eq!(front_choice(&fixed, &candidates, 4), vec![2, 3, 1, 0]);
+        assert!(front_choice(&fixed, &[], 3).is_empty());
     }
 }

@@ -1212,6 +1212,7 @@ fn run_compare_oneshot(
         // The pick and the next best: as many final trainings as each
         // multi-trial search has trials.
         retrain: args.budget as usize - 1,
+        retrain_by: os::RetrainChoice::Reward,
         retrain_epochs: args.oneshot_retrain_epochs,
         seed: args.seed,
         threads: Some(threads),
