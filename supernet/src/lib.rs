@@ -64,7 +64,11 @@ pub mod space;
 pub use checkpoint::SupernetCheckpoint;
 pub use net::{ChildEvaluation, EvalSettings, Supernet, SupernetError};
 pub use sandwich::{SandwichConfig, SandwichEpoch, SandwichReport, StepLosses};
-pub use space::{ChildSettings, Decision, DecisionKind, SpaceBackbone, SpaceError, SupernetSpace};
+pub use space::{
+    ChildSettings, Decision, DecisionKind, FtSettings, SpaceBackbone, SpaceError, SupernetSpace,
+};
 
+#[cfg(test)]
+mod ft_tests;
 #[cfg(test)]
 mod tests;
