@@ -235,7 +235,8 @@ pub struct ChildSettings {
     pub dropout: f32,
 }
 
-/// A weight-entangled search space over MLP or ResNet children.
+/// A weight-entangled search space over MLP, ResNet or FT-Transformer
+/// children.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SupernetSpace {
     backbone: SpaceBackbone,
