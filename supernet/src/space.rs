@@ -407,8 +407,9 @@ impl SupernetSpace {
             norm: reference.norm,
             dropout: reference.dropout,
         };
-        // Every block reads the one hidden-width decision; `build` checks
-        // the depth choices against `deepest` blocks.
+        // `build` checks the depth choices against `deepest` blocks and
+        // makes one width decision per block; the blocks share one, so only
+        // the first is kept (`width_of` reads it for every block).
         let mut space = SupernetSpace::build(
             SpaceBackbone::FtTransformer,
             vec![token],
