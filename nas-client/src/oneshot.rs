@@ -43,13 +43,14 @@ use nas_search::metric::{MetricInfo, MetricRegistry};
 use nas_search::objective::{hypervolume, Direction, Objective, ObjectiveSet};
 use nas_search::space::{Config, ParamValue, SearchSpace};
 use nas_search::study::{Study, StudyLocation, StudySpec, TrialStatus, WorkerIdentity};
-use nn_plan::{Activation, DatasetShape, ModelSpec, Norm};
+use nn_plan::{Activation, DatasetShape, FtDropouts, ModelSpec, Norm};
 use serde::{Deserialize, Serialize};
 use shared::{MonotonicNs, Provenance};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use supernet::{
-    ChildSettings, EvalSettings, SandwichConfig, Supernet, SupernetCheckpoint, SupernetSpace,
+    ChildSettings, EvalSettings, FtSettings, SandwichConfig, Supernet, SupernetCheckpoint,
+    SupernetSpace,
 };
 use tabular_nn::data::{bundled, Task};
 use tabular_nn::meter::{PhaseEnergy, PhaseMeter};
@@ -65,6 +66,9 @@ pub enum OneshotBackbone {
     Mlp,
     /// ResNet: main width 32–128, 1–3 blocks of hidden width 32–256.
     Resnet,
+    /// FT-Transformer: token width 8–64 (4 heads), 1–3 blocks, ReGLU
+    /// width 16–96 shared by the blocks, the published dropouts.
+    FtTransformer,
 }
 
 /// How the children retrained besides the pick are chosen among those the
@@ -194,7 +198,10 @@ pub struct OneshotArgs {
 
 /// The default space of a backbone (as [`OneshotBackbone`]'s variants
 /// state): the widths of `bench/supernet` widened to 256, up to three
-/// layers or blocks; BatchNorm, ReLU, no dropout.
+/// layers or blocks; BatchNorm, ReLU, no dropout. The FT-Transformer space
+/// is small enough to train on two cores (the published model is d_token
+/// 192, 8 heads, 3 blocks, ReGLU 256); its tokenizer treats every column as
+/// numeric until fitted to a dataset (`SupernetSpace::with_feature_widths`).
 pub fn default_space(backbone: OneshotBackbone) -> Result<SupernetSpace> {
     let settings = ChildSettings {
         activation: Activation::Relu,
@@ -210,6 +217,16 @@ pub fn default_space(backbone: OneshotBackbone) -> Result<SupernetSpace> {
             vec![vec![32, 64, 128, 256]; 3],
             vec![1, 2, 3],
             settings,
+        )?,
+        OneshotBackbone::FtTransformer => SupernetSpace::ft_transformer(
+            vec![8, 16, 32, 64],
+            vec![1, 2, 3],
+            vec![16, 32, 64, 96],
+            FtSettings {
+                heads: 4,
+                dropouts: FtDropouts::PUBLISHED,
+                feature_widths: Vec::new(),
+            },
         )?,
     })
 }
@@ -413,7 +430,21 @@ choices = ["supernet", "child"]
 [[param]]
 name = "backbone"
 type = "categorical"
-choices = ["mlp", "resnet"]
+choices = ["mlp", "resnet", "ft-transformer"]
+
+[[param]]
+name = "n_heads"
+type = "int"
+low = 1
+high = 65536
+when = { param = "backbone", in = ["ft-transformer"] }
+
+[[param]]
+name = "d_ffn"
+type = "int"
+low = 1
+high = 65536
+when = { param = "backbone", in = ["ft-transformer"] }
 
 [[param]]
 name = "d_main"
@@ -669,7 +700,7 @@ pub fn predicted_range(
     let model = EnergyModel::load(calibration, force_calibration)?;
     let data =
         bundled::load(dataset, 0).with_context(|| format!("loading bundled dataset {dataset}"))?;
-    let space = default_space(backbone)?;
+    let space = default_space(backbone)?.with_feature_widths(data.feature_widths());
     let shape = data.shape();
     let price = |c: &[usize]| predict_child(&model, calibration, &space, &shape, threads, c);
     Ok((price(&space.smallest())?, price(&space.largest())?))
@@ -749,7 +780,9 @@ pub fn oneshot(args: &OneshotArgs, progress: &dyn Fn(&str)) -> Result<OneshotSum
         Some(_) => {}
         None => write_json(&settings_path, &settings)?,
     }
-    let space = default_space(args.backbone)?;
+    // The FT tokenizer as the retrainings fit it (`train_cli::fit_model_to`),
+    // so the energy model prices the networks that are trained.
+    let space = default_space(args.backbone)?.with_feature_widths(dataset.feature_widths());
     let shape = dataset.shape();
     let price =
         |choice: &[usize]| predict_child(&model, calibration, &space, &shape, threads, choice);
@@ -1278,7 +1311,11 @@ mod tests {
 
     #[test]
     fn a_child_is_stored_as_the_network_its_retraining_builds() {
-        for backbone in [OneshotBackbone::Mlp, OneshotBackbone::Resnet] {
+        for backbone in [
+            OneshotBackbone::Mlp,
+            OneshotBackbone::Resnet,
+            OneshotBackbone::FtTransformer,
+        ] {
             let space = default_space(backbone).unwrap();
             for choice in [space.smallest(), space.largest()] {
                 let spec = space.child_spec(&choice).unwrap();

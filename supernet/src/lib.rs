@@ -1,9 +1,14 @@
 //! Weight-entangled supernets over tabular-nn networks (issue 13): one
-//! max-size MLP or ResNet per search space, whose children run on the
-//! leading block `W[..in, ..out]` of each layer's weights (and, for depth,
-//! on the first layers or blocks), trained by the sandwich rule with
-//! in-place distillation and evaluated with inherited weights after
-//! per-child BatchNorm recalibration.
+//! max-size MLP, ResNet or FT-Transformer per search space, whose children
+//! run on the leading block `W[..in, ..out]` of each layer's weights (and,
+//! for depth, on the first layers or blocks), trained by the sandwich rule
+//! with in-place distillation and evaluated with inherited weights after
+//! per-child BatchNorm recalibration (a no-op for the FT-Transformer,
+//! which has none). An FT-Transformer child's token width is the leading
+//! `d` of every token-width axis (tokenizer, [CLS], projections, norms,
+//! head) with the space's fixed head count, and its ReGLU width `h` the
+//! leading `h` units of both halves of each block's first FFN layer (see
+//! [`space`] and tabular-nn's `model::ft`).
 //!
 //! - [`space`]: [`SupernetSpace`] (typed decisions with their choices and
 //!   labels; a child is one choice index per decision, as a controller
@@ -53,7 +58,8 @@
 //! Invariant: the library never prints; a child's forward and backward
 //! passes equal those of a standalone network built from its spec holding
 //! its sliced weights (tested for MLP and ResNet, with and without
-//! BatchNorm, at every depth).
+//! BatchNorm, at every depth, and for the FT-Transformer at every depth,
+//! token width and ReGLU width, every dropout on).
 #![deny(missing_docs)]
 
 pub mod checkpoint;
@@ -64,7 +70,11 @@ pub mod space;
 pub use checkpoint::SupernetCheckpoint;
 pub use net::{ChildEvaluation, EvalSettings, Supernet, SupernetError};
 pub use sandwich::{SandwichConfig, SandwichEpoch, SandwichReport, StepLosses};
-pub use space::{ChildSettings, Decision, DecisionKind, SpaceBackbone, SpaceError, SupernetSpace};
+pub use space::{
+    ChildSettings, Decision, DecisionKind, FtSettings, SpaceBackbone, SpaceError, SupernetSpace,
+};
 
+#[cfg(test)]
+mod ft_tests;
 #[cfg(test)]
 mod tests;

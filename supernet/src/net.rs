@@ -168,12 +168,20 @@ impl Supernet {
         })
     }
 
-    /// The supernet of `space` for `dataset`'s inputs, outputs and task.
+    /// The supernet of `space` for `dataset`'s inputs, outputs and task
+    /// (an FT-Transformer space not yet fitted to its features is fitted
+    /// to `dataset`'s, as `nas-client train` fits its tokenizer).
     pub fn for_dataset(
         space: SupernetSpace,
         dataset: &Dataset,
         seed: u64,
     ) -> Result<Supernet, SupernetError> {
+        let space = match space.ft_settings() {
+            Some(ft) if ft.feature_widths.is_empty() => {
+                space.with_feature_widths(dataset.feature_widths())
+            }
+            _ => space,
+        };
         Supernet::new(
             space,
             dataset.n_features(),
@@ -453,6 +461,9 @@ fn at_allocated_widths(body: &mut dyn Layer) -> Result<(), WidthError> {
             LayerRef::LayerNorm(l) => l.set_active(l.max_features()),
             LayerRef::Dropout(l) => l.set_active(l.max_features()),
             LayerRef::SelectToken(l) => l.set_active(l.max_features()),
+            LayerRef::Tokenizer(l) => l.set_active(l.max_features()),
+            LayerRef::Attention(l) => l.set_active(l.max_features()),
+            LayerRef::Reglu(l) => l.set_active(l.max_features()),
             LayerRef::Sequential(_) | LayerRef::Residual(_) | LayerRef::Other(_) => Ok(()),
         };
         if result.is_ok() {

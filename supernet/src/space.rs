@@ -18,8 +18,21 @@
 //! layer (the head's input rows are then shared by every depth, each child
 //! using the leading block); without a depth decision each layer is
 //! allocated at its own largest choice.
+//!
+//! FT-Transformer spaces ([`SupernetSpace::ft_transformer`]) entangle the
+//! token width `d_token` (the leading `d` columns of the tokenizer's
+//! embeddings, biases and [CLS], of every projection `W[..d, ..d]`, of
+//! every LayerNorm and of the head's input rows), the number of blocks
+//! (the first `k`, then the head) and the ReGLU hidden width `h`, one for
+//! every block (the leading `h` units of the value half and of the gate
+//! half of each block's first FFN layer, the leading `h` input rows of its
+//! second). The head count is fixed per space: a choice of heads would
+//! change the head dimension `d/heads`, and the children would not be
+//! leading slices of one another; every token-width choice must be a
+//! multiple of it. The hidden width is shared by the blocks because a
+//! [`ModelSpec`] has one `d_ffn` for all blocks.
 
-use nn_plan::{Activation, Backbone, ModelSpec, Norm};
+use nn_plan::{Activation, Backbone, FtDropouts, ModelSpec, Norm};
 use rand::Rng;
 use std::fmt;
 
@@ -66,6 +79,14 @@ pub enum SpaceError {
     /// Dropout outside [0, 1).
     #[error("dropout {0} is outside [0, 1)")]
     Dropout(String),
+    /// A token width that the heads do not divide.
+    #[error("{heads} heads do not divide the token width {d_token}")]
+    Heads {
+        /// The token width.
+        d_token: usize,
+        /// The heads.
+        heads: usize,
+    },
     /// A choice vector of the wrong length.
     #[error("a child has one choice per decision: {expected} decisions, {got} choices")]
     ChoiceCount {
@@ -105,6 +126,10 @@ pub enum DecisionKind {
         /// The block.
         block: usize,
     },
+    /// Token width `d_token` of an FT-Transformer.
+    TokenWidth,
+    /// ReGLU hidden width of every FT-Transformer block.
+    FfnHiddenWidth,
 }
 
 impl fmt::Display for DecisionKind {
@@ -115,6 +140,8 @@ impl fmt::Display for DecisionKind {
             DecisionKind::MainWidth => write!(f, "main width"),
             DecisionKind::Blocks => write!(f, "blocks"),
             DecisionKind::BlockHiddenWidth { block } => write!(f, "block {block} hidden width"),
+            DecisionKind::TokenWidth => write!(f, "token width"),
+            DecisionKind::FfnHiddenWidth => write!(f, "ffn hidden width"),
         }
     }
 }
@@ -179,6 +206,21 @@ pub enum SpaceBackbone {
     Mlp,
     /// Residual blocks on a main width.
     Resnet,
+    /// FT-Transformer: feature tokenizer, Transformer blocks, [CLS] head.
+    FtTransformer,
+}
+
+/// What every child of an FT-Transformer space shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FtSettings {
+    /// Attention heads (divides every token-width choice).
+    pub heads: usize,
+    /// Attention, FFN and residual dropout.
+    pub dropouts: FtDropouts,
+    /// Encoded input columns of each feature (see
+    /// [`Backbone::FtTransformer`]); empty: every column numeric until
+    /// [`SupernetSpace::with_feature_widths`] fits the space to a dataset.
+    pub feature_widths: Vec<usize>,
 }
 
 /// What every child shares: activation, normalisation, dropout.
@@ -193,7 +235,8 @@ pub struct ChildSettings {
     pub dropout: f32,
 }
 
-/// A weight-entangled search space over MLP or ResNet children.
+/// A weight-entangled search space over MLP, ResNet or FT-Transformer
+/// children.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SupernetSpace {
     backbone: SpaceBackbone,
@@ -203,8 +246,11 @@ pub struct SupernetSpace {
     depth: Option<usize>,
     /// Index of the first per-layer (per-block) width decision.
     first_width: usize,
-    /// Layers (MLP) or blocks (ResNet) with width choices.
+    /// Layers (MLP) or blocks (ResNet, FT-Transformer) with width choices.
     layers: usize,
+    /// `Some` exactly in FT-Transformer spaces (so the match arms below
+    /// that pair `FtTransformer` with `None` are never taken).
+    ft: Option<FtSettings>,
 }
 
 impl SupernetSpace {
@@ -308,7 +354,88 @@ impl SupernetSpace {
             depth,
             first_width,
             layers,
+            ft: None,
         })
+    }
+
+    /// An FT-Transformer space: `d_token` the token-width choices (each a
+    /// multiple of `ft.heads`), `blocks` the choices of the number of
+    /// blocks (one value or none: a fixed count, then `blocks` must name
+    /// it), `d_ffn` the ReGLU hidden-width choices shared by every block.
+    /// Decisions, in order: [`DecisionKind::TokenWidth`],
+    /// [`DecisionKind::Blocks`] (when searched),
+    /// [`DecisionKind::FfnHiddenWidth`]. The spec fields `activation`,
+    /// `dropout`, `norm` of its children are those of
+    /// [`ModelSpec::ft_transformer`] (they do not apply to the backbone).
+    pub fn ft_transformer(
+        d_token: Vec<usize>,
+        blocks: Vec<usize>,
+        d_ffn: Vec<usize>,
+        ft: FtSettings,
+    ) -> Result<SupernetSpace, SpaceError> {
+        let token = Decision::new(DecisionKind::TokenWidth, d_token)?;
+        if ft.heads == 0 {
+            return Err(SpaceError::Heads {
+                d_token: token.values[0],
+                heads: 0,
+            });
+        }
+        if let Some(&d) = token.values.iter().find(|&&d| d % ft.heads != 0) {
+            return Err(SpaceError::Heads {
+                d_token: d,
+                heads: ft.heads,
+            });
+        }
+        let d = &ft.dropouts;
+        for p in [d.attention, d.ffn, d.residual] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(SpaceError::Dropout(p.to_string()));
+            }
+        }
+        let deepest = match blocks.iter().max() {
+            Some(&b) => b,
+            None => {
+                return Err(SpaceError::NoChoices {
+                    decision: DecisionKind::Blocks,
+                })
+            }
+        };
+        let hidden = Decision::new(DecisionKind::FfnHiddenWidth, d_ffn)?;
+        let reference = ModelSpec::ft_transformer(Vec::new());
+        let settings = ChildSettings {
+            activation: reference.activation,
+            norm: reference.norm,
+            dropout: reference.dropout,
+        };
+        // `build` checks the depth choices against `deepest` blocks and
+        // makes one width decision per block; the blocks share one, so only
+        // the first is kept (`width_of` reads it for every block).
+        let mut space = SupernetSpace::build(
+            SpaceBackbone::FtTransformer,
+            vec![token],
+            (DecisionKind::Blocks, blocks),
+            vec![hidden.values.clone(); deepest],
+            |_| DecisionKind::FfnHiddenWidth,
+            settings,
+        )?;
+        space.decisions.truncate(space.first_width + 1);
+        space.ft = Some(ft);
+        Ok(space)
+    }
+
+    /// The space with its FT-Transformer children's tokenizer fitted to
+    /// inputs whose features span `feature_widths` encoded columns (a
+    /// dataset's `feature_widths()`); MLP and ResNet spaces are unchanged.
+    pub fn with_feature_widths(mut self, feature_widths: Vec<usize>) -> SupernetSpace {
+        if let Some(ft) = &mut self.ft {
+            ft.feature_widths = feature_widths;
+        }
+        self
+    }
+
+    /// The FT-Transformer settings (FT-Transformer spaces only).
+    pub fn ft_settings(&self) -> Option<&FtSettings> {
+        self.ft.as_ref()
     }
 
     /// The backbone of every child.
@@ -376,10 +503,34 @@ impl SupernetSpace {
             .map_or(self.layers, |d| self.decisions[d].values[choice[d]])
     }
 
-    /// Width of layer (block) `i` of the child.
+    /// Width of layer (block) `i` of the child (an FT-Transformer's blocks
+    /// share one decision).
     fn width_of(&self, choice: &[usize], i: usize) -> usize {
-        let d = self.first_width + i;
+        let d = if self.ft.is_some() {
+            self.first_width
+        } else {
+            self.first_width + i
+        };
         self.decisions[d].values[choice[d]]
+    }
+
+    /// The FT-Transformer backbone of token width `d_token`, `blocks`
+    /// blocks and hidden width `d_ffn`.
+    fn ft_backbone(
+        &self,
+        ft: &FtSettings,
+        d_token: usize,
+        blocks: usize,
+        d_ffn: usize,
+    ) -> Backbone {
+        Backbone::FtTransformer {
+            d_token,
+            n_blocks: blocks,
+            n_heads: ft.heads,
+            d_ffn,
+            dropouts: ft.dropouts,
+            feature_widths: ft.feature_widths.clone(),
+        }
     }
 
     fn spec_with(&self, backbone: Backbone) -> ModelSpec {
@@ -397,9 +548,15 @@ impl SupernetSpace {
         self.check(choice)?;
         let depth = self.depth_of(choice);
         let widths: Vec<usize> = (0..depth).map(|i| self.width_of(choice, i)).collect();
-        let backbone = match self.backbone {
-            SpaceBackbone::Mlp => Backbone::Mlp { widths },
-            SpaceBackbone::Resnet => Backbone::Resnet {
+        let backbone = match (self.backbone, &self.ft) {
+            (SpaceBackbone::FtTransformer, Some(ft)) => self.ft_backbone(
+                ft,
+                self.decisions[0].values[choice[0]],
+                depth,
+                self.width_of(choice, 0),
+            ),
+            (SpaceBackbone::Mlp, _) => Backbone::Mlp { widths },
+            (SpaceBackbone::Resnet | SpaceBackbone::FtTransformer, _) => Backbone::Resnet {
                 d_main: self.decisions[0].values[choice[0]],
                 d_hidden: widths,
             },
@@ -415,6 +572,10 @@ impl SupernetSpace {
         self.check(choice)?;
         let depth = self.depth_of(choice);
         let mut out = choice.to_vec();
+        if self.ft.is_some() {
+            // Every depth uses the shared hidden width.
+            return Ok(out);
+        }
         for slot in out.iter_mut().skip(self.first_width + depth) {
             *slot = 0;
         }
@@ -423,15 +584,18 @@ impl SupernetSpace {
 
     /// The free widths of the child (tabular-nn's order, see
     /// `tabular_nn::model::widths`): an MLP's hidden widths; a ResNet's
-    /// main width, then each block's hidden width.
+    /// main width, then each block's hidden width; an FT-Transformer's
+    /// token width, then each block's ReGLU width.
     pub fn child_widths(&self, choice: &[usize]) -> Result<Vec<usize>, SpaceError> {
         self.check(choice)?;
         let hidden = (0..self.depth_of(choice)).map(|i| self.width_of(choice, i));
         Ok(match self.backbone {
             SpaceBackbone::Mlp => hidden.collect(),
-            SpaceBackbone::Resnet => std::iter::once(self.decisions[0].values[choice[0]])
-                .chain(hidden)
-                .collect(),
+            SpaceBackbone::Resnet | SpaceBackbone::FtTransformer => {
+                std::iter::once(self.decisions[0].values[choice[0]])
+                    .chain(hidden)
+                    .collect()
+            }
         })
     }
 
@@ -440,10 +604,16 @@ impl SupernetSpace {
     /// spaces with a depth decision).
     pub fn supernet_spec(&self) -> ModelSpec {
         let maxes: Vec<usize> = (0..self.layers)
-            .map(|i| self.decisions[self.first_width + i].max())
+            .map(|i| self.decisions[(self.first_width + i).min(self.decisions.len() - 1)].max())
             .collect();
-        let backbone = match self.backbone {
-            SpaceBackbone::Mlp => {
+        let backbone = match (self.backbone, &self.ft) {
+            (SpaceBackbone::FtTransformer, Some(ft)) => self.ft_backbone(
+                ft,
+                self.decisions[0].max(),
+                self.layers,
+                self.decisions[self.first_width].max(),
+            ),
+            (SpaceBackbone::Mlp, _) => {
                 let widths = if self.depth.is_some() {
                     let widest = maxes.iter().copied().max().unwrap_or(1);
                     vec![widest; self.layers]
@@ -452,7 +622,7 @@ impl SupernetSpace {
                 };
                 Backbone::Mlp { widths }
             }
-            SpaceBackbone::Resnet => Backbone::Resnet {
+            (SpaceBackbone::Resnet | SpaceBackbone::FtTransformer, _) => Backbone::Resnet {
                 d_main: self.decisions[0].max(),
                 d_hidden: maxes,
             },

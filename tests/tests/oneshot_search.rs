@@ -25,7 +25,7 @@ const BUDGET_J_PER_1K: f64 = 0.05;
 fn oneshot(d: &Daemon, dir: &Path, calibration: Option<&Path>, extra: &[&str]) -> Output {
     let budget = BUDGET_J_PER_1K.to_string();
     let mut extra = extra.to_vec();
-    if !extra.contains(&"--reward") {
+    if !extra.contains(&"--reward") && !extra.contains(&"--energy-budget") {
         extra.extend(["--energy-budget", &budget]);
     }
     if !extra.contains(&"--retrain") {
@@ -288,6 +288,78 @@ fn oneshot_searches_a_resnet_supernet_with_the_soft_reward() {
     assert_eq!(retrained.len(), 1, "{summary}");
     assert_eq!(retrained[0]["tag"], "oneshot-pick");
     assert!(retrained[0]["inference_energy_j_per_1k"].as_f64().unwrap() > 0.0);
+}
+
+/// The FT-Transformer supernet (tokenizer fitted to credit_g's categorical
+/// columns) under a budget of 1 J per 1000 rows (its children cost more
+/// than the MLP's under the synthetic calibration): one epoch, a few steps, the pick retrained
+/// alone; its stored trial is the FT-Transformer the controller picked
+/// (token width, blocks, heads, ReGLU width).
+#[test]
+fn oneshot_searches_an_ft_transformer_supernet() {
+    let d = Daemon::start(SIMULATED_CONFIG);
+    let dir = tempfile::tempdir().unwrap();
+    let cal = dir.path().join("calibration.toml");
+    let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");
+    synthetic_calibration(here, "oneshot_search test")
+        .save(&cal)
+        .unwrap();
+    let out = oneshot(
+        &d,
+        dir.path(),
+        Some(&cal),
+        &[
+            "--backbone",
+            "ft-transformer",
+            "--supernet-epochs",
+            "1",
+            "--retrain",
+            "0",
+            "--energy-budget",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "oneshot failed: {}", stderr(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (smallest, largest) = (
+        summary["space_predicted_j_per_1k"][0].as_f64().unwrap(),
+        summary["space_predicted_j_per_1k"][1].as_f64().unwrap(),
+    );
+    assert!(
+        smallest <= 1.0 && 1.0 < largest,
+        "the budget must cut the space's range {smallest}..{largest}"
+    );
+    let pick = &summary["pick"];
+    assert!(pick["predicted_inference_j_per_1k"].as_f64().unwrap() <= 1.0);
+    let spec = pick["spec"].as_str().unwrap();
+    // "ft-transformer D-B-H-F dropouts …"
+    let sizes: Vec<i64> = spec
+        .strip_prefix("ft-transformer ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("not an ft-transformer: {summary}"))
+        .split('-')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(sizes[2], 4, "the space's heads: {summary}");
+    let retrained = summary["retrained"].as_array().unwrap();
+    assert_eq!(retrained.len(), 1, "{summary}");
+    assert!(retrained[0]["inference_energy_j_per_1k"].as_f64().unwrap() > 0.0);
+    let trials = nas_search::study::Study::open_existing(nas_search::study::StudyLocation::Sqlite(
+        dir.path().join("study.db"),
+    ))
+    .unwrap()
+    .trials()
+    .unwrap();
+    let config = serde_json::to_value(&trials[1].config).unwrap();
+    assert_eq!(config["backbone"], "ft-transformer", "{config}");
+    let stored = [
+        &config["width_1"],
+        &config["n_layers"],
+        &config["n_heads"],
+        &config["d_ffn"],
+    ]
+    .map(|v| v.as_i64().unwrap());
+    assert_eq!(stored.to_vec(), sizes, "{config}");
 }
 
 /// `compare --oneshot`: the one-shot study runs beside the accuracy-only,

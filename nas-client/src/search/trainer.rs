@@ -289,13 +289,15 @@ fn bad(message: String) -> EvalError {
 }
 
 /// The architecture parameters of `spec` as a study stores them and
-/// [`train_config`] reads them back: `backbone`, a ResNet's `d_main`,
-/// `n_layers` and `width_1..`. For programs that store networks they built
+/// [`train_config`] reads them back: `backbone`, a ResNet's `d_main`, an
+/// FT-Transformer's `n_heads` and `d_ffn`, `n_layers` and `width_1..`
+/// (an FT-Transformer's d_token for every block). For programs that store networks they built
 /// themselves (`grow`, `oneshot`) rather than ones a strategy proposed.
 pub fn architecture_params(
     spec: &nn_plan::ModelSpec,
 ) -> anyhow::Result<BTreeMap<String, ParamValue>> {
     let mut map = BTreeMap::new();
+    let ft_widths: Vec<usize>;
     let widths = match &spec.backbone {
         Backbone::Mlp { widths } => {
             map.insert("backbone".into(), ParamValue::Str("mlp".into()));
@@ -305,6 +307,23 @@ pub fn architecture_params(
             map.insert("backbone".into(), ParamValue::Str("resnet".into()));
             map.insert("d_main".into(), ParamValue::Int(*d_main as i64));
             d_hidden
+        }
+        // As a search stores it (d_token as every block's width), with the
+        // heads and ReGLU width; the trial fits the tokenizer to the data
+        // and trains the published dropouts, so others have no stored form.
+        Backbone::FtTransformer {
+            d_token,
+            n_blocks,
+            n_heads,
+            d_ffn,
+            dropouts,
+            ..
+        } if *dropouts == nn_plan::FtDropouts::PUBLISHED => {
+            map.insert("backbone".into(), ParamValue::Str("ft-transformer".into()));
+            map.insert("n_heads".into(), ParamValue::Int(*n_heads as i64));
+            map.insert("d_ffn".into(), ParamValue::Int(*d_ffn as i64));
+            ft_widths = vec![*d_token; *n_blocks];
+            &ft_widths
         }
         other => anyhow::bail!("no stored form for a {other:?} network built outside a search"),
     };
@@ -366,7 +385,7 @@ impl Strategy for OneProposal {
 /// (a fraction of `epochs`, at least one epoch), over the defaults of
 /// `nas-client train`. Parameters: `backbone` (mlp, resnet with an optional
 /// `d_main`, ft-transformer:
-/// d_token `width_1`, `n_layers` blocks, `n_heads`), `n_layers` and
+/// d_token `width_1`, `n_layers` blocks, `n_heads`, optional `d_ffn`), `n_layers` and
 /// `width_1..` (a ResNet's main width is its first width, one block per
 /// width), `activation`, `dropout`, `normalization`, `learning_rate`,
 /// `batch_size`, `epochs`.
@@ -405,8 +424,9 @@ pub fn train_config(config: &Config, fidelity: f64) -> Result<TrainConfig, EvalE
             d_hidden: widths,
         },
         // d_token is the first width and a block per layer; heads from
-        // `n_heads` (published 8), ReGLU hidden width d·4/3 and dropouts
-        // as published. The trial fits the tokenizer to the data's columns.
+        // `n_heads` (published 8), ReGLU hidden width from `d_ffn`
+        // (published d·4/3), dropouts as published. The trial fits the
+        // tokenizer to the data's columns.
         "ft-transformer" => {
             let d_token = *widths
                 .first()
@@ -417,11 +437,16 @@ pub fn train_config(config: &Config, fidelity: f64) -> Result<TrainConfig, EvalE
                     "{n_heads} heads do not divide the ft-transformer's width_1 {d_token}"
                 )));
             }
+            let d_ffn = match num("d_ffn") {
+                Some(h) if h >= 1.0 => h.round() as usize,
+                Some(h) => return Err(bad(format!("d_ffn is {h}, not a positive width"))),
+                None => (d_token * 4 / 3).max(1),
+            };
             Backbone::FtTransformer {
                 d_token,
                 n_blocks: n_layers,
                 n_heads,
-                d_ffn: (d_token * 4 / 3).max(1),
+                d_ffn,
                 dropouts: nn_plan::FtDropouts::PUBLISHED,
                 feature_widths: Vec::new(),
             }

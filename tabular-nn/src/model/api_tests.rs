@@ -611,6 +611,9 @@ fn paths_name_layers_in_visitor_and_hooks_alike() {
             LayerRef::Sequential(_) => "sequential",
             LayerRef::Residual(_) => "residual",
             LayerRef::SelectToken(_) => "token",
+            LayerRef::Tokenizer(_) => "tokenizer",
+            LayerRef::Attention(_) => "attention",
+            LayerRef::Reglu(_) => "reglu",
             LayerRef::Other(_) => "other",
         };
         visited.push(format!("{path}:{tag}"));
@@ -875,4 +878,52 @@ fn a_network_without_a_spec_is_an_error() {
     assert!(net.set_active_widths(&[5, 4]).is_err());
     assert!(net.set_active_widths(&[4]).is_err());
     assert_eq!(net.widths().expect("widths").active_widths(), vec![4, 4]);
+}
+
+/// The widths of an FT-Transformer: the token width, then each block's
+/// ReGLU width are free; each ReGLU's input (its linear layer's outputs)
+/// is derived as `H + h`; setting them narrows every layer consistently
+/// (the network still runs), the max widths restore it, and growth is
+/// refused rather than silently skipping the attention.
+#[test]
+fn ft_transformer_widths_are_token_width_then_reglu_widths() {
+    let spec = ModelSpec {
+        backbone: Backbone::FtTransformer {
+            d_token: 8,
+            n_blocks: 2,
+            n_heads: 2,
+            d_ffn: 5,
+            dropouts: nn_plan::FtDropouts::PUBLISHED,
+            feature_widths: vec![1, 2],
+        },
+        ..ModelSpec::ft_transformer(Vec::new())
+    };
+    let mut net = spec.build(3, 2, 0).expect("builds");
+    let graph = net.widths().expect("ft widths are known");
+    assert_eq!(graph.max_widths(), [8, 5, 5]);
+    assert_eq!(graph.gated.len(), 2);
+    net.set_active_widths(&[4, 2, 3]).expect("valid widths");
+    let mut linear1 = Vec::new();
+    visit_layers(&mut net.body, &mut |path, layer| {
+        if let LayerRef::Linear(l) = layer {
+            if path.ends_with("linear1") {
+                linear1.push((l.in_dim(), l.out_dim()));
+            }
+        }
+    });
+    // H + h outputs: the value half's leading h, the gate half's leading h.
+    assert_eq!(linear1, [(4, 5 + 2), (4, 5 + 3)]);
+    let x = random(4, 3, &mut SmallRng::seed_from_u64(1));
+    assert!(pass(&mut net, &x, &labels(4, 2), Mode::Eval).is_finite());
+    assert_eq!(net.body.output().dim(), (4, 2));
+    // A token width the heads do not divide, refused before any change.
+    assert!(net.set_active_widths(&[3, 2, 3]).is_err());
+    assert_eq!(net.widths().unwrap().active_widths(), [4, 2, 3]);
+    net.set_full_width().expect("max");
+    assert_eq!(net.widths().unwrap().active_widths(), [8, 5, 5]);
+    let mut rng = SmallRng::seed_from_u64(0);
+    assert!(matches!(
+        net.grow_width(0, 1, &mut rng),
+        Err(WidthError::Unsupported { .. })
+    ));
 }

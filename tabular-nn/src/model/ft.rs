@@ -6,11 +6,24 @@
 //! `nn_plan`'s expansion of `Backbone::FtTransformer`.
 //!
 //! Tokens travel as (batch·tokens, d_token) matrices (see
-//! [`super::tokens`]). These layers run at their full width only (no
-//! active widths): a tool asking for widths gets `LayerRef::Other`, which
-//! [`super::widths`] refuses.
+//! [`super::tokens`]).
+//!
+//! Active widths (supernet children, see [`super::widths`]): the tokenizer
+//! and attention run on the leading `d` of their max token width (the
+//! tokenizer's `E[.., ..d]`, `b[.., ..d]`, `cls[..d]`; the projections'
+//! `W[..d, ..d]`); the head count is fixed, so a child's head `i` is
+//! columns `i·d/heads..(i+1)·d/heads` of the leading block, exactly the
+//! attention of a standalone layer of width `d` holding those weights (a
+//! supernet head's dimensions are not kept together across children;
+//! slicing per head instead would make the projections' columns a strided
+//! rather than a leading block). ReGLU at hidden width `h` of a max `H`
+//! reads the value half `[..h]` and the gate half `[H..H+h]` of its input:
+//! the linear layer before it runs on its leading `H + h` outputs, and the
+//! unused value columns `[h..H)` get a zero gradient (see [`Reglu`]).
 
-use super::layers::{ensure_shape, Ctx, Layer, LayerKind, LayerRef, Mode, Param, ParamId};
+use super::layers::{
+    ensure_shape, Ctx, Layer, LayerKind, LayerRef, Mode, Param, ParamId, WidthError,
+};
 use super::param::GradBuf;
 use crate::gemm::gemm;
 use crate::kernels::{span_end, span_start, KernelKind};
@@ -107,7 +120,10 @@ pub struct FeatureTokenizer {
     feature_widths: Vec<usize>,
     /// Feature of each encoded column.
     column_feature: Vec<usize>,
+    /// Max token width (the parameters' columns).
     d: usize,
+    /// Active token width: the leading columns the layer runs on.
+    active: usize,
     /// Embedding of each encoded column, (inputs, d).
     pub embedding: Array2<f32>,
     /// Bias of each feature, (features, d).
@@ -139,6 +155,7 @@ impl FeatureTokenizer {
             feature_widths: feature_widths.to_vec(),
             column_feature,
             d,
+            active: d,
             embedding,
             bias,
             cls,
@@ -157,6 +174,29 @@ impl FeatureTokenizer {
     pub fn tokens(&self) -> usize {
         1 + self.feature_widths.len()
     }
+
+    /// Encoded columns of each feature.
+    pub fn feature_widths(&self) -> &[usize] {
+        &self.feature_widths
+    }
+
+    /// Max token width.
+    pub fn max_features(&self) -> usize {
+        self.d
+    }
+
+    /// Runs on the leading `d` columns of every parameter from now on.
+    pub fn set_active(&mut self, d: usize) -> Result<(), WidthError> {
+        if d == 0 || d > self.d {
+            return Err(WidthError::OutOfRange {
+                what: "tokenizer",
+                active: d,
+                max: self.d,
+            });
+        }
+        self.active = d;
+        Ok(())
+    }
 }
 
 impl Layer for FeatureTokenizer {
@@ -165,17 +205,17 @@ impl Layer for FeatureTokenizer {
             "tokenizer({}→{}×{})",
             self.column_feature.len(),
             self.tokens(),
-            self.d
+            self.active
         )
     }
     fn kind(&self) -> LayerKind {
         LayerKind::Other
     }
     fn layer_ref(&mut self) -> LayerRef<'_> {
-        LayerRef::Other(self)
+        LayerRef::Tokenizer(self)
     }
     fn out_dim(&self) -> usize {
-        self.d
+        self.active
     }
     fn out_rows(&self, rows_in: usize) -> usize {
         rows_in * self.tokens()
@@ -184,16 +224,17 @@ impl Layer for FeatureTokenizer {
         let t = span_start(ctx.sink);
         let tokens = self.tokens();
         let n = input.nrows();
-        ensure_shape(&mut self.out, n * tokens, self.d);
+        let d = self.active;
+        ensure_shape(&mut self.out, n * tokens, d);
         let (cls, bias, emb, col_feat) = (
-            self.cls.row(0),
-            &self.bias,
-            &self.embedding,
+            self.cls.slice(s![0, ..d]),
+            self.bias.slice(s![.., ..d]),
+            self.embedding.slice(s![.., ..d]),
             &self.column_feature,
         );
         let body = |mut out: ndarray::ArrayViewMut2<f32>, x: ndarray::ArrayView1<f32>| {
             out.row_mut(0).assign(&cls);
-            out.slice_mut(s![1.., ..]).assign(bias);
+            out.slice_mut(s![1.., ..]).assign(&bias);
             for (c, &v) in x.iter().enumerate() {
                 // One-hot blocks are mostly zeros: a lookup, not a product.
                 if v != 0.0 {
@@ -203,7 +244,7 @@ impl Layer for FeatureTokenizer {
             }
         };
         run_zip!(
-            parallel(n * tokens * self.d),
+            parallel(n * tokens * d),
             Zip::from(by_sample_mut(self.out.view_mut(), tokens).outer_iter_mut())
                 .and(input.rows()),
             body
@@ -222,7 +263,7 @@ impl Layer for FeatureTokenizer {
     ) {
         let t = span_start(ctx.sink);
         let tokens = self.tokens();
-        let (inputs, d) = self.embedding.dim();
+        let (inputs, d) = (self.embedding.nrows(), self.active);
         let features = self.feature_widths.len();
         let [ge, gb, gc] = &mut self.grads;
         let (beta, mut g_emb) = ge.begin(inputs, d);
@@ -259,7 +300,7 @@ impl Layer for FeatureTokenizer {
                 for (c, v) in gi.iter_mut().enumerate() {
                     *v = g
                         .row(1 + self.column_feature[c])
-                        .dot(&self.embedding.row(c));
+                        .dot(&self.embedding.slice(s![c, ..d]));
                 }
             }
         }
@@ -274,11 +315,11 @@ impl Layer for FeatureTokenizer {
     fn visit_parameters(&mut self, f: &mut dyn FnMut(Param<'_>)) {
         let [ge, gb, gc] = &mut self.grads;
         let (ie, ib, ic) = (self.ids[0], self.ids[1], self.ids[2]);
-        let (r, d) = self.embedding.dim();
+        let (r, d) = (self.embedding.nrows(), self.active);
         f(Param {
             id: ie,
             name: "embedding",
-            value: self.embedding.view_mut(),
+            value: self.embedding.slice_mut(s![.., ..d]),
             grad: ge.view(r, d),
             decay: false,
         });
@@ -286,14 +327,14 @@ impl Layer for FeatureTokenizer {
         f(Param {
             id: ib,
             name: "bias",
-            value: self.bias.view_mut(),
+            value: self.bias.slice_mut(s![.., ..d]),
             grad: gb.view(r, d),
             decay: false,
         });
         f(Param {
             id: ic,
             name: "cls",
-            value: self.cls.view_mut(),
+            value: self.cls.slice_mut(s![.., ..d]),
             grad: gc.view(1, d),
             decay: false,
         });
@@ -301,7 +342,7 @@ impl Layer for FeatureTokenizer {
     fn flops_per_row(&self) -> (u64, u64) {
         // Per input row (a sample): a multiply-add per nonzero column (at
         // most every column) and the biases.
-        let d = self.d as u64;
+        let d = self.active as u64;
         let work = (self.column_feature.len() as u64 + self.tokens() as u64) * d;
         (2 * work, 4 * work)
     }
@@ -386,8 +427,38 @@ impl MultiHeadAttention {
         }
     }
 
+    /// Active token width (the projections' leading block).
     fn d(&self) -> usize {
+        self.w_q.out_dim()
+    }
+
+    /// Max token width.
+    pub fn max_features(&self) -> usize {
         self.w_q.max_dims().1
+    }
+
+    /// Heads (fixed: a narrower width has narrower heads).
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    /// Runs on the leading `d` token features from now on (every
+    /// projection on `W[..d, ..d]`); `d` must be a multiple of the heads.
+    pub fn set_active(&mut self, d: usize) -> Result<(), WidthError> {
+        if d % self.heads != 0 {
+            return Err(WidthError::OutOfRange {
+                what: "attention (a multiple of its heads)",
+                active: d,
+                max: self.max_features(),
+            });
+        }
+        for w in [&mut self.w_q, &mut self.w_k, &mut self.w_v] {
+            w.set_active(d, d)?;
+        }
+        if let Some(w) = &mut self.w_out {
+            w.set_active(d, d)?;
+        }
+        Ok(())
     }
 }
 
@@ -410,7 +481,7 @@ impl Layer for MultiHeadAttention {
         LayerKind::Other
     }
     fn layer_ref(&mut self) -> LayerRef<'_> {
-        LayerRef::Other(self)
+        LayerRef::Attention(self)
     }
     fn visit_children(&mut self, f: &mut dyn FnMut(&str, &mut dyn Layer)) {
         f("w_q", &mut self.w_q);
@@ -687,8 +758,18 @@ impl Layer for MultiHeadAttention {
 
 /// ReGLU `a·ReLU(b)` of the halves `(a, b)` of each row (the reference's
 /// `x.chunk(2, dim=-1)` order): (rows, 2h) → (rows, h).
+///
+/// At an active width `h` below its max `H` (a supernet child), the
+/// input is the leading `H + h` outputs of the linear layer before it:
+/// value `a = x[.., ..h]`, gate `b = x[.., H..H+h]`, the leading `h` units
+/// of each half of the max-width layer, so the child equals a standalone
+/// ReGLU of width `h` whose linear layer holds those columns. The value
+/// columns `[h..H)` are ignored and get a zero input gradient.
 pub struct Reglu {
+    /// Max width H.
     width: usize,
+    /// Active width h.
+    active: usize,
     out: Array2<f32>,
     grad_in: Array2<f32>,
 }
@@ -698,30 +779,59 @@ impl Reglu {
     pub fn new(width: usize) -> Reglu {
         Reglu {
             width,
+            active: width,
             out: Array2::zeros((0, width)),
             grad_in: Array2::zeros((0, 2 * width)),
         }
+    }
+
+    /// Max width.
+    pub fn max_features(&self) -> usize {
+        self.width
+    }
+
+    /// Input columns at the active width: `H + h` (`2h` at full width).
+    pub fn in_dim(&self) -> usize {
+        self.width + self.active
+    }
+
+    /// Runs at `h` outputs from now on (its input then has `H + h`
+    /// columns, see [`Reglu`]).
+    pub fn set_active(&mut self, h: usize) -> Result<(), WidthError> {
+        if h == 0 || h > self.width {
+            return Err(WidthError::OutOfRange {
+                what: "reglu",
+                active: h,
+                max: self.width,
+            });
+        }
+        self.active = h;
+        Ok(())
     }
 }
 
 impl Layer for Reglu {
     fn describe(&self) -> String {
-        format!("reglu({}→{})", 2 * self.width, self.width)
+        format!("reglu({}→{})", 2 * self.active, self.active)
     }
     fn kind(&self) -> LayerKind {
         LayerKind::Other
     }
     fn layer_ref(&mut self) -> LayerRef<'_> {
-        LayerRef::Other(self)
+        LayerRef::Reglu(self)
     }
     fn out_dim(&self) -> usize {
-        self.width
+        self.active
     }
     fn forward(&mut self, input: ArrayView2<f32>, _mode: Mode, ctx: &mut Ctx) {
         let t = span_start(ctx.sink);
-        let h = self.width;
+        let (h, gate) = (self.active, self.width);
+        debug_assert_eq!(input.ncols(), self.in_dim(), "reglu input columns");
         ensure_shape(&mut self.out, input.nrows(), h);
-        let (a, b) = (input.slice(s![.., ..h]), input.slice(s![.., h..]));
+        let (a, b) = (
+            input.slice(s![.., ..h]),
+            input.slice(s![.., gate..gate + h]),
+        );
         let z = Zip::from(&mut self.out).and(a).and(b);
         if parallel(input.nrows() * h) {
             z.par_for_each(|o, &a, &b| *o = a * b.max(0.0));
@@ -744,10 +854,16 @@ impl Layer for Reglu {
             return;
         }
         let t = span_start(ctx.sink);
-        let h = self.width;
-        ensure_shape(&mut self.grad_in, input.nrows(), 2 * h);
-        let (a, b) = (input.slice(s![.., ..h]), input.slice(s![.., h..]));
-        let (mut ga, mut gb) = self.grad_in.view_mut().split_at(Axis(1), h);
+        let (h, gate) = (self.active, self.width);
+        ensure_shape(&mut self.grad_in, input.nrows(), gate + h);
+        let (a, b) = (
+            input.slice(s![.., ..h]),
+            input.slice(s![.., gate..gate + h]),
+        );
+        let (mut ga, mut rest) = self.grad_in.view_mut().split_at(Axis(1), h);
+        let (mut unused, mut gb) = rest.view_mut().split_at(Axis(1), gate - h);
+        // Value columns a narrower child ignores.
+        unused.fill(0.0);
         let z = Zip::from(&mut ga).and(&mut gb).and(a).and(b).and(grad_out);
         let body = |ga: &mut f32, gb: &mut f32, &a: &f32, &b: &f32, &g: &f32| {
             *ga = g * b.max(0.0);
@@ -766,7 +882,7 @@ impl Layer for Reglu {
     fn zero_grad(&mut self) {}
     fn visit_parameters(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
     fn flops_per_row(&self) -> (u64, u64) {
-        (2 * self.width as u64, 3 * self.width as u64)
+        (2 * self.active as u64, 3 * self.active as u64)
     }
 }
 

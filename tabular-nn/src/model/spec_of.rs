@@ -42,6 +42,9 @@ fn signature(body: &mut dyn Layer) -> Vec<(String, String)> {
             LayerRef::Sequential(_) => "sequential".to_owned(),
             LayerRef::Residual(_) => "residual".to_owned(),
             LayerRef::SelectToken(l) => l.describe(),
+            LayerRef::Tokenizer(l) => l.describe(),
+            LayerRef::Attention(l) => l.describe(),
+            LayerRef::Reglu(l) => l.describe(),
             LayerRef::Other(l) => l.describe(),
         };
         out.push((path.to_owned(), described));

@@ -7,6 +7,7 @@
 //! names a layer in [`visit_layers`], in [`Observer`] calls and in
 //! [`named_parameters`](visit_named_parameters).
 
+use super::ft::{FeatureTokenizer, MultiHeadAttention, Reglu};
 use super::layers::{
     Activation, ActivationLayer, BatchNorm, Dropout, Layer, LayerNorm, Linear, Residual, Sequential,
 };
@@ -56,6 +57,14 @@ pub enum LayerRef<'a> {
     Residual(&'a mut Residual),
     /// Selection of one token per sample.
     SelectToken(&'a mut SelectToken),
+    /// The FT-Transformer's feature tokenizer (its token width is a
+    /// width of the network).
+    Tokenizer(&'a mut FeatureTokenizer),
+    /// Multi-head self-attention (its projections are visited after it,
+    /// as children).
+    Attention(&'a mut MultiHeadAttention),
+    /// ReGLU (halves the width of its input).
+    Reglu(&'a mut Reglu),
     /// Any other layer.
     Other(&'a mut dyn Layer),
 }

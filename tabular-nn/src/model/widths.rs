@@ -9,7 +9,14 @@
 //! joined). The network's input and output widths are fixed; the others
 //! are its *free* widths, numbered in order of first appearance, which is
 //! the order of [`Backbone`](super::Backbone)'s sizes: an MLP's hidden
-//! widths; a ResNet's main width, then each block's hidden width.
+//! widths; a ResNet's main width, then each block's hidden width; an
+//! FT-Transformer's token width, then each block's ReGLU width.
+//!
+//! FT-Transformer layers: the tokenizer starts a width (the token width)
+//! as a linear layer does; attention keeps its input's width; ReGLU starts
+//! its own width `h` and *derives* the width of its input (the linear
+//! layer before it runs on `H + h` outputs, see `ft::Reglu`), which is
+//! therefore not free. Growth refuses networks with these layers.
 
 use super::layers::{Layer, LayerRef, WidthError};
 use super::visit::visit_layers;
@@ -21,7 +28,9 @@ use std::collections::HashMap;
 /// [`WidthGraph::dims`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tie {
-    /// A linear layer from width `input` to width `output`.
+    /// A layer from width `input` to a width `output` of its own: a linear
+    /// layer, the FT tokenizer, ReGLU (whose input width is derived from
+    /// its output's, see [`WidthGraph::gated`]).
     Linear {
         /// Width of its input.
         input: usize,
@@ -52,6 +61,9 @@ pub struct WidthGraph {
     pub ties: Vec<(String, Tie)>,
     /// Indices into `dims` of the free widths, in order of appearance.
     pub free: Vec<usize>,
+    /// Derived widths `(input, output)` of each ReGLU: the input's active
+    /// width is the output's max plus its active width (`H + h`).
+    pub gated: Vec<(usize, usize)>,
 }
 
 /// Union-find over width variables, with the max and active width each
@@ -118,6 +130,7 @@ fn walk(
     cur: usize,
     vars: &mut Vars,
     ties: &mut Vec<(String, Tie)>,
+    gated: &mut Vec<(usize, usize)>,
 ) -> Result<usize, WidthError> {
     let features = |vars: &mut Vars,
                     ties: &mut Vec<(String, Tie)>,
@@ -147,9 +160,37 @@ fn walk(
         LayerRef::LayerNorm(l) => features(vars, ties, l.max_features(), l.out_dim()),
         LayerRef::Dropout(l) => features(vars, ties, l.max_features(), l.out_dim()),
         LayerRef::SelectToken(l) => features(vars, ties, l.max_features(), l.out_dim()),
-        LayerRef::Sequential(s) => walk_children(s, path, cur, vars, ties),
+        LayerRef::Attention(l) => features(vars, ties, l.max_features(), l.out_dim()),
+        LayerRef::Tokenizer(l) => {
+            let inputs = l.feature_widths().iter().sum();
+            vars.expect(cur, path, inputs, inputs)?;
+            let out = vars.new_var(l.max_features(), l.out_dim());
+            ties.push((
+                path.to_owned(),
+                Tie::Linear {
+                    input: cur,
+                    output: out,
+                },
+            ));
+            Ok(out)
+        }
+        LayerRef::Reglu(l) => {
+            let (max, active) = (l.max_features(), l.out_dim());
+            vars.expect(cur, path, 2 * max, l.in_dim())?;
+            let out = vars.new_var(max, active);
+            ties.push((
+                path.to_owned(),
+                Tie::Linear {
+                    input: cur,
+                    output: out,
+                },
+            ));
+            gated.push((cur, out));
+            Ok(out)
+        }
+        LayerRef::Sequential(s) => walk_children(s, path, cur, vars, ties, gated),
         LayerRef::Residual(r) => {
-            let end = walk_children(r.inner_mut(), path, cur, vars, ties)?;
+            let end = walk_children(r.inner_mut(), path, cur, vars, ties, gated)?;
             vars.union(cur, end, path)?;
             Ok(cur)
         }
@@ -165,6 +206,7 @@ fn walk_children(
     cur: usize,
     vars: &mut Vars,
     ties: &mut Vec<(String, Tie)>,
+    gated: &mut Vec<(usize, usize)>,
 ) -> Result<usize, WidthError> {
     let mut cur = Ok(cur);
     layer.visit_children(&mut |name, child| {
@@ -174,7 +216,7 @@ fn walk_children(
             } else {
                 format!("{path}.{name}")
             };
-            cur = walk(child, &child_path, c, vars, ties);
+            cur = walk(child, &child_path, c, vars, ties, gated);
         }
     });
     cur
@@ -190,7 +232,8 @@ impl WidthGraph {
         };
         let input = vars.new_var(inputs, inputs);
         let mut ties = Vec::new();
-        let output = walk(body, "", input, &mut vars, &mut ties)?;
+        let mut gated = Vec::new();
+        let output = walk(body, "", input, &mut vars, &mut ties, &mut gated)?;
         // Compact the classes into dims, in order of their roots.
         let mut index = HashMap::new();
         let mut dims = Vec::new();
@@ -217,8 +260,19 @@ impl WidthGraph {
                 Tie::Features(v) => Tie::Features(index[&vars.find(v)]),
             };
         }
-        let free = (0..dims.len()).filter(|&d| !dims[d].fixed).collect();
-        Ok(WidthGraph { dims, ties, free })
+        let gated: Vec<(usize, usize)> = gated
+            .into_iter()
+            .map(|(i, o)| (index[&vars.find(i)], index[&vars.find(o)]))
+            .collect();
+        let free = (0..dims.len())
+            .filter(|&d| !dims[d].fixed && !gated.iter().any(|&(i, _)| i == d))
+            .collect();
+        Ok(WidthGraph {
+            dims,
+            ties,
+            free,
+            gated,
+        })
     }
 
     /// Max widths of the free widths.
@@ -260,7 +314,25 @@ impl Network {
             }
             active[d] = w;
         }
+        for &(input, output) in &graph.gated {
+            active[input] = graph.dims[output].max + active[output];
+        }
         let ties: HashMap<&str, Tie> = graph.ties.iter().map(|(p, t)| (p.as_str(), *t)).collect();
+        // Refused before anything changes, so a bad choice leaves the
+        // network as it was: a width its attention heads do not divide.
+        let mut result = Ok(());
+        visit_layers(&mut self.body, &mut |path, layer| {
+            if let (LayerRef::Attention(l), Some(&Tie::Features(d))) = (layer, ties.get(path)) {
+                if active[d] % l.heads() != 0 && result.is_ok() {
+                    result = Err(WidthError::OutOfRange {
+                        what: "attention (a multiple of its heads)",
+                        active: active[d],
+                        max: l.max_features(),
+                    });
+                }
+            }
+        });
+        result?;
         let mut result = Ok(());
         visit_layers(&mut self.body, &mut |path, layer| {
             let Some(&tie) = ties.get(path) else { return };
@@ -273,6 +345,11 @@ impl Network {
                 (LayerRef::LayerNorm(l), Tie::Features(d)) => l.set_active(active[d]),
                 (LayerRef::Dropout(l), Tie::Features(d)) => l.set_active(active[d]),
                 (LayerRef::SelectToken(l), Tie::Features(d)) => l.set_active(active[d]),
+                (LayerRef::Attention(l), Tie::Features(d)) => l.set_active(active[d]),
+                (LayerRef::Tokenizer(l), Tie::Linear { output, .. }) => {
+                    l.set_active(active[output])
+                }
+                (LayerRef::Reglu(l), Tie::Linear { output, .. }) => l.set_active(active[output]),
                 _ => Err(WidthError::Unsupported {
                     path: path.to_owned(),
                 }),
@@ -311,6 +388,20 @@ impl Network {
         };
         if graph.dims.iter().any(|d| d.active != d.max) {
             return Err(WidthError::Narrow);
+        }
+        // Growth appends units to linear layers and norms only.
+        let mut unsupported = None;
+        visit_layers(&mut self.body, &mut |path, layer| {
+            if matches!(
+                layer,
+                LayerRef::Tokenizer(_) | LayerRef::Attention(_) | LayerRef::Reglu(_)
+            ) && unsupported.is_none()
+            {
+                unsupported = Some(path.to_owned());
+            }
+        });
+        if let Some(path) = unsupported {
+            return Err(WidthError::Unsupported { path });
         }
         let ties: HashMap<&str, Tie> = graph.ties.iter().map(|(p, t)| (p.as_str(), *t)).collect();
         visit_layers(&mut self.body, &mut |path, layer| {
