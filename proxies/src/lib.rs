@@ -71,6 +71,7 @@ mod measures;
 pub mod named;
 pub mod probe;
 pub mod rank;
+pub mod scalar;
 
 #[cfg(test)]
 mod tests;
