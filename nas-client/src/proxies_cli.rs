@@ -48,7 +48,7 @@ pub struct ProxiesArgs {
     /// Proxies to compute (repeat; default: every standard one). Names:
     /// grad_norm, snip, grasp, fisher, synflow, jacob_cov, naswot, zen,
     /// zico, expressflow, params, flops; a bundled evolved proxy
-    /// (evolved_phoneme); or a saved expression file (`PATH.expr`, as
+    /// (evolved_phoneme, evolved_combined); or a saved expression file (`PATH.expr`, as
     /// --evolve-out writes, of either --evolve-terminals level), reported
     /// under its file name.
     #[arg(long = "proxy", value_parser = parse_proxy)]

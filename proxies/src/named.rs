@@ -18,10 +18,18 @@ use std::fmt;
 use std::path::Path;
 
 /// Evolved proxies compiled into the crate: (name, file text).
-pub const BUNDLED_EVOLVED: &[(&str, &str)] = &[(
-    "evolved_phoneme",
-    include_str!("../evolved/evolved_phoneme.expr"),
-)];
+pub const BUNDLED_EVOLVED: &[(&str, &str)] = &[
+    (
+        "evolved_phoneme",
+        include_str!("../evolved/evolved_phoneme.expr"),
+    ),
+    // The architecture-level pick of bench/README.proxies.md ("Combined
+    // terminals"), evolved on phoneme + spambase.
+    (
+        "evolved_combined",
+        include_str!("../evolved/evolved_combined.expr"),
+    ),
+];
 
 /// A proxy to score with: a standard one or an evolved expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,7 +228,11 @@ mod tests {
         for (name, _) in BUNDLED_EVOLVED {
             let p = Proxy::by_name(name).expect("bundled parses");
             assert_eq!(p.name(), *name);
-            assert!(matches!(p, Proxy::Evolved { .. }));
+            assert!(matches!(
+                (*name, &p),
+                ("evolved_phoneme", Proxy::Evolved { .. })
+                    | ("evolved_combined", Proxy::Combined { .. })
+            ));
         }
         let err = Proxy::by_name("nope").unwrap_err().to_string();
         assert!(err.contains("evolved_phoneme"), "{err}");
