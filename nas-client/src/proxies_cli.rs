@@ -48,9 +48,9 @@ pub struct ProxiesArgs {
     /// Proxies to compute (repeat; default: every standard one). Names:
     /// grad_norm, snip, grasp, fisher, synflow, jacob_cov, naswot, zen,
     /// zico, expressflow, params, flops; a bundled evolved proxy
-    /// (evolved_phoneme, evolved_combined); or a saved expression file (`PATH.expr`, as
-    /// --evolve-out writes, of either --evolve-terminals level), reported
-    /// under its file name.
+    /// (evolved_phoneme, evolved_combined); or a saved expression file
+    /// (`PATH.expr`, as --evolve-out writes, of either --evolve-terminals
+    /// level), reported under its file name.
     #[arg(long = "proxy", value_parser = parse_proxy)]
     pub proxies: Vec<Proxy>,
     /// Trained-accuracy metric (study metric or table column).
@@ -266,7 +266,7 @@ pub fn proxies(args: ProxiesArgs) -> Result<()> {
         evolved_expression = Some(serde_json::json!({
             "row": evolved.proxy.name(),
             "terminals": args.evolve_terminals.name(),
-            "expression": evolved.expression.to_string(),
+            "expression": evolved.expression,
             "evolved_on": evolved.on,
             "search_sample_tau": evolved.search_tau,
             "validation_sample_tau": evolved.validation_tau,
