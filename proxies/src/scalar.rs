@@ -28,7 +28,7 @@
 //!
 //! Degenerate proxy scores: a standard proxy scores a degenerate network
 //! -∞ (the worst possible, e.g. NASWOT with a singular kernel, which
-//! happens on a third to a half of the bundled tables' architectures). A
+//! happens on 29–44% of the bundled tables' architectures). A
 //! combination needs a number, so such a terminal reads as
 //! [`DEGENERATE_TERMINAL`], a finite floor far below every real score: a
 //! combination still ranks those architectures low instead of turning
