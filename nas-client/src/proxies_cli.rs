@@ -48,8 +48,9 @@ pub struct ProxiesArgs {
     /// Proxies to compute (repeat; default: every standard one). Names:
     /// grad_norm, snip, grasp, fisher, synflow, jacob_cov, naswot, zen,
     /// zico, expressflow, params, flops; a bundled evolved proxy
-    /// (evolved_phoneme); or a saved expression file (`PATH.expr`, as
-    /// --evolve-out writes), reported under its file name.
+    /// (evolved_phoneme, evolved_combined); or a saved expression file
+    /// (`PATH.expr`, as --evolve-out writes, of either --evolve-terminals
+    /// level), reported under its file name.
     #[arg(long = "proxy", value_parser = parse_proxy)]
     pub proxies: Vec<Proxy>,
     /// Trained-accuracy metric (study metric or table column).
@@ -83,7 +84,8 @@ pub struct ProxiesArgs {
     /// Evolve a proxy (`proxies::evolve::Evolution`) on this other table
     /// of trainings (repeat, with one --evolve-dataset each, to evolve on
     /// several datasets: fitness is the mean Kendall τ over them) and judge
-    /// it here beside the standard ones, as the row `evolved`.
+    /// it here beside the standard ones, as the row `evolved` (or
+    /// `evolved_combined`, see --evolve-terminals).
     #[arg(long, requires = "evolve_dataset")]
     pub evolve_table: Vec<PathBuf>,
     /// Bundled dataset of each --evolve-table, in the same order.
@@ -106,6 +108,15 @@ pub struct ProxiesArgs {
     /// Generations of the evolution.
     #[arg(long, default_value_t = 20)]
     pub evolve_generations: usize,
+    /// What evolved expressions are made of: `tensors` (per-layer tensor
+    /// expressions `AGG_layers(RED(T))`, the GreenMachine/EZNAS form;
+    /// judged as the row `evolved`) or `proxies+tensors`
+    /// (architecture-level expressions over the standard proxies' scores
+    /// and per-layer expressions, `proxies::scalar`; row
+    /// `evolved_combined`; the proxies are scored on --batches batches, so
+    /// ZiCo needs 2).
+    #[arg(long, value_enum, default_value_t = EvolveTerminals::Tensors)]
+    pub evolve_terminals: EvolveTerminals,
     /// Save the evolution here after every generation, and resume from it
     /// when it exists (same settings; more generations may be asked).
     #[arg(long, requires = "evolve_table")]
@@ -115,6 +126,36 @@ pub struct ProxiesArgs {
     /// then usable as `--proxy FILE`.
     #[arg(long, requires = "evolve_table")]
     pub evolve_out: Option<PathBuf>,
+}
+
+/// Terminals of evolved expressions (`--evolve-terminals`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvolveTerminals {
+    /// Per-layer tensors only (`proxies::evolve::Expression`).
+    #[value(name = "tensors")]
+    Tensors,
+    /// Standard proxies' scores and per-layer expressions
+    /// (`proxies::scalar::ScalarExpr`).
+    #[value(name = "proxies+tensors")]
+    ProxiesAndTensors,
+}
+
+impl EvolveTerminals {
+    /// The flag's value.
+    fn name(self) -> &'static str {
+        match self {
+            EvolveTerminals::Tensors => "tensors",
+            EvolveTerminals::ProxiesAndTensors => "proxies+tensors",
+        }
+    }
+
+    /// The row the evolved proxy is judged under.
+    fn row(self) -> &'static str {
+        match self {
+            EvolveTerminals::Tensors => "evolved",
+            EvolveTerminals::ProxiesAndTensors => "evolved_combined",
+        }
+    }
 }
 
 /// One architecture to score and the accuracy it trained to.
@@ -203,16 +244,13 @@ pub fn proxies(args: ProxiesArgs) -> Result<()> {
     let mut evolved_expression = None;
     if !args.evolve_table.is_empty() {
         let evolved = evolve_on(&args)?;
-        let proxy = Proxy::Evolved {
-            name: "evolved".to_owned(),
-            expression: evolved.expression.clone(),
-        };
-        let (_, f) = score_all(&proxy)?;
+        let (_, f) = score_all(&evolved.proxy)?;
         figures.push(f);
         if let Some(path) = &args.evolve_out {
             let text = format!(
-                "# evolved by nas-client proxies on {}, seed {}, population {}, {} generations; picked: generation {}, mean Kendall tau {:.4} on its search samples{}\n{}\n",
+                "# evolved by nas-client proxies on {}, terminals {}, seed {}, population {}, {} generations; picked: generation {}, mean Kendall tau {:.4} on its search samples{}\n{}\n",
                 evolved.on,
+                args.evolve_terminals.name(),
                 args.seed,
                 args.evolve_population,
                 args.evolve_generations,
@@ -226,7 +264,9 @@ pub fn proxies(args: ProxiesArgs) -> Result<()> {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         }
         evolved_expression = Some(serde_json::json!({
-            "expression": evolved.expression.to_string(),
+            "row": evolved.proxy.name(),
+            "terminals": args.evolve_terminals.name(),
+            "expression": evolved.expression,
             "evolved_on": evolved.on,
             "search_sample_tau": evolved.search_tau,
             "validation_sample_tau": evolved.validation_tau,
@@ -341,7 +381,10 @@ fn parse_proxy(text: &str) -> std::result::Result<Proxy, String> {
 
 /// What an evolution found.
 struct Evolved {
-    expression: proxies::evolve::Expression,
+    /// Its text.
+    expression: String,
+    /// The proxy judged here, named by [`EvolveTerminals::row`].
+    proxy: Proxy,
     /// The tables and datasets it was evolved on.
     on: String,
     search_tau: f64,
@@ -349,25 +392,62 @@ struct Evolved {
     generation: usize,
 }
 
-/// The layer tensors of a sample of `archs`, and their accuracies.
-type TaskData = (Vec<Vec<proxies::evolve::LayerTensors>>, Vec<f64>);
+/// What evolved expressions read of each architecture of a sample, and
+/// the accuracies.
+type TaskData<A> = (Vec<A>, Vec<f64>);
 
-fn task_of(archs: &[Scored], sample: &[usize], data: &ProxyData, seed: u64) -> Result<TaskData> {
-    let mut tensors = Vec::with_capacity(sample.len());
+/// What an expression of one level reads of an architecture.
+type InputsOf<A> = fn(&ModelSpec, &ProxyData, u64) -> Result<A, proxies::ProxyError>;
+
+fn task_of<A>(
+    archs: &[Scored],
+    sample: &[usize],
+    data: &ProxyData,
+    seed: u64,
+    inputs: InputsOf<A>,
+) -> Result<TaskData<A>> {
+    let mut read = Vec::with_capacity(sample.len());
     for &i in sample {
-        tensors.push(
-            proxies::evolve::layer_tensors(&archs[i].spec, data, seed)
-                .with_context(|| format!("layer tensors of {}", archs[i].label))?,
+        read.push(
+            inputs(&archs[i].spec, data, seed)
+                .with_context(|| format!("evolution inputs of {}", archs[i].label))?,
         );
     }
-    Ok((tensors, sample.iter().map(|&i| archs[i].accuracy).collect()))
+    Ok((read, sample.iter().map(|&i| archs[i].accuracy).collect()))
 }
 
-/// Evolves an expression on stratified samples of the `--evolve-table`s'
-/// architectures (trained on their `--evolve-dataset`s), picking it on
+/// Evolves an expression of the level `--evolve-terminals` names.
+fn evolve_on(args: &ProxiesArgs) -> Result<Evolved> {
+    use proxies::evolve::{layer_tensors, Expression};
+    use proxies::scalar::{scalar_inputs, ScalarExpr, Terminal};
+    let row = args.evolve_terminals.row();
+    match args.evolve_terminals {
+        // One batch: the tensors are read on the first only.
+        EvolveTerminals::Tensors => evolve_level::<Expression>(args, 1, layer_tensors, |e| {
+            Proxy::evolved(row, ScalarExpr::Terminal(Terminal::Layers(e)))
+        }),
+        // Every batch the standard proxies are judged on here (ZiCo needs
+        // 2), so a terminal's value in evolution is the proxy's score.
+        EvolveTerminals::ProxiesAndTensors => evolve_level::<ScalarExpr>(
+            args,
+            args.batches,
+            |spec, data, seed| scalar_inputs(spec, data, seed, &ProxyKind::ALL, true),
+            |e| Proxy::evolved(row, e),
+        ),
+    }
+}
+
+/// Evolves an expression of level `G` on stratified samples of the
+/// `--evolve-table`s' architectures (trained on their
+/// `--evolve-dataset`s, read on `batches` minibatches), picking it on
 /// disjoint validation samples of the same tables when asked; resumes
 /// from and saves to `--evolve-checkpoint`; progress on stderr.
-fn evolve_on(args: &ProxiesArgs) -> Result<Evolved> {
+fn evolve_level<G: proxies::evolve::Genome>(
+    args: &ProxiesArgs,
+    batches: usize,
+    inputs: InputsOf<G::Arch>,
+    to_proxy: impl Fn(G) -> Proxy,
+) -> Result<Evolved> {
     use proxies::evolve::{Evolution, EvolveSettings, RankTask};
     if args.evolve_table.len() != args.evolve_dataset.len() {
         bail!(
@@ -383,11 +463,11 @@ fn evolve_on(args: &ProxiesArgs) -> Result<Evolved> {
     let mut on = Vec::new();
     for (table, dataset) in args.evolve_table.iter().zip(&args.evolve_dataset) {
         let ds = DataSource::Bundled(dataset.clone()).load()?;
-        let data = minibatches(&ds, args.batch_size, 1, args.seed)?;
+        let data = minibatches(&ds, args.batch_size, batches, args.seed)?;
         let archs = from_table(table, &args.metric)?;
         let accuracy: Vec<f64> = archs.iter().map(|a| a.accuracy).collect();
         let sample = stratified_sample(&accuracy, args.bins, per_bin, args.seed);
-        search_data.push(task_of(&archs, &sample, &data, args.seed)?);
+        search_data.push(task_of(&archs, &sample, &data, args.seed, inputs)?);
         let mut counts = format!("{} search", sample.len());
         if valid_per_bin > 0 {
             // The rest of the table, then a stratified draw from it.
@@ -400,16 +480,16 @@ fn evolve_on(args: &ProxiesArgs) -> Result<Evolved> {
                     .collect();
             counts.push_str(&format!(", {} validation", picked.len()));
             if picked.len() >= 2 {
-                valid_data.push(task_of(&archs, &picked, &data, args.seed)?);
+                valid_data.push(task_of(&archs, &picked, &data, args.seed, inputs)?);
             }
         }
         on.push(format!("{} ({dataset}; {counts})", table.display()));
     }
-    let search: Vec<RankTask<'_>> = search_data
+    let search: Vec<RankTask<'_, G::Arch>> = search_data
         .iter()
         .map(|(archs, accuracy)| RankTask { archs, accuracy })
         .collect();
-    let validation: Vec<RankTask<'_>> = valid_data
+    let validation: Vec<RankTask<'_, G::Arch>> = valid_data
         .iter()
         .map(|(archs, accuracy)| RankTask { archs, accuracy })
         .collect();
@@ -423,7 +503,7 @@ fn evolve_on(args: &ProxiesArgs) -> Result<Evolved> {
         Some(path) if path.exists() => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let run = Evolution::resume(&settings, &text)
+            let run = Evolution::<G>::resume(&settings, &text)
                 .with_context(|| format!("resuming from {}", path.display()))?;
             eprintln!(
                 "evolution resumed from {} at generation {}",
@@ -432,9 +512,9 @@ fn evolve_on(args: &ProxiesArgs) -> Result<Evolved> {
             );
             run
         }
-        _ => Evolution::start(&settings, &search, &validation),
+        _ => Evolution::<G>::start(&settings, &search, &validation),
     };
-    let show = |run: &Evolution| {
+    let show = |run: &Evolution<G>| {
         if let Some(b) = run.bests().last() {
             eprintln!(
                 "evolution generation {}/{}: best search tau {:.4}{}  {}",
@@ -447,7 +527,7 @@ fn evolve_on(args: &ProxiesArgs) -> Result<Evolved> {
             );
         }
     };
-    let save = |run: &Evolution| -> Result<()> {
+    let save = |run: &Evolution<G>| -> Result<()> {
         if let Some(path) = &args.evolve_checkpoint {
             // Written beside and renamed, so a stop mid-write keeps the
             // previous generation's checkpoint.
@@ -467,7 +547,8 @@ fn evolve_on(args: &ProxiesArgs) -> Result<Evolved> {
     }
     let result = run.result();
     Ok(Evolved {
-        expression: result.best,
+        expression: result.best.to_string(),
+        proxy: to_proxy(result.best),
         on: on.join(" + "),
         search_tau: result.fitness,
         validation_tau: result.validation,

@@ -324,3 +324,78 @@ fn an_evolution_resumes_from_its_checkpoint_and_its_expression_is_a_proxy() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("evolved_phoneme"), "{}", stderr(&bad));
 }
+
+#[test]
+fn a_combined_evolution_is_judged_as_its_saved_file_scores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = proxy_table(dir.path());
+    let checkpoint = dir.path().join("combined.txt").display().to_string();
+    let out_expr = dir.path().join("combo.expr").display().to_string();
+    let common = [
+        "proxies",
+        "--table",
+        &table,
+        "--dataset",
+        "phoneme",
+        "--proxy",
+        "params",
+        "--sample-size",
+        "10",
+        "--repeats",
+        "2",
+        "--bins",
+        "2",
+        "--json",
+    ];
+    let evolve = |terminals: &str| {
+        let mut args = common.to_vec();
+        args.extend([
+            "--evolve-table",
+            &table,
+            "--evolve-dataset",
+            "phoneme",
+            "--evolve-sample",
+            "12",
+            "--evolve-validation-sample",
+            "8",
+            "--evolve-population",
+            "6",
+            "--evolve-generations",
+            "2",
+            "--evolve-terminals",
+            terminals,
+            "--evolve-checkpoint",
+            &checkpoint,
+            "--evolve-out",
+            &out_expr,
+        ]);
+        nas_client(&args)
+    };
+    let run = evolve("proxies+tensors");
+    assert!(run.status.success(), "{}", stderr(&run));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON summary");
+    assert_eq!(summary["evolved"]["terminals"], "proxies+tensors");
+    let rows = summary["proxies"].as_array().expect("proxies");
+    assert_eq!(rows[1]["proxy"], "evolved_combined");
+    let text = std::fs::read_to_string(&out_expr).expect("expression file");
+    let expression = summary["evolved"]["expression"].as_str().expect("text");
+    assert!(text.lines().any(|l| l == expression), "{text}");
+    assert!(text.contains("terminals proxies+tensors"), "{text}");
+    // The saved file, used as --proxy, scores every architecture as the
+    // judged row did: the same τ over all of them.
+    let mut args = common.to_vec();
+    args[6] = &out_expr;
+    let scored = nas_client(&args);
+    assert!(scored.status.success(), "{}", stderr(&scored));
+    let again: serde_json::Value = serde_json::from_slice(&scored.stdout).expect("JSON");
+    assert_eq!(again["proxies"][0]["proxy"], "combo");
+    assert_eq!(again["proxies"][0]["tau_all"], rows[1]["tau_all"]);
+    // Its checkpoint is refused by a run of the tensor level.
+    let other = evolve("tensors");
+    assert_eq!(other.status.code(), Some(1));
+    let err = stderr(&other);
+    assert!(
+        err.contains("combined.txt") && err.contains("terminals=proxies+tensors"),
+        "{err}"
+    );
+}

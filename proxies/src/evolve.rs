@@ -151,6 +151,9 @@ pub enum Binary {
     Div,
     /// max(x, y).
     Max,
+    /// min(x, y) (architecture-level expressions only: the tensor level
+    /// keeps the five operators above, so its runs are unchanged).
+    Min,
 }
 
 /// Reduction of a tensor to one number per layer.
@@ -179,7 +182,7 @@ pub enum Aggregate {
     Min,
 }
 
-const UNARY: [Unary; 8] = [
+pub(crate) const UNARY: [Unary; 8] = [
     Unary::Abs,
     Unary::Square,
     Unary::Sqrt,
@@ -205,7 +208,7 @@ const AGGREGATE: [Aggregate; 4] = [
 ];
 
 impl Unary {
-    fn apply(self, x: f64) -> f64 {
+    pub(crate) fn apply(self, x: f64) -> f64 {
         match self {
             Unary::Abs => x.abs(),
             Unary::Square => x * x,
@@ -229,13 +232,14 @@ fn protect(x: f64) -> f64 {
 }
 
 impl Binary {
-    fn apply(self, x: f64, y: f64) -> f64 {
+    pub(crate) fn apply(self, x: f64, y: f64) -> f64 {
         match self {
             Binary::Add => x + y,
             Binary::Sub => x - y,
             Binary::Mul => x * y,
             Binary::Div => x / protect(y),
             Binary::Max => x.max(y),
+            Binary::Min => x.min(y),
         }
     }
 }
@@ -400,7 +404,20 @@ pub struct ExpressionParseError {
 impl std::str::FromStr for Expression {
     type Err = ExpressionParseError;
     fn from_str(text: &str) -> Result<Expression, ExpressionParseError> {
-        let mut p = ExprParser { text, pos: 0 };
+        let mut p = ExprParser::new(text);
+        let e = p.expression()?;
+        p.skip_space();
+        if p.pos != text.len() {
+            return Err(p.error("the end of the expression"));
+        }
+        Ok(e)
+    }
+}
+
+impl ExprParser<'_> {
+    /// An `AGG_layers(RED(TENSOR))` expression from the current position.
+    pub(crate) fn expression(&mut self) -> Result<Expression, ExpressionParseError> {
+        let p = self;
         let agg_name = p.ident()?;
         let aggregate = AGGREGATE
             .into_iter()
@@ -415,18 +432,16 @@ impl std::str::FromStr for Expression {
             .find(|r| lower(r) == red_name)
             .ok_or_else(|| p.error("a reduction: sum, mean, norm, std"))?;
         p.expect('(')?;
+        let start = p.pos;
         let tensor = p.tensor()?;
-        p.expect(')')?;
-        p.expect(')')?;
-        p.skip_space();
-        if p.pos != text.len() {
-            return Err(p.error("the end of the expression"));
-        }
         if tensor.shape().is_none() {
+            p.pos = start;
             return Err(
                 p.error("operands of one shape (weights W, dW, dW_noise or activations A...)")
             );
         }
+        p.expect(')')?;
+        p.expect(')')?;
         Ok(Expression {
             tensor,
             reduce,
@@ -435,29 +450,34 @@ impl std::str::FromStr for Expression {
     }
 }
 
-fn lower(v: &impl fmt::Debug) -> String {
+pub(crate) fn lower(v: &impl fmt::Debug) -> String {
     format!("{v:?}").to_lowercase()
 }
 
-struct ExprParser<'a> {
-    text: &'a str,
-    pos: usize,
+/// A reader of expression text (shared by the tensor and the
+/// architecture level, [`crate::scalar`]).
+pub(crate) struct ExprParser<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) pos: usize,
 }
 
-impl ExprParser<'_> {
-    fn error(&self, expected: &str) -> ExpressionParseError {
+impl<'a> ExprParser<'a> {
+    pub(crate) fn new(text: &'a str) -> ExprParser<'a> {
+        ExprParser { text, pos: 0 }
+    }
+    pub(crate) fn error(&self, expected: &str) -> ExpressionParseError {
         ExpressionParseError {
             text: self.text.to_owned(),
             at: self.pos,
             problem: format!("expected {expected}"),
         }
     }
-    fn skip_space(&mut self) {
+    pub(crate) fn skip_space(&mut self) {
         while self.text[self.pos..].starts_with(char::is_whitespace) {
             self.pos += 1;
         }
     }
-    fn ident(&mut self) -> Result<String, ExpressionParseError> {
+    pub(crate) fn ident(&mut self) -> Result<String, ExpressionParseError> {
         self.skip_space();
         let rest = &self.text[self.pos..];
         let len = rest
@@ -469,7 +489,7 @@ impl ExprParser<'_> {
         self.pos += len;
         Ok(rest[..len].to_owned())
     }
-    fn expect(&mut self, c: char) -> Result<(), ExpressionParseError> {
+    pub(crate) fn expect(&mut self, c: char) -> Result<(), ExpressionParseError> {
         self.skip_space();
         if self.text[self.pos..].starts_with(c) {
             self.pos += 1;
@@ -551,10 +571,57 @@ impl Expression {
     }
 }
 
+/// What [`Evolution`] evolves: an expression that scores one
+/// architecture from what [`Genome::Arch`] holds of it. Two levels exist:
+/// [`Expression`] (per-layer tensors reduced and aggregated, the
+/// GreenMachine/EZNAS form) and [`crate::scalar::ScalarExpr`] (an
+/// architecture-level expression over the standard proxies' scores and
+/// per-layer expressions). Both evolve with the same tournament,
+/// crossover, mutation, elitism and validation pick.
+pub trait Genome: Clone + PartialEq + fmt::Display + fmt::Debug {
+    /// What one architecture offers the expression.
+    type Arch;
+    /// Appended to the checkpoint's settings line, so that a checkpoint of
+    /// one level is refused by a run of the other ("" for [`Expression`],
+    /// whose checkpoints predate the second level).
+    const SETTINGS_TAG: &'static str;
+    /// A random expression of at most `max_depth` levels.
+    fn random(rng: &mut SmallRng, max_depth: usize) -> Self;
+    /// A copy with one random change.
+    fn mutate(&self, max_depth: usize, rng: &mut SmallRng) -> Self;
+    /// A child of `self` and `other`.
+    fn crossover(&self, other: &Self, max_depth: usize, rng: &mut SmallRng) -> Self;
+    /// The score of one architecture (NaN when ill-formed; possibly
+    /// infinite).
+    fn score(&self, arch: &Self::Arch) -> f64;
+    /// Reads the text `Display` writes.
+    fn parse(text: &str) -> Result<Self, ExpressionParseError>;
+}
+
+impl Genome for Expression {
+    type Arch = Vec<LayerTensors>;
+    const SETTINGS_TAG: &'static str = "";
+    fn random(rng: &mut SmallRng, max_depth: usize) -> Expression {
+        Expression::random(rng, max_depth)
+    }
+    fn mutate(&self, max_depth: usize, rng: &mut SmallRng) -> Expression {
+        mutate(self, max_depth, rng)
+    }
+    fn crossover(&self, other: &Expression, max_depth: usize, rng: &mut SmallRng) -> Expression {
+        crossover(self, other, max_depth, rng)
+    }
+    fn score(&self, arch: &Vec<LayerTensors>) -> f64 {
+        Expression::score(self, arch)
+    }
+    fn parse(text: &str) -> Result<Expression, ExpressionParseError> {
+        text.parse()
+    }
+}
+
 /// Fitness of `expr`: Kendall τ-b between its scores on `archs` and
 /// `accuracy`; [`WORST_FITNESS`] when a score is NaN or infinite or all
 /// scores are equal.
-pub fn fitness(expr: &Expression, archs: &[Vec<LayerTensors>], accuracy: &[f64]) -> f64 {
+pub fn fitness<G: Genome>(expr: &G, archs: &[G::Arch], accuracy: &[f64]) -> f64 {
     let scores: Vec<f64> = archs.iter().map(|a| expr.score(a)).collect();
     if scores.iter().any(|s| !s.is_finite()) {
         return WORST_FITNESS;
@@ -562,21 +629,30 @@ pub fn fitness(expr: &Expression, archs: &[Vec<LayerTensors>], accuracy: &[f64])
     kendall_tau_b(&scores, accuracy).unwrap_or(WORST_FITNESS)
 }
 
-/// One ranking task: a sample of architectures of one dataset (their
-/// layer tensors) and the accuracies they trained to.
-#[derive(Debug, Clone, Copy)]
-pub struct RankTask<'a> {
-    /// Layer tensors of each architecture.
-    pub archs: &'a [Vec<LayerTensors>],
+/// One ranking task: a sample of architectures of one dataset (what an
+/// expression reads of each: their layer tensors by default) and the
+/// accuracies they trained to.
+#[derive(Debug)]
+pub struct RankTask<'a, A = Vec<LayerTensors>> {
+    /// What the expression reads of each architecture.
+    pub archs: &'a [A],
     /// Trained accuracy of each architecture.
     pub accuracy: &'a [f64],
 }
+
+// Derived Clone/Copy would ask `A: Copy`; the task only borrows.
+impl<A> Clone for RankTask<'_, A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A> Copy for RankTask<'_, A> {}
 
 /// Fitness over several tasks (datasets): the mean of [`fitness`] on each,
 /// [`WORST_FITNESS`] when any is degenerate or there is no task. An
 /// expression must rank well on every dataset it is evolved on, not on the
 /// one with most architectures.
-pub fn fitness_on(expr: &Expression, tasks: &[RankTask<'_>]) -> f64 {
+pub fn fitness_on<G: Genome>(expr: &G, tasks: &[RankTask<'_, G::Arch>]) -> f64 {
     if tasks.is_empty() {
         return WORST_FITNESS;
     }
@@ -626,10 +702,10 @@ impl Default for EvolveSettings {
 
 /// The best expression found and the best fitness after each generation.
 #[derive(Debug, Clone)]
-pub struct EvolveResult {
+pub struct EvolveResult<G = Expression> {
     /// The best expression: by validation fitness among the generations'
     /// best when a validation set was given, else by search fitness.
-    pub best: Expression,
+    pub best: G,
     /// Its search fitness.
     pub fitness: f64,
     /// Its validation fitness, when a validation set was given.
@@ -643,11 +719,11 @@ pub struct EvolveResult {
 
 /// The best individual of one generation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GenerationBest {
+pub struct GenerationBest<G = Expression> {
     /// The generation (0: the initial population).
     pub generation: usize,
     /// Its best expression by search fitness.
-    pub expression: Expression,
+    pub expression: G,
     /// Search fitness.
     pub fitness: f64,
     /// Validation fitness (when a validation set is given).
@@ -683,11 +759,11 @@ pub enum CheckpointError {
 /// generator (seed and generation number), so a resumed run continues
 /// exactly as an uninterrupted one would.
 #[derive(Debug, Clone)]
-pub struct Evolution {
+pub struct Evolution<G = Expression> {
     settings: EvolveSettings,
     generation: usize,
-    population: Vec<(Expression, f64)>,
-    bests: Vec<GenerationBest>,
+    population: Vec<(G, f64)>,
+    bests: Vec<GenerationBest<G>>,
 }
 
 /// The generator of generation `generation`.
@@ -697,23 +773,23 @@ fn generation_rng(seed: u64, generation: usize) -> SmallRng {
     )
 }
 
-fn by_fitness(a: &(Expression, f64), b: &(Expression, f64)) -> std::cmp::Ordering {
+fn by_fitness<G>(a: &(G, f64), b: &(G, f64)) -> std::cmp::Ordering {
     b.1.total_cmp(&a.1)
 }
 
-impl Evolution {
+impl<G: Genome> Evolution<G> {
     /// The initial population, scored on `search` (and its best on
     /// `validation`, when not empty).
     pub fn start(
         settings: &EvolveSettings,
-        search: &[RankTask<'_>],
-        validation: &[RankTask<'_>],
-    ) -> Evolution {
+        search: &[RankTask<'_, G::Arch>],
+        validation: &[RankTask<'_, G::Arch>],
+    ) -> Evolution<G> {
         let mut rng = generation_rng(settings.seed, 0);
         let size = settings.population.max(2);
-        let mut population: Vec<(Expression, f64)> = (0..size)
+        let mut population: Vec<(G, f64)> = (0..size)
             .map(|_| {
-                let e = Expression::random(&mut rng, settings.max_depth);
+                let e = G::random(&mut rng, settings.max_depth);
                 let f = fitness_on(&e, search);
                 (e, f)
             })
@@ -729,7 +805,7 @@ impl Evolution {
         run
     }
 
-    fn record_best(&mut self, validation: &[RankTask<'_>]) {
+    fn record_best(&mut self, validation: &[RankTask<'_, G::Arch>]) {
         let (expression, fitness) = self.population[0].clone();
         let validation = (!validation.is_empty()).then(|| fitness_on(&expression, validation));
         self.bests.push(GenerationBest {
@@ -751,17 +827,17 @@ impl Evolution {
     }
 
     /// The best of the initial population and of each generation so far.
-    pub fn bests(&self) -> &[GenerationBest] {
+    pub fn bests(&self) -> &[GenerationBest<G>] {
         &self.bests
     }
 
     /// Makes one generation: elites kept, the rest children of tournament
     /// winners by crossover or mutation.
-    pub fn step(&mut self, search: &[RankTask<'_>], validation: &[RankTask<'_>]) {
+    pub fn step(&mut self, search: &[RankTask<'_, G::Arch>], validation: &[RankTask<'_, G::Arch>]) {
         let s = &self.settings;
         let mut rng = generation_rng(s.seed, self.generation + 1);
         let size = self.population.len();
-        let mut next: Vec<(Expression, f64)> = self
+        let mut next: Vec<(G, f64)> = self
             .population
             .iter()
             .take(s.elites.min(size))
@@ -771,9 +847,9 @@ impl Evolution {
             let parent = tournament(&self.population, s.tournament, &mut rng);
             let child = if rng.gen_bool(s.crossover.clamp(0.0, 1.0)) {
                 let other = tournament(&self.population, s.tournament, &mut rng);
-                crossover(parent, other, s.max_depth, &mut rng)
+                parent.crossover(other, s.max_depth, &mut rng)
             } else {
-                mutate(parent, s.max_depth, &mut rng)
+                parent.mutate(s.max_depth, &mut rng)
             };
             let f = fitness_on(&child, search);
             next.push((child, f));
@@ -787,7 +863,7 @@ impl Evolution {
     /// The result so far: the generations' best with the highest
     /// validation fitness when a validation set was given (model selection
     /// on data evolution did not fit), else the best by search fitness.
-    pub fn result(&self) -> EvolveResult {
+    pub fn result(&self) -> EvolveResult<G> {
         let pick = self
             .bests
             .iter()
@@ -808,8 +884,15 @@ impl Evolution {
 
     fn settings_line(s: &EvolveSettings) -> String {
         format!(
-            "population={} generations={} tournament={} elites={} crossover={} max_depth={} seed={}",
-            s.population, s.generations, s.tournament, s.elites, s.crossover, s.max_depth, s.seed
+            "population={} generations={} tournament={} elites={} crossover={} max_depth={} seed={}{}",
+            s.population,
+            s.generations,
+            s.tournament,
+            s.elites,
+            s.crossover,
+            s.max_depth,
+            s.seed,
+            G::SETTINGS_TAG
         )
     }
 
@@ -837,7 +920,7 @@ impl Evolution {
     /// Restores a run [`Evolution::checkpoint`] wrote, refusing one made
     /// with other settings (every setting except `generations`, which
     /// may grow to continue a finished run).
-    pub fn resume(settings: &EvolveSettings, text: &str) -> Result<Evolution, CheckpointError> {
+    pub fn resume(settings: &EvolveSettings, text: &str) -> Result<Evolution<G>, CheckpointError> {
         let mut generation = None;
         let mut bests = Vec::new();
         let mut population = Vec::new();
@@ -851,9 +934,8 @@ impl Evolution {
                     .map_err(|_| line_error(line, format!("{what} {v:?} is not a number"))),
             }
         };
-        let expression = |line: usize, rest: &str| -> Result<Expression, CheckpointError> {
-            rest.parse()
-                .map_err(|e: ExpressionParseError| line_error(line, e.to_string()))
+        let expression = |line: usize, rest: &str| -> Result<G, CheckpointError> {
+            G::parse(rest).map_err(|e: ExpressionParseError| line_error(line, e.to_string()))
         };
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
@@ -945,15 +1027,15 @@ pub fn evolve(
     settings: &EvolveSettings,
 ) -> EvolveResult {
     let search = [RankTask { archs, accuracy }];
-    let mut run = Evolution::start(settings, &search, &[]);
+    let mut run = Evolution::<Expression>::start(settings, &search, &[]);
     while !run.finished() {
         run.step(&search, &[]);
     }
     run.result()
 }
 
-fn tournament<'a>(pop: &'a [(Expression, f64)], k: usize, rng: &mut SmallRng) -> &'a Expression {
-    let mut best: Option<&(Expression, f64)> = None;
+fn tournament<'a, G>(pop: &'a [(G, f64)], k: usize, rng: &mut SmallRng) -> &'a G {
+    let mut best: Option<&(G, f64)> = None;
     for _ in 0..k.max(1) {
         let c = &pop[rng.gen_range(0..pop.len())];
         if best.is_none_or(|b| c.1 > b.1) {
@@ -1398,16 +1480,16 @@ mod tests {
             seed: 9,
             ..EvolveSettings::default()
         };
-        let mut whole = Evolution::start(&settings, &search, &validation);
+        let mut whole = Evolution::<Expression>::start(&settings, &search, &validation);
         while !whole.finished() {
             whole.step(&search, &validation);
         }
-        let mut first = Evolution::start(&settings, &search, &validation);
+        let mut first = Evolution::<Expression>::start(&settings, &search, &validation);
         for _ in 0..3 {
             first.step(&search, &validation);
         }
         let text = first.checkpoint();
-        let mut resumed = Evolution::resume(&settings, &text).expect("resume");
+        let mut resumed = Evolution::<Expression>::resume(&settings, &text).expect("resume");
         assert_eq!(resumed.generation(), 3);
         while !resumed.finished() {
             resumed.step(&search, &validation);
@@ -1427,7 +1509,8 @@ mod tests {
             generations: 8,
             ..settings.clone()
         };
-        let mut more = Evolution::resume(&longer, &whole.checkpoint()).expect("resume longer");
+        let mut more =
+            Evolution::<Expression>::resume(&longer, &whole.checkpoint()).expect("resume longer");
         assert!(!more.finished());
         more.step(&search, &validation);
         assert_eq!(more.generation(), 7);
@@ -1446,24 +1529,24 @@ mod tests {
             generations: 2,
             ..EvolveSettings::default()
         };
-        let run = Evolution::start(&settings, &search, &[]);
+        let run = Evolution::<Expression>::start(&settings, &search, &[]);
         let text = run.checkpoint();
         let other = EvolveSettings {
             seed: 1,
             ..settings.clone()
         };
         assert!(matches!(
-            Evolution::resume(&other, &text),
+            Evolution::<Expression>::resume(&other, &text),
             Err(CheckpointError::Settings { .. })
         ));
         let broken = text.replacen("member ", "member x", 1);
         let line = text.lines().position(|l| l.starts_with("member ")).unwrap() + 1;
-        match Evolution::resume(&settings, &broken) {
+        match Evolution::<Expression>::resume(&settings, &broken) {
             Err(CheckpointError::Line { line: l, .. }) => assert_eq!(l, line),
             other => panic!("{other:?}"),
         }
         let truncated: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
-        assert!(Evolution::resume(&settings, &truncated).is_err());
+        assert!(Evolution::<Expression>::resume(&settings, &truncated).is_err());
     }
 
     #[test]

@@ -13,7 +13,10 @@
 //! holds Kendall τ-b and Spearman ρ and the random and stratified samples
 //! the benchmark judges proxies on; [`evolve`] is the core of evolved
 //! proxies (expression trees over per-layer tensors, fitness = Kendall τ,
-//! seeded evolution), which `nas-client proxies --evolve-table` runs.
+//! seeded evolution), which `nas-client proxies --evolve-table` runs;
+//! [`scalar`] is its second, architecture-level expression form, whose
+//! terminals are the standard proxies' scores and per-layer expressions
+//! (`--evolve-terminals proxies+tensors`).
 //!
 //! # Protocol (faithful to the reference code, see
 //! `shared/research/proxies-splitting.md` §2)
@@ -71,6 +74,7 @@ mod measures;
 pub mod named;
 pub mod probe;
 pub mod rank;
+pub mod scalar;
 
 #[cfg(test)]
 mod tests;
