@@ -376,48 +376,11 @@ fn ft_sandwich_training_lowers_the_loss() {
     }
 }
 
-/// Stop and resume an FT supernet: two epochs, a checkpoint, a fresh
-/// supernet restored from it and trained two more epochs ends with exactly
-/// the weights and moments of four uninterrupted epochs (dropouts on).
+/// Stop and resume an FT supernet (dropouts on): as exact as for the other
+/// backbones (`tests::assert_resume_is_exact`).
 #[test]
 fn a_resumed_ft_training_equals_the_uninterrupted_one() {
-    let data = two_classes(96);
-    let space = small_space();
-    let config = SandwichConfig {
-        epochs: 4,
-        batch_size: 32,
-        lr: 1e-2,
-        threads: 1,
-        ..SandwichConfig::default()
-    };
-    let mut whole = Supernet::for_dataset(space.clone(), &data, 5).expect("builds");
-    whole
-        .train(&data, &config, None, &mut |_| {})
-        .expect("trains");
-    let expect = whole.checkpoint(4).expect("checkpoint");
-    let mut first = Supernet::for_dataset(space.clone(), &data, 5).expect("builds");
-    first
-        .train_epochs(&data, &config, 1..=2, None, &mut |_| {})
-        .expect("trains");
-    let stopped = first.checkpoint(2).expect("checkpoint");
-    let mut resumed = Supernet::for_dataset(space.clone(), &data, 99).expect("builds");
-    assert_ne!(
-        resumed.checkpoint(0).expect("checkpoint").tensors,
-        stopped.tensors
-    );
-    resumed.restore(&stopped).expect("fits");
-    resumed
-        .train_epochs(&data, &config, 3..=4, None, &mut |_| {})
-        .expect("trains");
-    let got = resumed.checkpoint(4).expect("checkpoint");
-    assert_eq!(got.tensors, expect.tensors);
-    for (a, b) in got.moments.iter().zip(&expect.moments) {
-        let (a, b) = (a.as_ref().expect("stepped"), b.as_ref().expect("stepped"));
-        assert_eq!(
-            (&a.first, &a.second, a.steps),
-            (&b.first, &b.second, b.steps)
-        );
-    }
+    crate::tests::assert_resume_is_exact(&small_space(), &two_classes(96));
 }
 
 /// The sandwich step on an FT supernet (largest child on the labels, the

@@ -4,7 +4,9 @@
 //! recalibration against statistics computed by hand, and sandwich
 //! training on a small synthetic problem.
 
-use crate::{ChildSettings, EvalSettings, SandwichConfig, Supernet, SupernetSpace};
+use crate::{
+    ChildSettings, EvalSettings, SandwichConfig, Supernet, SupernetCheckpoint, SupernetSpace,
+};
 use ndarray::{array, s, Array1, Array2};
 use nn_plan::{Activation, Norm};
 use rand::rngs::{SmallRng, StdRng};
@@ -629,19 +631,16 @@ fn regression_supernets_train_and_report_through_the_meter() {
 }
 
 /// Stop and resume: two epochs, a checkpoint, a fresh supernet (another
-/// initialisation) restored from it and trained two more epochs ends with
-/// exactly the weights, statistics and moments of four uninterrupted
-/// epochs (dropout and BatchNorm on, so every random draw counts).
-#[test]
-fn a_resumed_training_equals_the_uninterrupted_one() {
-    let data = two_classes(160);
-    let space = SupernetSpace::resnet(
-        vec![4, 8],
-        vec![vec![3, 6], vec![3, 6]],
-        vec![1, 2],
-        settings(Norm::Batch, Activation::Relu, 0.2),
-    )
-    .expect("valid");
+/// initialisation, checked to differ) restored from it and trained two more
+/// epochs ends with exactly the weights, statistics and moments of four
+/// uninterrupted epochs, the progress callback seeing epochs 1 to 4 once.
+/// Returns the checkpoint after epoch 2, the resumed supernet, the
+/// configuration and the optimizer steps of the first two epochs, for a
+/// caller's further checks. Shared by every backbone's test.
+pub(crate) fn assert_resume_is_exact(
+    space: &SupernetSpace,
+    data: &Dataset,
+) -> (SupernetCheckpoint, Supernet, SandwichConfig, u64) {
     let config = SandwichConfig {
         epochs: 4,
         batch_size: 32,
@@ -649,22 +648,26 @@ fn a_resumed_training_equals_the_uninterrupted_one() {
         threads: 1,
         ..SandwichConfig::default()
     };
-    let mut whole = Supernet::for_dataset(space.clone(), &data, 5).expect("builds");
+    let mut whole = Supernet::for_dataset(space.clone(), data, 5).expect("builds");
     whole
-        .train(&data, &config, None, &mut |_| {})
+        .train(data, &config, None, &mut |_| {})
         .expect("trains");
     let expect = whole.checkpoint(4).expect("checkpoint");
-    let mut first = Supernet::for_dataset(space.clone(), &data, 5).expect("builds");
+    let mut first = Supernet::for_dataset(space.clone(), data, 5).expect("builds");
     let mut seen = Vec::new();
     let half = first
-        .train_epochs(&data, &config, 1..=2, None, &mut |e| seen.push(e.epoch))
+        .train_epochs(data, &config, 1..=2, None, &mut |e| seen.push(e.epoch))
         .expect("trains");
-    assert_eq!(half.steps, 2 * 4);
     let stopped = first.checkpoint(2).expect("checkpoint");
-    let mut resumed = Supernet::for_dataset(space.clone(), &data, 99).expect("builds");
+    let mut resumed = Supernet::for_dataset(space.clone(), data, 99).expect("builds");
+    assert_ne!(
+        resumed.checkpoint(0).expect("checkpoint").tensors,
+        stopped.tensors,
+        "another initialisation, or the restore proves nothing"
+    );
     resumed.restore(&stopped).expect("fits");
     resumed
-        .train_epochs(&data, &config, 3..=4, None, &mut |e| seen.push(e.epoch))
+        .train_epochs(data, &config, 3..=4, None, &mut |e| seen.push(e.epoch))
         .expect("trains");
     assert_eq!(seen, [1, 2, 3, 4]);
     let got = resumed.checkpoint(4).expect("checkpoint");
@@ -677,6 +680,24 @@ fn a_resumed_training_equals_the_uninterrupted_one() {
             (&b.first, &b.second, b.steps)
         );
     }
+    (stopped, resumed, config, half.steps)
+}
+
+/// Stop and resume a ResNet supernet with dropout and BatchNorm on (so
+/// every random draw and running statistic counts); a checkpoint of
+/// another space does not fit, nor does training past the configuration.
+#[test]
+fn a_resumed_training_equals_the_uninterrupted_one() {
+    let data = two_classes(160);
+    let space = SupernetSpace::resnet(
+        vec![4, 8],
+        vec![vec![3, 6], vec![3, 6]],
+        vec![1, 2],
+        settings(Norm::Batch, Activation::Relu, 0.2),
+    )
+    .expect("valid");
+    let (stopped, mut resumed, config, half_steps) = assert_resume_is_exact(&space, &data);
+    assert_eq!(half_steps, 2 * 4);
     // A checkpoint of another space does not fit.
     let other = SupernetSpace::mlp(
         vec![vec![3]],
