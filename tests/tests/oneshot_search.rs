@@ -14,7 +14,7 @@ use energy_model::MachineFingerprint;
 use integration_tests::fixtures::synthetic_calibration;
 use integration_tests::{workspace_bin, Daemon, SIMULATED_CONFIG};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Cuts the default MLP space of credit_g under the synthetic calibration
@@ -52,8 +52,9 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-#[test]
-fn oneshot_trains_searches_retrains_and_resumes() {
+/// A simulated energyd, a scratch folder, and a synthetic calibration of
+/// this machine saved in it (what every test here starts from).
+fn daemon_and_calibration() -> (Daemon, tempfile::TempDir, PathBuf) {
     let d = Daemon::start(SIMULATED_CONFIG);
     let dir = tempfile::tempdir().unwrap();
     let cal = dir.path().join("calibration.toml");
@@ -61,6 +62,12 @@ fn oneshot_trains_searches_retrains_and_resumes() {
     synthetic_calibration(here, "oneshot_search test")
         .save(&cal)
         .unwrap();
+    (d, dir, cal)
+}
+
+#[test]
+fn oneshot_trains_searches_retrains_and_resumes() {
+    let (d, dir, cal) = daemon_and_calibration();
 
     // Without a calibration: refused, saying how to make one.
     let out = oneshot(
@@ -243,13 +250,7 @@ fn oneshot_trains_searches_retrains_and_resumes() {
 /// picked (main width apart from the blocks' widths).
 #[test]
 fn oneshot_searches_a_resnet_supernet_with_the_soft_reward() {
-    let d = Daemon::start(SIMULATED_CONFIG);
-    let dir = tempfile::tempdir().unwrap();
-    let cal = dir.path().join("calibration.toml");
-    let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");
-    synthetic_calibration(here, "oneshot_search test")
-        .save(&cal)
-        .unwrap();
+    let (d, dir, cal) = daemon_and_calibration();
     let out = oneshot(
         &d,
         dir.path(),
@@ -297,13 +298,7 @@ fn oneshot_searches_a_resnet_supernet_with_the_soft_reward() {
 /// (token width, blocks, heads, ReGLU width).
 #[test]
 fn oneshot_searches_an_ft_transformer_supernet() {
-    let d = Daemon::start(SIMULATED_CONFIG);
-    let dir = tempfile::tempdir().unwrap();
-    let cal = dir.path().join("calibration.toml");
-    let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");
-    synthetic_calibration(here, "oneshot_search test")
-        .save(&cal)
-        .unwrap();
+    let (d, dir, cal) = daemon_and_calibration();
     let out = oneshot(
         &d,
         dir.path(),
@@ -369,13 +364,7 @@ fn oneshot_searches_an_ft_transformer_supernet() {
 /// measured hypervolumes. Without a calibration `--oneshot` is refused.
 #[test]
 fn compare_adds_a_oneshot_search() {
-    let d = Daemon::start(SIMULATED_CONFIG);
-    let dir = tempfile::tempdir().unwrap();
-    let cal = dir.path().join("calibration.toml");
-    let here = MachineFingerprint::probe(&[]).expect("fingerprint of this machine");
-    synthetic_calibration(here, "oneshot_search test")
-        .save(&cal)
-        .unwrap();
+    let (d, dir, cal) = daemon_and_calibration();
     // The one-shot MLP space, at the retrainings' epochs (≥ 40 ms of
     // training each, as above).
     let space = dir.path().join("space.toml");
