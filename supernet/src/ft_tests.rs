@@ -4,6 +4,7 @@
 //! supernet's full-size tensors; stop and resume; sandwich training on a
 //! small synthetic problem.
 
+use crate::tests::{pass, random};
 use crate::{FtSettings, SandwichConfig, Supernet, SupernetSpace};
 use ndarray::{concatenate, s, Array1, Array2, ArrayView2, Axis};
 use nn_plan::{Backbone, FtDropouts};
@@ -15,7 +16,6 @@ use tabular_nn::kernels::NullSink;
 use tabular_nn::model::layers::{Ctx, Layer, Mode};
 use tabular_nn::model::visit::visit_named_parameters;
 use tabular_nn::model::{BuildNetwork, Network};
-use tabular_nn::train::LossKind;
 
 /// Five input columns: a numeric feature, a categorical one of three
 /// one-hot columns, a numeric one.
@@ -88,10 +88,6 @@ fn slice_for(
     }
 }
 
-fn random(rows: usize, cols: usize, rng: &mut SmallRng) -> Array2<f32> {
-    Array2::from_shape_fn((rows, cols), |_| rng.gen_range(-1.2f32..1.2))
-}
-
 fn assert_close(what: &str, a: ArrayView2<f32>, b: ArrayView2<f32>, tol: f32) {
     assert_eq!(a.dim(), b.dim(), "{what}: shapes");
     for ((i, &x), &y) in a.indexed_iter().zip(b.iter()) {
@@ -100,19 +96,6 @@ fn assert_close(what: &str, a: ArrayView2<f32>, b: ArrayView2<f32>, tol: f32) {
             "{what}{i:?}: {x} vs {y}"
         );
     }
-}
-
-/// One forward and backward pass of the mean cross-entropy with the input
-/// gradient, dropout seeded alike; returns the loss.
-fn pass(net: &mut Network, x: &Array2<f32>, y: &Array1<f32>, mode: Mode) -> f64 {
-    let mut sink = NullSink;
-    let mut ctx = Ctx::new(&mut sink, 5);
-    let mut loss = LossKind::SoftmaxCrossEntropy.build(x.nrows(), net.outputs);
-    net.body.forward(x.view(), mode, &mut ctx);
-    let value = loss.forward(net.body.output(), y.view(), &mut ctx);
-    loss.backward(net.body.output(), y.view(), &mut ctx);
-    net.body.backward(x.view(), loss.grad(), true, &mut ctx);
-    value
 }
 
 /// A child of every kind (smallest, largest, narrow and deep, wide and

@@ -20,7 +20,8 @@ use tabular_nn::model::{BuildNetwork, Network};
 use tabular_nn::train::loss::softmax;
 use tabular_nn::train::LossKind;
 
-fn random(rows: usize, cols: usize, rng: &mut SmallRng) -> Array2<f32> {
+/// Uniform in ±1.2 (shared with the FT tests).
+pub(crate) fn random(rows: usize, cols: usize, rng: &mut SmallRng) -> Array2<f32> {
     Array2::from_shape_fn((rows, cols), |_| rng.gen_range(-1.2f32..1.2))
 }
 
@@ -145,8 +146,9 @@ fn copy_child(child: &mut Network, alone: &mut Network) {
 }
 
 /// One forward and backward pass of the mean cross-entropy, with the input
-/// gradient; returns the loss.
-fn pass(net: &mut Network, x: &Array2<f32>, y: &Array1<f32>, mode: Mode) -> f64 {
+/// gradient, dropout seeded alike on every call; returns the loss (shared
+/// with the FT tests).
+pub(crate) fn pass(net: &mut Network, x: &Array2<f32>, y: &Array1<f32>, mode: Mode) -> f64 {
     let mut sink = NullSink;
     let mut ctx = Ctx::new(&mut sink, 5);
     let mut loss = LossKind::SoftmaxCrossEntropy.build(x.nrows(), net.outputs);
