@@ -4,7 +4,7 @@
 //! supernet's full-size tensors; stop and resume; sandwich training on a
 //! small synthetic problem.
 
-use crate::tests::{pass, random};
+use crate::tests::{assert_close, pass, random};
 use crate::{FtSettings, SandwichConfig, Supernet, SupernetSpace};
 use ndarray::{concatenate, s, Array1, Array2, ArrayView2, Axis};
 use nn_plan::{Backbone, FtDropouts};
@@ -85,16 +85,6 @@ fn slice_for(
         ]
     } else {
         full.slice(s![..rows, ..cols]).to_owned()
-    }
-}
-
-fn assert_close(what: &str, a: ArrayView2<f32>, b: ArrayView2<f32>, tol: f32) {
-    assert_eq!(a.dim(), b.dim(), "{what}: shapes");
-    for ((i, &x), &y) in a.indexed_iter().zip(b.iter()) {
-        assert!(
-            (x - y).abs() <= tol * (1.0 + x.abs().max(y.abs())),
-            "{what}{i:?}: {x} vs {y}"
-        );
     }
 }
 

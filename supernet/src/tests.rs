@@ -7,7 +7,7 @@
 use crate::{
     ChildSettings, EvalSettings, SandwichConfig, Supernet, SupernetCheckpoint, SupernetSpace,
 };
-use ndarray::{array, s, Array1, Array2};
+use ndarray::{array, s, Array1, Array2, AsArray, Ix2};
 use nn_plan::{Activation, Norm};
 use rand::rngs::{SmallRng, StdRng};
 use rand::{Rng, SeedableRng};
@@ -159,7 +159,15 @@ pub(crate) fn pass(net: &mut Network, x: &Array2<f32>, y: &Array1<f32>, mode: Mo
     value
 }
 
-fn assert_close(what: &str, a: &Array2<f32>, b: &Array2<f32>, tol: f32) {
+/// Element-wise equal within a relative tolerance (arrays or views; shared
+/// with the FT tests).
+pub(crate) fn assert_close<'a, 'b>(
+    what: &str,
+    a: impl AsArray<'a, f32, Ix2>,
+    b: impl AsArray<'b, f32, Ix2>,
+    tol: f32,
+) {
+    let (a, b) = (a.into(), b.into());
     assert_eq!(a.dim(), b.dim(), "{what}: shapes");
     for ((i, &x), &y) in a.indexed_iter().zip(b.iter()) {
         assert!(
