@@ -14,11 +14,7 @@
 //! as its tests and `bench/pricing` do), so figures say that pricing
 //! follows the network, not what a real machine spends.
 
-use energy_model::model::{FitShape, KernelModel, Observation};
-use energy_model::predict::OverheadModel;
-use energy_model::{
-    Calibration, MachineFingerprint, NetworkEnergyPrediction, NetworkRun, FORMAT_VERSION,
-};
+use energy_model::{Calibration, MachineFingerprint, NetworkEnergyPrediction, NetworkRun};
 use ndarray::{Array1, Array2};
 use nn_plan::{
     Activation, Architecture, Backbone, DatasetShape, KernelKind, LayerShape, ModelSpec,
@@ -39,54 +35,19 @@ const INPUTS: usize = 5;
 const OUTPUTS: usize = 3;
 const BATCH: usize = 16;
 
-/// Every kernel kind at one thread, energy linear in the work of a call.
+/// The shared synthetic calibration (`integration_tests::fixtures`) of a
+/// fixed test machine: this test prices in process, so the machine need
+/// not be this one.
 fn synthetic_calibration() -> Calibration {
-    let kernels = KernelKind::ALL
-        .iter()
-        .map(|kind| {
-            let mut observations = Vec::new();
-            for batch in [16u64, 64, 256, 1024] {
-                for (i, o) in [(8u64, 128u64), (128, 16), (64, 64), (256, 512)] {
-                    let work = (batch * i * o) as f64;
-                    observations.push(Observation {
-                        kernel: kind.as_str().to_owned(),
-                        shape: FitShape {
-                            batch,
-                            in_width: i,
-                            out_width: o,
-                        },
-                        threads: 1,
-                        calls: 100,
-                        wall_time_per_call_ns: 2000.0 + 0.5 * work,
-                        cpu_time_per_call_ns: 2000.0 + 0.5 * work,
-                        power_w: 8.0,
-                    });
-                }
-            }
-            KernelModel::fit(kind.as_str(), 1, &observations).expect("fit")
-        })
-        .collect();
-    Calibration {
-        format_version: FORMAT_VERSION,
-        created_by: "grown_network_priced test".into(),
-        created_at_unix_s: 1,
+    let machine = MachineFingerprint {
+        cpu_model: "Test CPU".into(),
+        logical_cpus: 2,
+        kernel_release: "6.1".into(),
+        gpu: None,
+        energy_sources: Vec::new(),
         provenance: Provenance::Estimated,
-        notes: vec!["synthetic".into()],
-        machine: MachineFingerprint {
-            cpu_model: "Test CPU".into(),
-            logical_cpus: 2,
-            kernel_release: "6.1".into(),
-            gpu: None,
-            energy_sources: Vec::new(),
-            provenance: Provenance::Estimated,
-        },
-        kernels,
-        overheads: vec![OverheadModel {
-            threads: 1,
-            j_per_call: 1e-7,
-            samples: 1,
-        }],
-    }
+    };
+    integration_tests::fixtures::synthetic_calibration(machine, "grown_network_priced test")
 }
 
 fn price(cal: &Calibration, model: &ModelSpec) -> NetworkEnergyPrediction {
