@@ -81,6 +81,13 @@ pub const BUNDLED: &[BundledDataset] = &[
         "spam e-mail, binary, 4,601 rows x 57 word and character frequencies (PMLB; UCI, CC BY 4.0)"
     ),
     bundled!(
+        "letter",
+        "letter.tsv.gz",
+        "target",
+        Some(include_str!("../../../data/letter.metadata.yaml")),
+        "letter recognition, 26 classes, 20,000 rows x 16 (PMLB; UCI, CC BY 4.0)"
+    ),
+    bundled!(
         "california_housing",
         "california_housing.csv.gz",
         "median_house_value",
@@ -187,12 +194,12 @@ mod tests {
         for d in BUNDLED {
             let ds = d.load(0).unwrap_or_else(|e| panic!("{}: {e}", d.name));
             assert!(ds.train.rows() > ds.test.rows(), "{}", d.name);
-            let expect = if d.name == "california_housing" {
-                Task::Regression
-            } else {
-                Task::Binary
+            let (task, classes) = match d.name {
+                "california_housing" => (Task::Regression, 0),
+                "letter" => (Task::Multiclass, 26),
+                _ => (Task::Binary, 2),
             };
-            assert_eq!(ds.task, expect, "{}", d.name);
+            assert_eq!((ds.task, ds.classes.len()), (task, classes), "{}", d.name);
         }
         let adult = load("adult", 0).expect("adult");
         assert!(adult
